@@ -1,0 +1,21 @@
+//! The HTTP API: upload a CSV, poll its status, download its output CSV.
+
+mod routes;
+mod upload_form;
+
+use imgpipe_core::aws::{DynamoTable, S3Blobs, SqsQueue, sdk_config};
+use imgpipe_core::config::ApiConfig;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    imgpipe_core::logging::init();
+    let config = ApiConfig::from_env()?;
+    let sdk = sdk_config().await;
+    let state = routes::AppState {
+        blobs: S3Blobs::new(&sdk, &config.bucket),
+        table: DynamoTable::new(&sdk, &config.table, config.item_lifetime),
+        queue: SqsQueue::new(&sdk, &config.queue_url),
+        config,
+    };
+    lambda_http::run(routes::router(state)).await
+}

@@ -1,0 +1,176 @@
+//! Routes and their answers. Status codes are decided here, from the core's error variants;
+//! clients get stable `error` codes and readable messages, never internal details.
+
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bytes::Bytes;
+use imgpipe_core::accept::{AcceptError, AcceptPorts, accept_csv};
+use imgpipe_core::aws::{DynamoTable, S3Blobs, SqsQueue};
+use imgpipe_core::config::ApiConfig;
+use imgpipe_core::csv_rules::{CsvProblem, CsvRejection};
+use imgpipe_core::ports::{BlobStore, RequestTable};
+use imgpipe_core::request::{ImageState, RequestRecord};
+use imgpipe_core::request_id::RequestId;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+use crate::upload_form::read_upload;
+
+pub struct AppState {
+    pub blobs: S3Blobs,
+    pub table: DynamoTable,
+    pub queue: SqsQueue,
+    pub config: ApiConfig,
+}
+
+/// Failed images listed in a status answer, so the reasons are visible without a download.
+const MAX_LISTED_FAILURES: usize = 100;
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/upload/", post(upload))
+        .route("/api/upload", post(upload))
+        .route("/api/status/{request_id}/", get(status))
+        .route("/api/status/{request_id}", get(status))
+        .route("/api/requests/{request_id}/output.csv", get(output_csv))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
+        // The CSV rules enforce the size limit with a clear answer; API Gateway caps bodies anyway.
+        .layer(DefaultBodyLimit::disable())
+        .with_state(Arc::new(state))
+}
+
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": code, "message": message.into() }))).into_response()
+}
+
+fn unavailable(what: &str, cause: &dyn std::error::Error) -> Response {
+    tracing::error!(stage = what, error = %cause);
+    error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the service is unavailable; try again shortly")
+}
+
+/// The API's own origin as the client reached it, for absolute links in answers.
+fn origin(headers: &HeaderMap) -> String {
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("localhost");
+    let scheme = headers.get("x-forwarded-proto").and_then(|v| v.to_str().ok()).unwrap_or("https");
+    format!("{scheme}://{host}")
+}
+
+#[derive(Deserialize)]
+struct UploadQuery {
+    webhook_url: Option<String>,
+}
+
+async fn upload(
+    State(state): State<Arc<AppState>>,
+    Query(query): Query<UploadQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let form = match read_upload(&headers, query.webhook_url, body).await {
+        Ok(form) => form,
+        Err(rejection) => return error(rejection.status, rejection.code, rejection.message),
+    };
+    let ports = AcceptPorts { blobs: &state.blobs, table: &state.table, queue: &state.queue };
+    match accept_csv(ports, &form.csv, form.webhook_url.as_deref(), &state.config.csv_limits).await {
+        Ok(accepted) => {
+            let id = accepted.request_id;
+            tracing::info!(request_id = %id, stage = "accepted", images = accepted.image_count);
+            let body = json!({
+                "request_id": id,
+                "status_url": format!("{}/api/status/{id}/", origin(&headers)),
+                "images": accepted.image_count,
+            });
+            (StatusCode::ACCEPTED, Json(body)).into_response()
+        }
+        Err(AcceptError::Csv(CsvRejection::TooLarge { limit })) => {
+            error(StatusCode::PAYLOAD_TOO_LARGE, "csv_too_large", format!("the CSV is larger than {limit} bytes"))
+        }
+        Err(AcceptError::Csv(CsvRejection::Invalid(problems))) => invalid("invalid_csv", "the CSV was not accepted; nothing was queued", problems),
+        Err(AcceptError::WebhookUrl(reason)) => {
+            let problem = CsvProblem { line: None, column: None, message: format!("webhook_url: {reason}") };
+            invalid("invalid_webhook_url", "webhook_url is not an absolute http(s) URL", vec![problem])
+        }
+        Err(AcceptError::Store(cause)) => unavailable("accept", &cause),
+    }
+}
+
+fn invalid(code: &str, message: &str, problems: Vec<CsvProblem>) -> Response {
+    let body = json!({ "error": code, "message": message, "problems": problems });
+    (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response()
+}
+
+async fn find_request(state: &AppState, raw_id: &str) -> Result<RequestRecord, Response> {
+    let not_found = || error(StatusCode::NOT_FOUND, "not_found", "no request with this id");
+    let id: RequestId = raw_id.parse().map_err(|_| not_found())?;
+    match state.table.get(id).await {
+        Ok(Some(request)) => Ok(request),
+        Ok(None) => Err(not_found()),
+        Err(cause) => Err(unavailable("status", &cause)),
+    }
+}
+
+async fn status(State(state): State<Arc<AppState>>, Path(raw_id): Path<String>, headers: HeaderMap) -> Response {
+    let request = match find_request(&state, &raw_id).await {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    let id = request.request_id;
+    let mut body = json!({
+        "request_id": id,
+        "status": request.status,
+        "total": request.total,
+        "succeeded": request.succeeded,
+        "failed": request.failed,
+        "pending": request.pending(),
+        "created_at": request.created_at,
+        "updated_at": request.updated_at,
+        "completed_at": request.completed_at,
+        "output_csv_url": request.output_csv_key.as_ref()
+            .map(|_| format!("{}/api/requests/{id}/output.csv", origin(&headers))),
+    });
+    if request.failed > 0 {
+        match failures(&state, id).await {
+            Ok(listed) => body["failures"] = listed,
+            Err(cause) => return unavailable("status", &cause),
+        }
+    }
+    Json(body).into_response()
+}
+
+async fn failures(state: &AppState, id: RequestId) -> Result<Value, imgpipe_core::errors::StoreError> {
+    let images = state.table.images(id).await?;
+    let failed: Vec<Value> = images
+        .iter()
+        .filter(|image| image.state == ImageState::Failed)
+        .take(MAX_LISTED_FAILURES)
+        .map(|image| {
+            json!({
+                "image_index": image.image_index,
+                "row": image.row + 1,
+                "input_url": image.input_url,
+                "error_code": image.error_code,
+                "error_message": image.error_message,
+            })
+        })
+        .collect();
+    Ok(Value::Array(failed))
+}
+
+async fn output_csv(State(state): State<Arc<AppState>>, Path(raw_id): Path<String>) -> Response {
+    let request = match find_request(&state, &raw_id).await {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    let Some(key) = request.output_csv_key else {
+        let message = format!("the output CSV is written when the request finishes (status: {})", request.status.as_str());
+        return error(StatusCode::NOT_FOUND, "not_ready", message);
+    };
+    match state.blobs.presigned_get_url(&key, state.config.url_lifetime).await {
+        Ok(url) => (StatusCode::FOUND, [(header::LOCATION, url)]).into_response(),
+        Err(cause) => unavailable("output_csv", &cause),
+    }
+}

@@ -1,0 +1,290 @@
+//! The request table: one partition per request, holding the request item (`sk = REQUEST`)
+//! and one item per image (`sk = IMG#<index>`), so a single query lists a request's images
+//! in output order.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, TransactWriteItem, Update, WriteRequest};
+use chrono::{DateTime, Utc};
+use futures::{StreamExt, TryStreamExt, stream};
+
+use super::store_error;
+use crate::errors::StoreError;
+use crate::ports::{ImageResults, RequestTable};
+use crate::request::{ImageOutcome, ImageRecord, ImageState, RequestRecord, RequestStatus, Transition};
+use crate::request_id::RequestId;
+
+const REQUEST_SK: &str = "REQUEST";
+/// BatchWriteItem takes at most 25 items.
+const WRITE_BATCH: usize = 25;
+const PARALLEL_CALLS: usize = 8;
+const UNPROCESSED_ATTEMPTS: u32 = 8;
+
+type Item = HashMap<String, AttributeValue>;
+
+pub struct DynamoTable {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+    /// How long items live before DynamoDB's TTL removes them.
+    item_lifetime: Duration,
+}
+
+fn pk(id: RequestId) -> AttributeValue {
+    AttributeValue::S(format!("REQ#{id}"))
+}
+
+fn image_sk(image_index: u32) -> AttributeValue {
+    AttributeValue::S(format!("IMG#{image_index:08}"))
+}
+
+fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+fn n(value: impl ToString) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+fn corrupt(error: serde_dynamo::Error) -> StoreError {
+    StoreError::Refused { service: "DynamoDB", detail: format!("item does not match its type: {error}") }
+}
+
+impl DynamoTable {
+    pub fn new(config: &aws_config::SdkConfig, table: impl Into<String>, item_lifetime: Duration) -> Self {
+        Self { client: aws_sdk_dynamodb::Client::new(config), table: table.into(), item_lifetime }
+    }
+
+    fn item<T: serde::Serialize>(&self, value: &T, pk: AttributeValue, sk: AttributeValue) -> Result<Item, StoreError> {
+        let mut item: Item = serde_dynamo::to_item(value).map_err(corrupt)?;
+        let expires_at = Utc::now().timestamp() + self.item_lifetime.as_secs() as i64;
+        item.insert("pk".into(), pk);
+        item.insert("sk".into(), sk);
+        item.insert("expires_at".into(), n(expires_at));
+        Ok(item)
+    }
+
+    fn request_key(id: RequestId) -> Item {
+        HashMap::from([("pk".into(), pk(id)), ("sk".into(), s(REQUEST_SK))])
+    }
+
+    async fn write_images(&self, items: Vec<Item>) -> Result<(), StoreError> {
+        let mut requests: Vec<WriteRequest> = items
+            .into_iter()
+            .map(|item| {
+                let put = PutRequest::builder().set_item(Some(item)).build().map_err(|e| StoreError::Refused {
+                    service: "DynamoDB",
+                    detail: e.to_string(),
+                })?;
+                Ok(WriteRequest::builder().put_request(put).build())
+            })
+            .collect::<Result<_, StoreError>>()?;
+        for attempt in 0..UNPROCESSED_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+            }
+            let response = self
+                .client
+                .batch_write_item()
+                .request_items(&self.table, requests)
+                .send()
+                .await
+                .map_err(|e| store_error("DynamoDB", e))?;
+            requests = response.unprocessed_items.and_then(|mut left| left.remove(&self.table)).unwrap_or_default();
+            if requests.is_empty() {
+                return Ok(());
+            }
+        }
+        Err(StoreError::Unavailable { service: "DynamoDB", detail: "image items left unprocessed".into() })
+    }
+
+    /// A conditional update whose failed condition means "already done", not an error.
+    async fn conditional_update(
+        &self,
+        id: RequestId,
+        update: &str,
+        condition: &str,
+        values: Item,
+    ) -> Result<Transition, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::request_key(id)))
+            .update_expression(update)
+            .condition_expression(condition)
+            .expression_attribute_names("#status", "status")
+            .set_expression_attribute_values(Some(values))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Transition::Applied),
+            Err(error) if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
+                Ok(Transition::AlreadyDone)
+            }
+            Err(error) => Err(store_error("DynamoDB", error)),
+        }
+    }
+}
+
+#[async_trait]
+impl RequestTable for DynamoTable {
+    async fn create(&self, request: &RequestRecord, images: &[ImageRecord]) -> Result<(), StoreError> {
+        let id = request.request_id;
+        let items = images
+            .iter()
+            .map(|image| self.item(image, pk(id), image_sk(image.image_index)))
+            .collect::<Result<Vec<_>, _>>()?;
+        // Images first: once the request item exists, everything it counts exists too.
+        let writes: Vec<_> = items.chunks(WRITE_BATCH).map(|batch| self.write_images(batch.to_vec())).collect();
+        stream::iter(writes)
+            .buffer_unordered(PARALLEL_CALLS)
+            .try_collect::<()>()
+            .await?;
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(self.item(request, pk(id), s(REQUEST_SK))?))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await
+            .map_err(|e| store_error("DynamoDB", e))?;
+        Ok(())
+    }
+
+    async fn get(&self, id: RequestId) -> Result<Option<RequestRecord>, StoreError> {
+        let response = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::request_key(id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| store_error("DynamoDB", e))?;
+        response.item.map(|item| serde_dynamo::from_item(item).map_err(corrupt)).transpose()
+    }
+
+    async fn images(&self, id: RequestId) -> Result<Vec<ImageRecord>, StoreError> {
+        let pages = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :images)")
+            .expression_attribute_values(":pk", pk(id))
+            .expression_attribute_values(":images", s("IMG#"))
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send();
+        let items: Vec<Item> = pages.try_collect().await.map_err(|e| store_error("DynamoDB", e))?;
+        items.into_iter().map(|item| serde_dynamo::from_item(item).map_err(corrupt)).collect()
+    }
+
+    async fn mark_processing(&self, id: RequestId, now: DateTime<Utc>) -> Result<Transition, StoreError> {
+        let values = HashMap::from([
+            (":processing".into(), s(RequestStatus::Processing.as_str())),
+            (":pending".into(), s(RequestStatus::Pending.as_str())),
+            (":now".into(), s(now.to_rfc3339())),
+        ]);
+        self.conditional_update(id, "SET #status = :processing, updated_at = :now", "#status = :pending", values)
+            .await
+    }
+
+    async fn finish(
+        &self,
+        id: RequestId,
+        status: RequestStatus,
+        output_csv_key: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Transition, StoreError> {
+        let mut update = "SET #status = :final, completed_at = :now, updated_at = :now".to_string();
+        let mut values = HashMap::from([
+            (":final".into(), s(status.as_str())),
+            (":pending".into(), s(RequestStatus::Pending.as_str())),
+            (":processing".into(), s(RequestStatus::Processing.as_str())),
+            (":now".into(), s(now.to_rfc3339())),
+        ]);
+        if let Some(key) = output_csv_key {
+            update.push_str(", output_csv_key = :key");
+            values.insert(":key".into(), s(key));
+        }
+        self.conditional_update(id, &update, "#status IN (:pending, :processing)", values).await
+    }
+}
+
+#[async_trait]
+impl ImageResults for DynamoTable {
+    async fn record(
+        &self,
+        id: RequestId,
+        image_index: u32,
+        outcome: &ImageOutcome,
+        now: DateTime<Utc>,
+    ) -> Result<Transition, StoreError> {
+        let mut values = HashMap::from([
+            (":new".into(), s(outcome.state().as_str())),
+            (":pending".into(), s(ImageState::Pending.as_str())),
+            (":now".into(), s(now.to_rfc3339())),
+        ]);
+        let (image_update, counter) = match outcome {
+            ImageOutcome::Done { output_key, bytes_in, bytes_out } => {
+                values.insert(":key".into(), s(output_key));
+                values.insert(":in".into(), n(bytes_in));
+                values.insert(":out".into(), n(bytes_out));
+                ("SET #state = :new, updated_at = :now, output_key = :key, bytes_in = :in, bytes_out = :out", "succeeded")
+            }
+            ImageOutcome::Failed { error_code, error_message } => {
+                values.insert(":code".into(), s(error_code));
+                values.insert(":message".into(), s(error_message));
+                ("SET #state = :new, updated_at = :now, error_code = :code, error_message = :message", "failed")
+            }
+        };
+        let image = Update::builder()
+            .table_name(&self.table)
+            .key("pk", pk(id))
+            .key("sk", image_sk(image_index))
+            .update_expression(image_update)
+            .condition_expression("#state = :pending")
+            .expression_attribute_names("#state", "state")
+            .set_expression_attribute_values(Some(values))
+            .build()
+            .map_err(|e| StoreError::Refused { service: "DynamoDB", detail: e.to_string() })?;
+        let counters = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(Self::request_key(id)))
+            .update_expression(format!("SET updated_at = :now ADD remaining :minus_one, {counter} :one"))
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":now", s(now.to_rfc3339()))
+            .expression_attribute_values(":minus_one", n(-1))
+            .expression_attribute_values(":one", n(1))
+            .build()
+            .map_err(|e| StoreError::Refused { service: "DynamoDB", detail: e.to_string() })?;
+
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().update(image).build())
+            .transact_items(TransactWriteItem::builder().update(counters).build())
+            .send()
+            .await;
+        let Err(error) = result else { return Ok(Transition::Applied) };
+        // The first condition failing means the image already has its result: a duplicate.
+        let image_already_done = error
+            .as_service_error()
+            .and_then(|e| match e {
+                TransactWriteItemsError::TransactionCanceledException(cancelled) => {
+                    cancelled.cancellation_reasons().first()
+                }
+                _ => None,
+            })
+            .is_some_and(|reason| reason.code() == Some("ConditionalCheckFailed"));
+        if image_already_done {
+            Ok(Transition::AlreadyDone)
+        } else {
+            Err(store_error("DynamoDB", error))
+        }
+    }
+}

@@ -1,0 +1,73 @@
+use async_trait::async_trait;
+use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+use futures::{StreamExt, TryStreamExt, stream};
+
+use super::store_error;
+use crate::errors::StoreError;
+use crate::ports::JobQueue;
+use crate::request::ImageJob;
+
+/// SQS takes at most 10 messages per batch call.
+const BATCH: usize = 10;
+/// Batch calls in flight at once while fanning out a large request.
+const PARALLEL_CALLS: usize = 16;
+/// Entries SQS reports as failed inside a successful batch call are sent again this often.
+const ENTRY_ATTEMPTS: usize = 3;
+
+pub struct SqsQueue {
+    client: aws_sdk_sqs::Client,
+    queue_url: String,
+}
+
+impl SqsQueue {
+    pub fn new(config: &aws_config::SdkConfig, queue_url: impl Into<String>) -> Self {
+        Self { client: aws_sdk_sqs::Client::new(config), queue_url: queue_url.into() }
+    }
+
+    async fn send_batch(&self, jobs: &[ImageJob]) -> Result<(), StoreError> {
+        let mut entries = jobs
+            .iter()
+            .enumerate()
+            .map(|(i, job)| {
+                let body = serde_json::to_string(job).map_err(|e| StoreError::Refused {
+                    service: "SQS",
+                    detail: format!("encoding a job: {e}"),
+                })?;
+                SendMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message_body(body)
+                    .build()
+                    .map_err(|e| StoreError::Refused { service: "SQS", detail: e.to_string() })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        for _ in 0..ENTRY_ATTEMPTS {
+            let response = self
+                .client
+                .send_message_batch()
+                .queue_url(&self.queue_url)
+                .set_entries(Some(entries.clone()))
+                .send()
+                .await
+                .map_err(|e| store_error("SQS", e))?;
+            let failed: Vec<&str> = response.failed().iter().map(|entry| entry.id()).collect();
+            if failed.is_empty() {
+                return Ok(());
+            }
+            entries.retain(|entry| failed.contains(&entry.id()));
+        }
+        Err(StoreError::Unavailable { service: "SQS", detail: format!("{} messages not accepted", entries.len()) })
+    }
+}
+
+#[async_trait]
+impl JobQueue for SqsQueue {
+    async fn enqueue(&self, jobs: &[ImageJob]) -> Result<(), StoreError> {
+        // Futures built up front: a closure here trips the compiler's lifetime inference
+        // inside async-trait methods.
+        let sends: Vec<_> = jobs.chunks(BATCH).map(|batch| self.send_batch(batch)).collect();
+        stream::iter(sends)
+            .buffer_unordered(PARALLEL_CALLS)
+            .try_collect::<()>()
+            .await
+    }
+}

@@ -1,0 +1,128 @@
+//! Every setting of every function, read once at start-up from the environment. The README's
+//! configuration table lists the same names and defaults; template.yaml sets them.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::codec::CodecLimits;
+use crate::csv_rules::CsvLimits;
+use crate::fetch::FetchLimits;
+
+#[derive(Debug, thiserror::Error)]
+#[error("environment variable {name}: {problem}")]
+pub struct ConfigError {
+    name: &'static str,
+    problem: String,
+}
+
+fn required(name: &'static str) -> Result<String, ConfigError> {
+    match std::env::var(name) {
+        Ok(value) if !value.trim().is_empty() => Ok(value),
+        _ => Err(ConfigError { name, problem: "is required".into() }),
+    }
+}
+
+fn or_default<T: FromStr>(name: &'static str, default: T) -> Result<T, ConfigError> {
+    match std::env::var(name) {
+        Ok(value) if !value.trim().is_empty() => value
+            .trim()
+            .parse()
+            .map_err(|_| ConfigError { name, problem: format!("cannot parse {value:?}") }),
+        _ => Ok(default),
+    }
+}
+
+fn seconds(name: &'static str, default: u64) -> Result<Duration, ConfigError> {
+    or_default(name, default).map(Duration::from_secs)
+}
+
+fn item_lifetime() -> Result<Duration, ConfigError> {
+    or_default("ITEM_TTL_DAYS", 30u64).map(|days| Duration::from_secs(days * 24 * 3600))
+}
+
+#[derive(Debug)]
+pub struct ApiConfig {
+    pub bucket: String,
+    pub table: String,
+    pub queue_url: String,
+    pub csv_limits: CsvLimits,
+    pub item_lifetime: Duration,
+    /// How long the redirect target of the output CSV link stays valid.
+    pub url_lifetime: Duration,
+}
+
+impl ApiConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let defaults = CsvLimits::default();
+        Ok(Self {
+            bucket: required("BUCKET_NAME")?,
+            table: required("TABLE_NAME")?,
+            queue_url: required("QUEUE_URL")?,
+            csv_limits: CsvLimits {
+                max_bytes: or_default("MAX_CSV_BYTES", defaults.max_bytes)?,
+                max_rows: or_default("MAX_CSV_ROWS", defaults.max_rows)?,
+                max_images: or_default("MAX_CSV_IMAGES", defaults.max_images)?,
+            },
+            item_lifetime: item_lifetime()?,
+            url_lifetime: seconds("DOWNLOAD_URL_TTL_SECS", 900)?,
+        })
+    }
+}
+
+#[derive(Debug)]
+pub struct WorkerConfig {
+    pub bucket: String,
+    pub table: String,
+    pub fetch: FetchLimits,
+    pub codec: CodecLimits,
+    /// The queue's `maxReceiveCount`: the delivery with this count is the last one.
+    pub max_receives: u32,
+    /// Images of one batch processed at once.
+    pub concurrency: usize,
+    pub item_lifetime: Duration,
+}
+
+impl WorkerConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let fetch = FetchLimits::default();
+        let codec = CodecLimits::default();
+        Ok(Self {
+            bucket: required("BUCKET_NAME")?,
+            table: required("TABLE_NAME")?,
+            fetch: FetchLimits {
+                connect_timeout: seconds("FETCH_CONNECT_TIMEOUT_SECS", fetch.connect_timeout.as_secs())?,
+                total_timeout: seconds("FETCH_TIMEOUT_SECS", fetch.total_timeout.as_secs())?,
+                max_bytes: or_default("MAX_IMAGE_BYTES", fetch.max_bytes)?,
+                max_redirects: fetch.max_redirects,
+            },
+            codec: CodecLimits { max_pixels: or_default("MAX_IMAGE_PIXELS", codec.max_pixels)?, ..codec },
+            max_receives: or_default("MAX_RECEIVES", 5)?,
+            concurrency: or_default("WORKER_CONCURRENCY", 4)?,
+            item_lifetime: item_lifetime()?,
+        })
+    }
+}
+
+#[derive(Debug)]
+pub struct NotifierConfig {
+    pub bucket: String,
+    pub table: String,
+    /// Lifetime of the presigned links in the output CSV and the webhook (SigV4 allows 7 days).
+    pub url_lifetime: Duration,
+    pub webhook_timeout: Duration,
+    pub webhook_attempts: u32,
+    pub item_lifetime: Duration,
+}
+
+impl NotifierConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Ok(Self {
+            bucket: required("BUCKET_NAME")?,
+            table: required("TABLE_NAME")?,
+            url_lifetime: seconds("OUTPUT_URL_TTL_SECS", 7 * 24 * 3600)?,
+            webhook_timeout: seconds("WEBHOOK_TIMEOUT_SECS", 10)?,
+            webhook_attempts: or_default("WEBHOOK_ATTEMPTS", 3)?,
+            item_lifetime: item_lifetime()?,
+        })
+    }
+}

@@ -1,0 +1,123 @@
+//! Every failure the pipeline can meet, and the one place that decides what it means:
+//! retry it (transient) or record it and move on (permanent). Each failure also has a stable
+//! `code` that users see in the status and the output CSV; messages may change, codes don't.
+
+use crate::codec::CodecError;
+
+/// A failure of one of our own backing services (S3, SQS, DynamoDB, the network to them).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Throttling, timeouts, 5xx, connection failures: the same call may succeed later.
+    #[error("{service} is unavailable: {detail}")]
+    Unavailable { service: &'static str, detail: String },
+    /// The service refused the call as made (bad input, missing resource): retrying won't help.
+    #[error("{service} refused the call: {detail}")]
+    Refused { service: &'static str, detail: String },
+}
+
+impl StoreError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Unavailable { .. })
+    }
+}
+
+/// Why an image could not be downloaded.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("the server answered HTTP {0}")]
+    Status(u16),
+    #[error("the download did not finish within {seconds} s")]
+    Timeout { seconds: u64 },
+    #[error("the image is larger than the limit of {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("more than {limit} redirects")]
+    TooManyRedirects { limit: usize },
+    #[error("could not connect to the server")]
+    Connect,
+    #[error("the download failed: {0}")]
+    Transfer(String),
+}
+
+impl FetchError {
+    pub fn code(&self) -> String {
+        match self {
+            Self::Status(status) => format!("http_status_{status}"),
+            Self::Timeout { .. } => "download_timeout".into(),
+            Self::TooLarge { .. } => "too_large_bytes".into(),
+            Self::TooManyRedirects { .. } => "too_many_redirects".into(),
+            Self::Connect => "connect_error".into(),
+            Self::Transfer(_) => "download_error".into(),
+        }
+    }
+
+    /// 408, 429 and 5xx say "not now"; any other 4xx says "never".
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Status(status) => *status == 408 || *status == 429 || *status >= 500,
+            Self::Timeout { .. } | Self::Connect | Self::Transfer(_) => true,
+            Self::TooLarge { .. } | Self::TooManyRedirects { .. } => false,
+        }
+    }
+}
+
+/// Why one image could not be turned into a compressed JPEG in the bucket.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl ImageError {
+    pub fn code(&self) -> String {
+        match self {
+            Self::Fetch(error) => error.code(),
+            Self::Codec(error) => error.code().into(),
+            Self::Store(_) => "storage_error".into(),
+        }
+    }
+
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Fetch(error) => error.is_transient(),
+            Self::Codec(_) => false,
+            Self::Store(error) => error.is_transient(),
+        }
+    }
+}
+
+/// The code recorded when a transient failure outlived its last allowed attempt.
+pub const RETRIES_EXHAUSTED: &str = "retries_exhausted";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_errors_are_permanent_except_timeout_and_throttling() {
+        assert!(!ImageError::from(FetchError::Status(404)).is_transient());
+        assert!(!ImageError::from(FetchError::Status(403)).is_transient());
+        assert!(ImageError::from(FetchError::Status(408)).is_transient());
+        assert!(ImageError::from(FetchError::Status(429)).is_transient());
+        assert!(ImageError::from(FetchError::Status(503)).is_transient());
+    }
+
+    #[test]
+    fn codes_are_stable_names() {
+        assert_eq!(ImageError::from(FetchError::Status(404)).code(), "http_status_404");
+        assert_eq!(ImageError::from(FetchError::TooLarge { limit: 1 }).code(), "too_large_bytes");
+        assert_eq!(ImageError::from(CodecError::NotAnImage).code(), "not_an_image");
+    }
+
+    #[test]
+    fn image_problems_are_permanent_and_outages_transient() {
+        assert!(!ImageError::from(CodecError::NotAnImage).is_transient());
+        assert!(!ImageError::from(FetchError::TooLarge { limit: 1 }).is_transient());
+        let outage = StoreError::Unavailable { service: "S3", detail: "throttled".into() };
+        assert!(ImageError::from(outage).is_transient());
+        assert!(ImageError::from(FetchError::Timeout { seconds: 5 }).is_transient());
+    }
+}

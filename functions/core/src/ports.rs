@@ -1,0 +1,88 @@
+//! One small trait per capability the use cases need. Each has an AWS adapter (`crate::aws`)
+//! and an in-memory fake (`crate::memory`) that keeps the same contract, conditional writes
+//! included.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::errors::{FetchError, StoreError};
+use crate::http_url::HttpUrl;
+use crate::request::{ImageJob, ImageOutcome, ImageRecord, RequestRecord, RequestStatus, Transition};
+use crate::request_id::RequestId;
+
+#[async_trait]
+pub trait BlobStore: Send + Sync {
+    async fn put(&self, key: &str, body: Vec<u8>, content_type: &str) -> Result<(), StoreError>;
+    /// `None` when there is no object under `key`.
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// A URL anyone can GET the object from until it expires.
+    async fn presigned_get_url(&self, key: &str, expires_in: Duration) -> Result<String, StoreError>;
+}
+
+#[async_trait]
+pub trait JobQueue: Send + Sync {
+    /// Queues every job or fails; a partial send is retried by the caller as a whole
+    /// (duplicates are harmless, see `ImageResults::record`).
+    async fn enqueue(&self, jobs: &[ImageJob]) -> Result<(), StoreError>;
+}
+
+#[async_trait]
+pub trait RequestTable: Send + Sync {
+    /// Writes the request and one PENDING item per image.
+    async fn create(&self, request: &RequestRecord, images: &[ImageRecord]) -> Result<(), StoreError>;
+    async fn get(&self, id: RequestId) -> Result<Option<RequestRecord>, StoreError>;
+    /// Every image of the request, in `image_index` order.
+    async fn images(&self, id: RequestId) -> Result<Vec<ImageRecord>, StoreError>;
+    /// `pending -> processing`, once its jobs are queued. Does nothing if the request has
+    /// moved on already (its images may all be done before this call).
+    async fn mark_processing(&self, id: RequestId, now: DateTime<Utc>) -> Result<Transition, StoreError>;
+    /// Moves a request that is not final yet to its final `status`, once.
+    async fn finish(
+        &self,
+        id: RequestId,
+        status: RequestStatus,
+        output_csv_key: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Transition, StoreError>;
+}
+
+#[async_trait]
+pub trait ImageResults: Send + Sync {
+    /// Moves the image PENDING -> DONE/FAILED and updates the request's counters in one
+    /// atomic write; `AlreadyDone` (nothing changed) if the image had a result already.
+    async fn record(
+        &self,
+        id: RequestId,
+        image_index: u32,
+        outcome: &ImageOutcome,
+        now: DateTime<Utc>,
+    ) -> Result<Transition, StoreError>;
+}
+
+#[async_trait]
+pub trait Fetcher: Send + Sync {
+    async fn fetch(&self, url: &HttpUrl) -> Result<Vec<u8>, FetchError>;
+}
+
+/// What a request's webhook receives once, when the request reaches its final state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct WebhookPayload {
+    pub request_id: RequestId,
+    pub status: RequestStatus,
+    pub total: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub output_csv_url: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("webhook delivery failed: {0}")]
+pub struct WebhookError(pub String);
+
+#[async_trait]
+pub trait WebhookSender: Send + Sync {
+    async fn send(&self, url: &HttpUrl, payload: &WebhookPayload) -> Result<(), WebhookError>;
+}

@@ -1,0 +1,247 @@
+//! The request and image state machine: what a request and each of its images can be,
+//! which moves between states are allowed, and where their artefacts live in the bucket.
+//!
+//! A request is `pending` while the API writes it, `processing` once every image job is
+//! queued, and final (`completed`, `completed_with_errors`, `failed`) exactly once, when the
+//! last image gets a result. Each image moves `PENDING -> DONE | FAILED` exactly once; the
+//! stores enforce both moves with conditional writes so that redelivered messages and
+//! replayed stream records change nothing.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::http_url::HttpUrl;
+use crate::request_id::RequestId;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestStatus {
+    Pending,
+    Processing,
+    Completed,
+    CompletedWithErrors,
+    Failed,
+}
+
+impl RequestStatus {
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Completed | Self::CompletedWithErrors | Self::Failed)
+    }
+
+    /// The honest summary once every image has a result: `completed` only if every image
+    /// made it, `failed` if none did.
+    pub fn final_for(succeeded: u64, failed: u64) -> Self {
+        match (succeeded, failed) {
+            (_, 0) => Self::Completed,
+            (0, _) => Self::Failed,
+            _ => Self::CompletedWithErrors,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Processing => "processing",
+            Self::Completed => "completed",
+            Self::CompletedWithErrors => "completed_with_errors",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ImageState {
+    Pending,
+    Done,
+    Failed,
+}
+
+impl ImageState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "PENDING",
+            Self::Done => "DONE",
+            Self::Failed => "FAILED",
+        }
+    }
+}
+
+/// One uploaded CSV and its progress. `remaining` counts images without a result; the
+/// request is finished by the write that takes it to 0.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestRecord {
+    pub request_id: RequestId,
+    pub status: RequestStatus,
+    pub total: u64,
+    pub remaining: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<DateTime<Utc>>,
+    pub input_csv_key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_csv_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_url: Option<HttpUrl>,
+}
+
+impl RequestRecord {
+    pub fn new(request_id: RequestId, total: u64, webhook_url: Option<HttpUrl>, now: DateTime<Utc>) -> Self {
+        Self {
+            request_id,
+            status: RequestStatus::Pending,
+            total,
+            remaining: total,
+            succeeded: 0,
+            failed: 0,
+            created_at: now,
+            updated_at: now,
+            completed_at: None,
+            input_csv_key: input_csv_key(request_id),
+            output_csv_key: None,
+            webhook_url,
+        }
+    }
+
+    /// Images without a result, derived from the counters so the three always add up to total.
+    pub fn pending(&self) -> u64 {
+        self.total.saturating_sub(self.succeeded + self.failed)
+    }
+}
+
+/// One image of a request, in output order (`image_index` counts across all rows).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRecord {
+    pub request_id: RequestId,
+    pub image_index: u32,
+    /// 0-based data row of the input CSV the image belongs to.
+    pub row: u32,
+    pub input_url: HttpUrl,
+    pub state: ImageState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_in: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_out: Option<u64>,
+}
+
+impl ImageRecord {
+    pub fn pending(request_id: RequestId, image_index: u32, row: u32, input_url: HttpUrl) -> Self {
+        Self {
+            request_id,
+            image_index,
+            row,
+            input_url,
+            state: ImageState::Pending,
+            output_key: None,
+            error_code: None,
+            error_message: None,
+            bytes_in: None,
+            bytes_out: None,
+        }
+    }
+}
+
+/// The result of one image, recorded once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ImageOutcome {
+    Done { output_key: String, bytes_in: u64, bytes_out: u64 },
+    Failed { error_code: String, error_message: String },
+}
+
+impl ImageOutcome {
+    pub fn state(&self) -> ImageState {
+        match self {
+            Self::Done { .. } => ImageState::Done,
+            Self::Failed { .. } => ImageState::Failed,
+        }
+    }
+}
+
+/// Whether a conditional write changed anything, or found its work already done
+/// (a duplicate delivery or a replay).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transition {
+    Applied,
+    AlreadyDone,
+}
+
+/// The queue message for one image. It carries the URL so the worker needs no read first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageJob {
+    pub request_id: RequestId,
+    pub image_index: u32,
+    pub url: HttpUrl,
+}
+
+/// The request is finished by the write that takes `remaining` from above 0 to 0. Acting on
+/// that transition, not on the state, means replays and later writes never finish it twice.
+pub fn finishes_request(old_remaining: Option<u64>, new_remaining: Option<u64>) -> bool {
+    matches!((old_remaining, new_remaining), (Some(old), Some(0)) if old > 0)
+}
+
+/// Where the uploaded CSV is kept.
+pub fn input_csv_key(id: RequestId) -> String {
+    format!("requests/{id}/input.csv")
+}
+
+/// Where the output CSV is written when the request finishes.
+pub fn output_csv_key(id: RequestId) -> String {
+    format!("requests/{id}/output.csv")
+}
+
+/// Deterministic, so a redelivered job overwrites its own output instead of adding one.
+pub fn output_image_key(id: RequestId, image_index: u32) -> String {
+    format!("output/{id}/{image_index:05}.jpg")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn final_status_is_honest_about_failures() {
+        assert_eq!(RequestStatus::final_for(3, 0), RequestStatus::Completed);
+        assert_eq!(RequestStatus::final_for(2, 1), RequestStatus::CompletedWithErrors);
+        assert_eq!(RequestStatus::final_for(0, 3), RequestStatus::Failed);
+    }
+
+    #[test]
+    fn only_the_transition_to_zero_finishes_a_request() {
+        assert!(finishes_request(Some(1), Some(0)));
+        assert!(!finishes_request(Some(0), Some(0)), "a later write on a finished request");
+        assert!(!finishes_request(Some(2), Some(1)));
+        assert!(!finishes_request(None, Some(0)), "the insert of an empty request");
+        assert!(!finishes_request(Some(1), None));
+    }
+
+    #[test]
+    fn counts_always_add_up() {
+        let mut request = RequestRecord::new(RequestId::new_random(), 5, None, Utc::now());
+        request.succeeded = 2;
+        request.failed = 1;
+        assert_eq!(request.pending() + request.succeeded + request.failed, request.total);
+    }
+
+    #[test]
+    fn statuses_serialise_as_the_api_shows_them() {
+        let json = serde_json::to_string(&RequestStatus::CompletedWithErrors).unwrap();
+        assert_eq!(json, "\"completed_with_errors\"");
+        assert_eq!(RequestStatus::CompletedWithErrors.as_str(), "completed_with_errors");
+        assert!(!RequestStatus::Processing.is_final());
+    }
+
+    #[test]
+    fn output_keys_are_deterministic() {
+        let id: RequestId = "6f1c1f7e-8a3e-4a47-9b7e-0d6b7b0f3a11".parse().unwrap();
+        assert_eq!(output_image_key(id, 7), "output/6f1c1f7e-8a3e-4a47-9b7e-0d6b7b0f3a11/00007.jpg");
+    }
+}

@@ -1,0 +1,67 @@
+//! The identity of one uploaded CSV and everything made from it.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// A random UUIDv4, so ids cannot be guessed from one another.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct RequestId(Uuid);
+
+#[derive(Debug, thiserror::Error)]
+#[error("not a request id (expected a UUID)")]
+pub struct InvalidRequestId;
+
+impl RequestId {
+    pub fn new_random() -> Self {
+        Self(Uuid::new_v4())
+    }
+}
+
+impl FromStr for RequestId {
+    type Err = InvalidRequestId;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Uuid::parse_str(s).map(Self).map_err(|_| InvalidRequestId)
+    }
+}
+
+impl TryFrom<String> for RequestId {
+    type Error = InvalidRequestId;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<RequestId> for String {
+    fn from(id: RequestId) -> Self {
+        id.to_string()
+    }
+}
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.hyphenated().fmt(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_through_text() {
+        let id = RequestId::new_random();
+        assert_eq!(id.to_string().parse::<RequestId>().unwrap(), id);
+    }
+
+    #[test]
+    fn rejects_anything_but_a_uuid() {
+        assert!("../etc/passwd".parse::<RequestId>().is_err());
+        assert!("".parse::<RequestId>().is_err());
+    }
+}

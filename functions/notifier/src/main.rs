@@ -1,0 +1,23 @@
+//! The notifier: reads the table's stream and finishes each request whose last image just
+//! got its result.
+
+mod handler;
+
+use imgpipe_core::aws::{DynamoTable, S3Blobs, sdk_config};
+use imgpipe_core::config::NotifierConfig;
+use imgpipe_core::webhook::HttpWebhookSender;
+use lambda_runtime::{LambdaEvent, service_fn};
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    imgpipe_core::logging::init();
+    let config = NotifierConfig::from_env()?;
+    let sdk = sdk_config().await;
+    let notifier = handler::Notifier {
+        table: DynamoTable::new(&sdk, &config.table, config.item_lifetime),
+        blobs: S3Blobs::new(&sdk, &config.bucket),
+        webhooks: HttpWebhookSender::new(config.webhook_timeout, config.webhook_attempts)?,
+        config,
+    };
+    lambda_runtime::run(service_fn(|event: LambdaEvent<_>| notifier.handle(event.payload))).await
+}
