@@ -55,7 +55,7 @@ fn unavailable(what: &str, cause: &dyn std::error::Error) -> Response {
 /// The API's own origin as the client reached it, for absolute links in answers.
 fn origin(headers: &HeaderMap) -> String {
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("localhost");
-    let scheme = headers.get("x-forwarded-proto").and_then(|v| v.to_str().ok()).unwrap_or("https");
+    let scheme = headers.get("x-forwarded-proto").and_then(|v| v.to_str().ok()).unwrap_or("http");
     format!("{scheme}://{host}")
 }
 

@@ -1,0 +1,287 @@
+#!/usr/bin/env python3
+"""The local stack: the AWS emulator (ministack) on 127.0.0.1 running imgpipe's own
+template.yaml, with the function binaries built for this host.
+
+  local.py up   [--port P] [--state DIR] [--bin-dir DIR] [--watch-pid PID]
+  local.py down [--state DIR]
+  local.py env  [--state DIR]          print shell exports for the running stack
+
+`up` starts the emulator (or reuses the healthy one already started from DIR), deploys
+the template to its CloudFormation and writes the stack's outputs to DIR/outputs.json.
+With --watch-pid, the stack is stopped when that process ends (tests use it so that no
+emulator outlives them). `down` stops the emulator and every function process it ran.
+"""
+import argparse
+import hashlib
+import io
+import json
+import os
+import re
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+import urllib.request
+import zipfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VENV_BIN = os.path.join(ROOT, ".venv", "bin")
+STACK_NAME = "imgpipe"
+ARTIFACTS_BUCKET = "imgpipe-artifacts"
+# Template function -> binary, as in template.yaml's BuildProperties.
+FUNCTIONS = {"functions/api": "api", "functions/worker": "worker", "functions/notifier": "notifier"}
+
+
+def fail(message):
+    print(f"local stack: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
+def emulator_env(port):
+    """Set before the emulator starts: the functions it runs inherit them, so their SDK
+    calls come back to the emulator instead of going to AWS."""
+    env = dict(os.environ)
+    env.update({
+        "BIND_HOST": "127.0.0.1",
+        "GATEWAY_PORT": str(port),
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_REGION": "us-east-1",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    })
+    return env
+
+
+def read(path):
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except FileNotFoundError:
+        return None
+
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    # A zombie child still answers kill(0); treat it as gone.
+    status = read(f"/proc/{pid}/stat")
+    return not (status and status.split(") ", 1)[-1].startswith("Z"))
+
+
+def healthy(port):
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/_ministack/health", timeout=1) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def port_taken(port):
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def start_emulator(state, port):
+    running = read(os.path.join(state, "emulator.pid"))
+    if running and alive(int(running)) and read(os.path.join(state, "port")) == str(port) and healthy(port):
+        return False
+    if running:
+        stop(state)
+    if port_taken(port):
+        fail(f"port {port} on 127.0.0.1 is taken by another program; choose another with IMGPIPE_PORT")
+    ministack = os.path.join(VENV_BIN, "ministack")
+    if not os.path.exists(ministack):
+        fail("the emulator is not installed; run infra/setup.sh (make setup)")
+    os.makedirs(state, exist_ok=True)
+    log = open(os.path.join(state, "emulator.log"), "ab")
+    # A session of its own, so `down` can stop it and every function process it spawned.
+    process = subprocess.Popen([ministack], env=emulator_env(port), stdout=log, stderr=subprocess.STDOUT,
+                               stdin=subprocess.DEVNULL, start_new_session=True, cwd=state)
+    with open(os.path.join(state, "emulator.pid"), "w") as f:
+        f.write(str(process.pid))
+    with open(os.path.join(state, "port"), "w") as f:
+        f.write(str(port))
+    deadline = time.time() + 30
+    while not healthy(port):
+        if process.poll() is not None:
+            fail(f"the emulator exited with {process.returncode}; see {state}/emulator.log")
+        if time.time() > deadline:
+            stop(state)
+            fail(f"the emulator did not become healthy in 30 s; see {state}/emulator.log")
+        time.sleep(0.1)
+    return True
+
+
+def stop(state):
+    pid = read(os.path.join(state, "emulator.pid"))
+    if pid:
+        pid = int(pid)
+        for sig, wait in ((signal.SIGTERM, 5), (signal.SIGKILL, 5)):
+            try:
+                os.killpg(pid, sig)
+            except ProcessLookupError:
+                break
+            deadline = time.time() + wait
+            while alive(pid) and time.time() < deadline:
+                time.sleep(0.1)
+            if not alive(pid):
+                # Function processes share the group; make sure none outlives the emulator.
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                break
+    for name in ("emulator.pid", "port", "outputs.json"):
+        try:
+            os.remove(os.path.join(state, name))
+        except FileNotFoundError:
+            pass
+
+
+def bootstrap_zip(binary):
+    """A Lambda zip: the binary as ./bootstrap, executable, with fixed timestamps so the
+    same binary gives the same key."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+        info = zipfile.ZipInfo("bootstrap", date_time=(1980, 1, 1, 0, 0, 0))
+        info.external_attr = (stat.S_IFREG | 0o755) << 16
+        info.compress_type = zipfile.ZIP_DEFLATED
+        with open(binary, "rb") as f:
+            archive.writestr(info, f.read())
+    return buffer.getvalue()
+
+
+def deploy(state, port, bin_dir):
+    import boto3
+    from botocore.exceptions import ClientError
+
+    env = emulator_env(port)
+    session = boto3.session.Session(aws_access_key_id="test", aws_secret_access_key="test", region_name="us-east-1")
+    client = lambda name: session.client(name, endpoint_url=env["AWS_ENDPOINT_URL"])
+    s3, cfn = client("s3"), client("cloudformation")
+
+    try:
+        s3.head_bucket(Bucket=ARTIFACTS_BUCKET)
+    except ClientError:
+        s3.create_bucket(Bucket=ARTIFACTS_BUCKET)
+    with open(os.path.join(ROOT, "template.yaml")) as f:
+        template = f.read()
+    for code_uri, binary in FUNCTIONS.items():
+        path = os.path.join(bin_dir, binary)
+        if not os.path.exists(path):
+            fail(f"{path} is missing; build the functions first (cargo build --bins)")
+        data = bootstrap_zip(path)
+        # Content-addressed: CloudFormation only updates a function whose Code changed.
+        key = f"{binary}/{hashlib.sha256(data).hexdigest()}.zip"
+        s3.put_object(Bucket=ARTIFACTS_BUCKET, Key=key, Body=data)
+        # template.yaml names each function's crate for `sam build`; the emulator takes the
+        # zip from its own S3 instead.
+        template, count = re.subn(rf"CodeUri: {re.escape(code_uri)}\s*\n",
+                                  f"CodeUri: {{ Bucket: {ARTIFACTS_BUCKET}, Key: {key} }}\n", template)
+        if count != 1:
+            fail(f"template.yaml has no single 'CodeUri: {code_uri}'")
+
+    capabilities = ["CAPABILITY_IAM", "CAPABILITY_AUTO_EXPAND"]
+    try:
+        status = cfn.describe_stacks(StackName=STACK_NAME)["Stacks"][0]["StackStatus"]
+    except ClientError:
+        status = None
+    if status and not status.endswith("_COMPLETE") or status in ("ROLLBACK_COMPLETE", "DELETE_COMPLETE"):
+        cfn.delete_stack(StackName=STACK_NAME)
+        wait_for_stack(cfn, ClientError)
+        status = None
+    if status is None:
+        cfn.create_stack(StackName=STACK_NAME, TemplateBody=template, Capabilities=capabilities)
+    else:
+        try:
+            cfn.update_stack(StackName=STACK_NAME, TemplateBody=template, Capabilities=capabilities)
+        except ClientError as error:
+            if "No updates are to be performed" not in str(error):
+                raise
+    final = wait_for_stack(cfn, ClientError)
+    if final not in ("CREATE_COMPLETE", "UPDATE_COMPLETE"):
+        for event in cfn.describe_stack_events(StackName=STACK_NAME)["StackEvents"]:
+            if "FAILED" in event.get("ResourceStatus", ""):
+                print(f"  {event['LogicalResourceId']}: {event.get('ResourceStatusReason', '')}", file=sys.stderr)
+        fail(f"deploying template.yaml ended in {final}")
+
+    stack = cfn.describe_stacks(StackName=STACK_NAME)["Stacks"][0]
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+    # The emulator's CloudFormation ignores TimeToLiveSpecification; AWS applies it.
+    client("dynamodb").update_time_to_live(
+        TableName=outputs["TableName"], TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"})
+    outputs["Endpoint"] = env["AWS_ENDPOINT_URL"]
+    # Host-based address of the API: curl resolves *.localhost to 127.0.0.1 by itself.
+    outputs["ApiUrl"] = f"http://{outputs['ApiId']}.execute-api.localhost:{port}"
+    outputs["ApiPathUrl"] = f"http://127.0.0.1:{port}/_aws/execute-api/{outputs['ApiId']}/$default"
+    with open(os.path.join(state, "outputs.json"), "w") as f:
+        json.dump(outputs, f, indent=2)
+    return outputs
+
+
+def wait_for_stack(cfn, client_error, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            status = cfn.describe_stacks(StackName=STACK_NAME)["Stacks"][0]["StackStatus"]
+        except client_error:
+            return None
+        if not status.endswith("_IN_PROGRESS"):
+            return status
+        time.sleep(0.2)
+    fail(f"the stack did not settle in {timeout} s")
+
+
+def watch(state, pid):
+    """Stops the stack once `pid` has ended (a detached process of its own)."""
+    if os.fork():
+        return
+    os.setsid()
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    emulator = read(os.path.join(state, "emulator.pid"))
+    while alive(pid) and emulator and alive(int(emulator)):
+        time.sleep(0.5)
+    if read(os.path.join(state, "emulator.pid")) == emulator:
+        stop(state)
+    os._exit(0)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["up", "down", "env"])
+    parser.add_argument("--port", type=int, default=int(os.environ.get("IMGPIPE_PORT", "4599")))
+    parser.add_argument("--state", default=os.path.join(ROOT, ".stack", "local"))
+    parser.add_argument("--bin-dir", default=os.path.join(ROOT, "target", "debug"))
+    parser.add_argument("--watch-pid", type=int)
+    args = parser.parse_args()
+    state = os.path.abspath(args.state)
+
+    if args.command == "down":
+        stop(state)
+        print(f"local stack: stopped ({state})")
+    elif args.command == "env":
+        port = read(os.path.join(state, "port"))
+        if not port:
+            fail("no stack is running; start it with `make up`")
+        for key, value in emulator_env(int(port)).items():
+            if key.startswith("AWS_"):
+                print(f"export {key}={value}")
+    else:
+        started = time.time()
+        fresh = start_emulator(state, args.port)
+        if args.watch_pid:
+            watch(state, args.watch_pid)
+        outputs = deploy(state, args.port, os.path.abspath(args.bin_dir))
+        verb = "started and deployed" if fresh else "redeployed"
+        print(f"local stack: {verb} in {time.time() - started:.1f} s; API at {outputs['ApiUrl']}")
+
+
+if __name__ == "__main__":
+    main()
