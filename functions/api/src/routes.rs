@@ -44,18 +44,32 @@ pub fn router(state: AppState) -> Router {
 }
 
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    (status, Json(json!({ "error": code, "message": message.into() }))).into_response()
+    (
+        status,
+        Json(json!({ "error": code, "message": message.into() })),
+    )
+        .into_response()
 }
 
 fn unavailable(what: &str, cause: &dyn std::error::Error) -> Response {
     tracing::error!(stage = what, error = %cause);
-    error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the service is unavailable; try again shortly")
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        "the service is unavailable; try again shortly",
+    )
 }
 
 /// The API's own origin as the client reached it, for absolute links in answers.
 fn origin(headers: &HeaderMap) -> String {
-    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("localhost");
-    let scheme = headers.get("x-forwarded-proto").and_then(|v| v.to_str().ok()).unwrap_or("http");
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("localhost");
+    let scheme = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("http");
     format!("{scheme}://{host}")
 }
 
@@ -74,8 +88,19 @@ async fn upload(
         Ok(form) => form,
         Err(rejection) => return error(rejection.status, rejection.code, rejection.message),
     };
-    let ports = AcceptPorts { blobs: &state.blobs, table: &state.table, queue: &state.queue };
-    match accept_csv(ports, &form.csv, form.webhook_url.as_deref(), &state.config.csv_limits).await {
+    let ports = AcceptPorts {
+        blobs: &state.blobs,
+        table: &state.table,
+        queue: &state.queue,
+    };
+    match accept_csv(
+        ports,
+        &form.csv,
+        form.webhook_url.as_deref(),
+        &state.config.csv_limits,
+    )
+    .await
+    {
         Ok(accepted) => {
             let id = accepted.request_id;
             tracing::info!(request_id = %id, stage = "accepted", images = accepted.image_count);
@@ -86,13 +111,27 @@ async fn upload(
             });
             (StatusCode::ACCEPTED, Json(body)).into_response()
         }
-        Err(AcceptError::Csv(CsvRejection::TooLarge { limit })) => {
-            error(StatusCode::PAYLOAD_TOO_LARGE, "csv_too_large", format!("the CSV is larger than {limit} bytes"))
-        }
-        Err(AcceptError::Csv(CsvRejection::Invalid(problems))) => invalid("invalid_csv", "the CSV was not accepted; nothing was queued", problems),
+        Err(AcceptError::Csv(CsvRejection::TooLarge { limit })) => error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "csv_too_large",
+            format!("the CSV is larger than {limit} bytes"),
+        ),
+        Err(AcceptError::Csv(CsvRejection::Invalid(problems))) => invalid(
+            "invalid_csv",
+            "the CSV was not accepted; nothing was queued",
+            problems,
+        ),
         Err(AcceptError::WebhookUrl(reason)) => {
-            let problem = CsvProblem { line: None, column: None, message: format!("webhook_url: {reason}") };
-            invalid("invalid_webhook_url", "webhook_url is not an absolute http(s) URL", vec![problem])
+            let problem = CsvProblem {
+                line: None,
+                column: None,
+                message: format!("webhook_url: {reason}"),
+            };
+            invalid(
+                "invalid_webhook_url",
+                "webhook_url is not an absolute http(s) URL",
+                vec![problem],
+            )
         }
         Err(AcceptError::Store(cause)) => unavailable("accept", &cause),
     }
@@ -104,7 +143,13 @@ fn invalid(code: &str, message: &str, problems: Vec<CsvProblem>) -> Response {
 }
 
 async fn find_request(state: &AppState, raw_id: &str) -> Result<RequestRecord, Response> {
-    let not_found = || error(StatusCode::NOT_FOUND, "not_found", "no request with this id");
+    let not_found = || {
+        error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no request with this id",
+        )
+    };
     let id: RequestId = raw_id.parse().map_err(|_| not_found())?;
     match state.table.get(id).await {
         Ok(Some(request)) => Ok(request),
@@ -113,7 +158,11 @@ async fn find_request(state: &AppState, raw_id: &str) -> Result<RequestRecord, R
     }
 }
 
-async fn status(State(state): State<Arc<AppState>>, Path(raw_id): Path<String>, headers: HeaderMap) -> Response {
+async fn status(
+    State(state): State<Arc<AppState>>,
+    Path(raw_id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     let request = match find_request(&state, &raw_id).await {
         Ok(request) => request,
         Err(response) => return response,
@@ -141,7 +190,10 @@ async fn status(State(state): State<Arc<AppState>>, Path(raw_id): Path<String>, 
     Json(body).into_response()
 }
 
-async fn failures(state: &AppState, id: RequestId) -> Result<Value, imgpipe_core::errors::StoreError> {
+async fn failures(
+    state: &AppState,
+    id: RequestId,
+) -> Result<Value, imgpipe_core::errors::StoreError> {
     let images = state.table.images(id).await?;
     let failed: Vec<Value> = images
         .iter()
@@ -166,10 +218,17 @@ async fn output_csv(State(state): State<Arc<AppState>>, Path(raw_id): Path<Strin
         Err(response) => return response,
     };
     let Some(key) = request.output_csv_key else {
-        let message = format!("the output CSV is written when the request finishes (status: {})", request.status.as_str());
+        let message = format!(
+            "the output CSV is written when the request finishes (status: {})",
+            request.status.as_str()
+        );
         return error(StatusCode::NOT_FOUND, "not_ready", message);
     };
-    match state.blobs.presigned_get_url(&key, state.config.url_lifetime).await {
+    match state
+        .blobs
+        .presigned_get_url(&key, state.config.url_lifetime)
+        .await
+    {
         Ok(url) => (StatusCode::FOUND, [(header::LOCATION, url)]).into_response(),
         Err(cause) => unavailable("output_csv", &cause),
     }

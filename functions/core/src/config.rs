@@ -18,16 +18,19 @@ pub struct ConfigError {
 fn required(name: &'static str) -> Result<String, ConfigError> {
     match std::env::var(name) {
         Ok(value) if !value.trim().is_empty() => Ok(value),
-        _ => Err(ConfigError { name, problem: "is required".into() }),
+        _ => Err(ConfigError {
+            name,
+            problem: "is required".into(),
+        }),
     }
 }
 
 fn or_default<T: FromStr>(name: &'static str, default: T) -> Result<T, ConfigError> {
     match std::env::var(name) {
-        Ok(value) if !value.trim().is_empty() => value
-            .trim()
-            .parse()
-            .map_err(|_| ConfigError { name, problem: format!("cannot parse {value:?}") }),
+        Ok(value) if !value.trim().is_empty() => value.trim().parse().map_err(|_| ConfigError {
+            name,
+            problem: format!("cannot parse {value:?}"),
+        }),
         _ => Ok(default),
     }
 }
@@ -90,12 +93,18 @@ impl WorkerConfig {
             bucket: required("BUCKET_NAME")?,
             table: required("TABLE_NAME")?,
             fetch: FetchLimits {
-                connect_timeout: seconds("FETCH_CONNECT_TIMEOUT_SECS", fetch.connect_timeout.as_secs())?,
+                connect_timeout: seconds(
+                    "FETCH_CONNECT_TIMEOUT_SECS",
+                    fetch.connect_timeout.as_secs(),
+                )?,
                 total_timeout: seconds("FETCH_TIMEOUT_SECS", fetch.total_timeout.as_secs())?,
                 max_bytes: or_default("MAX_IMAGE_BYTES", fetch.max_bytes)?,
                 max_redirects: fetch.max_redirects,
             },
-            codec: CodecLimits { max_pixels: or_default("MAX_IMAGE_PIXELS", codec.max_pixels)?, ..codec },
+            codec: CodecLimits {
+                max_pixels: or_default("MAX_IMAGE_PIXELS", codec.max_pixels)?,
+                ..codec
+            },
             max_receives: or_default("MAX_RECEIVES", 5)?,
             concurrency: or_default("WORKER_CONCURRENCY", 4)?,
             item_lifetime: item_lifetime()?,

@@ -9,10 +9,16 @@ use crate::codec::CodecError;
 pub enum StoreError {
     /// Throttling, timeouts, 5xx, connection failures: the same call may succeed later.
     #[error("{service} is unavailable: {detail}")]
-    Unavailable { service: &'static str, detail: String },
+    Unavailable {
+        service: &'static str,
+        detail: String,
+    },
     /// The service refused the call as made (bad input, missing resource): retrying won't help.
     #[error("{service} refused the call: {detail}")]
-    Refused { service: &'static str, detail: String },
+    Refused {
+        service: &'static str,
+        detail: String,
+    },
 }
 
 impl StoreError {
@@ -107,16 +113,28 @@ mod tests {
 
     #[test]
     fn codes_are_stable_names() {
-        assert_eq!(ImageError::from(FetchError::Status(404)).code(), "http_status_404");
-        assert_eq!(ImageError::from(FetchError::TooLarge { limit: 1 }).code(), "too_large_bytes");
-        assert_eq!(ImageError::from(CodecError::NotAnImage).code(), "not_an_image");
+        assert_eq!(
+            ImageError::from(FetchError::Status(404)).code(),
+            "http_status_404"
+        );
+        assert_eq!(
+            ImageError::from(FetchError::TooLarge { limit: 1 }).code(),
+            "too_large_bytes"
+        );
+        assert_eq!(
+            ImageError::from(CodecError::NotAnImage).code(),
+            "not_an_image"
+        );
     }
 
     #[test]
     fn image_problems_are_permanent_and_outages_transient() {
         assert!(!ImageError::from(CodecError::NotAnImage).is_transient());
         assert!(!ImageError::from(FetchError::TooLarge { limit: 1 }).is_transient());
-        let outage = StoreError::Unavailable { service: "S3", detail: "throttled".into() };
+        let outage = StoreError::Unavailable {
+            service: "S3",
+            detail: "throttled".into(),
+        };
         assert!(ImageError::from(outage).is_transient());
         assert!(ImageError::from(FetchError::Timeout { seconds: 5 }).is_transient());
     }

@@ -49,21 +49,32 @@ pub async fn finish_request(
     url_lifetime: Duration,
 ) -> Result<Finished, FinishError> {
     let corrupt = |why: &str| FinishError::Corrupt(request_id, why.to_string());
-    let request = ports.table.get(request_id).await?.ok_or_else(|| corrupt("no request item"))?;
+    let request = ports
+        .table
+        .get(request_id)
+        .await?
+        .ok_or_else(|| corrupt("no request item"))?;
     if request.status.is_final() {
         return Ok(Finished::Already);
     }
 
     // The stored CSV passed validation at upload; read it back without limits so a later
     // change of limits cannot strand a request that was accepted under the old ones.
-    let csv_bytes = ports.blobs.get(&request.input_csv_key).await?.ok_or_else(|| corrupt("input CSV missing"))?;
-    let csv = ValidatedCsv::parse(&csv_bytes, &CsvLimits::unlimited()).map_err(|e| corrupt(&e.to_string()))?;
+    let csv_bytes = ports
+        .blobs
+        .get(&request.input_csv_key)
+        .await?
+        .ok_or_else(|| corrupt("input CSV missing"))?;
+    let csv = ValidatedCsv::parse(&csv_bytes, &CsvLimits::unlimited())
+        .map_err(|e| corrupt(&e.to_string()))?;
 
     let images = ports.table.images(request_id).await?;
     let mut outputs = Vec::with_capacity(images.len());
     for image in &images {
         outputs.push(match (&image.state, &image.output_key) {
-            (ImageState::Done, Some(key)) => Some(ports.blobs.presigned_get_url(key, url_lifetime).await?),
+            (ImageState::Done, Some(key)) => {
+                Some(ports.blobs.presigned_get_url(key, url_lifetime).await?)
+            }
             _ => None,
         });
     }
@@ -73,7 +84,12 @@ pub async fn finish_request(
 
     let status = RequestStatus::final_for(request.succeeded, request.failed);
     let now = Utc::now();
-    if ports.table.finish(request_id, status, Some(&csv_key), now).await? == Transition::AlreadyDone {
+    if ports
+        .table
+        .finish(request_id, status, Some(&csv_key), now)
+        .await?
+        == Transition::AlreadyDone
+    {
         return Ok(Finished::Already);
     }
 
@@ -84,13 +100,18 @@ pub async fn finish_request(
             total: request.total,
             succeeded: request.succeeded,
             failed: request.failed,
-            output_csv_url: ports.blobs.presigned_get_url(&csv_key, url_lifetime).await?,
+            output_csv_url: ports
+                .blobs
+                .presigned_get_url(&csv_key, url_lifetime)
+                .await?,
         };
         // The state flip above already happened once; a failed delivery is logged, not
         // retried through the stream, which would not send it again anyway.
         match ports.webhooks.send(webhook_url, &payload).await {
             Ok(()) => tracing::info!(request_id = %request_id, stage = "webhook", "delivered"),
-            Err(error) => tracing::warn!(request_id = %request_id, stage = "webhook", error = %error),
+            Err(error) => {
+                tracing::warn!(request_id = %request_id, stage = "webhook", error = %error)
+            }
         }
     }
     Ok(Finished::Now(status))
@@ -127,31 +148,56 @@ mod tests {
             let csv = ValidatedCsv::parse(CSV.as_bytes(), &CsvLimits::default()).unwrap();
             let hook = HttpUrl::parse("https://hooks.example/done").unwrap();
             let request = RequestRecord::new(fixture.id, 3, Some(hook), Utc::now());
-            fixture.blobs.put(&request.input_csv_key, CSV.into(), "text/csv").await.unwrap();
+            fixture
+                .blobs
+                .put(&request.input_csv_key, CSV.into(), "text/csv")
+                .await
+                .unwrap();
             let images: Vec<_> = csv
                 .images()
-                .map(|(index, row, url)| ImageRecord::pending(fixture.id, index as u32, row as u32, url.clone()))
+                .map(|(index, row, url)| {
+                    ImageRecord::pending(fixture.id, index as u32, row as u32, url.clone())
+                })
                 .collect();
             fixture.table.create(&request, &images).await.unwrap();
             for (index, done) in outcomes.iter().enumerate() {
                 let outcome = if *done {
-                    ImageOutcome::Done { output_key: format!("out/{index}.jpg"), bytes_in: 10, bytes_out: 5 }
+                    ImageOutcome::Done {
+                        output_key: format!("out/{index}.jpg"),
+                        bytes_in: 10,
+                        bytes_out: 5,
+                    }
                 } else {
-                    ImageOutcome::Failed { error_code: "http_status_404".into(), error_message: "gone".into() }
+                    ImageOutcome::Failed {
+                        error_code: "http_status_404".into(),
+                        error_message: "gone".into(),
+                    }
                 };
-                fixture.table.record(fixture.id, index as u32, &outcome, Utc::now()).await.unwrap();
+                fixture
+                    .table
+                    .record(fixture.id, index as u32, &outcome, Utc::now())
+                    .await
+                    .unwrap();
             }
             fixture
         }
 
         async fn finish(&self) -> Finished {
-            let ports = FinishPorts { table: &self.table, blobs: &self.blobs, webhooks: &self.webhooks };
-            finish_request(ports, self.id, Duration::from_secs(60)).await.unwrap()
+            let ports = FinishPorts {
+                table: &self.table,
+                blobs: &self.blobs,
+                webhooks: &self.webhooks,
+            };
+            finish_request(ports, self.id, Duration::from_secs(60))
+                .await
+                .unwrap()
         }
 
         fn output_rows(&self) -> Vec<Vec<String>> {
             let objects = self.blobs.objects.lock().unwrap();
-            let (body, _) = objects.get(&output_csv_key(self.id)).expect("output CSV written");
+            let (body, _) = objects
+                .get(&output_csv_key(self.id))
+                .expect("output CSV written");
             csv::Reader::from_reader(body.as_slice())
                 .records()
                 .map(|record| record.unwrap().iter().map(String::from).collect())
@@ -162,7 +208,10 @@ mod tests {
     #[tokio::test]
     async fn a_failed_image_leaves_an_empty_slot_and_an_honest_status() {
         let fixture = Fixture::with_outcomes(&[true, false, true]).await;
-        assert_eq!(fixture.finish().await, Finished::Now(RequestStatus::CompletedWithErrors));
+        assert_eq!(
+            fixture.finish().await,
+            Finished::Now(RequestStatus::CompletedWithErrors)
+        );
 
         let rows = fixture.output_rows();
         assert_eq!(rows[0][3], "https://blobs.example/out/0.jpg,");
@@ -175,14 +224,25 @@ mod tests {
     #[tokio::test]
     async fn the_webhook_gets_the_final_counts_once_even_when_replayed() {
         let fixture = Fixture::with_outcomes(&[true, true, true]).await;
-        assert_eq!(fixture.finish().await, Finished::Now(RequestStatus::Completed));
+        assert_eq!(
+            fixture.finish().await,
+            Finished::Now(RequestStatus::Completed)
+        );
         assert_eq!(fixture.finish().await, Finished::Already);
 
         let sent = fixture.webhooks.sent.lock().unwrap();
         assert_eq!(sent.len(), 1);
         let (url, payload) = &sent[0];
         assert_eq!(url, "https://hooks.example/done");
-        assert_eq!((payload.status, payload.total, payload.succeeded, payload.failed), (RequestStatus::Completed, 3, 3, 0));
+        assert_eq!(
+            (
+                payload.status,
+                payload.total,
+                payload.succeeded,
+                payload.failed
+            ),
+            (RequestStatus::Completed, 3, 3, 0)
+        );
         assert!(payload.output_csv_url.ends_with("/output.csv"));
     }
 
@@ -190,6 +250,11 @@ mod tests {
     async fn every_image_failing_is_a_failed_request() {
         let fixture = Fixture::with_outcomes(&[false, false, false]).await;
         assert_eq!(fixture.finish().await, Finished::Now(RequestStatus::Failed));
-        assert!(fixture.output_rows().iter().all(|row| row[3].chars().all(|c| c == ',')));
+        assert!(
+            fixture
+                .output_rows()
+                .iter()
+                .all(|row| row[3].chars().all(|c| c == ','))
+        );
     }
 }

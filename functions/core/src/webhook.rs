@@ -21,7 +21,10 @@ impl HttpWebhookSender {
             .no_proxy()
             .user_agent(concat!("imgpipe/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        Ok(Self { client, attempts: attempts.max(1) })
+        Ok(Self {
+            client,
+            attempts: attempts.max(1),
+        })
     }
 
     async fn attempt(&self, url: &HttpUrl, payload: &WebhookPayload) -> Result<(), String> {
@@ -52,6 +55,9 @@ impl WebhookSender for HttpWebhookSender {
                 Err(error) => last_error = error,
             }
         }
-        Err(WebhookError(format!("{} attempts: {last_error}", self.attempts)))
+        Err(WebhookError(format!(
+            "{} attempts: {last_error}",
+            self.attempts
+        )))
     }
 }

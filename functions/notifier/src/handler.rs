@@ -24,7 +24,9 @@ struct Counters {
 /// The request a stream record finishes, if it is the write that took `remaining` to 0.
 fn finished_request(record: &EventRecord) -> Option<RequestId> {
     let new: Counters = serde_dynamo::from_item(record.change.new_image.clone()).ok()?;
-    let old_remaining = serde_dynamo::from_item::<_, Counters>(record.change.old_image.clone()).ok()?.remaining;
+    let old_remaining = serde_dynamo::from_item::<_, Counters>(record.change.old_image.clone())
+        .ok()?
+        .remaining;
     finishes_request(old_remaining, new.remaining).then_some(new.request_id)
 }
 
@@ -33,15 +35,23 @@ impl Notifier {
     /// whole batch is handed back and replayed: records already handled change nothing.
     pub async fn handle(&self, event: Event) -> Result<(), lambda_runtime::Error> {
         for record in &event.records {
-            let Some(request_id) = finished_request(record) else { continue };
-            let ports = FinishPorts { table: &self.table, blobs: &self.blobs, webhooks: &self.webhooks };
+            let Some(request_id) = finished_request(record) else {
+                continue;
+            };
+            let ports = FinishPorts {
+                table: &self.table,
+                blobs: &self.blobs,
+                webhooks: &self.webhooks,
+            };
             match finish_request(ports, request_id, self.config.url_lifetime).await {
                 Ok(Finished::Now(status)) => {
                     tracing::info!(request_id = %request_id, stage = "finished", status = status.as_str());
                 }
                 Ok(Finished::Already) => tracing::info!(request_id = %request_id, stage = "replay"),
                 Err(error) if error.is_transient() => return Err(error.into()),
-                Err(error) => tracing::error!(request_id = %request_id, stage = "finish", error = %error),
+                Err(error) => {
+                    tracing::error!(request_id = %request_id, stage = "finish", error = %error)
+                }
             }
         }
         Ok(())

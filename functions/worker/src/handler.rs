@@ -46,9 +46,17 @@ impl Worker {
                 return None;
             }
         };
-        let receives: u32 = message.attributes.get("ApproximateReceiveCount").and_then(|n| n.parse().ok()).unwrap_or(1);
+        let receives: u32 = message
+            .attributes
+            .get("ApproximateReceiveCount")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(1);
         let last_attempt = receives >= self.config.max_receives;
-        let ports = ProcessPorts { fetcher: &self.fetcher, blobs: &self.blobs, results: &self.table };
+        let ports = ProcessPorts {
+            fetcher: &self.fetcher,
+            blobs: &self.blobs,
+            results: &self.table,
+        };
         match process_image(ports, &job, &self.config.codec, last_attempt).await {
             JobResult::Recorded(_) | JobResult::Duplicate => None,
             JobResult::Retry(error) => {

@@ -18,5 +18,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         table: DynamoTable::new(&sdk, &config.table, config.item_lifetime),
         config,
     };
-    lambda_runtime::run(service_fn(|event: LambdaEvent<_>| worker.handle(event.payload))).await
+    lambda_runtime::run(service_fn(|event: LambdaEvent<_>| {
+        worker.handle(event.payload)
+    }))
+    .await
 }

@@ -7,14 +7,18 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, TransactWriteItem, Update, WriteRequest};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, PutRequest, TransactWriteItem, Update, WriteRequest,
+};
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt, stream};
 
 use super::store_error;
 use crate::errors::StoreError;
 use crate::ports::{ImageResults, RequestTable};
-use crate::request::{ImageOutcome, ImageRecord, ImageState, RequestRecord, RequestStatus, Transition};
+use crate::request::{
+    ImageOutcome, ImageRecord, ImageState, RequestRecord, RequestStatus, Transition,
+};
 use crate::request_id::RequestId;
 
 const REQUEST_SK: &str = "REQUEST";
@@ -49,15 +53,31 @@ fn n(value: impl ToString) -> AttributeValue {
 }
 
 fn corrupt(error: serde_dynamo::Error) -> StoreError {
-    StoreError::Refused { service: "DynamoDB", detail: format!("item does not match its type: {error}") }
+    StoreError::Refused {
+        service: "DynamoDB",
+        detail: format!("item does not match its type: {error}"),
+    }
 }
 
 impl DynamoTable {
-    pub fn new(config: &aws_config::SdkConfig, table: impl Into<String>, item_lifetime: Duration) -> Self {
-        Self { client: aws_sdk_dynamodb::Client::new(config), table: table.into(), item_lifetime }
+    pub fn new(
+        config: &aws_config::SdkConfig,
+        table: impl Into<String>,
+        item_lifetime: Duration,
+    ) -> Self {
+        Self {
+            client: aws_sdk_dynamodb::Client::new(config),
+            table: table.into(),
+            item_lifetime,
+        }
     }
 
-    fn item<T: serde::Serialize>(&self, value: &T, pk: AttributeValue, sk: AttributeValue) -> Result<Item, StoreError> {
+    fn item<T: serde::Serialize>(
+        &self,
+        value: &T,
+        pk: AttributeValue,
+        sk: AttributeValue,
+    ) -> Result<Item, StoreError> {
         let mut item: Item = serde_dynamo::to_item(value).map_err(corrupt)?;
         let expires_at = Utc::now().timestamp() + self.item_lifetime.as_secs() as i64;
         item.insert("pk".into(), pk);
@@ -74,10 +94,13 @@ impl DynamoTable {
         let mut requests: Vec<WriteRequest> = items
             .into_iter()
             .map(|item| {
-                let put = PutRequest::builder().set_item(Some(item)).build().map_err(|e| StoreError::Refused {
-                    service: "DynamoDB",
-                    detail: e.to_string(),
-                })?;
+                let put = PutRequest::builder()
+                    .set_item(Some(item))
+                    .build()
+                    .map_err(|e| StoreError::Refused {
+                        service: "DynamoDB",
+                        detail: e.to_string(),
+                    })?;
                 Ok(WriteRequest::builder().put_request(put).build())
             })
             .collect::<Result<_, StoreError>>()?;
@@ -92,12 +115,18 @@ impl DynamoTable {
                 .send()
                 .await
                 .map_err(|e| store_error("DynamoDB", e))?;
-            requests = response.unprocessed_items.and_then(|mut left| left.remove(&self.table)).unwrap_or_default();
+            requests = response
+                .unprocessed_items
+                .and_then(|mut left| left.remove(&self.table))
+                .unwrap_or_default();
             if requests.is_empty() {
                 return Ok(());
             }
         }
-        Err(StoreError::Unavailable { service: "DynamoDB", detail: "image items left unprocessed".into() })
+        Err(StoreError::Unavailable {
+            service: "DynamoDB",
+            detail: "image items left unprocessed".into(),
+        })
     }
 
     /// A conditional update whose failed condition means "already done", not an error.
@@ -121,7 +150,11 @@ impl DynamoTable {
             .await;
         match result {
             Ok(_) => Ok(Transition::Applied),
-            Err(error) if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
+            Err(error)
+                if error
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
                 Ok(Transition::AlreadyDone)
             }
             Err(error) => Err(store_error("DynamoDB", error)),
@@ -131,14 +164,21 @@ impl DynamoTable {
 
 #[async_trait]
 impl RequestTable for DynamoTable {
-    async fn create(&self, request: &RequestRecord, images: &[ImageRecord]) -> Result<(), StoreError> {
+    async fn create(
+        &self,
+        request: &RequestRecord,
+        images: &[ImageRecord],
+    ) -> Result<(), StoreError> {
         let id = request.request_id;
         let items = images
             .iter()
             .map(|image| self.item(image, pk(id), image_sk(image.image_index)))
             .collect::<Result<Vec<_>, _>>()?;
         // Images first: once the request item exists, everything it counts exists too.
-        let writes: Vec<_> = items.chunks(WRITE_BATCH).map(|batch| self.write_images(batch.to_vec())).collect();
+        let writes: Vec<_> = items
+            .chunks(WRITE_BATCH)
+            .map(|batch| self.write_images(batch.to_vec()))
+            .collect();
         stream::iter(writes)
             .buffer_unordered(PARALLEL_CALLS)
             .try_collect::<()>()
@@ -164,7 +204,10 @@ impl RequestTable for DynamoTable {
             .send()
             .await
             .map_err(|e| store_error("DynamoDB", e))?;
-        response.item.map(|item| serde_dynamo::from_item(item).map_err(corrupt)).transpose()
+        response
+            .item
+            .map(|item| serde_dynamo::from_item(item).map_err(corrupt))
+            .transpose()
     }
 
     async fn images(&self, id: RequestId) -> Result<Vec<ImageRecord>, StoreError> {
@@ -179,18 +222,33 @@ impl RequestTable for DynamoTable {
             .into_paginator()
             .items()
             .send();
-        let items: Vec<Item> = pages.try_collect().await.map_err(|e| store_error("DynamoDB", e))?;
-        items.into_iter().map(|item| serde_dynamo::from_item(item).map_err(corrupt)).collect()
+        let items: Vec<Item> = pages
+            .try_collect()
+            .await
+            .map_err(|e| store_error("DynamoDB", e))?;
+        items
+            .into_iter()
+            .map(|item| serde_dynamo::from_item(item).map_err(corrupt))
+            .collect()
     }
 
-    async fn mark_processing(&self, id: RequestId, now: DateTime<Utc>) -> Result<Transition, StoreError> {
+    async fn mark_processing(
+        &self,
+        id: RequestId,
+        now: DateTime<Utc>,
+    ) -> Result<Transition, StoreError> {
         let values = HashMap::from([
             (":processing".into(), s(RequestStatus::Processing.as_str())),
             (":pending".into(), s(RequestStatus::Pending.as_str())),
             (":now".into(), s(now.to_rfc3339())),
         ]);
-        self.conditional_update(id, "SET #status = :processing, updated_at = :now", "#status = :pending", values)
-            .await
+        self.conditional_update(
+            id,
+            "SET #status = :processing, updated_at = :now",
+            "#status = :pending",
+            values,
+        )
+        .await
     }
 
     async fn finish(
@@ -211,7 +269,8 @@ impl RequestTable for DynamoTable {
             update.push_str(", output_csv_key = :key");
             values.insert(":key".into(), s(key));
         }
-        self.conditional_update(id, &update, "#status IN (:pending, :processing)", values).await
+        self.conditional_update(id, &update, "#status IN (:pending, :processing)", values)
+            .await
     }
 }
 
@@ -230,16 +289,29 @@ impl ImageResults for DynamoTable {
             (":now".into(), s(now.to_rfc3339())),
         ]);
         let (image_update, counter) = match outcome {
-            ImageOutcome::Done { output_key, bytes_in, bytes_out } => {
+            ImageOutcome::Done {
+                output_key,
+                bytes_in,
+                bytes_out,
+            } => {
                 values.insert(":key".into(), s(output_key));
                 values.insert(":in".into(), n(bytes_in));
                 values.insert(":out".into(), n(bytes_out));
-                ("SET #state = :new, updated_at = :now, output_key = :key, bytes_in = :in, bytes_out = :out", "succeeded")
+                (
+                    "SET #state = :new, updated_at = :now, output_key = :key, bytes_in = :in, bytes_out = :out",
+                    "succeeded",
+                )
             }
-            ImageOutcome::Failed { error_code, error_message } => {
+            ImageOutcome::Failed {
+                error_code,
+                error_message,
+            } => {
                 values.insert(":code".into(), s(error_code));
                 values.insert(":message".into(), s(error_message));
-                ("SET #state = :new, updated_at = :now, error_code = :code, error_message = :message", "failed")
+                (
+                    "SET #state = :new, updated_at = :now, error_code = :code, error_message = :message",
+                    "failed",
+                )
             }
         };
         let image = Update::builder()
@@ -251,17 +323,25 @@ impl ImageResults for DynamoTable {
             .expression_attribute_names("#state", "state")
             .set_expression_attribute_values(Some(values))
             .build()
-            .map_err(|e| StoreError::Refused { service: "DynamoDB", detail: e.to_string() })?;
+            .map_err(|e| StoreError::Refused {
+                service: "DynamoDB",
+                detail: e.to_string(),
+            })?;
         let counters = Update::builder()
             .table_name(&self.table)
             .set_key(Some(Self::request_key(id)))
-            .update_expression(format!("SET updated_at = :now ADD remaining :minus_one, {counter} :one"))
+            .update_expression(format!(
+                "SET updated_at = :now ADD remaining :minus_one, {counter} :one"
+            ))
             .condition_expression("attribute_exists(pk)")
             .expression_attribute_values(":now", s(now.to_rfc3339()))
             .expression_attribute_values(":minus_one", n(-1))
             .expression_attribute_values(":one", n(1))
             .build()
-            .map_err(|e| StoreError::Refused { service: "DynamoDB", detail: e.to_string() })?;
+            .map_err(|e| StoreError::Refused {
+                service: "DynamoDB",
+                detail: e.to_string(),
+            })?;
 
         let result = self
             .client
@@ -270,7 +350,9 @@ impl ImageResults for DynamoTable {
             .transact_items(TransactWriteItem::builder().update(counters).build())
             .send()
             .await;
-        let Err(error) = result else { return Ok(Transition::Applied) };
+        let Err(error) = result else {
+            return Ok(Transition::Applied);
+        };
         // The first condition failing means the image already has its result: a duplicate.
         let image_already_done = error
             .as_service_error()

@@ -21,7 +21,10 @@ pub struct SqsQueue {
 
 impl SqsQueue {
     pub fn new(config: &aws_config::SdkConfig, queue_url: impl Into<String>) -> Self {
-        Self { client: aws_sdk_sqs::Client::new(config), queue_url: queue_url.into() }
+        Self {
+            client: aws_sdk_sqs::Client::new(config),
+            queue_url: queue_url.into(),
+        }
     }
 
     async fn send_batch(&self, jobs: &[ImageJob]) -> Result<(), StoreError> {
@@ -37,7 +40,10 @@ impl SqsQueue {
                     .id(i.to_string())
                     .message_body(body)
                     .build()
-                    .map_err(|e| StoreError::Refused { service: "SQS", detail: e.to_string() })
+                    .map_err(|e| StoreError::Refused {
+                        service: "SQS",
+                        detail: e.to_string(),
+                    })
             })
             .collect::<Result<Vec<_>, _>>()?;
         for _ in 0..ENTRY_ATTEMPTS {
@@ -55,7 +61,10 @@ impl SqsQueue {
             }
             entries.retain(|entry| failed.contains(&entry.id()));
         }
-        Err(StoreError::Unavailable { service: "SQS", detail: format!("{} messages not accepted", entries.len()) })
+        Err(StoreError::Unavailable {
+            service: "SQS",
+            detail: format!("{} messages not accepted", entries.len()),
+        })
     }
 }
 
@@ -64,7 +73,10 @@ impl JobQueue for SqsQueue {
     async fn enqueue(&self, jobs: &[ImageJob]) -> Result<(), StoreError> {
         // Futures built up front: a closure here trips the compiler's lifetime inference
         // inside async-trait methods.
-        let sends: Vec<_> = jobs.chunks(BATCH).map(|batch| self.send_batch(batch)).collect();
+        let sends: Vec<_> = jobs
+            .chunks(BATCH)
+            .map(|batch| self.send_batch(batch))
+            .collect();
         stream::iter(sends)
             .buffer_unordered(PARALLEL_CALLS)
             .try_collect::<()>()

@@ -1,0 +1,40 @@
+# imgpipe: the two commands are `make run` (the whole pipeline on the local emulator) and
+# `make test` (every test). Both install what they need first (infra/setup.sh).
+
+PYTHON := .venv/bin/python
+PORT ?= 4599
+
+.PHONY: setup build up run stop test lint check-template clean
+
+setup:
+	@infra/setup.sh
+
+# Host builds of the three functions: the emulator runs them as `bootstrap` processes.
+build: setup
+	cargo build --bins
+
+up: build
+	@IMGPIPE_PORT=$(PORT) $(PYTHON) infra/local.py up
+
+run: up
+	@IMGPIPE_PORT=$(PORT) $(PYTHON) infra/run_sample.py
+
+stop:
+	@$(PYTHON) infra/local.py down
+
+# Unit tests, adapter tests on the emulator and the end-to-end test through the API; the
+# test binary starts its own emulator on a free port and stops it when it exits.
+test: build lint
+	cargo test --workspace --no-fail-fast
+
+lint: setup check-template
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+# SAM mistakes are caught by translating the template and linting the result (plain
+# cfn-lint no longer runs the SAM transform).
+check-template: setup
+	@$(PYTHON) infra/check_template.py template.yaml
+
+clean: stop
+	rm -rf .stack

@@ -1,0 +1,289 @@
+//! The AWS adapters against the emulator, each test on resources of its own (a table, a
+//! bucket, a queue created here), so the deployed functions never see them.
+
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+};
+use chrono::Utc;
+use futures::future::join_all;
+use imgpipe_core::aws::{DynamoTable, S3Blobs, SqsQueue};
+use imgpipe_core::http_url::HttpUrl;
+use imgpipe_core::ports::{BlobStore, ImageResults, JobQueue, RequestTable};
+use imgpipe_core::request::{
+    ImageJob, ImageOutcome, ImageRecord, ImageState, RequestRecord, RequestStatus, Transition,
+};
+use imgpipe_core::request_id::RequestId;
+use imgpipe_tests::stack::LocalStack;
+
+async fn table() -> DynamoTable {
+    let stack = LocalStack::shared();
+    let sdk = stack.sdk_config().await;
+    let name = format!("adapter-test-{}", uuid::Uuid::new_v4());
+    let key = |name: &str, key_type| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(key_type)
+            .build()
+            .unwrap()
+    };
+    let attribute = |name: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .unwrap()
+    };
+    aws_sdk_dynamodb::Client::new(&sdk)
+        .create_table()
+        .table_name(&name)
+        .billing_mode(BillingMode::PayPerRequest)
+        .key_schema(key("pk", KeyType::Hash))
+        .key_schema(key("sk", KeyType::Range))
+        .attribute_definitions(attribute("pk"))
+        .attribute_definitions(attribute("sk"))
+        .send()
+        .await
+        .expect("create a test table");
+    DynamoTable::new(&sdk, name, Duration::from_secs(3600))
+}
+
+fn url(i: u32) -> HttpUrl {
+    HttpUrl::parse(&format!("https://img.example/{i}.jpg")).unwrap()
+}
+
+async fn request_with_images(table: &DynamoTable, count: u32) -> RequestId {
+    let id = RequestId::new_random();
+    let images: Vec<_> = (0..count)
+        .map(|i| ImageRecord::pending(id, i, i / 3, url(i)))
+        .collect();
+    table
+        .create(
+            &RequestRecord::new(id, count as u64, None, Utc::now()),
+            &images,
+        )
+        .await
+        .unwrap();
+    id
+}
+
+fn done(i: u32) -> ImageOutcome {
+    ImageOutcome::Done {
+        output_key: format!("output/{i}.jpg"),
+        bytes_in: 1000,
+        bytes_out: 400,
+    }
+}
+
+#[tokio::test]
+async fn table_stores_a_request_and_lists_its_images_in_order() {
+    let table = table().await;
+    // 60 images: more than two BatchWriteItem calls' worth.
+    let id = request_with_images(&table, 60).await;
+
+    let request = table.get(id).await.unwrap().expect("request stored");
+    assert_eq!(
+        (request.status, request.total, request.remaining),
+        (RequestStatus::Pending, 60, 60)
+    );
+    let images = table.images(id).await.unwrap();
+    assert_eq!(
+        images
+            .iter()
+            .map(|image| image.image_index)
+            .collect::<Vec<_>>(),
+        (0..60).collect::<Vec<_>>()
+    );
+    assert!(
+        images
+            .iter()
+            .all(|image| image.state == ImageState::Pending)
+    );
+    assert_eq!(images[7].input_url, url(7));
+    assert!(table.get(RequestId::new_random()).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn table_records_each_image_once_and_counts_exactly() {
+    let table = table().await;
+    let id = request_with_images(&table, 3).await;
+
+    assert_eq!(
+        table.record(id, 0, &done(0), Utc::now()).await.unwrap(),
+        Transition::Applied
+    );
+    assert_eq!(
+        table.record(id, 0, &done(0), Utc::now()).await.unwrap(),
+        Transition::AlreadyDone
+    );
+    let failed = ImageOutcome::Failed {
+        error_code: "http_status_404".into(),
+        error_message: "gone".into(),
+    };
+    assert_eq!(
+        table.record(id, 1, &failed, Utc::now()).await.unwrap(),
+        Transition::Applied
+    );
+    // A late duplicate with a different result must not change the recorded one.
+    assert_eq!(
+        table.record(id, 1, &done(1), Utc::now()).await.unwrap(),
+        Transition::AlreadyDone
+    );
+
+    let request = table.get(id).await.unwrap().unwrap();
+    assert_eq!(
+        (request.succeeded, request.failed, request.remaining),
+        (1, 1, 1)
+    );
+    let images = table.images(id).await.unwrap();
+    assert_eq!(images[0].output_key.as_deref(), Some("output/0.jpg"));
+    assert_eq!(
+        (images[0].bytes_in, images[0].bytes_out),
+        (Some(1000), Some(400))
+    );
+    assert_eq!(images[1].state, ImageState::Failed);
+    assert_eq!(images[1].error_code.as_deref(), Some("http_status_404"));
+    assert_eq!(images[2].state, ImageState::Pending);
+}
+
+#[tokio::test]
+async fn concurrent_duplicates_are_applied_exactly_once() {
+    let table = table().await;
+    let id = request_with_images(&table, 1).await;
+
+    let outcome = done(0);
+    let attempts: Vec<_> = (0..8)
+        .map(|_| table.record(id, 0, &outcome, Utc::now()))
+        .collect();
+    let results = join_all(attempts).await;
+    let applied = results
+        .iter()
+        .filter(|r| matches!(r, Ok(Transition::Applied)))
+        .count();
+    assert_eq!(applied, 1, "{results:?}");
+    let request = table.get(id).await.unwrap().unwrap();
+    assert_eq!((request.succeeded, request.remaining), (1, 0));
+}
+
+#[tokio::test]
+async fn a_request_reaches_its_final_state_once() {
+    let table = table().await;
+    let id = request_with_images(&table, 1).await;
+
+    assert_eq!(
+        table.mark_processing(id, Utc::now()).await.unwrap(),
+        Transition::Applied
+    );
+    assert_eq!(
+        table.mark_processing(id, Utc::now()).await.unwrap(),
+        Transition::AlreadyDone
+    );
+    let finish = |status| table.finish(id, status, Some("requests/x/output.csv"), Utc::now());
+    assert_eq!(
+        finish(RequestStatus::Completed).await.unwrap(),
+        Transition::Applied
+    );
+    assert_eq!(
+        finish(RequestStatus::Failed).await.unwrap(),
+        Transition::AlreadyDone
+    );
+    assert_eq!(
+        table.mark_processing(id, Utc::now()).await.unwrap(),
+        Transition::AlreadyDone
+    );
+
+    let request = table.get(id).await.unwrap().unwrap();
+    assert_eq!(request.status, RequestStatus::Completed);
+    assert_eq!(
+        request.output_csv_key.as_deref(),
+        Some("requests/x/output.csv")
+    );
+    assert!(request.completed_at.is_some());
+}
+
+#[tokio::test]
+async fn blobs_round_trip_and_presigned_urls_serve_the_object() {
+    let stack = LocalStack::shared();
+    let sdk = stack.sdk_config().await;
+    let bucket = format!("adapter-test-{}", uuid::Uuid::new_v4());
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&sdk)
+            .force_path_style(true)
+            .build(),
+    );
+    s3.create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("create a test bucket");
+    let blobs = S3Blobs::new(&sdk, &bucket);
+
+    blobs
+        .put("a/b.jpg", b"\xff\xd8jpeg bytes".to_vec(), "image/jpeg")
+        .await
+        .unwrap();
+    assert_eq!(
+        blobs.get("a/b.jpg").await.unwrap().as_deref(),
+        Some(&b"\xff\xd8jpeg bytes"[..])
+    );
+    assert_eq!(blobs.get("a/missing.jpg").await.unwrap(), None);
+
+    let url = blobs
+        .presigned_get_url("a/b.jpg", Duration::from_secs(60))
+        .await
+        .unwrap();
+    let response = reqwest::get(&url).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "image/jpeg");
+    assert_eq!(&response.bytes().await.unwrap()[..], b"\xff\xd8jpeg bytes");
+}
+
+#[tokio::test]
+async fn queue_delivers_every_job_of_a_fan_out() {
+    let stack = LocalStack::shared();
+    let sdk = stack.sdk_config().await;
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let name = format!("adapter-test-{}", uuid::Uuid::new_v4());
+    let queue_url = sqs
+        .create_queue()
+        .queue_name(&name)
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let id = RequestId::new_random();
+    // 23 jobs: two full batches of 10 and a partial one.
+    let jobs: Vec<ImageJob> = (0..23)
+        .map(|i| ImageJob {
+            request_id: id,
+            image_index: i,
+            url: url(i),
+        })
+        .collect();
+
+    SqsQueue::new(&sdk, &queue_url)
+        .enqueue(&jobs)
+        .await
+        .unwrap();
+
+    let mut received = Vec::new();
+    for _ in 0..20 {
+        let batch = sqs
+            .receive_message()
+            .queue_url(&queue_url)
+            .max_number_of_messages(10)
+            .send()
+            .await
+            .unwrap();
+        for message in batch.messages() {
+            received.push(serde_json::from_str::<ImageJob>(message.body().unwrap()).unwrap());
+        }
+        if received.len() >= jobs.len() {
+            break;
+        }
+    }
+    received.sort_by_key(|job| job.image_index);
+    assert_eq!(received, jobs);
+}

@@ -1,0 +1,293 @@
+//! The whole pipeline: a CSV goes in through the API, the emulator runs the real API, worker
+//! and notifier binaries with their queue and stream triggers, and what a user would see
+//! comes out: status, output CSV, compressed images, webhook.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use image::GenericImageView;
+use imgpipe_core::csv_rules::OUTPUT_HEADER;
+use imgpipe_tests::api_client::ApiClient;
+use imgpipe_tests::fixtures::{cutout_png, photo_jpeg};
+use imgpipe_tests::servers::{Files, ImageServer, WebhookReceiver};
+use imgpipe_tests::stack::LocalStack;
+use serde_json::Value;
+
+use crate::UPLOADS;
+
+/// One input URL of the test CSV and what must come of it.
+struct Input {
+    path: String,
+    /// The source bytes, for the images that must come out compressed.
+    source: Option<Vec<u8>>,
+    /// The error code expected for the images that must fail.
+    failure: Option<&'static str>,
+}
+
+fn image(path: &str, bytes: Vec<u8>) -> Input {
+    Input {
+        path: path.into(),
+        source: Some(bytes),
+        failure: None,
+    }
+}
+
+fn broken(path: &str, code: &'static str) -> Input {
+    Input {
+        path: path.into(),
+        source: None,
+        failure: Some(code),
+    }
+}
+
+/// 7 rows, 22 URLs: 17 photos (JPEG), a transparent PNG twice, a slow photo, a 404 and an
+/// HTML login page served as image/jpeg.
+fn catalogue() -> (Vec<Vec<Input>>, Files) {
+    let mut files = HashMap::new();
+    let cutout = cutout_png(300);
+    let slow = photo_jpeg(500, 400, 99);
+    files.insert("cutout.png".to_string(), (cutout.clone(), "image/png"));
+    files.insert("slow.jpg".to_string(), (slow.clone(), "image/jpeg"));
+    let mut photo = |n: u32| {
+        let bytes = photo_jpeg(320 + 41 * n, 240 + 29 * n, n);
+        files.insert(format!("photo{n}.jpg"), (bytes.clone(), "image/jpeg"));
+        image(&format!("img/photo{n}.jpg"), bytes)
+    };
+    let rows = vec![
+        vec![photo(0), photo(1)],
+        vec![
+            photo(2),
+            broken("img/missing.jpg", "http_status_404"),
+            photo(3),
+        ],
+        vec![photo(4), photo(5), photo(6)],
+        vec![
+            image("img/cutout.png", cutout.clone()),
+            broken("html/login.jpg", "not_an_image"),
+        ],
+        vec![photo(7), photo(8), photo(9), photo(10)],
+        vec![
+            image("slow/slow.jpg", slow),
+            image("img/cutout.png", cutout),
+        ],
+        (11..17).map(&mut photo).collect(),
+    ];
+    (rows, files)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catalogue_with_broken_links_ends_completed_with_errors_and_keeps_every_slot() {
+    let stack = LocalStack::shared();
+    let api = ApiClient::new(stack);
+    let (rows, files) = catalogue();
+    let server = ImageServer::start(files, Duration::from_secs(3)).await;
+    let hooks = WebhookReceiver::start().await;
+    let inputs: Vec<&Input> = rows.iter().flatten().collect();
+    assert!(inputs.len() >= 20 && rows.len() >= 5);
+
+    let mut csv = String::from("S. No.,Product Name,Input Image Urls\r\n");
+    for (i, row) in rows.iter().enumerate() {
+        let urls: Vec<String> = row.iter().map(|input| server.url(&input.path)).collect();
+        csv.push_str(&format!(
+            "{},Product {},\"{}\"\r\n",
+            i + 1,
+            i + 1,
+            urls.join(", ")
+        ));
+    }
+    let _shared = UPLOADS.lock().await;
+    let accepted = api
+        .upload(csv.as_bytes(), Some(&hooks.url("catalogue")))
+        .await;
+    drop(_shared);
+    assert_eq!(accepted.status, 202, "{}", accepted.body);
+    let id = accepted.body["request_id"]
+        .as_str()
+        .expect("a request id")
+        .to_string();
+    assert!(
+        accepted.body["status_url"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("/api/status/{id}/"))
+    );
+
+    // The slow image keeps the request open long enough to be seen in progress.
+    let early = api.status(&id).await;
+    assert_eq!(early.body["status"], "processing", "{}", early.body);
+    let not_yet = api.get(&format!("/api/requests/{id}/output.csv")).await;
+    assert_eq!(
+        not_yet.status(),
+        404,
+        "no output CSV before the request is final"
+    );
+
+    let (status, seen) = api.wait_until_final(&id, Duration::from_secs(120)).await;
+    assert_eq!(
+        seen.last().map(String::as_str),
+        Some("completed_with_errors"),
+        "statuses seen: {seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .all(|s| s == "processing" || s == "completed_with_errors"),
+        "{seen:?}"
+    );
+    let total = inputs.len() as u64;
+    assert_eq!(
+        (
+            status["total"].as_u64(),
+            status["succeeded"].as_u64(),
+            status["failed"].as_u64(),
+            status["pending"].as_u64()
+        ),
+        (Some(total), Some(total - 2), Some(2), Some(0)),
+        "{status}"
+    );
+    assert!(status["completed_at"].is_string());
+
+    // The failure reasons are visible in the status, at the right images.
+    let failures = status["failures"]
+        .as_array()
+        .expect("failed images are listed");
+    let mut reported: Vec<(u64, &str)> = failures
+        .iter()
+        .map(|f| {
+            (
+                f["image_index"].as_u64().unwrap(),
+                f["error_code"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    reported.sort();
+    let expected: Vec<(u64, &str)> = inputs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, input)| input.failure.map(|code| (i as u64, code)))
+        .collect();
+    assert_eq!(reported, expected);
+
+    // The output CSV: same rows, same order, one slot per input URL, empty where it failed.
+    let output_url = status["output_csv_url"]
+        .as_str()
+        .expect("an output CSV link");
+    let output = api.download(output_url).await;
+    let mut reader = csv::Reader::from_reader(output.as_slice());
+    assert_eq!(
+        reader.headers().unwrap().iter().collect::<Vec<_>>(),
+        OUTPUT_HEADER
+    );
+    let records: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(records.len(), rows.len());
+    for (i, (record, row)) in records.iter().zip(&rows).enumerate() {
+        assert_eq!(&record[0], (i + 1).to_string());
+        assert_eq!(&record[1], format!("Product {}", i + 1));
+        let slots: Vec<&str> = record[3].split(',').collect();
+        assert_eq!(
+            slots.len(),
+            row.len().max(1),
+            "row {}: {:?}",
+            i + 1,
+            &record[3]
+        );
+        for (slot, input) in slots.iter().zip(row) {
+            match &input.source {
+                Some(source) => assert_compressed(&api, slot, source).await,
+                None => assert_eq!(*slot, "", "a failed image leaves its slot empty"),
+            }
+        }
+    }
+
+    // Exactly one webhook, with the final counts.
+    let hook = wait_for_one_webhook(&hooks, "catalogue").await;
+    assert_eq!(hook["request_id"], id.as_str());
+    assert_eq!(hook["status"], "completed_with_errors");
+    assert_eq!(
+        (
+            hook["total"].as_u64(),
+            hook["succeeded"].as_u64(),
+            hook["failed"].as_u64()
+        ),
+        (Some(total), Some(total - 2), Some(2))
+    );
+    assert_eq!(
+        api.download(hook["output_csv_url"].as_str().unwrap()).await,
+        output
+    );
+}
+
+/// The output is a JPEG of the same picture, smaller than its source; transparency is white.
+async fn assert_compressed(api: &ApiClient, url: &str, source: &[u8]) {
+    assert!(!url.is_empty(), "a successful image has an output URL");
+    let output = api.download(url).await;
+    assert_eq!(
+        image::guess_format(&output).unwrap(),
+        image::ImageFormat::Jpeg
+    );
+    let decoded = image::load_from_memory(&output).expect("the output decodes");
+    let original = image::load_from_memory(source).unwrap();
+    assert_eq!(decoded.dimensions(), original.dimensions());
+    assert!(
+        output.len() < source.len(),
+        "{} bytes out, {} in",
+        output.len(),
+        source.len()
+    );
+    if original.color().has_alpha() {
+        let corner = decoded.to_rgb8().get_pixel(2, 2).0;
+        assert!(
+            corner.iter().all(|&c| c > 245),
+            "transparent areas come out white, got {corner:?}"
+        );
+    }
+}
+
+async fn wait_for_one_webhook(hooks: &WebhookReceiver, token: &str) -> Value {
+    for _ in 0..300 {
+        if !hooks.received(token).is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A second delivery, if any, would come from a replayed stream record: give it time.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let received = hooks.received(token);
+    assert_eq!(received.len(), 1, "exactly one webhook POST");
+    serde_json::from_slice(&received[0]).expect("a JSON webhook body")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_catalogue_sent_as_raw_csv_is_completed() {
+    let stack = LocalStack::shared();
+    let api = ApiClient::new(stack);
+    let files = HashMap::from([
+        ("a.jpg".to_string(), (photo_jpeg(640, 480, 7), "image/jpeg")),
+        ("b.png".to_string(), (cutout_png(200), "image/png")),
+    ]);
+    let server = ImageServer::start(files, Duration::ZERO).await;
+    let csv = format!(
+        "\u{feff}Serial Number,Product Name,Input Image Urls\n7,Lamp,\"{},{}\"\n",
+        server.url("img/a.jpg"),
+        server.url("img/b.png")
+    );
+
+    let _shared = UPLOADS.lock().await;
+    let accepted = api.upload_raw(csv.as_bytes(), "text/csv").await;
+    drop(_shared);
+    assert_eq!(accepted.status, 202, "{}", accepted.body);
+    let id = accepted.body["request_id"].as_str().unwrap();
+
+    let (status, _) = api.wait_until_final(id, Duration::from_secs(60)).await;
+    assert_eq!(status["status"], "completed");
+    assert_eq!(
+        (status["succeeded"].as_u64(), status["failed"].as_u64()),
+        (Some(2), Some(0))
+    );
+    assert!(status.get("failures").is_none());
+    let output = api
+        .download(status["output_csv_url"].as_str().unwrap())
+        .await;
+    let text = String::from_utf8(output).unwrap();
+    let row = text.lines().nth(1).unwrap();
+    assert!(row.starts_with("7,Lamp,"), "{row}");
+}

@@ -1,0 +1,129 @@
+//! The API as a client sees it: upload, poll, download.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::multipart_form;
+use crate::stack::LocalStack;
+
+pub struct ApiClient {
+    http: reqwest::Client,
+    base: String,
+}
+
+/// An answer: HTTP status and JSON body (Null when the body is not JSON).
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Value,
+}
+
+const FINAL: [&str; 3] = ["completed", "completed_with_errors", "failed"];
+
+impl ApiClient {
+    pub fn new(stack: &LocalStack) -> Self {
+        Self {
+            http: stack.http_client(),
+            base: stack.api_url.clone(),
+        }
+    }
+
+    async fn answer(response: reqwest::Response) -> Answer {
+        let status = response.status().as_u16();
+        let body = response.json().await.unwrap_or(Value::Null);
+        Answer { status, body }
+    }
+
+    /// POST /api/upload/ as a form with the CSV in `file` and an optional `webhook_url`.
+    pub async fn upload(&self, csv: &[u8], webhook_url: Option<&str>) -> Answer {
+        let mut fields = vec![("file", Some("products.csv"), csv)];
+        if let Some(url) = webhook_url {
+            fields.push(("webhook_url", None, url.as_bytes()));
+        }
+        let (content_type, body) = multipart_form(&fields);
+        let response = self
+            .http
+            .post(format!("{}/api/upload/", self.base))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("upload reaches the API");
+        Self::answer(response).await
+    }
+
+    /// POST /api/upload/ with the CSV as the whole body.
+    pub async fn upload_raw(&self, csv: &[u8], content_type: &str) -> Answer {
+        let response = self
+            .http
+            .post(format!("{}/api/upload/", self.base))
+            .header("content-type", content_type)
+            .body(csv.to_vec())
+            .send()
+            .await
+            .expect("upload reaches the API");
+        Self::answer(response).await
+    }
+
+    pub async fn get(&self, path_or_url: &str) -> reqwest::Response {
+        let url = if path_or_url.starts_with("http") {
+            path_or_url.to_string()
+        } else {
+            format!("{}{path_or_url}", self.base)
+        };
+        self.http
+            .get(url)
+            .send()
+            .await
+            .expect("GET reaches the API")
+    }
+
+    pub async fn status(&self, request_id: &str) -> Answer {
+        Self::answer(self.get(&format!("/api/status/{request_id}/")).await).await
+    }
+
+    /// Polls the status until it is final; returns it and every distinct status seen, in order.
+    pub async fn wait_until_final(
+        &self,
+        request_id: &str,
+        timeout: Duration,
+    ) -> (Value, Vec<String>) {
+        let started = Instant::now();
+        let mut seen: Vec<String> = Vec::new();
+        loop {
+            let answer = self.status(request_id).await;
+            assert_eq!(answer.status, 200, "status answers: {:?}", answer.body);
+            let status = answer.body["status"]
+                .as_str()
+                .expect("a status")
+                .to_string();
+            if seen.last() != Some(&status) {
+                seen.push(status.clone());
+            }
+            if FINAL.contains(&status.as_str()) {
+                return (answer.body, seen);
+            }
+            assert!(
+                started.elapsed() < timeout,
+                "request {request_id} still {status} after {timeout:?}: {}",
+                answer.body
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Follows a link that redirects to a presigned S3 URL and returns the bytes there.
+    pub async fn download(&self, url: &str) -> Vec<u8> {
+        let mut response = self.get(url).await;
+        if response.status().is_redirection() {
+            let location = response.headers()["location"]
+                .to_str()
+                .expect("a Location")
+                .to_string();
+            response = self.get(&location).await;
+        }
+        assert_eq!(response.status(), 200, "download of {url}");
+        response.bytes().await.expect("body").to_vec()
+    }
+}
