@@ -1,0 +1,152 @@
+#!/usr/bin/env python3
+"""`make run`'s demo on the running local stack: serves the sample images from a local HTTP
+server, uploads a sample CSV through the API with a local webhook receiver, shows progress
+until the request is final, then saves and prints the output CSV and the compressed images."""
+import http.client
+import http.server
+import json
+import os
+import sys
+import threading
+import time
+import urllib.parse
+import uuid
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STATE = os.path.join(ROOT, ".stack", "local")
+SAMPLES = os.path.join(ROOT, "infra", "sample")
+
+
+class Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+def serve(handler):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server.server_address[1]
+
+
+webhooks = []
+
+
+class WebhookReceiver(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        webhooks.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def request(method, url, body=None, headers=None, host=None):
+    """One HTTP request to 127.0.0.1; `host` sets the Host header the API is routed by."""
+    parts = urllib.parse.urlsplit(url)
+    connection = http.client.HTTPConnection("127.0.0.1", parts.port, timeout=30)
+    path = parts.path + (f"?{parts.query}" if parts.query else "")
+    connection.request(method, path, body=body, headers={**(headers or {}), "Host": host or parts.netloc})
+    response = connection.getresponse()
+    return response.status, dict(response.getheaders()), response.read()
+
+
+def download(url, api_host):
+    """GET an API link, following its redirect to the presigned S3 URL."""
+    status, headers, body = request("GET", url, host=api_host)
+    location = headers.get("location") or headers.get("Location")
+    if status in (301, 302, 303, 307) and location:
+        status, headers, body = request("GET", location)
+    if status != 200:
+        sys.exit(f"run: GET {url} answered {status}: {body[:200]!r}")
+    return body
+
+
+def main():
+    with open(os.path.join(STATE, "outputs.json")) as f:
+        outputs = json.load(f)
+    api = outputs["ApiUrl"]
+    api_host = urllib.parse.urlsplit(api).netloc
+    images = serve(lambda *a: Quiet(*a, directory=SAMPLES))
+    hook_port = serve(WebhookReceiver)
+
+    base = f"http://127.0.0.1:{images}"
+    csv = ("S. No.,Product Name,Input Image Urls\n"
+           f"1,Mountain Landscape Print,{base}/landscape.jpg\n"
+           f"2,Red Ceramic Plate,\"{base}/product.png, {base}/landscape.jpg\"\n")
+    os.makedirs(STATE, exist_ok=True)
+    with open(os.path.join(STATE, "sample.csv"), "w") as f:
+        f.write(csv)
+    print(f"\nUploading {os.path.relpath(os.path.join(STATE, 'sample.csv'), ROOT)} (3 images served from {base}):")
+    print(csv)
+
+    boundary = uuid.uuid4().hex
+    form = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"sample.csv\"\r\n"
+            f"Content-Type: text/csv\r\n\r\n{csv}\r\n"
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"webhook_url\"\r\n\r\n"
+            f"http://127.0.0.1:{hook_port}/hook\r\n--{boundary}--\r\n").encode()
+    started = time.time()
+    status, _, body = request("POST", f"{api}/api/upload/", form,
+                              {"Content-Type": f"multipart/form-data; boundary={boundary}"}, api_host)
+    answer = json.loads(body)
+    print(f"POST {api}/api/upload/ -> {status} {json.dumps(answer)}")
+    if status != 202:
+        sys.exit("run: the upload was not accepted")
+
+    last = None
+    while True:
+        _, _, body = request("GET", answer["status_url"], host=api_host)
+        progress = json.loads(body)
+        line = (f"  {progress['status']}: {progress['succeeded']} done, {progress['failed']} failed, "
+                f"{progress['pending']} pending of {progress['total']}")
+        if line != last:
+            print(line)
+            last = line
+        if progress["status"] in ("completed", "completed_with_errors", "failed"):
+            break
+        if time.time() - started > 120:
+            sys.exit("run: the request did not finish in 120 s; see .stack/local/emulator.log")
+        time.sleep(0.2)
+    print(f"Final state after {time.time() - started:.1f} s:\n{json.dumps(progress, indent=2)}")
+
+    results = os.path.join(STATE, "results", answer["request_id"])
+    os.makedirs(results, exist_ok=True)
+    output_csv = download(progress["output_csv_url"], api_host)
+    with open(os.path.join(results, "output.csv"), "wb") as f:
+        f.write(output_csv)
+    print(f"\nOutput CSV (saved to {os.path.relpath(results, ROOT)}/output.csv):\n{output_csv.decode()}")
+
+    import csv as csvlib
+    rows = list(csvlib.reader(output_csv.decode().splitlines()))[1:]
+    print(f"Compressed images in s3://{outputs['BucketName']}/output/{answer['request_id']}/, copies in "
+          f"{os.path.relpath(results, ROOT)}/:")
+    index = 0
+    for row in rows:
+        for source, output in zip(row[2].split(","), row[3].split(",")):
+            name = f"{index:05}.jpg"
+            index += 1
+            if not output:
+                print(f"  {name}: failed (see the status's failures)")
+                continue
+            data = download(output, None)
+            with open(os.path.join(results, name), "wb") as f:
+                f.write(data)
+            size_in = os.path.getsize(os.path.join(SAMPLES, os.path.basename(source.strip())))
+            print(f"  {name}  {size_in:>8} B -> {len(data):>7} B  from {source.strip()}")
+
+    for _ in range(50):
+        if webhooks:
+            break
+        time.sleep(0.1)
+    print(f"\nWebhook received: {json.dumps(webhooks[0]) if webhooks else 'none yet'}")
+    print(f"""
+The stack stays up for your own CSVs (`make stop` stops it):
+  curl -F file=@products.csv -F webhook_url=https://example.com/hook {api}/api/upload/
+  curl {api}/api/status/<request_id>/
+  curl -L {api}/api/requests/<request_id>/output.csv
+AWS CLI or SDKs reach the emulator with: eval "$(.venv/bin/python infra/local.py env)"
+""")
+
+
+if __name__ == "__main__":
+    main()
