@@ -32,6 +32,10 @@ STACK_NAME = "imgpipe"
 ARTIFACTS_BUCKET = "imgpipe-artifacts"
 # Template function -> binary, as in template.yaml's BuildProperties.
 FUNCTIONS = {"functions/api": "api", "functions/worker": "worker", "functions/notifier": "notifier"}
+# Template parameters for the local stack: crashed or retried jobs come back in seconds
+# rather than minutes, so that tests can watch recovery happen. Everything else is as deployed.
+LOCAL_PARAMETERS = {"WorkerTimeout": "20", "JobsVisibilityTimeout": "25", "RetryBaseSeconds": "1",
+                    "FetchTimeoutSeconds": "5"}
 
 
 def fail(message):
@@ -187,6 +191,7 @@ def deploy(state, port, bin_dir):
             fail(f"template.yaml has no single 'CodeUri: {code_uri}'")
 
     capabilities = ["CAPABILITY_IAM", "CAPABILITY_AUTO_EXPAND"]
+    parameters = [{"ParameterKey": k, "ParameterValue": v} for k, v in LOCAL_PARAMETERS.items()]
     try:
         status = cfn.describe_stacks(StackName=STACK_NAME)["Stacks"][0]["StackStatus"]
     except ClientError:
@@ -196,10 +201,12 @@ def deploy(state, port, bin_dir):
         wait_for_stack(cfn, ClientError)
         status = None
     if status is None:
-        cfn.create_stack(StackName=STACK_NAME, TemplateBody=template, Capabilities=capabilities)
+        cfn.create_stack(StackName=STACK_NAME, TemplateBody=template, Capabilities=capabilities,
+                         Parameters=parameters)
     else:
         try:
-            cfn.update_stack(StackName=STACK_NAME, TemplateBody=template, Capabilities=capabilities)
+            cfn.update_stack(StackName=STACK_NAME, TemplateBody=template, Capabilities=capabilities,
+                             Parameters=parameters)
         except ClientError as error:
             if "No updates are to be performed" not in str(error):
                 raise

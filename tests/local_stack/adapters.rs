@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
+    ScalarAttributeType,
 };
 use chrono::Utc;
 use futures::future::join_all;
@@ -21,19 +22,10 @@ async fn table() -> DynamoTable {
     let stack = LocalStack::shared();
     let sdk = stack.sdk_config().await;
     let name = format!("adapter-test-{}", uuid::Uuid::new_v4());
-    let key = |name: &str, key_type| {
-        KeySchemaElement::builder()
-            .attribute_name(name)
-            .key_type(key_type)
-            .build()
-            .unwrap()
-    };
+    let key =
+        |name: &str, key_type| KeySchemaElement::builder().attribute_name(name).key_type(key_type).build().unwrap();
     let attribute = |name: &str| {
-        AttributeDefinition::builder()
-            .attribute_name(name)
-            .attribute_type(ScalarAttributeType::S)
-            .build()
-            .unwrap()
+        AttributeDefinition::builder().attribute_name(name).attribute_type(ScalarAttributeType::S).build().unwrap()
     };
     aws_sdk_dynamodb::Client::new(&sdk)
         .create_table()
@@ -43,6 +35,17 @@ async fn table() -> DynamoTable {
         .key_schema(key("sk", KeyType::Range))
         .attribute_definitions(attribute("pk"))
         .attribute_definitions(attribute("sk"))
+        .attribute_definitions(attribute("open_shard"))
+        .attribute_definitions(attribute("updated_at"))
+        .global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name("OpenRequests")
+                .key_schema(key("open_shard", KeyType::Hash))
+                .key_schema(key("updated_at", KeyType::Range))
+                .projection(Projection::builder().projection_type(ProjectionType::KeysOnly).build())
+                .build()
+                .unwrap(),
+        )
         .send()
         .await
         .expect("create a test table");
@@ -55,25 +58,13 @@ fn url(i: u32) -> HttpUrl {
 
 async fn request_with_images(table: &DynamoTable, count: u32) -> RequestId {
     let id = RequestId::new_random();
-    let images: Vec<_> = (0..count)
-        .map(|i| ImageRecord::pending(id, i, i / 3, url(i)))
-        .collect();
-    table
-        .create(
-            &RequestRecord::new(id, count as u64, None, Utc::now()),
-            &images,
-        )
-        .await
-        .unwrap();
+    let images: Vec<_> = (0..count).map(|i| ImageRecord::pending(id, i, i / 3, url(i))).collect();
+    table.create(&RequestRecord::new(id, count as u64, None, Utc::now()), &images).await.unwrap();
     id
 }
 
 fn done(i: u32) -> ImageOutcome {
-    ImageOutcome::Done {
-        output_key: format!("output/{i}.jpg"),
-        bytes_in: 1000,
-        bytes_out: 400,
-    }
+    ImageOutcome::Done { output_key: format!("output/{i}.jpg"), bytes_in: 1000, bytes_out: 400 }
 }
 
 #[tokio::test]
@@ -83,23 +74,10 @@ async fn table_stores_a_request_and_lists_its_images_in_order() {
     let id = request_with_images(&table, 60).await;
 
     let request = table.get(id).await.unwrap().expect("request stored");
-    assert_eq!(
-        (request.status, request.total, request.remaining),
-        (RequestStatus::Pending, 60, 60)
-    );
+    assert_eq!((request.status, request.total, request.remaining), (RequestStatus::Pending, 60, 60));
     let images = table.images(id).await.unwrap();
-    assert_eq!(
-        images
-            .iter()
-            .map(|image| image.image_index)
-            .collect::<Vec<_>>(),
-        (0..60).collect::<Vec<_>>()
-    );
-    assert!(
-        images
-            .iter()
-            .all(|image| image.state == ImageState::Pending)
-    );
+    assert_eq!(images.iter().map(|image| image.image_index).collect::<Vec<_>>(), (0..60).collect::<Vec<_>>());
+    assert!(images.iter().all(|image| image.state == ImageState::Pending));
     assert_eq!(images[7].input_url, url(7));
     assert!(table.get(RequestId::new_random()).await.unwrap().is_none());
 }
@@ -109,39 +87,18 @@ async fn table_records_each_image_once_and_counts_exactly() {
     let table = table().await;
     let id = request_with_images(&table, 3).await;
 
-    assert_eq!(
-        table.record(id, 0, &done(0), Utc::now()).await.unwrap(),
-        Transition::Applied
-    );
-    assert_eq!(
-        table.record(id, 0, &done(0), Utc::now()).await.unwrap(),
-        Transition::AlreadyDone
-    );
-    let failed = ImageOutcome::Failed {
-        error_code: "http_status_404".into(),
-        error_message: "gone".into(),
-    };
-    assert_eq!(
-        table.record(id, 1, &failed, Utc::now()).await.unwrap(),
-        Transition::Applied
-    );
+    assert_eq!(table.record(id, 0, &done(0), Utc::now()).await.unwrap(), Transition::Applied);
+    assert_eq!(table.record(id, 0, &done(0), Utc::now()).await.unwrap(), Transition::AlreadyDone);
+    let failed = ImageOutcome::Failed { error_code: "http_status_404".into(), error_message: "gone".into() };
+    assert_eq!(table.record(id, 1, &failed, Utc::now()).await.unwrap(), Transition::Applied);
     // A late duplicate with a different result must not change the recorded one.
-    assert_eq!(
-        table.record(id, 1, &done(1), Utc::now()).await.unwrap(),
-        Transition::AlreadyDone
-    );
+    assert_eq!(table.record(id, 1, &done(1), Utc::now()).await.unwrap(), Transition::AlreadyDone);
 
     let request = table.get(id).await.unwrap().unwrap();
-    assert_eq!(
-        (request.succeeded, request.failed, request.remaining),
-        (1, 1, 1)
-    );
+    assert_eq!((request.succeeded, request.failed, request.remaining), (1, 1, 1));
     let images = table.images(id).await.unwrap();
     assert_eq!(images[0].output_key.as_deref(), Some("output/0.jpg"));
-    assert_eq!(
-        (images[0].bytes_in, images[0].bytes_out),
-        (Some(1000), Some(400))
-    );
+    assert_eq!((images[0].bytes_in, images[0].bytes_out), (Some(1000), Some(400)));
     assert_eq!(images[1].state, ImageState::Failed);
     assert_eq!(images[1].error_code.as_deref(), Some("http_status_404"));
     assert_eq!(images[2].state, ImageState::Pending);
@@ -153,14 +110,9 @@ async fn concurrent_duplicates_are_applied_exactly_once() {
     let id = request_with_images(&table, 1).await;
 
     let outcome = done(0);
-    let attempts: Vec<_> = (0..8)
-        .map(|_| table.record(id, 0, &outcome, Utc::now()))
-        .collect();
+    let attempts: Vec<_> = (0..8).map(|_| table.record(id, 0, &outcome, Utc::now())).collect();
     let results = join_all(attempts).await;
-    let applied = results
-        .iter()
-        .filter(|r| matches!(r, Ok(Transition::Applied)))
-        .count();
+    let applied = results.iter().filter(|r| matches!(r, Ok(Transition::Applied))).count();
     assert_eq!(applied, 1, "{results:?}");
     let request = table.get(id).await.unwrap().unwrap();
     assert_eq!((request.succeeded, request.remaining), (1, 0));
@@ -171,34 +123,16 @@ async fn a_request_reaches_its_final_state_once() {
     let table = table().await;
     let id = request_with_images(&table, 1).await;
 
-    assert_eq!(
-        table.mark_processing(id, Utc::now()).await.unwrap(),
-        Transition::Applied
-    );
-    assert_eq!(
-        table.mark_processing(id, Utc::now()).await.unwrap(),
-        Transition::AlreadyDone
-    );
+    assert_eq!(table.mark_processing(id, Utc::now()).await.unwrap(), Transition::Applied);
+    assert_eq!(table.mark_processing(id, Utc::now()).await.unwrap(), Transition::AlreadyDone);
     let finish = |status| table.finish(id, status, Some("requests/x/output.csv"), Utc::now());
-    assert_eq!(
-        finish(RequestStatus::Completed).await.unwrap(),
-        Transition::Applied
-    );
-    assert_eq!(
-        finish(RequestStatus::Failed).await.unwrap(),
-        Transition::AlreadyDone
-    );
-    assert_eq!(
-        table.mark_processing(id, Utc::now()).await.unwrap(),
-        Transition::AlreadyDone
-    );
+    assert_eq!(finish(RequestStatus::Completed).await.unwrap(), Transition::Applied);
+    assert_eq!(finish(RequestStatus::Failed).await.unwrap(), Transition::AlreadyDone);
+    assert_eq!(table.mark_processing(id, Utc::now()).await.unwrap(), Transition::AlreadyDone);
 
     let request = table.get(id).await.unwrap().unwrap();
     assert_eq!(request.status, RequestStatus::Completed);
-    assert_eq!(
-        request.output_csv_key.as_deref(),
-        Some("requests/x/output.csv")
-    );
+    assert_eq!(request.output_csv_key.as_deref(), Some("requests/x/output.csv"));
     assert!(request.completed_at.is_some());
 }
 
@@ -207,32 +141,15 @@ async fn blobs_round_trip_and_presigned_urls_serve_the_object() {
     let stack = LocalStack::shared();
     let sdk = stack.sdk_config().await;
     let bucket = format!("adapter-test-{}", uuid::Uuid::new_v4());
-    let s3 = aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(&sdk)
-            .force_path_style(true)
-            .build(),
-    );
-    s3.create_bucket()
-        .bucket(&bucket)
-        .send()
-        .await
-        .expect("create a test bucket");
+    let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&sdk).force_path_style(true).build());
+    s3.create_bucket().bucket(&bucket).send().await.expect("create a test bucket");
     let blobs = S3Blobs::new(&sdk, &bucket);
 
-    blobs
-        .put("a/b.jpg", b"\xff\xd8jpeg bytes".to_vec(), "image/jpeg")
-        .await
-        .unwrap();
-    assert_eq!(
-        blobs.get("a/b.jpg").await.unwrap().as_deref(),
-        Some(&b"\xff\xd8jpeg bytes"[..])
-    );
+    blobs.put("a/b.jpg", b"\xff\xd8jpeg bytes".to_vec(), "image/jpeg").await.unwrap();
+    assert_eq!(blobs.get("a/b.jpg").await.unwrap().as_deref(), Some(&b"\xff\xd8jpeg bytes"[..]));
     assert_eq!(blobs.get("a/missing.jpg").await.unwrap(), None);
 
-    let url = blobs
-        .presigned_get_url("a/b.jpg", Duration::from_secs(60))
-        .await
-        .unwrap();
+    let url = blobs.presigned_get_url("a/b.jpg", Duration::from_secs(60)).await.unwrap();
     let response = reqwest::get(&url).await.unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "image/jpeg");
@@ -245,38 +162,16 @@ async fn queue_delivers_every_job_of_a_fan_out() {
     let sdk = stack.sdk_config().await;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let name = format!("adapter-test-{}", uuid::Uuid::new_v4());
-    let queue_url = sqs
-        .create_queue()
-        .queue_name(&name)
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
+    let queue_url = sqs.create_queue().queue_name(&name).send().await.unwrap().queue_url.unwrap();
     let id = RequestId::new_random();
     // 23 jobs: two full batches of 10 and a partial one.
-    let jobs: Vec<ImageJob> = (0..23)
-        .map(|i| ImageJob {
-            request_id: id,
-            image_index: i,
-            url: url(i),
-        })
-        .collect();
+    let jobs: Vec<ImageJob> = (0..23).map(|i| ImageJob { request_id: id, image_index: i, url: url(i) }).collect();
 
-    SqsQueue::new(&sdk, &queue_url)
-        .enqueue(&jobs)
-        .await
-        .unwrap();
+    SqsQueue::new(&sdk, &queue_url).enqueue(&jobs).await.unwrap();
 
     let mut received = Vec::new();
     for _ in 0..20 {
-        let batch = sqs
-            .receive_message()
-            .queue_url(&queue_url)
-            .max_number_of_messages(10)
-            .send()
-            .await
-            .unwrap();
+        let batch = sqs.receive_message().queue_url(&queue_url).max_number_of_messages(10).send().await.unwrap();
         for message in batch.messages() {
             received.push(serde_json::from_str::<ImageJob>(message.body().unwrap()).unwrap());
         }
@@ -286,4 +181,41 @@ async fn queue_delivers_every_job_of_a_fan_out() {
     }
     received.sort_by_key(|job| job.image_index);
     assert_eq!(received, jobs);
+}
+
+#[tokio::test]
+async fn table_pages_through_images() {
+    let table = table().await;
+    let id = request_with_images(&table, 7).await;
+
+    let (first, next) = table.images_page(id, None, 3).await.unwrap();
+    assert_eq!(first.iter().map(|i| i.image_index).collect::<Vec<_>>(), [0, 1, 2]);
+    assert_eq!(next, Some(2));
+    let (second, next) = table.images_page(id, next, 3).await.unwrap();
+    assert_eq!(second.iter().map(|i| i.image_index).collect::<Vec<_>>(), [3, 4, 5]);
+    let (last, _) = table.images_page(id, next, 3).await.unwrap();
+    assert_eq!(last.iter().map(|i| i.image_index).collect::<Vec<_>>(), [6]);
+    let (single, _) = table.images_page(id, Some(3), 1).await.unwrap();
+    assert_eq!(single[0].image_index, 4);
+}
+
+#[tokio::test]
+async fn idle_requests_are_the_open_ones_without_recent_progress() {
+    let table = table().await;
+    let idle = request_with_images(&table, 1).await;
+    let finished = request_with_images(&table, 1).await;
+    table.record(finished, 0, &done(0), Utc::now()).await.unwrap();
+    table.finish(finished, RequestStatus::Completed, None, Utc::now()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let cutoff = Utc::now();
+    let busy = request_with_images(&table, 2).await;
+
+    let found = table.idle_requests(cutoff).await.unwrap();
+    assert!(found.contains(&idle), "{found:?}");
+    assert!(!found.contains(&finished), "final requests leave the index");
+    assert!(!found.contains(&busy), "recent progress is not idle");
+
+    // Progress moves a request out of the idle range.
+    table.record(idle, 0, &done(0), Utc::now()).await.unwrap();
+    assert!(!table.idle_requests(cutoff).await.unwrap().contains(&idle));
 }

@@ -4,23 +4,13 @@
 use imgpipe_tests::api_client::ApiClient;
 use imgpipe_tests::stack::LocalStack;
 
-use crate::UPLOADS;
+use crate::STACK_USE;
 
 /// Keys under `requests/` and items in the request table: what an accepted upload leaves.
 async fn stored_footprint(stack: &LocalStack) -> (usize, usize) {
     let sdk = stack.sdk_config().await;
-    let s3 = aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(&sdk)
-            .force_path_style(true)
-            .build(),
-    );
-    let objects = s3
-        .list_objects_v2()
-        .bucket(&stack.bucket_name)
-        .prefix("requests/")
-        .send()
-        .await
-        .unwrap();
+    let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&sdk).force_path_style(true).build());
+    let objects = s3.list_objects_v2().bucket(&stack.bucket_name).prefix("requests/").send().await.unwrap();
     let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
     let items = dynamodb
         .scan()
@@ -29,17 +19,14 @@ async fn stored_footprint(stack: &LocalStack) -> (usize, usize) {
         .send()
         .await
         .unwrap();
-    (
-        objects.key_count.unwrap_or(0) as usize,
-        items.count as usize,
-    )
+    (objects.key_count.unwrap_or(0) as usize, items.count as usize)
 }
 
 #[tokio::test]
 async fn a_bad_csv_gets_every_problem_with_its_line_and_nothing_is_stored() {
     let stack = LocalStack::shared();
     let api = ApiClient::new(stack);
-    let _alone = UPLOADS.lock().await;
+    let _alone = STACK_USE.write().await;
     let before = stored_footprint(stack).await;
 
     let csv = "S. No.,Product Name,Input Image Urls\n\
@@ -51,35 +38,14 @@ async fn a_bad_csv_gets_every_problem_with_its_line_and_nothing_is_stored() {
 
     assert_eq!(answer.status, 422, "{}", answer.body);
     assert_eq!(answer.body["error"], "invalid_csv");
-    let problems = answer.body["problems"]
-        .as_array()
-        .expect("a list of problems");
-    let lines: Vec<u64> = problems
-        .iter()
-        .map(|p| p["line"].as_u64().unwrap())
-        .collect();
+    let problems = answer.body["problems"].as_array().expect("a list of problems");
+    let lines: Vec<u64> = problems.iter().map(|p| p["line"].as_u64().unwrap()).collect();
     assert_eq!(lines, [3, 4, 5], "{problems:?}");
-    assert_eq!(
-        problems[0]["column"], 2,
-        "the empty product name is in column 2"
-    );
-    assert!(
-        problems[1]["message"]
-            .as_str()
-            .unwrap()
-            .contains("http or https"),
-        "{problems:?}"
-    );
-    assert!(
-        problems[2]["message"].as_str().unwrap().contains("line 2"),
-        "names the first use: {problems:?}"
-    );
+    assert_eq!(problems[0]["column"], 2, "the empty product name is in column 2");
+    assert!(problems[1]["message"].as_str().unwrap().contains("http or https"), "{problems:?}");
+    assert!(problems[2]["message"].as_str().unwrap().contains("line 2"), "names the first use: {problems:?}");
     assert!(answer.body.get("request_id").is_none());
-    assert_eq!(
-        stored_footprint(stack).await,
-        before,
-        "a rejected CSV must leave nothing behind"
-    );
+    assert_eq!(stored_footprint(stack).await, before, "a rejected CSV must leave nothing behind");
 }
 
 #[tokio::test]
@@ -89,14 +55,7 @@ async fn binary_files_and_bad_webhooks_are_refused_with_a_reason() {
     let png = imgpipe_tests::fixtures::cutout_png(8);
     let answer = api.upload(&png, None).await;
     assert_eq!(answer.status, 422);
-    assert!(
-        answer.body["problems"][0]["message"]
-            .as_str()
-            .unwrap()
-            .contains("PNG"),
-        "{}",
-        answer.body
-    );
+    assert!(answer.body["problems"][0]["message"].as_str().unwrap().contains("PNG"), "{}", answer.body);
 
     let csv = b"S. No.,Product Name,Input Image Urls\n1,Shirt,https://img.example/a.jpg\n";
     let answer = api.upload(csv, Some("not a url")).await;
@@ -116,23 +75,12 @@ async fn unknown_requests_and_paths_are_404_json() {
     let api = ApiClient::new(LocalStack::shared());
 
     let answer = api.status(&uuid::Uuid::new_v4().to_string()).await;
-    assert_eq!(
-        (answer.status, answer.body["error"].as_str()),
-        (404, Some("not_found"))
-    );
+    assert_eq!((answer.status, answer.body["error"].as_str()), (404, Some("not_found")));
     let answer = api.status("not-a-uuid").await;
     assert_eq!(answer.status, 404);
-    let response = api
-        .get(&format!(
-            "/api/requests/{}/output.csv",
-            uuid::Uuid::new_v4()
-        ))
-        .await;
+    let response = api.get(&format!("/api/requests/{}/output.csv", uuid::Uuid::new_v4())).await;
     assert_eq!(response.status(), 404);
     let response = api.get("/api/nothing-here").await;
     assert_eq!(response.status(), 404);
-    assert_eq!(
-        response.json::<serde_json::Value>().await.unwrap()["error"],
-        "not_found"
-    );
+    assert_eq!(response.json::<serde_json::Value>().await.unwrap()["error"], "not_found");
 }

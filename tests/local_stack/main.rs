@@ -4,8 +4,9 @@
 
 mod adapters;
 mod api;
+mod faults;
 mod pipeline;
 
-/// Tests that look at global state (every object under a prefix) run alone among the
-/// tests that create requests.
-pub static UPLOADS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// Tests with requests in flight hold it shared; tests that act on the whole stack (count
+/// what is stored, sweep every idle request, kill every worker process) hold it alone.
+pub static STACK_USE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());

@@ -13,7 +13,7 @@ use imgpipe_tests::servers::{Files, ImageServer, WebhookReceiver};
 use imgpipe_tests::stack::LocalStack;
 use serde_json::Value;
 
-use crate::UPLOADS;
+use crate::STACK_USE;
 
 /// One input URL of the test CSV and what must come of it.
 struct Input {
@@ -25,19 +25,11 @@ struct Input {
 }
 
 fn image(path: &str, bytes: Vec<u8>) -> Input {
-    Input {
-        path: path.into(),
-        source: Some(bytes),
-        failure: None,
-    }
+    Input { path: path.into(), source: Some(bytes), failure: None }
 }
 
 fn broken(path: &str, code: &'static str) -> Input {
-    Input {
-        path: path.into(),
-        source: None,
-        failure: Some(code),
-    }
+    Input { path: path.into(), source: None, failure: Some(code) }
 }
 
 /// 7 rows, 22 URLs: 17 photos (JPEG), a transparent PNG twice, a slow photo, a 404 and an
@@ -55,21 +47,11 @@ fn catalogue() -> (Vec<Vec<Input>>, Files) {
     };
     let rows = vec![
         vec![photo(0), photo(1)],
-        vec![
-            photo(2),
-            broken("img/missing.jpg", "http_status_404"),
-            photo(3),
-        ],
+        vec![photo(2), broken("img/missing.jpg", "http_status_404"), photo(3)],
         vec![photo(4), photo(5), photo(6)],
-        vec![
-            image("img/cutout.png", cutout.clone()),
-            broken("html/login.jpg", "not_an_image"),
-        ],
+        vec![image("img/cutout.png", cutout.clone()), broken("html/login.jpg", "not_an_image")],
         vec![photo(7), photo(8), photo(9), photo(10)],
-        vec![
-            image("slow/slow.jpg", slow),
-            image("img/cutout.png", cutout),
-        ],
+        vec![image("slow/slow.jpg", slow), image("img/cutout.png", cutout)],
         (11..17).map(&mut photo).collect(),
     ];
     (rows, files)
@@ -79,6 +61,7 @@ fn catalogue() -> (Vec<Vec<Input>>, Files) {
 async fn a_catalogue_with_broken_links_ends_completed_with_errors_and_keeps_every_slot() {
     let stack = LocalStack::shared();
     let api = ApiClient::new(stack);
+    let _in_flight = STACK_USE.read().await;
     let (rows, files) = catalogue();
     let server = ImageServer::start(files, Duration::from_secs(3)).await;
     let hooks = WebhookReceiver::start().await;
@@ -88,108 +71,51 @@ async fn a_catalogue_with_broken_links_ends_completed_with_errors_and_keeps_ever
     let mut csv = String::from("S. No.,Product Name,Input Image Urls\r\n");
     for (i, row) in rows.iter().enumerate() {
         let urls: Vec<String> = row.iter().map(|input| server.url(&input.path)).collect();
-        csv.push_str(&format!(
-            "{},Product {},\"{}\"\r\n",
-            i + 1,
-            i + 1,
-            urls.join(", ")
-        ));
+        csv.push_str(&format!("{},Product {},\"{}\"\r\n", i + 1, i + 1, urls.join(", ")));
     }
-    let _shared = UPLOADS.lock().await;
-    let accepted = api
-        .upload(csv.as_bytes(), Some(&hooks.url("catalogue")))
-        .await;
-    drop(_shared);
+    let accepted = api.upload(csv.as_bytes(), Some(&hooks.url("catalogue"))).await;
     assert_eq!(accepted.status, 202, "{}", accepted.body);
-    let id = accepted.body["request_id"]
-        .as_str()
-        .expect("a request id")
-        .to_string();
-    assert!(
-        accepted.body["status_url"]
-            .as_str()
-            .unwrap()
-            .ends_with(&format!("/api/status/{id}/"))
-    );
+    let id = accepted.body["request_id"].as_str().expect("a request id").to_string();
+    assert!(accepted.body["status_url"].as_str().unwrap().ends_with(&format!("/api/status/{id}/")));
 
     // The slow image keeps the request open long enough to be seen in progress.
     let early = api.status(&id).await;
     assert_eq!(early.body["status"], "processing", "{}", early.body);
     let not_yet = api.get(&format!("/api/requests/{id}/output.csv")).await;
-    assert_eq!(
-        not_yet.status(),
-        404,
-        "no output CSV before the request is final"
-    );
+    assert_eq!(not_yet.status(), 404, "no output CSV before the request is final");
 
     let (status, seen) = api.wait_until_final(&id, Duration::from_secs(120)).await;
-    assert_eq!(
-        seen.last().map(String::as_str),
-        Some("completed_with_errors"),
-        "statuses seen: {seen:?}"
-    );
-    assert!(
-        seen.iter()
-            .all(|s| s == "processing" || s == "completed_with_errors"),
-        "{seen:?}"
-    );
+    assert_eq!(seen.last().map(String::as_str), Some("completed_with_errors"), "statuses seen: {seen:?}");
+    assert!(seen.iter().all(|s| s == "processing" || s == "completed_with_errors"), "{seen:?}");
     let total = inputs.len() as u64;
     assert_eq!(
-        (
-            status["total"].as_u64(),
-            status["succeeded"].as_u64(),
-            status["failed"].as_u64(),
-            status["pending"].as_u64()
-        ),
+        (status["total"].as_u64(), status["succeeded"].as_u64(), status["failed"].as_u64(), status["pending"].as_u64()),
         (Some(total), Some(total - 2), Some(2), Some(0)),
         "{status}"
     );
     assert!(status["completed_at"].is_string());
 
     // The failure reasons are visible in the status, at the right images.
-    let failures = status["failures"]
-        .as_array()
-        .expect("failed images are listed");
-    let mut reported: Vec<(u64, &str)> = failures
-        .iter()
-        .map(|f| {
-            (
-                f["image_index"].as_u64().unwrap(),
-                f["error_code"].as_str().unwrap(),
-            )
-        })
-        .collect();
+    let failures = status["failures"].as_array().expect("failed images are listed");
+    let mut reported: Vec<(u64, &str)> =
+        failures.iter().map(|f| (f["image_index"].as_u64().unwrap(), f["error_code"].as_str().unwrap())).collect();
     reported.sort();
-    let expected: Vec<(u64, &str)> = inputs
-        .iter()
-        .enumerate()
-        .filter_map(|(i, input)| input.failure.map(|code| (i as u64, code)))
-        .collect();
+    let expected: Vec<(u64, &str)> =
+        inputs.iter().enumerate().filter_map(|(i, input)| input.failure.map(|code| (i as u64, code))).collect();
     assert_eq!(reported, expected);
 
     // The output CSV: same rows, same order, one slot per input URL, empty where it failed.
-    let output_url = status["output_csv_url"]
-        .as_str()
-        .expect("an output CSV link");
+    let output_url = status["output_csv_url"].as_str().expect("an output CSV link");
     let output = api.download(output_url).await;
     let mut reader = csv::Reader::from_reader(output.as_slice());
-    assert_eq!(
-        reader.headers().unwrap().iter().collect::<Vec<_>>(),
-        OUTPUT_HEADER
-    );
+    assert_eq!(reader.headers().unwrap().iter().collect::<Vec<_>>(), OUTPUT_HEADER);
     let records: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
     assert_eq!(records.len(), rows.len());
     for (i, (record, row)) in records.iter().zip(&rows).enumerate() {
         assert_eq!(&record[0], (i + 1).to_string());
         assert_eq!(&record[1], format!("Product {}", i + 1));
         let slots: Vec<&str> = record[3].split(',').collect();
-        assert_eq!(
-            slots.len(),
-            row.len().max(1),
-            "row {}: {:?}",
-            i + 1,
-            &record[3]
-        );
+        assert_eq!(slots.len(), row.len().max(1), "row {}: {:?}", i + 1, &record[3]);
         for (slot, input) in slots.iter().zip(row) {
             match &input.source {
                 Some(source) => assert_compressed(&api, slot, source).await,
@@ -203,46 +129,28 @@ async fn a_catalogue_with_broken_links_ends_completed_with_errors_and_keeps_ever
     assert_eq!(hook["request_id"], id.as_str());
     assert_eq!(hook["status"], "completed_with_errors");
     assert_eq!(
-        (
-            hook["total"].as_u64(),
-            hook["succeeded"].as_u64(),
-            hook["failed"].as_u64()
-        ),
+        (hook["total"].as_u64(), hook["succeeded"].as_u64(), hook["failed"].as_u64()),
         (Some(total), Some(total - 2), Some(2))
     );
-    assert_eq!(
-        api.download(hook["output_csv_url"].as_str().unwrap()).await,
-        output
-    );
+    assert_eq!(api.download(hook["output_csv_url"].as_str().unwrap()).await, output);
 }
 
 /// The output is a JPEG of the same picture, smaller than its source; transparency is white.
 async fn assert_compressed(api: &ApiClient, url: &str, source: &[u8]) {
     assert!(!url.is_empty(), "a successful image has an output URL");
     let output = api.download(url).await;
-    assert_eq!(
-        image::guess_format(&output).unwrap(),
-        image::ImageFormat::Jpeg
-    );
+    assert_eq!(image::guess_format(&output).unwrap(), image::ImageFormat::Jpeg);
     let decoded = image::load_from_memory(&output).expect("the output decodes");
     let original = image::load_from_memory(source).unwrap();
     assert_eq!(decoded.dimensions(), original.dimensions());
-    assert!(
-        output.len() < source.len(),
-        "{} bytes out, {} in",
-        output.len(),
-        source.len()
-    );
+    assert!(output.len() < source.len(), "{} bytes out, {} in", output.len(), source.len());
     if original.color().has_alpha() {
         let corner = decoded.to_rgb8().get_pixel(2, 2).0;
-        assert!(
-            corner.iter().all(|&c| c > 245),
-            "transparent areas come out white, got {corner:?}"
-        );
+        assert!(corner.iter().all(|&c| c > 245), "transparent areas come out white, got {corner:?}");
     }
 }
 
-async fn wait_for_one_webhook(hooks: &WebhookReceiver, token: &str) -> Value {
+pub async fn wait_for_one_webhook(hooks: &WebhookReceiver, token: &str) -> Value {
     for _ in 0..300 {
         if !hooks.received(token).is_empty() {
             break;
@@ -260,6 +168,7 @@ async fn wait_for_one_webhook(hooks: &WebhookReceiver, token: &str) -> Value {
 async fn a_clean_catalogue_sent_as_raw_csv_is_completed() {
     let stack = LocalStack::shared();
     let api = ApiClient::new(stack);
+    let _in_flight = STACK_USE.read().await;
     let files = HashMap::from([
         ("a.jpg".to_string(), (photo_jpeg(640, 480, 7), "image/jpeg")),
         ("b.png".to_string(), (cutout_png(200), "image/png")),
@@ -271,22 +180,15 @@ async fn a_clean_catalogue_sent_as_raw_csv_is_completed() {
         server.url("img/b.png")
     );
 
-    let _shared = UPLOADS.lock().await;
     let accepted = api.upload_raw(csv.as_bytes(), "text/csv").await;
-    drop(_shared);
     assert_eq!(accepted.status, 202, "{}", accepted.body);
     let id = accepted.body["request_id"].as_str().unwrap();
 
     let (status, _) = api.wait_until_final(id, Duration::from_secs(60)).await;
     assert_eq!(status["status"], "completed");
-    assert_eq!(
-        (status["succeeded"].as_u64(), status["failed"].as_u64()),
-        (Some(2), Some(0))
-    );
+    assert_eq!((status["succeeded"].as_u64(), status["failed"].as_u64()), (Some(2), Some(0)));
     assert!(status.get("failures").is_none());
-    let output = api
-        .download(status["output_csv_url"].as_str().unwrap())
-        .await;
+    let output = api.download(status["output_csv_url"].as_str().unwrap()).await;
     let text = String::from_utf8(output).unwrap();
     let row = text.lines().nth(1).unwrap();
     assert!(row.starts_with("7,Lamp,"), "{row}");

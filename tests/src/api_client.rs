@@ -23,10 +23,7 @@ const FINAL: [&str; 3] = ["completed", "completed_with_errors", "failed"];
 
 impl ApiClient {
     pub fn new(stack: &LocalStack) -> Self {
-        Self {
-            http: stack.http_client(),
-            base: stack.api_url.clone(),
-        }
+        Self { http: stack.http_client(), base: stack.api_url.clone() }
     }
 
     async fn answer(response: reqwest::Response) -> Answer {
@@ -72,11 +69,7 @@ impl ApiClient {
         } else {
             format!("{}{path_or_url}", self.base)
         };
-        self.http
-            .get(url)
-            .send()
-            .await
-            .expect("GET reaches the API")
+        self.http.get(url).send().await.expect("GET reaches the API")
     }
 
     pub async fn status(&self, request_id: &str) -> Answer {
@@ -84,20 +77,13 @@ impl ApiClient {
     }
 
     /// Polls the status until it is final; returns it and every distinct status seen, in order.
-    pub async fn wait_until_final(
-        &self,
-        request_id: &str,
-        timeout: Duration,
-    ) -> (Value, Vec<String>) {
+    pub async fn wait_until_final(&self, request_id: &str, timeout: Duration) -> (Value, Vec<String>) {
         let started = Instant::now();
         let mut seen: Vec<String> = Vec::new();
         loop {
             let answer = self.status(request_id).await;
             assert_eq!(answer.status, 200, "status answers: {:?}", answer.body);
-            let status = answer.body["status"]
-                .as_str()
-                .expect("a status")
-                .to_string();
+            let status = answer.body["status"].as_str().expect("a status").to_string();
             if seen.last() != Some(&status) {
                 seen.push(status.clone());
             }
@@ -117,10 +103,7 @@ impl ApiClient {
     pub async fn download(&self, url: &str) -> Vec<u8> {
         let mut response = self.get(url).await;
         if response.status().is_redirection() {
-            let location = response.headers()["location"]
-                .to_str()
-                .expect("a Location")
-                .to_string();
+            let location = response.headers()["location"].to_str().expect("a Location").to_string();
             response = self.get(&location).await;
         }
         assert_eq!(response.status(), 200, "download of {url}");

@@ -20,11 +20,7 @@ pub fn photo(width: u32, height: u32, seed: u32) -> RgbImage {
         let wave = ((fx * 11.0 + tint).sin() * (fy * 7.0).cos() * 40.0) as i32;
         let g = grain();
         let channel = |base: f32| (base as i32 + wave + g).clamp(0, 255) as u8;
-        Rgb([
-            channel(60.0 + 150.0 * fx + tint),
-            channel(90.0 + 120.0 * fy),
-            channel(200.0 - 120.0 * fx * fy),
-        ])
+        Rgb([channel(60.0 + 150.0 * fx + tint), channel(90.0 + 120.0 * fy), channel(200.0 - 120.0 * fx * fy)])
     })
 }
 
@@ -54,9 +50,6 @@ pub fn cutout_png(size: u32) -> Vec<u8> {
 
 pub fn encode(image: impl Into<DynamicImage>, format: ImageFormat) -> Vec<u8> {
     let mut bytes = Vec::new();
-    image
-        .into()
-        .write_to(&mut Cursor::new(&mut bytes), format)
-        .expect("encode fixture");
+    image.into().write_to(&mut Cursor::new(&mut bytes), format).expect("encode fixture");
     bytes
 }

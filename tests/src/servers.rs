@@ -14,7 +14,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 /// Serves fixtures under `/img/<name>`, the same after a delay under `/slow/<name>`,
-/// HTML pretending to be an image under `/html/<name>`, and 404 for anything else.
+/// HTML pretending to be an image under `/html/<name>`, never answers under `/hang/<name>`,
+/// and 404 for anything else.
 pub struct ImageServer {
     pub address: SocketAddr,
 }
@@ -31,26 +32,17 @@ struct Images {
 impl ImageServer {
     /// `files`: name -> (bytes, content type). `/slow/` answers after `delay`.
     pub async fn start(files: Files, delay: Duration) -> Self {
-        let state = Images {
-            files: Arc::new(files),
-            delay,
-        };
+        let state = Images { files: Arc::new(files), delay };
         let app = Router::new()
             .route("/img/{name}", get(serve_image))
             .route("/slow/{name}", get(serve_slowly))
+            .route("/hang/{name}", get(|| async { tokio::time::sleep(Duration::from_secs(3600)).await }))
             .route(
                 "/html/{name}",
-                get(|| async {
-                    (
-                        [(header::CONTENT_TYPE, "image/jpeg")],
-                        "<html><body>Sign in</body></html>",
-                    )
-                }),
+                get(|| async { ([(header::CONTENT_TYPE, "image/jpeg")], "<html><body>Sign in</body></html>") }),
             )
             .with_state(state);
-        Self {
-            address: serve(app).await,
-        }
+        Self { address: serve(app).await }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -60,9 +52,7 @@ impl ImageServer {
 
 async fn serve_image(State(images): State<Images>, Path(name): Path<String>) -> Response {
     match images.files.get(&name) {
-        Some((bytes, content_type)) => {
-            ([(header::CONTENT_TYPE, *content_type)], bytes.clone()).into_response()
-        }
+        Some((bytes, content_type)) => ([(header::CONTENT_TYPE, *content_type)], bytes.clone()).into_response(),
         None => StatusCode::NOT_FOUND.into_response(),
     }
 }
@@ -87,20 +77,13 @@ impl WebhookReceiver {
         let app = Router::new()
             .route(
                 "/hook/{token}",
-                post(
-                    |State(log): State<WebhookLog>,
-                     Path(token): Path<String>,
-                     body: Bytes| async move {
-                        log.lock().unwrap().push((token, body));
-                        StatusCode::NO_CONTENT
-                    },
-                ),
+                post(|State(log): State<WebhookLog>, Path(token): Path<String>, body: Bytes| async move {
+                    log.lock().unwrap().push((token, body));
+                    StatusCode::NO_CONTENT
+                }),
             )
             .with_state(received.clone());
-        Self {
-            address: serve(app).await,
-            received,
-        }
+        Self { address: serve(app).await, received }
     }
 
     pub fn url(&self, token: &str) -> String {
@@ -110,17 +93,12 @@ impl WebhookReceiver {
     /// The bodies POSTed to `/hook/<token>` so far.
     pub fn received(&self, token: &str) -> Vec<Bytes> {
         let log = self.received.lock().unwrap();
-        log.iter()
-            .filter(|(t, _)| t == token)
-            .map(|(_, body)| body.clone())
-            .collect()
+        log.iter().filter(|(t, _)| t == token).map(|(_, body)| body.clone()).collect()
     }
 }
 
 async fn serve(app: Router) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind a local port");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a local port");
     let address = listener.local_addr().expect("local address");
     tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
     address

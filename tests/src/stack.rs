@@ -20,13 +20,12 @@ pub struct LocalStack {
     pub table_name: String,
     pub jobs_queue_url: String,
     pub jobs_dead_letters_url: String,
+    pub worker_function_name: String,
+    pub notifier_function_name: String,
 }
 
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ sits in the workspace")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ sits in the workspace").to_path_buf()
 }
 
 impl LocalStack {
@@ -43,10 +42,7 @@ impl LocalStack {
         let port = free_port();
         let state = root.join(format!("target/test-stack/{}", std::process::id()));
         let python = root.join(".venv/bin/python");
-        assert!(
-            python.exists(),
-            "the local stack's tools are missing: run `make setup` (make test does)"
-        );
+        assert!(python.exists(), "the local stack's tools are missing: run `make setup` (make test does)");
         let status = Command::new(python)
             .arg(root.join("infra/local.py"))
             .arg("up")
@@ -58,14 +54,9 @@ impl LocalStack {
             .args(["--watch-pid", &std::process::id().to_string()])
             .status()
             .expect("run infra/local.py");
-        assert!(
-            status.success(),
-            "the local stack did not start; see {}/emulator.log",
-            state.display()
-        );
+        assert!(status.success(), "the local stack did not start; see {}/emulator.log", state.display());
         let outputs = std::fs::read_to_string(state.join("outputs.json")).expect("outputs.json");
-        let stack: LocalStack =
-            serde_json::from_str(&outputs).expect("outputs.json has the stack outputs");
+        let stack: LocalStack = serde_json::from_str(&outputs).expect("outputs.json has the stack outputs");
         // SDK clients in the tests read these, like the functions the emulator runs.
         // SAFETY: set once, before any test reads the environment through the SDK.
         unsafe {
@@ -75,6 +66,33 @@ impl LocalStack {
             std::env::set_var("AWS_REGION", "us-east-1");
         }
         stack
+    }
+
+    /// Invokes a deployed function directly, as its event source would, and returns its answer.
+    pub async fn invoke(&self, function_name: &str, event: &serde_json::Value) -> serde_json::Value {
+        let url = format!("{}/2015-03-31/functions/{function_name}/invocations", self.endpoint);
+        let response = reqwest::Client::new().post(url).json(event).send().await.expect("invoke reaches the emulator");
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        assert!(status.is_success(), "invoking {function_name}: {status} {body}");
+        serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body))
+    }
+
+    /// Kills every running process of a deployed function (the emulator runs each as a host
+    /// process with AWS_LAMBDA_FUNCTION_NAME in its environment). Returns how many.
+    pub fn kill_function_processes(&self, function_name: &str) -> usize {
+        let wanted = format!("AWS_LAMBDA_FUNCTION_NAME={function_name}");
+        let mut killed = 0;
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(environ) = std::fs::read(entry.path().join("environ")) else { continue };
+            if environ.split(|b| *b == 0).any(|var| var == wanted.as_bytes()) {
+                let pid = entry.file_name().to_string_lossy().to_string();
+                if Command::new("kill").args(["-KILL", &pid]).status().is_ok_and(|s| s.success()) {
+                    killed += 1;
+                }
+            }
+        }
+        killed
     }
 
     pub async fn sdk_config(&self) -> aws_config::SdkConfig {
@@ -96,10 +114,7 @@ impl LocalStack {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
 }
 
 /// The end-to-end tests must run the code under test: build the three functions (a no-op
@@ -108,17 +123,7 @@ fn build_functions(root: &Path) {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = Command::new(cargo)
         .current_dir(root)
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "imgpipe-api",
-            "-p",
-            "imgpipe-worker",
-            "-p",
-            "imgpipe-notifier",
-            "--bins",
-        ])
+        .args(["build", "--quiet", "-p", "imgpipe-api", "-p", "imgpipe-worker", "-p", "imgpipe-notifier", "--bins"])
         .status()
         .expect("run cargo build");
     assert!(status.success(), "building the function binaries failed");

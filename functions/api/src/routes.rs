@@ -12,7 +12,7 @@ use imgpipe_core::aws::{DynamoTable, S3Blobs, SqsQueue};
 use imgpipe_core::config::ApiConfig;
 use imgpipe_core::csv_rules::{CsvProblem, CsvRejection};
 use imgpipe_core::ports::{BlobStore, RequestTable};
-use imgpipe_core::request::{ImageState, RequestRecord};
+use imgpipe_core::request::{ImageState, RequestRecord, image_path, output_csv_path};
 use imgpipe_core::request_id::RequestId;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -29,6 +29,9 @@ pub struct AppState {
 
 /// Failed images listed in a status answer, so the reasons are visible without a download.
 const MAX_LISTED_FAILURES: usize = 100;
+/// Images per page of `/images`, by default and at most.
+const DEFAULT_PAGE: u32 = 100;
+const MAX_PAGE: u32 = 1000;
 
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -37,6 +40,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/status/{request_id}/", get(status))
         .route("/api/status/{request_id}", get(status))
         .route("/api/requests/{request_id}/output.csv", get(output_csv))
+        .route("/api/requests/{request_id}/images", get(list_images))
+        .route("/api/requests/{request_id}/images/{image_index}", get(image))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         // The CSV rules enforce the size limit with a clear answer; API Gateway caps bodies anyway.
         .layer(DefaultBodyLimit::disable())
@@ -44,32 +49,18 @@ pub fn router(state: AppState) -> Router {
 }
 
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    (
-        status,
-        Json(json!({ "error": code, "message": message.into() })),
-    )
-        .into_response()
+    (status, Json(json!({ "error": code, "message": message.into() }))).into_response()
 }
 
 fn unavailable(what: &str, cause: &dyn std::error::Error) -> Response {
     tracing::error!(stage = what, error = %cause);
-    error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "unavailable",
-        "the service is unavailable; try again shortly",
-    )
+    error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the service is unavailable; try again shortly")
 }
 
 /// The API's own origin as the client reached it, for absolute links in answers.
 fn origin(headers: &HeaderMap) -> String {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("localhost");
-    let scheme = headers
-        .get("x-forwarded-proto")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("http");
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("localhost");
+    let scheme = headers.get("x-forwarded-proto").and_then(|v| v.to_str().ok()).unwrap_or("http");
     format!("{scheme}://{host}")
 }
 
@@ -88,19 +79,8 @@ async fn upload(
         Ok(form) => form,
         Err(rejection) => return error(rejection.status, rejection.code, rejection.message),
     };
-    let ports = AcceptPorts {
-        blobs: &state.blobs,
-        table: &state.table,
-        queue: &state.queue,
-    };
-    match accept_csv(
-        ports,
-        &form.csv,
-        form.webhook_url.as_deref(),
-        &state.config.csv_limits,
-    )
-    .await
-    {
+    let ports = AcceptPorts { blobs: &state.blobs, table: &state.table, queue: &state.queue };
+    match accept_csv(ports, &form.csv, form.webhook_url.as_deref(), &state.config.csv_limits).await {
         Ok(accepted) => {
             let id = accepted.request_id;
             tracing::info!(request_id = %id, stage = "accepted", images = accepted.image_count);
@@ -111,27 +91,15 @@ async fn upload(
             });
             (StatusCode::ACCEPTED, Json(body)).into_response()
         }
-        Err(AcceptError::Csv(CsvRejection::TooLarge { limit })) => error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "csv_too_large",
-            format!("the CSV is larger than {limit} bytes"),
-        ),
-        Err(AcceptError::Csv(CsvRejection::Invalid(problems))) => invalid(
-            "invalid_csv",
-            "the CSV was not accepted; nothing was queued",
-            problems,
-        ),
+        Err(AcceptError::Csv(CsvRejection::TooLarge { limit })) => {
+            error(StatusCode::PAYLOAD_TOO_LARGE, "csv_too_large", format!("the CSV is larger than {limit} bytes"))
+        }
+        Err(AcceptError::Csv(CsvRejection::Invalid(problems))) => {
+            invalid("invalid_csv", "the CSV was not accepted; nothing was queued", problems)
+        }
         Err(AcceptError::WebhookUrl(reason)) => {
-            let problem = CsvProblem {
-                line: None,
-                column: None,
-                message: format!("webhook_url: {reason}"),
-            };
-            invalid(
-                "invalid_webhook_url",
-                "webhook_url is not an absolute http(s) URL",
-                vec![problem],
-            )
+            let problem = CsvProblem { line: None, column: None, message: format!("webhook_url: {reason}") };
+            invalid("invalid_webhook_url", "webhook_url is not an absolute http(s) URL", vec![problem])
         }
         Err(AcceptError::Store(cause)) => unavailable("accept", &cause),
     }
@@ -143,13 +111,7 @@ fn invalid(code: &str, message: &str, problems: Vec<CsvProblem>) -> Response {
 }
 
 async fn find_request(state: &AppState, raw_id: &str) -> Result<RequestRecord, Response> {
-    let not_found = || {
-        error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "no request with this id",
-        )
-    };
+    let not_found = || error(StatusCode::NOT_FOUND, "not_found", "no request with this id");
     let id: RequestId = raw_id.parse().map_err(|_| not_found())?;
     match state.table.get(id).await {
         Ok(Some(request)) => Ok(request),
@@ -158,11 +120,7 @@ async fn find_request(state: &AppState, raw_id: &str) -> Result<RequestRecord, R
     }
 }
 
-async fn status(
-    State(state): State<Arc<AppState>>,
-    Path(raw_id): Path<String>,
-    headers: HeaderMap,
-) -> Response {
+async fn status(State(state): State<Arc<AppState>>, Path(raw_id): Path<String>, headers: HeaderMap) -> Response {
     let request = match find_request(&state, &raw_id).await {
         Ok(request) => request,
         Err(response) => return response,
@@ -178,8 +136,8 @@ async fn status(
         "created_at": request.created_at,
         "updated_at": request.updated_at,
         "completed_at": request.completed_at,
-        "output_csv_url": request.output_csv_key.as_ref()
-            .map(|_| format!("{}/api/requests/{id}/output.csv", origin(&headers))),
+        "output_csv_url": request.output_csv_key.as_ref().map(|_| format!("{}{}", origin(&headers), output_csv_path(id))),
+        "images_url": format!("{}/api/requests/{id}/images", origin(&headers)),
     });
     if request.failed > 0 {
         match failures(&state, id).await {
@@ -190,10 +148,7 @@ async fn status(
     Json(body).into_response()
 }
 
-async fn failures(
-    state: &AppState,
-    id: RequestId,
-) -> Result<Value, imgpipe_core::errors::StoreError> {
+async fn failures(state: &AppState, id: RequestId) -> Result<Value, imgpipe_core::errors::StoreError> {
     let images = state.table.images(id).await?;
     let failed: Vec<Value> = images
         .iter()
@@ -218,18 +173,88 @@ async fn output_csv(State(state): State<Arc<AppState>>, Path(raw_id): Path<Strin
         Err(response) => return response,
     };
     let Some(key) = request.output_csv_key else {
-        let message = format!(
-            "the output CSV is written when the request finishes (status: {})",
-            request.status.as_str()
-        );
+        let message =
+            format!("the output CSV is written when the request finishes (status: {})", request.status.as_str());
         return error(StatusCode::NOT_FOUND, "not_ready", message);
     };
-    match state
-        .blobs
-        .presigned_get_url(&key, state.config.url_lifetime)
-        .await
-    {
+    match state.blobs.presigned_get_url(&key, state.config.url_lifetime).await {
         Ok(url) => (StatusCode::FOUND, [(header::LOCATION, url)]).into_response(),
         Err(cause) => unavailable("output_csv", &cause),
+    }
+}
+
+#[derive(Deserialize)]
+struct PageQuery {
+    limit: Option<u32>,
+    /// The `next_after` of the previous page.
+    after: Option<u32>,
+}
+
+/// Every image of a request with its state and result, in output order, a page at a time.
+async fn list_images(
+    State(state): State<Arc<AppState>>,
+    Path(raw_id): Path<String>,
+    Query(page): Query<PageQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let request = match find_request(&state, &raw_id).await {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    let id = request.request_id;
+    let limit = page.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
+    let (images, next_after) = match state.table.images_page(id, page.after, limit).await {
+        Ok(page) => page,
+        Err(cause) => return unavailable("images", &cause),
+    };
+    let origin = origin(&headers);
+    let images: Vec<Value> = images
+        .iter()
+        .map(|image| {
+            json!({
+                "image_index": image.image_index,
+                "row": image.row + 1,
+                "input_url": image.input_url,
+                "state": image.state.as_str(),
+                "output_url": (image.state == ImageState::Done)
+                    .then(|| format!("{origin}{}", image_path(id, image.image_index))),
+                "error_code": image.error_code,
+                "error_message": image.error_message,
+                "bytes_in": image.bytes_in,
+                "bytes_out": image.bytes_out,
+            })
+        })
+        .collect();
+    Json(json!({ "request_id": id, "total": request.total, "images": images, "next_after": next_after }))
+        .into_response()
+}
+
+/// Redirects to a fresh presigned URL of one output image.
+async fn image(State(state): State<Arc<AppState>>, Path((raw_id, image_index)): Path<(String, u32)>) -> Response {
+    let request = match find_request(&state, &raw_id).await {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    let page = state.table.images_page(request.request_id, image_index.checked_sub(1), 1).await;
+    let image = match page {
+        Ok((images, _)) => images.into_iter().find(|image| image.image_index == image_index),
+        Err(cause) => return unavailable("image", &cause),
+    };
+    let Some(image) = image else { return error(StatusCode::NOT_FOUND, "not_found", "no image with this index") };
+    match (image.state, image.output_key) {
+        (ImageState::Done, Some(key)) => redirect_to(&state, &key).await,
+        (ImageState::Failed, _) => error(
+            StatusCode::NOT_FOUND,
+            "image_failed",
+            format!("this image failed: {}", image.error_message.unwrap_or_default()),
+        ),
+        _ => error(StatusCode::NOT_FOUND, "not_ready", "this image has no result yet"),
+    }
+}
+
+async fn redirect_to(state: &AppState, key: &str) -> Response {
+    match state.blobs.presigned_get_url(key, state.config.url_lifetime).await {
+        Ok(url) => (StatusCode::FOUND, [(header::LOCATION, url)]).into_response(),
+        Err(cause) => unavailable("download", &cause),
     }
 }

@@ -18,11 +18,7 @@ pub struct FormError {
 
 impl FormError {
     fn bad_request(message: impl Into<String>) -> Self {
-        Self {
-            status: StatusCode::BAD_REQUEST,
-            code: "bad_upload",
-            message: message.into(),
-        }
+        Self { status: StatusCode::BAD_REQUEST, code: "bad_upload", message: message.into() }
     }
 }
 
@@ -31,27 +27,15 @@ pub async fn read_upload(
     query_webhook: Option<String>,
     body: Bytes,
 ) -> Result<UploadForm, FormError> {
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let mime = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     match mime.as_str() {
         "multipart/form-data" => read_multipart(content_type, body).await,
-        "text/csv" | "application/csv" | "text/plain" => Ok(UploadForm {
-            csv: body,
-            webhook_url: query_webhook,
-        }),
+        "text/csv" | "application/csv" | "text/plain" => Ok(UploadForm { csv: body, webhook_url: query_webhook }),
         _ => Err(FormError {
             status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
             code: "unsupported_media_type",
-            message: "send the CSV as multipart/form-data (field `file`) or as a text/csv body"
-                .into(),
+            message: "send the CSV as multipart/form-data (field `file`) or as a text/csv body".into(),
         }),
     }
 }
@@ -61,13 +45,9 @@ async fn read_multipart(content_type: &str, body: Bytes) -> Result<UploadForm, F
         .map_err(|_| FormError::bad_request("the multipart Content-Type has no boundary"))?;
     let stream = futures::stream::once(async move { Ok::<Bytes, std::io::Error>(body) });
     let mut multipart = multer::Multipart::new(stream, boundary);
-    let mut form = UploadForm {
-        csv: Bytes::new(),
-        webhook_url: None,
-    };
+    let mut form = UploadForm { csv: Bytes::new(), webhook_url: None };
     let mut has_file = false;
-    let unreadable =
-        |e: multer::Error| FormError::bad_request(format!("the multipart body is malformed: {e}"));
+    let unreadable = |e: multer::Error| FormError::bad_request(format!("the multipart body is malformed: {e}"));
     while let Some(field) = multipart.next_field().await.map_err(unreadable)? {
         match field.name() {
             Some("file") => {
@@ -80,9 +60,7 @@ async fn read_multipart(content_type: &str, body: Bytes) -> Result<UploadForm, F
         }
     }
     if !has_file {
-        return Err(FormError::bad_request(
-            "the form has no `file` field with the CSV",
-        ));
+        return Err(FormError::bad_request("the form has no `file` field with the CSV"));
     }
     Ok(form)
 }

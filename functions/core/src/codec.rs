@@ -23,10 +23,7 @@ pub struct CodecLimits {
 
 impl Default for CodecLimits {
     fn default() -> Self {
-        Self {
-            max_pixels: 50_000_000,
-            max_alloc_bytes: 1 << 30,
-        }
+        Self { max_pixels: 50_000_000, max_alloc_bytes: 1 << 30 }
     }
 }
 
@@ -109,12 +106,7 @@ pub fn compress(input: &[u8], limits: &CodecLimits) -> Result<Compressed, CodecE
     let input_format = sniff(input)?;
     let rgb = decode(input, input_format, limits)?;
     let jpeg = encode(&rgb)?;
-    Ok(Compressed {
-        jpeg,
-        width: rgb.width(),
-        height: rgb.height(),
-        input_format,
-    })
+    Ok(Compressed { jpeg, width: rgb.width(), height: rgb.height(), input_format })
 }
 
 /// Names the format from its first bytes. Formats we recognise but do not take are named in
@@ -136,11 +128,7 @@ fn sniff(input: &[u8]) -> Result<InputFormat, CodecError> {
     if input.starts_with(b"%PDF") {
         return unsupported("PDF");
     }
-    if input.get(4..8) == Some(b"ftyp")
-        && input
-            .get(8..12)
-            .is_some_and(|brand| HEIF_BRANDS.contains(&brand))
-    {
+    if input.get(4..8) == Some(b"ftyp") && input.get(8..12).is_some_and(|brand| HEIF_BRANDS.contains(&brand)) {
         return unsupported("HEIC");
     }
     if is_svg(input) {
@@ -153,9 +141,7 @@ const HEIF_BRANDS: [&[u8]; 5] = [b"heic", b"heix", b"heim", b"heis", b"mif1"];
 
 /// "BM" followed, at byte 14, by one of the DIB header sizes that exist.
 fn is_bmp(input: &[u8]) -> bool {
-    let dib_size = input
-        .get(14..18)
-        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    let dib_size = input.get(14..18).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
     matches!(dib_size, Some(12 | 16 | 40 | 52 | 56 | 64 | 108 | 124))
 }
 
@@ -163,18 +149,10 @@ fn is_bmp(input: &[u8]) -> bool {
 /// XML that is not SVG (feeds, error documents) stays "not an image".
 fn is_svg(input: &[u8]) -> bool {
     let text = input.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(input);
-    let start = text
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(text.len());
-    let head = text[start..]
-        .iter()
-        .take(4096)
-        .map(u8::to_ascii_lowercase)
-        .collect::<Vec<u8>>();
+    let start = text.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(text.len());
+    let head = text[start..].iter().take(4096).map(u8::to_ascii_lowercase).collect::<Vec<u8>>();
     head.starts_with(b"<svg")
-        || ((head.starts_with(b"<?xml") || head.starts_with(b"<!doctype svg"))
-            && head.windows(4).any(|w| w == b"<svg"))
+        || ((head.starts_with(b"<?xml") || head.starts_with(b"<!doctype svg")) && head.windows(4).any(|w| w == b"<svg"))
 }
 
 /// Decodes to upright, opaque 8-bit RGB.
@@ -204,18 +182,10 @@ fn decode(input: &[u8], format: InputFormat, limits: &CodecLimits) -> Result<Rgb
 
 /// Refuses images that are too large before decoding them. `decoded_bytes` is what the decoder
 /// will allocate; our RGB copy comes on top of it.
-fn check_size(
-    width: u32,
-    height: u32,
-    decoded_bytes: u64,
-    limits: &CodecLimits,
-) -> Result<(), CodecError> {
+fn check_size(width: u32, height: u32, decoded_bytes: u64, limits: &CodecLimits) -> Result<(), CodecError> {
     let pixels = u64::from(width) * u64::from(height);
     if pixels > limits.max_pixels {
-        return Err(CodecError::TooManyPixels {
-            pixels,
-            limit: limits.max_pixels,
-        });
+        return Err(CodecError::TooManyPixels { pixels, limit: limits.max_pixels });
     }
     if pixels == 0 {
         return Err(CodecError::Decode("the image has no pixels".into()));
@@ -242,20 +212,11 @@ fn decode_jpeg_turbo(input: &[u8], (width, height): (u32, u32)) -> Option<Dynami
     }
     decompressor.set_scan_limit(MAX_JPEG_SCANS).ok()?;
     let cmyk = matches!(header.colorspace, Colorspace::CMYK | Colorspace::YCCK);
-    let format = if cmyk {
-        PixelFormat::CMYK
-    } else {
-        PixelFormat::RGB
-    };
+    let format = if cmyk { PixelFormat::CMYK } else { PixelFormat::RGB };
     let pitch = header.width.checked_mul(format.size())?;
     let mut pixels = vec![0u8; pitch.checked_mul(header.height)?];
-    let output = turbojpeg::Image {
-        pixels: pixels.as_mut_slice(),
-        width: header.width,
-        pitch,
-        height: header.height,
-        format,
-    };
+    let output =
+        turbojpeg::Image { pixels: pixels.as_mut_slice(), width: header.width, pitch, height: header.height, format };
     decompressor.decompress(input, output).ok()?;
     if cmyk {
         pixels = cmyk_to_rgb(&pixels, has_adobe_marker(input));
@@ -269,8 +230,7 @@ fn decode_jpeg_turbo(input: &[u8], (width, height): (u32, u32)) -> Option<Dynami
 fn cmyk_to_rgb(cmyk: &[u8], inverted: bool) -> Vec<u8> {
     let mut rgb = Vec::with_capacity(cmyk.len() / 4 * 3);
     for px in cmyk.chunks_exact(4) {
-        let [c, m, y, k] =
-            [px[0], px[1], px[2], px[3]].map(|v| u32::from(if inverted { v } else { 255 - v }));
+        let [c, m, y, k] = [px[0], px[1], px[2], px[3]].map(|v| u32::from(if inverted { v } else { 255 - v }));
         rgb.extend([c, m, y].map(|v| ((v * k + 127) / 255) as u8));
     }
     rgb
@@ -326,18 +286,11 @@ fn flatten_to_rgb(img: DynamicImage) -> RgbImage {
 
 fn encode(rgb: &RgbImage) -> Result<Vec<u8>, CodecError> {
     let (width, height) = (rgb.width() as usize, rgb.height() as usize);
-    let image = turbojpeg::Image {
-        pixels: rgb.as_raw().as_slice(),
-        width,
-        pitch: width * 3,
-        height,
-        format: PixelFormat::RGB,
-    };
+    let image =
+        turbojpeg::Image { pixels: rgb.as_raw().as_slice(), width, pitch: width * 3, height, format: PixelFormat::RGB };
     let mut compressor = turbojpeg::Compressor::new().map_err(encode_error)?;
     compressor.set_quality(JPEG_QUALITY).map_err(encode_error)?;
-    compressor
-        .set_subsamp(Subsamp::Sub2x2)
-        .map_err(encode_error)?;
+    compressor.set_subsamp(Subsamp::Sub2x2).map_err(encode_error)?;
     compressor.compress_to_vec(image).map_err(encode_error)
 }
 
@@ -363,9 +316,7 @@ mod tests {
 
     fn jpeg_q(img: &RgbImage, quality: u8) -> Vec<u8> {
         let mut out = Vec::new();
-        JpegEncoder::new_with_quality(&mut out, quality)
-            .encode_image(img)
-            .expect("fixture encodes");
+        JpegEncoder::new_with_quality(&mut out, quality).encode_image(img).expect("fixture encodes");
         out
     }
 
@@ -376,54 +327,30 @@ mod tests {
     /// Decodes our output, checking on the way that it is a JPEG.
     fn output_pixels(out: &Compressed) -> RgbImage {
         assert_eq!(image::guess_format(&out.jpeg).ok(), Some(ImageFormat::Jpeg));
-        image::load_from_memory_with_format(&out.jpeg, ImageFormat::Jpeg)
-            .expect("output decodes")
-            .to_rgb8()
+        image::load_from_memory_with_format(&out.jpeg, ImageFormat::Jpeg).expect("output decodes").to_rgb8()
     }
 
     fn assert_near(actual: Rgb<u8>, expected: [u8; 3], tolerance: u8) {
-        let close = actual
-            .0
-            .iter()
-            .zip(expected)
-            .all(|(&a, e)| a.abs_diff(e) <= tolerance);
-        assert!(
-            close,
-            "got {:?}, expected {expected:?} +/- {tolerance}",
-            actual.0
-        );
+        let close = actual.0.iter().zip(expected).all(|(&a, e)| a.abs_diff(e) <= tolerance);
+        assert!(close, "got {:?}, expected {expected:?} +/- {tolerance}", actual.0);
     }
 
     fn gradient(width: u32, height: u32) -> RgbImage {
-        RgbImage::from_fn(width, height, |x, y| {
-            Rgb([(x * 255 / width) as u8, (y * 255 / height) as u8, 128])
-        })
+        RgbImage::from_fn(width, height, |x, y| Rgb([(x * 255 / width) as u8, (y * 255 / height) as u8, 128]))
     }
 
     #[test]
     fn jpeg_in_gives_jpeg_out_with_same_dimensions() {
         let input = jpeg_q(&gradient(64, 48), 90);
-        assert!(
-            decode_jpeg_turbo(&input, (64, 48)).is_some(),
-            "ordinary JPEGs take the libjpeg-turbo path"
-        );
+        assert!(decode_jpeg_turbo(&input, (64, 48)).is_some(), "ordinary JPEGs take the libjpeg-turbo path");
         let out = run(&input).expect("compresses");
-        assert_eq!(
-            (out.width, out.height, out.input_format),
-            (64, 48, InputFormat::Jpeg)
-        );
+        assert_eq!((out.width, out.height, out.input_format), (64, 48, InputFormat::Jpeg));
         assert_eq!(output_pixels(&out).dimensions(), (64, 48));
     }
 
     #[test]
     fn transparent_pixels_with_hidden_black_come_out_white() {
-        let img = RgbaImage::from_fn(32, 32, |x, _| {
-            if x < 16 {
-                Rgba([0, 0, 0, 0])
-            } else {
-                Rgba([0, 0, 255, 255])
-            }
-        });
+        let img = RgbaImage::from_fn(32, 32, |x, _| if x < 16 { Rgba([0, 0, 0, 0]) } else { Rgba([0, 0, 255, 255]) });
         let out = run(&encoded(&img.into(), ImageFormat::Png)).expect("compresses");
         assert_eq!(out.input_format, InputFormat::Png);
         let px = output_pixels(&out);
@@ -440,20 +367,15 @@ mod tests {
 
     #[test]
     fn half_transparent_16_bit_red_is_pink_too() {
-        let img: ImageBuffer<Rgba<u16>, _> =
-            ImageBuffer::from_pixel(16, 16, Rgba([65535, 0, 0, 32768]));
-        let px = output_pixels(
-            &run(&encoded(&DynamicImage::ImageRgba16(img), ImageFormat::Png)).expect("compresses"),
-        );
+        let img: ImageBuffer<Rgba<u16>, _> = ImageBuffer::from_pixel(16, 16, Rgba([65535, 0, 0, 32768]));
+        let px = output_pixels(&run(&encoded(&DynamicImage::ImageRgba16(img), ImageFormat::Png)).expect("compresses"));
         assert_near(*px.get_pixel(8, 8), [255, 127, 127], 8);
     }
 
     #[test]
     fn sixteen_bit_grayscale_png_comes_out_gray_not_white() {
         let img: ImageBuffer<Luma<u16>, _> = ImageBuffer::from_pixel(32, 32, Luma([32768]));
-        let px = output_pixels(
-            &run(&encoded(&DynamicImage::ImageLuma16(img), ImageFormat::Png)).expect("compresses"),
-        );
+        let px = output_pixels(&run(&encoded(&DynamicImage::ImageLuma16(img), ImageFormat::Png)).expect("compresses"));
         assert_near(*px.get_pixel(16, 16), [128, 128, 128], 4);
     }
 
@@ -461,10 +383,7 @@ mod tests {
     fn gif_is_accepted() {
         let img = RgbaImage::from_pixel(20, 10, Rgba([0, 200, 0, 255]));
         let out = run(&encoded(&img.into(), ImageFormat::Gif)).expect("compresses");
-        assert_eq!(
-            (out.width, out.height, out.input_format),
-            (20, 10, InputFormat::Gif)
-        );
+        assert_eq!((out.width, out.height, out.input_format), (20, 10, InputFormat::Gif));
         assert_near(*output_pixels(&out).get_pixel(10, 5), [0, 200, 0], 12);
     }
 
@@ -472,10 +391,7 @@ mod tests {
     fn lossless_webp_is_accepted() {
         let img = DynamicImage::ImageRgba8(RgbaImage::from_pixel(20, 10, Rgba([200, 0, 0, 255])));
         let out = run(&encoded(&img, ImageFormat::WebP)).expect("compresses");
-        assert_eq!(
-            (out.width, out.height, out.input_format),
-            (20, 10, InputFormat::WebP)
-        );
+        assert_eq!((out.width, out.height, out.input_format), (20, 10, InputFormat::WebP));
         assert_near(*output_pixels(&out).get_pixel(10, 5), [200, 0, 0], 12);
     }
 
@@ -485,11 +401,7 @@ mod tests {
         tiff.extend(value.to_be_bytes());
         tiff.extend([0, 0, 0, 0, 0, 0]); // value padding, then "no next IFD"
         let mut segment = vec![0xFF, 0xE1];
-        segment.extend(
-            u16::try_from(2 + 6 + tiff.len())
-                .expect("small")
-                .to_be_bytes(),
-        );
+        segment.extend(u16::try_from(2 + 6 + tiff.len()).expect("small").to_be_bytes());
         segment.extend(b"Exif\0\0");
         segment.extend(tiff);
         segment
@@ -498,13 +410,7 @@ mod tests {
     #[test]
     fn exif_orientation_6_is_applied_and_dropped() {
         // Left half red, right half blue; orientation 6 means "rotate 90 degrees clockwise to view".
-        let img = RgbImage::from_fn(40, 20, |x, _| {
-            if x < 20 {
-                Rgb([255, 0, 0])
-            } else {
-                Rgb([0, 0, 255])
-            }
-        });
+        let img = RgbImage::from_fn(40, 20, |x, _| if x < 20 { Rgb([255, 0, 0]) } else { Rgb([0, 0, 255]) });
         let plain = jpeg_q(&img, 95);
         let mut jpeg = plain[..2].to_vec();
         jpeg.extend(exif_app1(6));
@@ -515,30 +421,15 @@ mod tests {
         let px = output_pixels(&out);
         assert_near(*px.get_pixel(10, 5), [255, 0, 0], 20);
         assert_near(*px.get_pixel(10, 35), [0, 0, 255], 20);
-        assert!(
-            !out.jpeg.windows(4).any(|w| w == b"Exif"),
-            "output must carry no EXIF"
-        );
+        assert!(!out.jpeg.windows(4).any(|w| w == b"Exif"), "output must carry no EXIF");
     }
 
     #[test]
     fn image_over_the_pixel_limit_is_refused() {
         let png = encoded(&GrayImage::new(3000, 3000).into(), ImageFormat::Png);
-        let limits = CodecLimits {
-            max_pixels: 1_000_000,
-            ..CodecLimits::default()
-        };
+        let limits = CodecLimits { max_pixels: 1_000_000, ..CodecLimits::default() };
         let err = compress(&png, &limits).err().expect("refused");
-        assert!(
-            matches!(
-                err,
-                CodecError::TooManyPixels {
-                    pixels: 9_000_000,
-                    limit: 1_000_000
-                }
-            ),
-            "{err:?}"
-        );
+        assert!(matches!(err, CodecError::TooManyPixels { pixels: 9_000_000, limit: 1_000_000 }), "{err:?}");
         assert_eq!(err.code(), "too_many_pixels");
     }
 
@@ -549,17 +440,10 @@ mod tests {
         for byte in &crc_input {
             crc ^= u32::from(*byte);
             for _ in 0..8 {
-                crc = if crc & 1 == 1 {
-                    (crc >> 1) ^ 0xEDB8_8320
-                } else {
-                    crc >> 1
-                };
+                crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
             }
         }
-        let mut chunk = u32::try_from(data.len())
-            .expect("small")
-            .to_be_bytes()
-            .to_vec();
+        let mut chunk = u32::try_from(data.len()).expect("small").to_be_bytes().to_vec();
         chunk.extend(crc_input);
         chunk.extend((!crc).to_be_bytes());
         chunk
@@ -573,23 +457,11 @@ mod tests {
         ihdr.extend([8, 0, 0, 0, 0]); // 8-bit grayscale, deflate, no filter method, no interlace
         let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
         png.extend(png_chunk(b"IHDR", &ihdr));
-        png.extend(png_chunk(
-            b"IDAT",
-            &[0x78, 0x9C, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01],
-        ));
+        png.extend(png_chunk(b"IDAT", &[0x78, 0x9C, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]));
         png.extend(png_chunk(b"IEND", &[]));
         assert!(png.len() < 100);
         let err = run(&png).err().expect("refused");
-        assert!(
-            matches!(
-                err,
-                CodecError::TooManyPixels {
-                    pixels: 900_000_000,
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
+        assert!(matches!(err, CodecError::TooManyPixels { pixels: 900_000_000, .. }), "{err:?}");
     }
 
     fn bmp_header() -> Vec<u8> {
@@ -609,41 +481,24 @@ mod tests {
     #[test]
     fn formats_are_told_apart_by_their_bytes() {
         let cases: [(&[u8], &str); 9] = [
-            (
-                b"<!DOCTYPE html><html><body>Not found</body></html>",
-                "not_an_image",
-            ),
+            (b"<!DOCTYPE html><html><body>Not found</body></html>", "not_an_image"),
             (b"", "not_an_image"),
             (b"BMW,Series 3\n", "not_an_image"),
             (b"<?xml version=\"1.0\"?><rss></rss>", "not_an_image"),
             (b"%PDF-1.4\n%\xE2\xE3\xCF\xD3\n", "unsupported_format"),
-            (
-                b"\xEF\xBB\xBF  <svg xmlns=\"http://www.w3.org/2000/svg\"/>",
-                "unsupported_format",
-            ),
-            (
-                b"<?xml version=\"1.0\"?>\n<svg xmlns=\"http://www.w3.org/2000/svg\"/>",
-                "unsupported_format",
-            ),
+            (b"\xEF\xBB\xBF  <svg xmlns=\"http://www.w3.org/2000/svg\"/>", "unsupported_format"),
+            (b"<?xml version=\"1.0\"?>\n<svg xmlns=\"http://www.w3.org/2000/svg\"/>", "unsupported_format"),
             (b"II*\0\x08\0\0\0", "unsupported_format"),
             (b"\0\0\0\x18ftypheic\0\0\0\0mif1heic", "unsupported_format"),
         ];
         for (input, code) in cases {
             let err = run(input).err().expect("refused");
-            assert_eq!(
-                err.code(),
-                code,
-                "{:?}: {err}",
-                String::from_utf8_lossy(input)
-            );
+            assert_eq!(err.code(), code, "{:?}: {err}", String::from_utf8_lossy(input));
         }
         let err = run(&bmp_header()).err().expect("refused");
         assert_eq!(err.to_string(), "BMP images are not supported");
         let err = run(b"%PDF-1.4").err().expect("refused");
-        assert!(
-            matches!(&err, CodecError::UnsupportedFormat(name) if name == "PDF"),
-            "{err:?}"
-        );
+        assert!(matches!(&err, CodecError::UnsupportedFormat(name) if name == "PDF"), "{err:?}");
     }
 
     #[test]
@@ -658,9 +513,8 @@ mod tests {
     /// Not a fuzzer, but every prefix and a few corruptions of every fixture must not panic.
     #[test]
     fn damaged_inputs_do_not_panic() {
-        let img = DynamicImage::ImageRgba8(RgbaImage::from_fn(24, 16, |x, y| {
-            Rgba([x as u8 * 10, y as u8 * 15, 90, 200])
-        }));
+        let img =
+            DynamicImage::ImageRgba8(RgbaImage::from_fn(24, 16, |x, y| Rgba([x as u8 * 10, y as u8 * 15, 90, 200])));
         let fixtures = [
             jpeg_q(&img.to_rgb8(), 80),
             encoded(&img, ImageFormat::Png),
@@ -681,21 +535,13 @@ mod tests {
     fn cmyk_jpeg_from_photoshop_is_read_with_inverted_channels() {
         // Adobe convention: stored value = 255 - ink. Pure red = magenta + yellow ink, no black.
         let cmyk = [255u8, 0, 0, 255].repeat(8 * 8);
-        let image = turbojpeg::Image {
-            pixels: cmyk.as_slice(),
-            width: 8,
-            pitch: 32,
-            height: 8,
-            format: PixelFormat::CMYK,
-        };
+        let image =
+            turbojpeg::Image { pixels: cmyk.as_slice(), width: 8, pitch: 32, height: 8, format: PixelFormat::CMYK };
         let mut compressor = turbojpeg::Compressor::new().expect("compressor");
         compressor.set_quality(95).expect("quality");
         compressor.set_subsamp(Subsamp::None).expect("subsamp");
         let jpeg = compressor.compress_to_vec(image).expect("fixture encodes");
-        assert!(
-            has_adobe_marker(&jpeg),
-            "libjpeg-turbo writes the Adobe marker for CMYK"
-        );
+        assert!(has_adobe_marker(&jpeg), "libjpeg-turbo writes the Adobe marker for CMYK");
 
         let px = output_pixels(&run(&jpeg).expect("compresses"));
         assert_near(*px.get_pixel(4, 4), [255, 0, 0], 30);
@@ -709,20 +555,11 @@ mod tests {
             let noise = (seed >> 28) as i32 - 8;
             let wave = ((x as f32 / 60.0).sin() * 40.0 + (y as f32 / 45.0).cos() * 40.0) as i32;
             let channel = |base: i32| (base + wave + noise).clamp(0, 255) as u8;
-            Rgb([
-                channel(120 + (x / 8) as i32),
-                channel(100 + (y / 8) as i32),
-                channel(140),
-            ])
+            Rgb([channel(120 + (x / 8) as i32), channel(100 + (y / 8) as i32), channel(140)])
         });
         let input = jpeg_q(&photo, 95);
         let out = run(&input).expect("compresses");
         assert_eq!((out.width, out.height), (1000, 800));
-        assert!(
-            out.jpeg.len() < input.len(),
-            "{} >= {}",
-            out.jpeg.len(),
-            input.len()
-        );
+        assert!(out.jpeg.len() < input.len(), "{} >= {}", out.jpeg.len(), input.len());
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::codec::CodecLimits;
 use crate::csv_rules::CsvLimits;
 use crate::fetch::FetchLimits;
+use crate::finish_request::Links;
 
 #[derive(Debug, thiserror::Error)]
 #[error("environment variable {name}: {problem}")]
@@ -18,19 +19,15 @@ pub struct ConfigError {
 fn required(name: &'static str) -> Result<String, ConfigError> {
     match std::env::var(name) {
         Ok(value) if !value.trim().is_empty() => Ok(value),
-        _ => Err(ConfigError {
-            name,
-            problem: "is required".into(),
-        }),
+        _ => Err(ConfigError { name, problem: "is required".into() }),
     }
 }
 
 fn or_default<T: FromStr>(name: &'static str, default: T) -> Result<T, ConfigError> {
     match std::env::var(name) {
-        Ok(value) if !value.trim().is_empty() => value.trim().parse().map_err(|_| ConfigError {
-            name,
-            problem: format!("cannot parse {value:?}"),
-        }),
+        Ok(value) if !value.trim().is_empty() => {
+            value.trim().parse().map_err(|_| ConfigError { name, problem: format!("cannot parse {value:?}") })
+        }
         _ => Ok(default),
     }
 }
@@ -82,10 +79,23 @@ pub struct WorkerConfig {
     pub max_receives: u32,
     /// Images of one batch processed at once.
     pub concurrency: usize,
+    /// The jobs queue, whose messages are delayed for their next attempt after a transient failure.
+    pub queue_url: String,
+    /// Messages from this queue (the jobs' dead-letter queue) are recorded as failed images.
+    pub dead_letters_arn: Option<String>,
+    /// First delay before retrying a transient failure; doubles per attempt up to `retry_cap`.
+    pub retry_base: Duration,
+    pub retry_cap: Duration,
     pub item_lifetime: Duration,
 }
 
 impl WorkerConfig {
+    /// Time a job may need once started: the whole download, then decoding, upload and the
+    /// transaction. A job is not started with less than this left before the Lambda deadline.
+    pub fn job_time_reserve(&self) -> Duration {
+        self.fetch.total_timeout + Duration::from_secs(5)
+    }
+
     pub fn from_env() -> Result<Self, ConfigError> {
         let fetch = FetchLimits::default();
         let codec = CodecLimits::default();
@@ -93,20 +103,18 @@ impl WorkerConfig {
             bucket: required("BUCKET_NAME")?,
             table: required("TABLE_NAME")?,
             fetch: FetchLimits {
-                connect_timeout: seconds(
-                    "FETCH_CONNECT_TIMEOUT_SECS",
-                    fetch.connect_timeout.as_secs(),
-                )?,
+                connect_timeout: seconds("FETCH_CONNECT_TIMEOUT_SECS", fetch.connect_timeout.as_secs())?,
                 total_timeout: seconds("FETCH_TIMEOUT_SECS", fetch.total_timeout.as_secs())?,
                 max_bytes: or_default("MAX_IMAGE_BYTES", fetch.max_bytes)?,
                 max_redirects: fetch.max_redirects,
             },
-            codec: CodecLimits {
-                max_pixels: or_default("MAX_IMAGE_PIXELS", codec.max_pixels)?,
-                ..codec
-            },
+            codec: CodecLimits { max_pixels: or_default("MAX_IMAGE_PIXELS", codec.max_pixels)?, ..codec },
             max_receives: or_default("MAX_RECEIVES", 5)?,
             concurrency: or_default("WORKER_CONCURRENCY", 4)?,
+            queue_url: required("QUEUE_URL")?,
+            dead_letters_arn: std::env::var("DEAD_LETTERS_QUEUE_ARN").ok().filter(|arn| !arn.is_empty()),
+            retry_base: seconds("RETRY_BASE_SECS", 10)?,
+            retry_cap: seconds("RETRY_CAP_SECS", 120)?,
             item_lifetime: item_lifetime()?,
         })
     }
@@ -116,8 +124,9 @@ impl WorkerConfig {
 pub struct NotifierConfig {
     pub bucket: String,
     pub table: String,
-    /// Lifetime of the presigned links in the output CSV and the webhook (SigV4 allows 7 days).
-    pub url_lifetime: Duration,
+    /// Links through the API when PUBLIC_API_URL is set, else presigned S3 URLs valid for
+    /// OUTPUT_URL_TTL_SECS (SigV4 allows 7 days at most).
+    pub links: Links,
     pub webhook_timeout: Duration,
     pub webhook_attempts: u32,
     pub item_lifetime: Duration,
@@ -128,7 +137,10 @@ impl NotifierConfig {
         Ok(Self {
             bucket: required("BUCKET_NAME")?,
             table: required("TABLE_NAME")?,
-            url_lifetime: seconds("OUTPUT_URL_TTL_SECS", 7 * 24 * 3600)?,
+            links: match std::env::var("PUBLIC_API_URL") {
+                Ok(base_url) if !base_url.trim().is_empty() => Links::Api { base_url: base_url.trim().into() },
+                _ => Links::Presigned { lifetime: seconds("OUTPUT_URL_TTL_SECS", 7 * 24 * 3600)? },
+            },
             webhook_timeout: seconds("WEBHOOK_TIMEOUT_SECS", 10)?,
             webhook_attempts: or_default("WEBHOOK_ATTEMPTS", 3)?,
             item_lifetime: item_lifetime()?,

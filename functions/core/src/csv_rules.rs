@@ -23,11 +23,7 @@ pub struct CsvLimits {
 
 impl Default for CsvLimits {
     fn default() -> Self {
-        CsvLimits {
-            max_bytes: 5 * 1024 * 1024,
-            max_rows: 10_000,
-            max_images: 10_000,
-        }
+        CsvLimits { max_bytes: 5 * 1024 * 1024, max_rows: 10_000, max_images: 10_000 }
     }
 }
 
@@ -35,11 +31,7 @@ impl CsvLimits {
     /// For re-reading a CSV that was accepted earlier: a later change of the
     /// limits must not strand a request accepted under the old ones.
     pub fn unlimited() -> Self {
-        CsvLimits {
-            max_bytes: usize::MAX,
-            max_rows: usize::MAX,
-            max_images: usize::MAX,
-        }
+        CsvLimits { max_bytes: usize::MAX, max_rows: usize::MAX, max_images: usize::MAX }
     }
 }
 
@@ -95,18 +87,12 @@ impl ValidatedCsv {
     /// looked at), otherwise `Invalid` with every problem found, in file order.
     pub fn parse(bytes: &[u8], limits: &CsvLimits) -> Result<ValidatedCsv, CsvRejection> {
         if bytes.len() > limits.max_bytes {
-            return Err(CsvRejection::TooLarge {
-                limit: limits.max_bytes,
-            });
+            return Err(CsvRejection::TooLarge { limit: limits.max_bytes });
         }
         let text = decode_text(bytes).map_err(|problem| CsvRejection::Invalid(vec![problem]))?;
         let mut problems = Problems::default();
         let rows = read_rows(text, limits, &mut problems);
-        if problems.is_empty() {
-            Ok(ValidatedCsv { rows })
-        } else {
-            Err(CsvRejection::Invalid(problems.into_vec()))
-        }
+        if problems.is_empty() { Ok(ValidatedCsv { rows }) } else { Err(CsvRejection::Invalid(problems.into_vec())) }
     }
 
     pub fn rows(&self) -> &[InputRow] {
@@ -144,9 +130,7 @@ fn decode_text(bytes: &[u8]) -> Result<&str, CsvProblem> {
     let bytes = bytes.strip_prefix(UTF8_BOM).unwrap_or(bytes);
     std::str::from_utf8(bytes).map_err(|error| {
         let line = LineCounter::new(bytes).line_at(error.valid_up_to());
-        file_problem(format!(
-            "the file is not UTF-8 text (invalid byte at line {line}); save it as CSV UTF-8"
-        ))
+        file_problem(format!("the file is not UTF-8 text (invalid byte at line {line}); save it as CSV UTF-8"))
     })
 }
 
@@ -158,23 +142,11 @@ fn binary_kind(bytes: &[u8]) -> Option<String> {
         (b"GIF87a", "a GIF image"),
         (b"GIF89a", "a GIF image"),
         (b"%PDF-", "a PDF document"),
-        (
-            b"PK\x03\x04",
-            "a ZIP archive, such as an Excel .xlsx workbook",
-        ),
-        (
-            b"PK\x05\x06",
-            "a ZIP archive, such as an Excel .xlsx workbook",
-        ),
-        (
-            b"\xD0\xCF\x11\xE0\xA1\xB1\x1A\xE1",
-            "an Excel .xls workbook",
-        ),
+        (b"PK\x03\x04", "a ZIP archive, such as an Excel .xlsx workbook"),
+        (b"PK\x05\x06", "a ZIP archive, such as an Excel .xlsx workbook"),
+        (b"\xD0\xCF\x11\xE0\xA1\xB1\x1A\xE1", "an Excel .xls workbook"),
     ];
-    if let Some((_, kind)) = SIGNATURES
-        .iter()
-        .find(|(magic, _)| bytes.starts_with(magic))
-    {
+    if let Some((_, kind)) = SIGNATURES.iter().find(|(magic, _)| bytes.starts_with(magic)) {
         return Some(format!("this is not a CSV file (it looks like {kind})"));
     }
     // Excel's "Unicode Text" export; checked before NUL bytes, which it is full of.
@@ -200,11 +172,7 @@ struct LineCounter<'a> {
 
 impl<'a> LineCounter<'a> {
     fn new(text: &'a [u8]) -> Self {
-        LineCounter {
-            text,
-            counted_to: 0,
-            line: 1,
-        }
+        LineCounter { text, counted_to: 0, line: 1 }
     }
 
     /// The line of the first character at or after `offset` that is not a
@@ -252,26 +220,15 @@ struct RequiredColumn {
     aliases: &'static [&'static str],
 }
 
-const SERIAL: RequiredColumn = RequiredColumn {
-    display: "\"S. No.\" (or \"Serial Number\")",
-    aliases: &["s.no.", "s.no", "serialnumber"],
-};
-const PRODUCT_NAME: RequiredColumn = RequiredColumn {
-    display: "\"Product Name\"",
-    aliases: &["productname"],
-};
-const INPUT_URLS: RequiredColumn = RequiredColumn {
-    display: "\"Input Image Urls\"",
-    aliases: &["inputimageurls"],
-};
+const SERIAL: RequiredColumn =
+    RequiredColumn { display: "\"S. No.\" (or \"Serial Number\")", aliases: &["s.no.", "s.no", "serialnumber"] };
+const PRODUCT_NAME: RequiredColumn = RequiredColumn { display: "\"Product Name\"", aliases: &["productname"] };
+const INPUT_URLS: RequiredColumn = RequiredColumn { display: "\"Input Image Urls\"", aliases: &["inputimageurls"] };
 
 /// Header spelling varies with whoever typed it ("S.No", "PRODUCT NAME"), so
 /// only letters and punctuation count, not case or spacing.
 fn normalise_header(name: &str) -> String {
-    name.chars()
-        .filter(|c| !c.is_whitespace())
-        .flat_map(char::to_lowercase)
-        .collect()
+    name.chars().filter(|c| !c.is_whitespace()).flat_map(char::to_lowercase).collect()
 }
 
 fn read_rows(text: &str, limits: &CsvLimits, problems: &mut Problems) -> Vec<InputRow> {
@@ -285,9 +242,7 @@ fn read_rows(text: &str, limits: &CsvLimits, problems: &mut Problems) -> Vec<Inp
         .into_records()
         // Spreadsheets leave empty or whitespace-only rows behind (often
         // ",,,"); they carry no data, so they are not rows.
-        .filter(
-            |record| !matches!(record, Ok(record) if record.iter().all(|f| f.trim().is_empty())),
-        );
+        .filter(|record| !matches!(record, Ok(record) if record.iter().all(|f| f.trim().is_empty())));
 
     let header = match records.next() {
         None => {
@@ -320,11 +275,7 @@ fn read_rows(text: &str, limits: &CsvLimits, problems: &mut Problems) -> Vec<Inp
         let line = lines.line_of(record.position());
         data_rows += 1;
         if data_rows > limits.max_rows {
-            problems.push(
-                Some(line),
-                None,
-                format!("more than {} rows; split the file", limits.max_rows),
-            );
+            problems.push(Some(line), None, format!("more than {} rows; split the file", limits.max_rows));
             break;
         }
         let checked = check_row(&record, line, &columns, &mut seen_serials, problems);
@@ -354,11 +305,7 @@ fn read_rows(text: &str, limits: &CsvLimits, problems: &mut Problems) -> Vec<Inp
 fn locate_columns(header: &StringRecord, line: u64, problems: &mut Problems) -> Option<Columns> {
     let line = Some(line);
     let names: Vec<String> = header.iter().map(normalise_header).collect();
-    let found = header
-        .iter()
-        .map(|name| format!("\"{}\"", shorten(name.trim())))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let found = header.iter().map(|name| format!("\"{}\"", shorten(name.trim()))).collect::<Vec<_>>().join(", ");
 
     let mut locate = |required: &RequiredColumn| -> Option<usize> {
         let positions: Vec<usize> = names
@@ -369,14 +316,7 @@ fn locate_columns(header: &StringRecord, line: u64, problems: &mut Problems) -> 
             .collect();
         match positions.as_slice() {
             [] => {
-                problems.push(
-                    line,
-                    None,
-                    format!(
-                        "missing column {}; found columns: {found}",
-                        required.display
-                    ),
-                );
+                problems.push(line, None, format!("missing column {}; found columns: {found}", required.display));
                 None
             }
             [only] => Some(*only),
@@ -385,11 +325,7 @@ fn locate_columns(header: &StringRecord, line: u64, problems: &mut Problems) -> 
                     problems.push(
                         line,
                         column_number(duplicate),
-                        format!(
-                            "column {} appears more than once (first in column {})",
-                            required.display,
-                            first + 1
-                        ),
+                        format!("column {} appears more than once (first in column {})", required.display, first + 1),
                     );
                 }
                 None
@@ -400,12 +336,7 @@ fn locate_columns(header: &StringRecord, line: u64, problems: &mut Problems) -> 
     let serial = locate(&SERIAL);
     let product_name = locate(&PRODUCT_NAME);
     let urls = locate(&INPUT_URLS);
-    Some(Columns {
-        serial: serial?,
-        product_name: product_name?,
-        urls: urls?,
-        width: header.len(),
-    })
+    Some(Columns { serial: serial?, product_name: product_name?, urls: urls?, width: header.len() })
 }
 
 /// Checks one data row, reporting each problem in it. Returns the row when it
@@ -420,20 +351,9 @@ fn check_row(
     problems: &mut Problems,
 ) -> Option<(Option<InputRow>, usize)> {
     if record.len() != columns.width {
-        let hint = if record.len() > columns.width {
-            " (a cell that contains commas must be in double quotes)"
-        } else {
-            ""
-        };
-        problems.push(
-            Some(line),
-            None,
-            format!(
-                "expected {} fields, found {}{hint}",
-                columns.width,
-                record.len()
-            ),
-        );
+        let hint =
+            if record.len() > columns.width { " (a cell that contains commas must be in double quotes)" } else { "" };
+        problems.push(Some(line), None, format!("expected {} fields, found {}{hint}", columns.width, record.len()));
         return None;
     }
     let problems_before = problems.total();
@@ -449,10 +369,7 @@ fn check_row(
         problems.push(
             line,
             column,
-            format!(
-                "serial number \"{}\" is already used on line {first_line}",
-                shorten(serial)
-            ),
+            format!("serial number \"{}\" is already used on line {first_line}", shorten(serial)),
         );
     } else {
         seen_serials.insert(serial.to_owned(), line);
@@ -466,11 +383,7 @@ fn check_row(
 
     let urls_cell = cell(columns.urls);
     // Empty pieces are skipped so that a trailing or doubled comma is harmless.
-    let pieces: Vec<&str> = urls_cell
-        .split(',')
-        .map(str::trim)
-        .filter(|piece| !piece.is_empty())
-        .collect();
+    let pieces: Vec<&str> = urls_cell.split(',').map(str::trim).filter(|piece| !piece.is_empty()).collect();
     let (url_line, url_column) = at(columns.urls);
     if pieces.is_empty() {
         problems.push(url_line, url_column, "no image URLs in this row");
@@ -482,12 +395,7 @@ fn check_row(
             Err(error) => problems.push(
                 url_line,
                 url_column,
-                format!(
-                    "URL {} of {} (\"{}\"): {error}",
-                    index + 1,
-                    pieces.len(),
-                    shorten(piece)
-                ),
+                format!("URL {} of {} (\"{}\"): {error}", index + 1, pieces.len(), shorten(piece)),
             ),
         }
     }
@@ -514,11 +422,7 @@ fn shorten(text: &str) -> Cow<'_, str> {
 }
 
 fn file_problem(message: impl Into<String>) -> CsvProblem {
-    CsvProblem {
-        line: None,
-        column: None,
-        message: message.into(),
-    }
+    CsvProblem { line: None, column: None, message: message.into() }
 }
 
 /// Collects problems up to [`MAX_LISTED_PROBLEMS`] and counts the rest.
@@ -531,11 +435,7 @@ struct Problems {
 impl Problems {
     fn push(&mut self, line: Option<u64>, column: Option<u32>, message: impl Into<String>) {
         if self.listed.len() < MAX_LISTED_PROBLEMS {
-            self.listed.push(CsvProblem {
-                line,
-                column,
-                message: message.into(),
-            });
+            self.listed.push(CsvProblem { line, column, message: message.into() });
         } else {
             self.omitted += 1;
         }
@@ -570,12 +470,7 @@ impl Problems {
 // ---------------------------------------------------------------------------
 // Writing
 
-pub const OUTPUT_HEADER: [&str; 4] = [
-    "S. No.",
-    "Product Name",
-    "Input Image Urls",
-    "Output Image Urls",
-];
+pub const OUTPUT_HEADER: [&str; 4] = ["S. No.", "Product Name", "Input Image Urls", "Output Image Urls"];
 
 /// Why the output CSV could not be written. Both are bugs in the caller or
 /// this module, never the uploader's doing.
@@ -595,50 +490,24 @@ pub enum OutputMismatch {
 ///
 /// # Errors
 /// `SlotCount` when `outputs.len()` differs from [`ValidatedCsv::image_count`].
-pub fn write_output_csv(
-    csv: &ValidatedCsv,
-    outputs: &[Option<String>],
-) -> Result<Vec<u8>, OutputMismatch> {
+pub fn write_output_csv(csv: &ValidatedCsv, outputs: &[Option<String>]) -> Result<Vec<u8>, OutputMismatch> {
     let expected = csv.image_count();
     if outputs.len() != expected {
-        return Err(OutputMismatch::SlotCount {
-            expected,
-            actual: outputs.len(),
-        });
+        return Err(OutputMismatch::SlotCount { expected, actual: outputs.len() });
     }
     // RFC 4180: CRLF line endings, quotes only where needed.
-    let mut writer = WriterBuilder::new()
-        .terminator(Terminator::CRLF)
-        .from_writer(Vec::new());
-    writer
-        .write_record(OUTPUT_HEADER)
-        .map_err(OutputMismatch::Write)?;
+    let mut writer = WriterBuilder::new().terminator(Terminator::CRLF).from_writer(Vec::new());
+    writer.write_record(OUTPUT_HEADER).map_err(OutputMismatch::Write)?;
     let mut slots = outputs.iter();
     for row in &csv.rows {
-        let output_urls = slots
-            .by_ref()
-            .take(row.urls.len())
-            .map(|slot| slot.as_deref().unwrap_or(""))
-            .collect::<Vec<_>>()
-            .join(",");
-        let cells = [
-            row.serial.as_str(),
-            row.product_name.as_str(),
-            row.urls_cell.as_str(),
-            output_urls.as_str(),
-        ];
+        let output_urls =
+            slots.by_ref().take(row.urls.len()).map(|slot| slot.as_deref().unwrap_or("")).collect::<Vec<_>>().join(",");
+        let cells = [row.serial.as_str(), row.product_name.as_str(), row.urls_cell.as_str(), output_urls.as_str()];
         writer
-            .write_record(
-                cells
-                    .map(neutralise_formula)
-                    .iter()
-                    .map(|cell| cell.as_bytes()),
-            )
+            .write_record(cells.map(neutralise_formula).iter().map(|cell| cell.as_bytes()))
             .map_err(OutputMismatch::Write)?;
     }
-    writer
-        .into_inner()
-        .map_err(|error| OutputMismatch::Write(csv::Error::from(error.into_error())))
+    writer.into_inner().map_err(|error| OutputMismatch::Write(csv::Error::from(error.into_error())))
 }
 
 /// Spreadsheets run a cell that starts with one of these as a formula (CSV
@@ -679,11 +548,7 @@ S. No.,Product Name,Input Image Urls
     }
 
     fn problem(line: Option<u64>, column: Option<u32>, message: &str) -> CsvProblem {
-        CsvProblem {
-            line,
-            column,
-            message: message.to_owned(),
-        }
+        CsvProblem { line, column, message: message.to_owned() }
     }
 
     fn url_strings(row: &InputRow) -> Vec<&str> {
@@ -700,17 +565,10 @@ S. No.,Product Name,Input Image Urls
         assert_eq!(rows[0].product_name, "SKU1");
         assert_eq!(
             url_strings(&rows[0]),
-            [
-                "https://img.example.com/1a.jpg",
-                "https://img.example.com/1b.jpg",
-                "https://img.example.com/1c.jpg"
-            ]
+            ["https://img.example.com/1a.jpg", "https://img.example.com/1b.jpg", "https://img.example.com/1c.jpg"]
         );
         assert_eq!(rows[1].line, 3);
-        assert_eq!(
-            rows[1].urls_cell,
-            "https://img.example.com/2a.jpg, https://img.example.com/2b.jpg"
-        );
+        assert_eq!(rows[1].urls_cell, "https://img.example.com/2a.jpg, https://img.example.com/2b.jpg");
         assert_eq!(url_strings(&rows[1]).len(), 2);
         assert_eq!(csv.image_count(), 5);
     }
@@ -718,10 +576,8 @@ S. No.,Product Name,Input Image Urls
     #[test]
     fn images_are_numbered_globally_in_output_order() {
         let csv = parse(SAMPLE).expect("valid CSV");
-        let images: Vec<(usize, usize, &str)> = csv
-            .images()
-            .map(|(image, row, url)| (image, row, url.as_str()))
-            .collect();
+        let images: Vec<(usize, usize, &str)> =
+            csv.images().map(|(image, row, url)| (image, row, url.as_str())).collect();
         assert_eq!(images.len(), 5);
         assert_eq!(images[0], (0, 0, "https://img.example.com/1a.jpg"));
         assert_eq!(images[2], (2, 0, "https://img.example.com/1c.jpg"));
@@ -747,13 +603,9 @@ S. No.,Product Name,Input Image Urls
 
     #[test]
     fn trailing_comma_in_url_cell_is_ignored() {
-        let text =
-            "S. No.,Product Name,Input Image Urls\n1,SKU1,\"https://img.example.com/a.jpg,\"\n";
+        let text = "S. No.,Product Name,Input Image Urls\n1,SKU1,\"https://img.example.com/a.jpg,\"\n";
         let csv = parse(text).expect("valid CSV");
-        assert_eq!(
-            url_strings(&csv.rows()[0]),
-            ["https://img.example.com/a.jpg"]
-        );
+        assert_eq!(url_strings(&csv.rows()[0]), ["https://img.example.com/a.jpg"]);
         assert_eq!(csv.rows()[0].urls_cell, "https://img.example.com/a.jpg,");
     }
 
@@ -813,10 +665,7 @@ https://img.example.com/a.jpg,ignore me,SKU1,7
     #[test]
     fn empty_file_is_reported() {
         for text in ["", "\u{FEFF}", "\n\r\n  \n"] {
-            assert_eq!(
-                only_problem(parse(text)),
-                problem(None, None, "the file is empty")
-            );
+            assert_eq!(only_problem(parse(text)), problem(None, None, "the file is empty"));
         }
     }
 
@@ -840,37 +689,25 @@ S. No.,Product Name,Input Image Urls
             ]
         );
         let short = "S. No.,Product Name,Input Image Urls\n1,SKU1\n";
-        assert_eq!(
-            only_problem(parse(short)),
-            problem(Some(2), None, "expected 3 fields, found 2")
-        );
+        assert_eq!(only_problem(parse(short)), problem(Some(2), None, "expected 3 fields, found 2"));
     }
 
     #[test]
     fn empty_serial_is_reported() {
         let text = "S. No.,Product Name,Input Image Urls\n  ,SKU1,https://img.example.com/a.jpg\n";
-        assert_eq!(
-            only_problem(parse(text)),
-            problem(Some(2), Some(1), "the serial number is empty")
-        );
+        assert_eq!(only_problem(parse(text)), problem(Some(2), Some(1), "the serial number is empty"));
     }
 
     #[test]
     fn empty_product_name_is_reported() {
         let text = "S. No.,Product Name,Input Image Urls\n1,   ,https://img.example.com/a.jpg\n";
-        assert_eq!(
-            only_problem(parse(text)),
-            problem(Some(2), Some(2), "the product name is empty")
-        );
+        assert_eq!(only_problem(parse(text)), problem(Some(2), Some(2), "the product name is empty"));
     }
 
     #[test]
     fn row_without_urls_is_reported() {
         let text = "S. No.,Product Name,Input Image Urls\n1,SKU1,\" , ,\"\n";
-        assert_eq!(
-            only_problem(parse(text)),
-            problem(Some(2), Some(3), "no image URLs in this row")
-        );
+        assert_eq!(only_problem(parse(text)), problem(Some(2), Some(3), "no image URLs in this row"));
     }
 
     #[test]
@@ -894,11 +731,7 @@ S. No.,Product Name,Input Image Urls
         let text = "S. No.,Product Name,Input Image Urls\n1,SKU1,images/a.jpg\n";
         assert_eq!(
             only_problem(parse(text)),
-            problem(
-                Some(2),
-                Some(3),
-                "URL 1 of 1 (\"images/a.jpg\"): not an absolute URL"
-            )
+            problem(Some(2), Some(3), "URL 1 of 1 (\"images/a.jpg\"): not an absolute URL")
         );
     }
 
@@ -921,21 +754,14 @@ S. No.,Product Name,Input Image Urls
 ";
         assert_eq!(
             only_problem(parse(text)),
-            problem(
-                Some(4),
-                Some(1),
-                "serial number \"1\" is already used on line 2"
-            )
+            problem(Some(4), Some(1), "serial number \"1\" is already used on line 2")
         );
     }
 
     #[test]
     fn header_without_data_rows_is_reported() {
         let text = "S. No.,Product Name,Input Image Urls\r\n\r\n";
-        assert_eq!(
-            only_problem(parse(text)),
-            problem(None, None, "the CSV has a header but no data rows")
-        );
+        assert_eq!(only_problem(parse(text)), problem(None, None, "the CSV has a header but no data rows"));
     }
 
     #[test]
@@ -946,11 +772,7 @@ S. No.,Product Name,Input Image Urls
         let result = ValidatedCsv::parse(&bytes, &CsvLimits::default());
         assert_eq!(
             only_problem(result),
-            problem(
-                None,
-                None,
-                "the file is not UTF-8 text (invalid byte at line 2); save it as CSV UTF-8"
-            )
+            problem(None, None, "the file is not UTF-8 text (invalid byte at line 2); save it as CSV UTF-8")
         );
     }
 
@@ -958,35 +780,19 @@ S. No.,Product Name,Input Image Urls
     fn png_bytes_are_reported_as_not_a_csv() {
         let bytes = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x02\0\0\0";
         let result = ValidatedCsv::parse(bytes, &CsvLimits::default());
-        assert_eq!(
-            only_problem(result),
-            problem(
-                None,
-                None,
-                "this is not a CSV file (it looks like a PNG image)"
-            )
-        );
+        assert_eq!(only_problem(result), problem(None, None, "this is not a CSV file (it looks like a PNG image)"));
     }
 
     #[test]
     fn other_binary_files_are_reported_as_not_a_csv() {
         let cases: [(&[u8], &str); 4] = [
-            (
-                b"\xFF\xD8\xFF\xE0\0\x10JFIF",
-                "this is not a CSV file (it looks like a JPEG image)",
-            ),
+            (b"\xFF\xD8\xFF\xE0\0\x10JFIF", "this is not a CSV file (it looks like a JPEG image)"),
             (
                 b"PK\x03\x04\x14\0\x06\0",
                 "this is not a CSV file (it looks like a ZIP archive, such as an Excel .xlsx workbook)",
             ),
-            (
-                b"S. No.,Product\0 Name",
-                "this is not a CSV file (it contains NUL bytes)",
-            ),
-            (
-                b"\xFF\xFES\0.\0",
-                "the file is UTF-16 text; save it as CSV UTF-8",
-            ),
+            (b"S. No.,Product\0 Name", "this is not a CSV file (it contains NUL bytes)"),
+            (b"\xFF\xFES\0.\0", "the file is UTF-16 text; save it as CSV UTF-8"),
         ];
         for (bytes, message) in cases {
             let result = ValidatedCsv::parse(bytes, &CsvLimits::default());
@@ -996,31 +802,19 @@ S. No.,Product Name,Input Image Urls
 
     #[test]
     fn too_large_file_is_rejected_before_anything_else() {
-        let limits = CsvLimits {
-            max_bytes: 10,
-            ..CsvLimits::default()
-        };
+        let limits = CsvLimits { max_bytes: 10, ..CsvLimits::default() };
         // Binary content too: size is checked before the content is looked at.
         for bytes in [SAMPLE.as_bytes(), b"\x89PNG\r\n\x1a\n\0\0\0\0"] {
             let result = ValidatedCsv::parse(bytes, &limits);
-            assert!(
-                matches!(result, Err(CsvRejection::TooLarge { limit: 10 })),
-                "{result:?}"
-            );
+            assert!(matches!(result, Err(CsvRejection::TooLarge { limit: 10 })), "{result:?}");
         }
-        let exact = CsvLimits {
-            max_bytes: SAMPLE.len(),
-            ..CsvLimits::default()
-        };
+        let exact = CsvLimits { max_bytes: SAMPLE.len(), ..CsvLimits::default() };
         assert!(ValidatedCsv::parse(SAMPLE.as_bytes(), &exact).is_ok());
     }
 
     #[test]
     fn too_many_rows_stops_at_the_first_line_beyond_the_limit() {
-        let limits = CsvLimits {
-            max_rows: 2,
-            ..CsvLimits::default()
-        };
+        let limits = CsvLimits { max_rows: 2, ..CsvLimits::default() };
         let text = "\
 S. No.,Product Name,Input Image Urls
 1,SKU1,https://img.example.com/a.jpg
@@ -1029,19 +823,14 @@ S. No.,Product Name,Input Image Urls
 4,,not-checked
 ";
         let result = ValidatedCsv::parse(text.as_bytes(), &limits);
-        assert_eq!(
-            only_problem(result),
-            problem(Some(4), None, "more than 2 rows; split the file")
-        );
+        assert_eq!(only_problem(result), problem(Some(4), None, "more than 2 rows; split the file"));
     }
 
     #[test]
     fn unlimited_limits_accept_what_the_defaults_refuse() {
         let mut text = String::from("S. No.,Product Name,Input Image Urls\n");
         for serial in 1..=10_001 {
-            text.push_str(&format!(
-                "{serial},SKU,https://img.example.com/{serial}.jpg\n"
-            ));
+            text.push_str(&format!("{serial},SKU,https://img.example.com/{serial}.jpg\n"));
         }
         assert!(parse(&text).is_err());
         let csv = ValidatedCsv::parse(text.as_bytes(), &CsvLimits::unlimited()).expect("valid CSV");
@@ -1050,10 +839,7 @@ S. No.,Product Name,Input Image Urls
 
     #[test]
     fn too_many_images_is_reported_once() {
-        let limits = CsvLimits {
-            max_images: 3,
-            ..CsvLimits::default()
-        };
+        let limits = CsvLimits { max_images: 3, ..CsvLimits::default() };
         let text = "\
 S. No.,Product Name,Input Image Urls
 1,SKU1,\"https://img.example.com/a.jpg,https://img.example.com/b.jpg\"
@@ -1069,10 +855,7 @@ S. No.,Product Name,Input Image Urls
                 "this row takes the total number of image URLs over the limit of 3; split the file"
             )
         );
-        let exact = CsvLimits {
-            max_images: 5,
-            ..CsvLimits::default()
-        };
+        let exact = CsvLimits { max_images: 5, ..CsvLimits::default() };
         assert!(ValidatedCsv::parse(text.as_bytes(), &exact).is_ok());
     }
 
@@ -1090,22 +873,14 @@ SKU5,5,https://img.example.com/e.jpg,extra
             problems_of(parse(text)),
             [
                 problem(Some(3), Some(1), "the product name is empty"),
-                problem(
-                    Some(3),
-                    Some(3),
-                    "URL 2 of 2 (\"/c.jpg\"): not an absolute URL"
-                ),
+                problem(Some(3), Some(3), "URL 2 of 2 (\"/c.jpg\"): not an absolute URL"),
                 problem(Some(4), Some(2), "the serial number is empty"),
                 problem(
                     Some(4),
                     Some(3),
                     "URL 1 of 1 (\"mailto:someone@example.com\"): scheme must be http or https, found mailto"
                 ),
-                problem(
-                    Some(5),
-                    Some(2),
-                    "serial number \"1\" is already used on line 2"
-                ),
+                problem(Some(5), Some(2), "serial number \"1\" is already used on line 2"),
                 problem(Some(5), Some(3), "no image URLs in this row"),
                 problem(
                     Some(6),
@@ -1124,17 +899,10 @@ SKU5,5,https://img.example.com/e.jpg,extra
         }
         let problems = problems_of(parse(&text));
         assert_eq!(problems.len(), MAX_LISTED_PROBLEMS + 1);
-        assert_eq!(
-            problems[199],
-            problem(Some(201), Some(2), "the product name is empty")
-        );
+        assert_eq!(problems[199], problem(Some(201), Some(2), "the product name is empty"));
         assert_eq!(
             problems[200],
-            problem(
-                None,
-                None,
-                "50 more problem(s) not listed; fix the ones above and upload again"
-            )
+            problem(None, None, "50 more problem(s) not listed; fix the ones above and upload again")
         );
     }
 
@@ -1171,15 +939,9 @@ S. No.,Product Name,Input Image Urls
 https://img.example.com/b.jpg\"
 2,,https://img.example.com/c.jpg
 ";
-        assert_eq!(
-            only_problem(parse(text)),
-            problem(Some(5), Some(2), "the product name is empty")
-        );
+        assert_eq!(only_problem(parse(text)), problem(Some(5), Some(2), "the product name is empty"));
         let crlf = text.replace('\n', "\r\n");
-        assert_eq!(
-            only_problem(parse(&crlf)),
-            problem(Some(5), Some(2), "the product name is empty")
-        );
+        assert_eq!(only_problem(parse(&crlf)), problem(Some(5), Some(2), "the product name is empty"));
         let fixed = text.replace("2,,", "2,Hat,");
         let csv = parse(&fixed).expect("valid CSV");
         assert_eq!(csv.rows()[0].line, 2);
@@ -1193,13 +955,7 @@ https://img.example.com/b.jpg\"
             .has_headers(false)
             .from_reader(bytes)
             .records()
-            .map(|record| {
-                record
-                    .expect("output is valid CSV")
-                    .iter()
-                    .map(str::to_owned)
-                    .collect()
-            })
+            .map(|record| record.expect("output is valid CSV").iter().map(str::to_owned).collect())
             .collect()
     }
 
@@ -1260,10 +1016,7 @@ S. No.,Product Name,Input Image Urls
         let outputs = [Some("https://out.example.com/0.jpg".to_owned()), None, None];
         let records = read_back(&write_output_csv(&csv, &outputs).expect("written"));
         assert_eq!(records[1][0], "'-1");
-        assert_eq!(
-            records[1][1],
-            "'=HYPERLINK(\"https://evil.example.com\",\"click\")"
-        );
+        assert_eq!(records[1][1], "'=HYPERLINK(\"https://evil.example.com\",\"click\")");
         assert_eq!(records[1][2], "https://img.example.com/a.jpg");
         assert_eq!(records[2][1], "'@SUM(A1)");
         assert_eq!(records[3][1], "'+cmd");

@@ -2,6 +2,8 @@
 //! retry it (transient) or record it and move on (permanent). Each failure also has a stable
 //! `code` that users see in the status and the output CSV; messages may change, codes don't.
 
+use std::time::Duration;
+
 use crate::codec::CodecError;
 
 /// A failure of one of our own backing services (S3, SQS, DynamoDB, the network to them).
@@ -9,16 +11,10 @@ use crate::codec::CodecError;
 pub enum StoreError {
     /// Throttling, timeouts, 5xx, connection failures: the same call may succeed later.
     #[error("{service} is unavailable: {detail}")]
-    Unavailable {
-        service: &'static str,
-        detail: String,
-    },
+    Unavailable { service: &'static str, detail: String },
     /// The service refused the call as made (bad input, missing resource): retrying won't help.
     #[error("{service} refused the call: {detail}")]
-    Refused {
-        service: &'static str,
-        detail: String,
-    },
+    Refused { service: &'static str, detail: String },
 }
 
 impl StoreError {
@@ -98,6 +94,14 @@ impl ImageError {
 /// The code recorded when a transient failure outlived its last allowed attempt.
 pub const RETRIES_EXHAUSTED: &str = "retries_exhausted";
 
+/// How long a job waits before its next attempt after a transient failure on delivery
+/// number `receives` (1 for the first): doubling from `base`, at most `cap`. Without it the
+/// queue's visibility timeout, sized for crashed workers, would space retries minutes apart.
+pub fn retry_delay(receives: u32, base: Duration, cap: Duration) -> Duration {
+    let doublings = receives.saturating_sub(1).min(16);
+    base.saturating_mul(1 << doublings).min(cap)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,29 +116,25 @@ mod tests {
     }
 
     #[test]
+    fn retries_back_off_exponentially_up_to_a_cap() {
+        let (base, cap) = (Duration::from_secs(5), Duration::from_secs(60));
+        let delays: Vec<u64> = (1..=6).map(|n| retry_delay(n, base, cap).as_secs()).collect();
+        assert_eq!(delays, [5, 10, 20, 40, 60, 60]);
+        assert_eq!(retry_delay(u32::MAX, base, cap), cap);
+    }
+
+    #[test]
     fn codes_are_stable_names() {
-        assert_eq!(
-            ImageError::from(FetchError::Status(404)).code(),
-            "http_status_404"
-        );
-        assert_eq!(
-            ImageError::from(FetchError::TooLarge { limit: 1 }).code(),
-            "too_large_bytes"
-        );
-        assert_eq!(
-            ImageError::from(CodecError::NotAnImage).code(),
-            "not_an_image"
-        );
+        assert_eq!(ImageError::from(FetchError::Status(404)).code(), "http_status_404");
+        assert_eq!(ImageError::from(FetchError::TooLarge { limit: 1 }).code(), "too_large_bytes");
+        assert_eq!(ImageError::from(CodecError::NotAnImage).code(), "not_an_image");
     }
 
     #[test]
     fn image_problems_are_permanent_and_outages_transient() {
         assert!(!ImageError::from(CodecError::NotAnImage).is_transient());
         assert!(!ImageError::from(FetchError::TooLarge { limit: 1 }).is_transient());
-        let outage = StoreError::Unavailable {
-            service: "S3",
-            detail: "throttled".into(),
-        };
+        let outage = StoreError::Unavailable { service: "S3", detail: "throttled".into() };
         assert!(ImageError::from(outage).is_transient());
         assert!(ImageError::from(FetchError::Timeout { seconds: 5 }).is_transient());
     }

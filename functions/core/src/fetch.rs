@@ -48,13 +48,9 @@ impl HttpFetcher {
 
     fn classify(&self, error: reqwest::Error) -> FetchError {
         if error.is_timeout() {
-            FetchError::Timeout {
-                seconds: self.limits.total_timeout.as_secs(),
-            }
+            FetchError::Timeout { seconds: self.limits.total_timeout.as_secs() }
         } else if error.is_redirect() {
-            FetchError::TooManyRedirects {
-                limit: self.limits.max_redirects,
-            }
+            FetchError::TooManyRedirects { limit: self.limits.max_redirects }
         } else if error.is_connect() {
             FetchError::Connect
         } else {
@@ -83,10 +79,7 @@ impl Fetcher for HttpFetcher {
             return Err(FetchError::Status(status.as_u16()));
         }
         let limit = self.limits.max_bytes;
-        if response
-            .content_length()
-            .is_some_and(|length| length > limit)
-        {
+        if response.content_length().is_some_and(|length| length > limit) {
             return Err(FetchError::TooLarge { limit });
         }
         // Content-Length can lie or be absent: count while streaming.

@@ -8,8 +8,28 @@ use chrono::Utc;
 use crate::csv_rules::{CsvLimits, ValidatedCsv, write_output_csv};
 use crate::errors::StoreError;
 use crate::ports::{BlobStore, RequestTable, WebhookPayload, WebhookSender};
-use crate::request::{ImageState, RequestStatus, Transition, output_csv_key};
+use crate::request::{ImageState, RequestStatus, Transition, image_path, output_csv_key, output_csv_path};
 use crate::request_id::RequestId;
+
+/// How the output CSV and the webhook link to what was produced.
+#[derive(Clone, Debug)]
+pub enum Links {
+    /// Through the API (its base URL), which redirects to a fresh presigned URL each time:
+    /// links that last as long as the objects do.
+    Api { base_url: String },
+    /// Presigned S3 URLs, for deployments without a public API. They expire after
+    /// `lifetime` or with the credentials that signed them, whichever comes first.
+    Presigned { lifetime: Duration },
+}
+
+impl Links {
+    async fn link(&self, blobs: &dyn BlobStore, path: String, key: &str) -> Result<String, StoreError> {
+        match self {
+            Self::Api { base_url } => Ok(format!("{}{path}", base_url.trim_end_matches('/'))),
+            Self::Presigned { lifetime } => blobs.presigned_get_url(key, *lifetime).await,
+        }
+    }
+}
 
 pub struct FinishPorts<'a> {
     pub table: &'a dyn RequestTable,
@@ -46,34 +66,25 @@ impl FinishError {
 pub async fn finish_request(
     ports: FinishPorts<'_>,
     request_id: RequestId,
-    url_lifetime: Duration,
+    links: &Links,
 ) -> Result<Finished, FinishError> {
     let corrupt = |why: &str| FinishError::Corrupt(request_id, why.to_string());
-    let request = ports
-        .table
-        .get(request_id)
-        .await?
-        .ok_or_else(|| corrupt("no request item"))?;
+    let request = ports.table.get(request_id).await?.ok_or_else(|| corrupt("no request item"))?;
     if request.status.is_final() {
         return Ok(Finished::Already);
     }
 
     // The stored CSV passed validation at upload; read it back without limits so a later
     // change of limits cannot strand a request that was accepted under the old ones.
-    let csv_bytes = ports
-        .blobs
-        .get(&request.input_csv_key)
-        .await?
-        .ok_or_else(|| corrupt("input CSV missing"))?;
-    let csv = ValidatedCsv::parse(&csv_bytes, &CsvLimits::unlimited())
-        .map_err(|e| corrupt(&e.to_string()))?;
+    let csv_bytes = ports.blobs.get(&request.input_csv_key).await?.ok_or_else(|| corrupt("input CSV missing"))?;
+    let csv = ValidatedCsv::parse(&csv_bytes, &CsvLimits::unlimited()).map_err(|e| corrupt(&e.to_string()))?;
 
     let images = ports.table.images(request_id).await?;
     let mut outputs = Vec::with_capacity(images.len());
     for image in &images {
         outputs.push(match (&image.state, &image.output_key) {
             (ImageState::Done, Some(key)) => {
-                Some(ports.blobs.presigned_get_url(key, url_lifetime).await?)
+                Some(links.link(ports.blobs, image_path(request_id, image.image_index), key).await?)
             }
             _ => None,
         });
@@ -84,12 +95,7 @@ pub async fn finish_request(
 
     let status = RequestStatus::final_for(request.succeeded, request.failed);
     let now = Utc::now();
-    if ports
-        .table
-        .finish(request_id, status, Some(&csv_key), now)
-        .await?
-        == Transition::AlreadyDone
-    {
+    if ports.table.finish(request_id, status, Some(&csv_key), now).await? == Transition::AlreadyDone {
         return Ok(Finished::Already);
     }
 
@@ -100,10 +106,7 @@ pub async fn finish_request(
             total: request.total,
             succeeded: request.succeeded,
             failed: request.failed,
-            output_csv_url: ports
-                .blobs
-                .presigned_get_url(&csv_key, url_lifetime)
-                .await?,
+            output_csv_url: links.link(ports.blobs, output_csv_path(request_id), &csv_key).await?,
         };
         // The state flip above already happened once; a failed delivery is logged, not
         // retried through the stream, which would not send it again anyway.
@@ -134,6 +137,7 @@ mod tests {
         blobs: MemoryBlobs,
         webhooks: MemoryWebhooks,
         id: RequestId,
+        links: Links,
     }
 
     impl Fixture {
@@ -144,60 +148,36 @@ mod tests {
                 blobs: MemoryBlobs::default(),
                 webhooks: MemoryWebhooks::default(),
                 id: RequestId::new_random(),
+                links: Links::Presigned { lifetime: Duration::from_secs(60) },
             };
             let csv = ValidatedCsv::parse(CSV.as_bytes(), &CsvLimits::default()).unwrap();
             let hook = HttpUrl::parse("https://hooks.example/done").unwrap();
             let request = RequestRecord::new(fixture.id, 3, Some(hook), Utc::now());
-            fixture
-                .blobs
-                .put(&request.input_csv_key, CSV.into(), "text/csv")
-                .await
-                .unwrap();
+            fixture.blobs.put(&request.input_csv_key, CSV.into(), "text/csv").await.unwrap();
             let images: Vec<_> = csv
                 .images()
-                .map(|(index, row, url)| {
-                    ImageRecord::pending(fixture.id, index as u32, row as u32, url.clone())
-                })
+                .map(|(index, row, url)| ImageRecord::pending(fixture.id, index as u32, row as u32, url.clone()))
                 .collect();
             fixture.table.create(&request, &images).await.unwrap();
             for (index, done) in outcomes.iter().enumerate() {
                 let outcome = if *done {
-                    ImageOutcome::Done {
-                        output_key: format!("out/{index}.jpg"),
-                        bytes_in: 10,
-                        bytes_out: 5,
-                    }
+                    ImageOutcome::Done { output_key: format!("out/{index}.jpg"), bytes_in: 10, bytes_out: 5 }
                 } else {
-                    ImageOutcome::Failed {
-                        error_code: "http_status_404".into(),
-                        error_message: "gone".into(),
-                    }
+                    ImageOutcome::Failed { error_code: "http_status_404".into(), error_message: "gone".into() }
                 };
-                fixture
-                    .table
-                    .record(fixture.id, index as u32, &outcome, Utc::now())
-                    .await
-                    .unwrap();
+                fixture.table.record(fixture.id, index as u32, &outcome, Utc::now()).await.unwrap();
             }
             fixture
         }
 
         async fn finish(&self) -> Finished {
-            let ports = FinishPorts {
-                table: &self.table,
-                blobs: &self.blobs,
-                webhooks: &self.webhooks,
-            };
-            finish_request(ports, self.id, Duration::from_secs(60))
-                .await
-                .unwrap()
+            let ports = FinishPorts { table: &self.table, blobs: &self.blobs, webhooks: &self.webhooks };
+            finish_request(ports, self.id, &self.links).await.unwrap()
         }
 
         fn output_rows(&self) -> Vec<Vec<String>> {
             let objects = self.blobs.objects.lock().unwrap();
-            let (body, _) = objects
-                .get(&output_csv_key(self.id))
-                .expect("output CSV written");
+            let (body, _) = objects.get(&output_csv_key(self.id)).expect("output CSV written");
             csv::Reader::from_reader(body.as_slice())
                 .records()
                 .map(|record| record.unwrap().iter().map(String::from).collect())
@@ -208,10 +188,7 @@ mod tests {
     #[tokio::test]
     async fn a_failed_image_leaves_an_empty_slot_and_an_honest_status() {
         let fixture = Fixture::with_outcomes(&[true, false, true]).await;
-        assert_eq!(
-            fixture.finish().await,
-            Finished::Now(RequestStatus::CompletedWithErrors)
-        );
+        assert_eq!(fixture.finish().await, Finished::Now(RequestStatus::CompletedWithErrors));
 
         let rows = fixture.output_rows();
         assert_eq!(rows[0][3], "https://blobs.example/out/0.jpg,");
@@ -224,10 +201,7 @@ mod tests {
     #[tokio::test]
     async fn the_webhook_gets_the_final_counts_once_even_when_replayed() {
         let fixture = Fixture::with_outcomes(&[true, true, true]).await;
-        assert_eq!(
-            fixture.finish().await,
-            Finished::Now(RequestStatus::Completed)
-        );
+        assert_eq!(fixture.finish().await, Finished::Now(RequestStatus::Completed));
         assert_eq!(fixture.finish().await, Finished::Already);
 
         let sent = fixture.webhooks.sent.lock().unwrap();
@@ -235,26 +209,30 @@ mod tests {
         let (url, payload) = &sent[0];
         assert_eq!(url, "https://hooks.example/done");
         assert_eq!(
-            (
-                payload.status,
-                payload.total,
-                payload.succeeded,
-                payload.failed
-            ),
+            (payload.status, payload.total, payload.succeeded, payload.failed),
             (RequestStatus::Completed, 3, 3, 0)
         );
         assert!(payload.output_csv_url.ends_with("/output.csv"));
     }
 
     #[tokio::test]
+    async fn links_through_the_api_never_expire() {
+        let mut fixture = Fixture::with_outcomes(&[true, false, true]).await;
+        fixture.links = Links::Api { base_url: "https://api.example/".into() };
+        fixture.finish().await;
+
+        let id = fixture.id;
+        let rows = fixture.output_rows();
+        assert_eq!(rows[0][3], format!("https://api.example/api/requests/{id}/images/0,"));
+        assert_eq!(rows[1][3], format!("https://api.example/api/requests/{id}/images/2"));
+        let sent = fixture.webhooks.sent.lock().unwrap();
+        assert_eq!(sent[0].1.output_csv_url, format!("https://api.example/api/requests/{id}/output.csv"));
+    }
+
+    #[tokio::test]
     async fn every_image_failing_is_a_failed_request() {
         let fixture = Fixture::with_outcomes(&[false, false, false]).await;
         assert_eq!(fixture.finish().await, Finished::Now(RequestStatus::Failed));
-        assert!(
-            fixture
-                .output_rows()
-                .iter()
-                .all(|row| row[3].chars().all(|c| c == ','))
-        );
+        assert!(fixture.output_rows().iter().all(|row| row[3].chars().all(|c| c == ',')));
     }
 }

@@ -50,9 +50,7 @@ impl HttpUrl {
             other => InvalidUrl::Malformed(other.to_string()),
         })?;
         if !matches!(url.scheme(), "http" | "https") {
-            return Err(InvalidUrl::SchemeNotAllowed {
-                found: url.scheme().to_owned(),
-            });
+            return Err(InvalidUrl::SchemeNotAllowed { found: url.scheme().to_owned() });
         }
         if url.host_str().is_none_or(str::is_empty) {
             return Err(InvalidUrl::NoHost);
@@ -98,10 +96,7 @@ mod tests {
 
     #[test]
     fn accepts_http_and_https_urls() {
-        for input in [
-            "http://example.com/a.jpg",
-            "https://cdn.example.com/img/b.png?w=200",
-        ] {
+        for input in ["http://example.com/a.jpg", "https://cdn.example.com/img/b.png?w=200"] {
             let url = HttpUrl::parse(input).expect("valid URL");
             assert_eq!(url.as_str(), input);
         }
@@ -129,16 +124,9 @@ mod tests {
     fn other_schemes_are_rejected() {
         let error = HttpUrl::parse("ftp://example.com/a.jpg").unwrap_err();
         assert_eq!(error.to_string(), "scheme must be http or https, found ftp");
-        for input in [
-            "file:///etc/passwd",
-            "javascript:alert(1)",
-            "data:image/png;base64,AAAA",
-        ] {
+        for input in ["file:///etc/passwd", "javascript:alert(1)", "data:image/png;base64,AAAA"] {
             assert!(
-                matches!(
-                    HttpUrl::parse(input),
-                    Err(InvalidUrl::SchemeNotAllowed { .. })
-                ),
+                matches!(HttpUrl::parse(input), Err(InvalidUrl::SchemeNotAllowed { .. })),
                 "{input} should be refused"
             );
         }
@@ -155,16 +143,10 @@ mod tests {
 
     #[test]
     fn credentials_are_rejected() {
-        for input in [
-            "https://user:secret@example.com/a.jpg",
-            "https://user@example.com/a.jpg",
-        ] {
+        for input in ["https://user:secret@example.com/a.jpg", "https://user@example.com/a.jpg"] {
             let error = HttpUrl::parse(input).unwrap_err();
             assert_eq!(error, InvalidUrl::HasCredentials, "{input}");
-            assert_eq!(
-                error.to_string(),
-                "URL must not contain a user name or password"
-            );
+            assert_eq!(error.to_string(), "URL must not contain a user name or password");
         }
     }
 

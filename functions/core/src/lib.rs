@@ -17,4 +17,5 @@ pub mod ports;
 pub mod process_image;
 pub mod request;
 pub mod request_id;
+pub mod sweep;
 pub mod webhook;

@@ -11,12 +11,9 @@ use chrono::{DateTime, Utc};
 use crate::errors::{FetchError, StoreError};
 use crate::http_url::HttpUrl;
 use crate::ports::{
-    BlobStore, Fetcher, ImageResults, JobQueue, RequestTable, WebhookError, WebhookPayload,
-    WebhookSender,
+    BlobStore, Fetcher, ImageResults, JobQueue, RequestTable, WebhookError, WebhookPayload, WebhookSender,
 };
-use crate::request::{
-    ImageJob, ImageOutcome, ImageRecord, ImageState, RequestRecord, RequestStatus, Transition,
-};
+use crate::request::{ImageJob, ImageOutcome, ImageRecord, ImageState, RequestRecord, RequestStatus, Transition};
 use crate::request_id::RequestId;
 
 #[derive(Default)]
@@ -27,27 +24,15 @@ pub struct MemoryBlobs {
 #[async_trait]
 impl BlobStore for MemoryBlobs {
     async fn put(&self, key: &str, body: Vec<u8>, content_type: &str) -> Result<(), StoreError> {
-        self.objects
-            .lock()
-            .unwrap()
-            .insert(key.into(), (body, content_type.into()));
+        self.objects.lock().unwrap().insert(key.into(), (body, content_type.into()));
         Ok(())
     }
 
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self
-            .objects
-            .lock()
-            .unwrap()
-            .get(key)
-            .map(|(body, _)| body.clone()))
+        Ok(self.objects.lock().unwrap().get(key).map(|(body, _)| body.clone()))
     }
 
-    async fn presigned_get_url(
-        &self,
-        key: &str,
-        _expires_in: Duration,
-    ) -> Result<String, StoreError> {
+    async fn presigned_get_url(&self, key: &str, _expires_in: Duration) -> Result<String, StoreError> {
         Ok(format!("https://blobs.example/{key}"))
     }
 }
@@ -63,10 +48,7 @@ pub struct MemoryQueue {
 impl JobQueue for MemoryQueue {
     async fn enqueue(&self, jobs: &[ImageJob]) -> Result<(), StoreError> {
         if self.unavailable.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(StoreError::Unavailable {
-                service: "SQS",
-                detail: "simulated outage".into(),
-            });
+            return Err(StoreError::Unavailable { service: "SQS", detail: "simulated outage".into() });
         }
         self.jobs.lock().unwrap().extend_from_slice(jobs);
         Ok(())
@@ -86,23 +68,13 @@ struct TableState {
 
 #[async_trait]
 impl RequestTable for MemoryTable {
-    async fn create(
-        &self,
-        request: &RequestRecord,
-        images: &[ImageRecord],
-    ) -> Result<(), StoreError> {
+    async fn create(&self, request: &RequestRecord, images: &[ImageRecord]) -> Result<(), StoreError> {
         let mut state = self.state.lock().unwrap();
         if state.requests.contains_key(&request.request_id) {
-            return Err(StoreError::Refused {
-                service: "table",
-                detail: "request exists".into(),
-            });
+            return Err(StoreError::Refused { service: "table", detail: "request exists".into() });
         }
         state.requests.insert(request.request_id, request.clone());
-        let by_index = images
-            .iter()
-            .map(|image| (image.image_index, image.clone()))
-            .collect();
+        let by_index = images.iter().map(|image| (image.image_index, image.clone())).collect();
         state.images.insert(request.request_id, by_index);
         Ok(())
     }
@@ -113,18 +85,31 @@ impl RequestTable for MemoryTable {
 
     async fn images(&self, id: RequestId) -> Result<Vec<ImageRecord>, StoreError> {
         let state = self.state.lock().unwrap();
-        Ok(state
-            .images
-            .get(&id)
-            .map(|images| images.values().cloned().collect())
-            .unwrap_or_default())
+        Ok(state.images.get(&id).map(|images| images.values().cloned().collect()).unwrap_or_default())
     }
 
-    async fn mark_processing(
+    async fn images_page(
         &self,
         id: RequestId,
-        now: DateTime<Utc>,
-    ) -> Result<Transition, StoreError> {
+        after: Option<u32>,
+        limit: u32,
+    ) -> Result<(Vec<ImageRecord>, Option<u32>), StoreError> {
+        let state = self.state.lock().unwrap();
+        let Some(images) = state.images.get(&id) else { return Ok((Vec::new(), None)) };
+        let start = after.map_or(0, |index| index + 1);
+        let page: Vec<ImageRecord> =
+            images.range(start..).take(limit as usize).map(|(_, image)| image.clone()).collect();
+        let next = page.last().filter(|_| page.len() == limit as usize).map(|image| image.image_index);
+        Ok((page, next))
+    }
+
+    async fn idle_requests(&self, cutoff: DateTime<Utc>) -> Result<Vec<RequestId>, StoreError> {
+        let state = self.state.lock().unwrap();
+        let idle = state.requests.values().filter(|r| !r.status.is_final() && r.updated_at < cutoff);
+        Ok(idle.map(|request| request.request_id).collect())
+    }
+
+    async fn mark_processing(&self, id: RequestId, now: DateTime<Utc>) -> Result<Transition, StoreError> {
         let mut state = self.state.lock().unwrap();
         match state.requests.get_mut(&id) {
             Some(request) if request.status == RequestStatus::Pending => {
@@ -168,34 +153,21 @@ impl ImageResults for MemoryTable {
     ) -> Result<Transition, StoreError> {
         let mut state = self.state.lock().unwrap();
         let TableState { requests, images } = &mut *state;
-        let missing = || StoreError::Refused {
-            service: "table",
-            detail: "no such image".into(),
-        };
+        let missing = || StoreError::Refused { service: "table", detail: "no such image".into() };
         let request = requests.get_mut(&id).ok_or_else(missing)?;
-        let image = images
-            .get_mut(&id)
-            .and_then(|images| images.get_mut(&image_index))
-            .ok_or_else(missing)?;
+        let image = images.get_mut(&id).and_then(|images| images.get_mut(&image_index)).ok_or_else(missing)?;
         if image.state != ImageState::Pending {
             return Ok(Transition::AlreadyDone);
         }
         image.state = outcome.state();
         match outcome {
-            ImageOutcome::Done {
-                output_key,
-                bytes_in,
-                bytes_out,
-            } => {
+            ImageOutcome::Done { output_key, bytes_in, bytes_out } => {
                 image.output_key = Some(output_key.clone());
                 image.bytes_in = Some(*bytes_in);
                 image.bytes_out = Some(*bytes_out);
                 request.succeeded += 1;
             }
-            ImageOutcome::Failed {
-                error_code,
-                error_message,
-            } => {
+            ImageOutcome::Failed { error_code, error_message } => {
                 image.error_code = Some(error_code.clone());
                 image.error_message = Some(error_message.clone());
                 request.failed += 1;
@@ -232,10 +204,7 @@ pub struct MemoryWebhooks {
 #[async_trait]
 impl WebhookSender for MemoryWebhooks {
     async fn send(&self, url: &HttpUrl, payload: &WebhookPayload) -> Result<(), WebhookError> {
-        self.sent
-            .lock()
-            .unwrap()
-            .push((url.as_str().into(), payload.clone()));
+        self.sent.lock().unwrap().push((url.as_str().into(), payload.clone()));
         Ok(())
     }
 }

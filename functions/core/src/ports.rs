@@ -10,9 +10,7 @@ use serde::Serialize;
 
 use crate::errors::{FetchError, StoreError};
 use crate::http_url::HttpUrl;
-use crate::request::{
-    ImageJob, ImageOutcome, ImageRecord, RequestRecord, RequestStatus, Transition,
-};
+use crate::request::{ImageJob, ImageOutcome, ImageRecord, RequestRecord, RequestStatus, Transition};
 use crate::request_id::RequestId;
 
 #[async_trait]
@@ -21,11 +19,7 @@ pub trait BlobStore: Send + Sync {
     /// `None` when there is no object under `key`.
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// A URL anyone can GET the object from until it expires.
-    async fn presigned_get_url(
-        &self,
-        key: &str,
-        expires_in: Duration,
-    ) -> Result<String, StoreError>;
+    async fn presigned_get_url(&self, key: &str, expires_in: Duration) -> Result<String, StoreError>;
 }
 
 #[async_trait]
@@ -38,21 +32,23 @@ pub trait JobQueue: Send + Sync {
 #[async_trait]
 pub trait RequestTable: Send + Sync {
     /// Writes the request and one PENDING item per image.
-    async fn create(
-        &self,
-        request: &RequestRecord,
-        images: &[ImageRecord],
-    ) -> Result<(), StoreError>;
+    async fn create(&self, request: &RequestRecord, images: &[ImageRecord]) -> Result<(), StoreError>;
     async fn get(&self, id: RequestId) -> Result<Option<RequestRecord>, StoreError>;
     /// Every image of the request, in `image_index` order.
     async fn images(&self, id: RequestId) -> Result<Vec<ImageRecord>, StoreError>;
-    /// `pending -> processing`, once its jobs are queued. Does nothing if the request has
-    /// moved on already (its images may all be done before this call).
-    async fn mark_processing(
+    /// Up to `limit` images with an index above `after`, in order, and the index to continue
+    /// after if there may be more.
+    async fn images_page(
         &self,
         id: RequestId,
-        now: DateTime<Utc>,
-    ) -> Result<Transition, StoreError>;
+        after: Option<u32>,
+        limit: u32,
+    ) -> Result<(Vec<ImageRecord>, Option<u32>), StoreError>;
+    /// Requests not final yet whose last progress (`updated_at`) is before `cutoff`.
+    async fn idle_requests(&self, cutoff: DateTime<Utc>) -> Result<Vec<RequestId>, StoreError>;
+    /// `pending -> processing`, once its jobs are queued. Does nothing if the request has
+    /// moved on already (its images may all be done before this call).
+    async fn mark_processing(&self, id: RequestId, now: DateTime<Utc>) -> Result<Transition, StoreError>;
     /// Moves a request that is not final yet to its final `status`, once.
     async fn finish(
         &self,

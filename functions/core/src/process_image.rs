@@ -41,16 +41,10 @@ pub async fn process_image(
             error_code: RETRIES_EXHAUSTED.into(),
             error_message: format!("gave up after the last attempt: {error}"),
         },
-        Err(error) => ImageOutcome::Failed {
-            error_code: error.code(),
-            error_message: error.to_string(),
-        },
+        Err(error) => ImageOutcome::Failed { error_code: error.code(), error_message: error.to_string() },
     };
     let started = Instant::now();
-    let recorded = ports
-        .results
-        .record(job.request_id, job.image_index, &outcome, Utc::now())
-        .await;
+    let recorded = ports.results.record(job.request_id, job.image_index, &outcome, Utc::now()).await;
     tracing::info!(
         request_id = %job.request_id,
         image_index = job.image_index,
@@ -77,25 +71,17 @@ async fn compress_and_store(
 
     let stage = Stage::start(job, "compress");
     let limits = limits.clone();
-    let compressed: Compressed =
-        tokio::task::spawn_blocking(move || codec::compress(&input, &limits))
-            .await
-            .map_err(|panic| CodecError::Decode(format!("the decoder crashed: {panic}")))??;
+    let compressed: Compressed = tokio::task::spawn_blocking(move || codec::compress(&input, &limits))
+        .await
+        .map_err(|panic| CodecError::Decode(format!("the decoder crashed: {panic}")))??;
     stage.end();
 
     let stage = Stage::start(job, "upload");
     let output_key = output_image_key(job.request_id, job.image_index);
     let bytes_out = compressed.jpeg.len() as u64;
-    ports
-        .blobs
-        .put(&output_key, compressed.jpeg, "image/jpeg")
-        .await?;
+    ports.blobs.put(&output_key, compressed.jpeg, "image/jpeg").await?;
     stage.end();
-    Ok(ImageOutcome::Done {
-        output_key,
-        bytes_in,
-        bytes_out,
-    })
+    Ok(ImageOutcome::Done { output_key, bytes_in, bytes_out })
 }
 
 /// Logs one line per stage with its duration, for the person on call.
@@ -107,11 +93,7 @@ struct Stage<'a> {
 
 impl<'a> Stage<'a> {
     fn start(job: &'a ImageJob, name: &'static str) -> Self {
-        Self {
-            job,
-            name,
-            started: Instant::now(),
-        }
+        Self { job, name, started: Instant::now() }
     }
 
     fn end(self) {
@@ -136,12 +118,9 @@ mod tests {
     use crate::request_id::RequestId;
 
     fn png_bytes() -> Vec<u8> {
-        let image =
-            image::RgbImage::from_fn(64, 48, |x, y| image::Rgb([x as u8 * 3, y as u8 * 5, 90]));
+        let image = image::RgbImage::from_fn(64, 48, |x, y| image::Rgb([x as u8 * 3, y as u8 * 5, 90]));
         let mut bytes = Vec::new();
-        image
-            .write_to(&mut Cursor::new(&mut bytes), image::ImageFormat::Png)
-            .unwrap();
+        image.write_to(&mut Cursor::new(&mut bytes), image::ImageFormat::Png).unwrap();
         bytes
     }
 
@@ -158,35 +137,14 @@ mod tests {
             let request_id = RequestId::new_random();
             let table = MemoryTable::default();
             let request = RequestRecord::new(request_id, 1, None, Utc::now());
-            table
-                .create(
-                    &request,
-                    &[ImageRecord::pending(request_id, 0, 0, url.clone())],
-                )
-                .await
-                .unwrap();
-            let fetcher = MemoryFetcher {
-                responses: [(url.to_string(), response)].into(),
-            };
-            let job = ImageJob {
-                request_id,
-                image_index: 0,
-                url,
-            };
-            Self {
-                fetcher,
-                blobs: MemoryBlobs::default(),
-                table,
-                job,
-            }
+            table.create(&request, &[ImageRecord::pending(request_id, 0, 0, url.clone())]).await.unwrap();
+            let fetcher = MemoryFetcher { responses: [(url.to_string(), response)].into() };
+            let job = ImageJob { request_id, image_index: 0, url };
+            Self { fetcher, blobs: MemoryBlobs::default(), table, job }
         }
 
         async fn run(&self, last_attempt: bool) -> JobResult {
-            let ports = ProcessPorts {
-                fetcher: &self.fetcher,
-                blobs: &self.blobs,
-                results: &self.table,
-            };
+            let ports = ProcessPorts { fetcher: &self.fetcher, blobs: &self.blobs, results: &self.table };
             process_image(ports, &self.job, &CodecLimits::default(), last_attempt).await
         }
 
@@ -198,30 +156,14 @@ mod tests {
     #[tokio::test]
     async fn an_image_is_compressed_stored_and_counted() {
         let fixture = Fixture::new(Ok(png_bytes())).await;
-        assert!(matches!(
-            fixture.run(false).await,
-            JobResult::Recorded(ImageOutcome::Done { .. })
-        ));
+        assert!(matches!(fixture.run(false).await, JobResult::Recorded(ImageOutcome::Done { .. })));
 
         let key = output_image_key(fixture.job.request_id, 0);
-        let stored = fixture
-            .blobs
-            .objects
-            .lock()
-            .unwrap()
-            .get(&key)
-            .cloned()
-            .unwrap();
+        let stored = fixture.blobs.objects.lock().unwrap().get(&key).cloned().unwrap();
         assert_eq!(stored.1, "image/jpeg");
-        assert_eq!(
-            image::guess_format(&stored.0).unwrap(),
-            image::ImageFormat::Jpeg
-        );
+        assert_eq!(image::guess_format(&stored.0).unwrap(), image::ImageFormat::Jpeg);
         let request = fixture.request().await;
-        assert_eq!(
-            (request.succeeded, request.failed, request.remaining),
-            (1, 0, 0)
-        );
+        assert_eq!((request.succeeded, request.failed, request.remaining), (1, 0, 0));
     }
 
     #[tokio::test]
@@ -236,8 +178,7 @@ mod tests {
     #[tokio::test]
     async fn a_missing_image_is_recorded_as_failed_not_retried() {
         let fixture = Fixture::new(Err(404)).await;
-        let JobResult::Recorded(ImageOutcome::Failed { error_code, .. }) = fixture.run(false).await
-        else {
+        let JobResult::Recorded(ImageOutcome::Failed { error_code, .. }) = fixture.run(false).await else {
             panic!("a 404 must be recorded");
         };
         assert_eq!(error_code, "http_status_404");
@@ -247,8 +188,7 @@ mod tests {
     #[tokio::test]
     async fn not_an_image_is_recorded_as_failed() {
         let fixture = Fixture::new(Ok(b"<html><body>nope</body></html>".to_vec())).await;
-        let JobResult::Recorded(ImageOutcome::Failed { error_code, .. }) = fixture.run(false).await
-        else {
+        let JobResult::Recorded(ImageOutcome::Failed { error_code, .. }) = fixture.run(false).await else {
             panic!("HTML must be recorded as a failure");
         };
         assert_eq!(error_code, "not_an_image");
@@ -258,14 +198,9 @@ mod tests {
     async fn a_server_error_is_retried_until_the_last_attempt() {
         let fixture = Fixture::new(Err(503)).await;
         assert!(matches!(fixture.run(false).await, JobResult::Retry(_)));
-        assert_eq!(
-            fixture.request().await.remaining,
-            1,
-            "a retry records nothing"
-        );
+        assert_eq!(fixture.request().await.remaining, 1, "a retry records nothing");
 
-        let JobResult::Recorded(ImageOutcome::Failed { error_code, .. }) = fixture.run(true).await
-        else {
+        let JobResult::Recorded(ImageOutcome::Failed { error_code, .. }) = fixture.run(true).await else {
             panic!("the last attempt must record a result");
         };
         assert_eq!(error_code, RETRIES_EXHAUSTED);

@@ -25,10 +25,7 @@ pub enum RequestStatus {
 
 impl RequestStatus {
     pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            Self::Completed | Self::CompletedWithErrors | Self::Failed
-        )
+        matches!(self, Self::Completed | Self::CompletedWithErrors | Self::Failed)
     }
 
     /// The honest summary once every image has a result: `completed` only if every image
@@ -92,12 +89,7 @@ pub struct RequestRecord {
 }
 
 impl RequestRecord {
-    pub fn new(
-        request_id: RequestId,
-        total: u64,
-        webhook_url: Option<HttpUrl>,
-        now: DateTime<Utc>,
-    ) -> Self {
+    pub fn new(request_id: RequestId, total: u64, webhook_url: Option<HttpUrl>, now: DateTime<Utc>) -> Self {
         Self {
             request_id,
             status: RequestStatus::Pending,
@@ -161,15 +153,8 @@ impl ImageRecord {
 /// The result of one image, recorded once.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ImageOutcome {
-    Done {
-        output_key: String,
-        bytes_in: u64,
-        bytes_out: u64,
-    },
-    Failed {
-        error_code: String,
-        error_message: String,
-    },
+    Done { output_key: String, bytes_in: u64, bytes_out: u64 },
+    Failed { error_code: String, error_message: String },
 }
 
 impl ImageOutcome {
@@ -203,6 +188,17 @@ pub fn finishes_request(old_remaining: Option<u64>, new_remaining: Option<u64>) 
     matches!((old_remaining, new_remaining), (Some(old), Some(0)) if old > 0)
 }
 
+/// The API path that redirects to an output image. Links in output CSVs use it rather than
+/// presigned S3 URLs, which stop working when the credentials that signed them expire.
+pub fn image_path(id: RequestId, image_index: u32) -> String {
+    format!("/api/requests/{id}/images/{image_index}")
+}
+
+/// The API path that redirects to a request's output CSV.
+pub fn output_csv_path(id: RequestId) -> String {
+    format!("/api/requests/{id}/output.csv")
+}
+
 /// Where the uploaded CSV is kept.
 pub fn input_csv_key(id: RequestId) -> String {
     format!("requests/{id}/input.csv")
@@ -225,25 +221,16 @@ mod tests {
     #[test]
     fn final_status_is_honest_about_failures() {
         assert_eq!(RequestStatus::final_for(3, 0), RequestStatus::Completed);
-        assert_eq!(
-            RequestStatus::final_for(2, 1),
-            RequestStatus::CompletedWithErrors
-        );
+        assert_eq!(RequestStatus::final_for(2, 1), RequestStatus::CompletedWithErrors);
         assert_eq!(RequestStatus::final_for(0, 3), RequestStatus::Failed);
     }
 
     #[test]
     fn only_the_transition_to_zero_finishes_a_request() {
         assert!(finishes_request(Some(1), Some(0)));
-        assert!(
-            !finishes_request(Some(0), Some(0)),
-            "a later write on a finished request"
-        );
+        assert!(!finishes_request(Some(0), Some(0)), "a later write on a finished request");
         assert!(!finishes_request(Some(2), Some(1)));
-        assert!(
-            !finishes_request(None, Some(0)),
-            "the insert of an empty request"
-        );
+        assert!(!finishes_request(None, Some(0)), "the insert of an empty request");
         assert!(!finishes_request(Some(1), None));
     }
 
@@ -252,29 +239,20 @@ mod tests {
         let mut request = RequestRecord::new(RequestId::new_random(), 5, None, Utc::now());
         request.succeeded = 2;
         request.failed = 1;
-        assert_eq!(
-            request.pending() + request.succeeded + request.failed,
-            request.total
-        );
+        assert_eq!(request.pending() + request.succeeded + request.failed, request.total);
     }
 
     #[test]
     fn statuses_serialise_as_the_api_shows_them() {
         let json = serde_json::to_string(&RequestStatus::CompletedWithErrors).unwrap();
         assert_eq!(json, "\"completed_with_errors\"");
-        assert_eq!(
-            RequestStatus::CompletedWithErrors.as_str(),
-            "completed_with_errors"
-        );
+        assert_eq!(RequestStatus::CompletedWithErrors.as_str(), "completed_with_errors");
         assert!(!RequestStatus::Processing.is_final());
     }
 
     #[test]
     fn output_keys_are_deterministic() {
         let id: RequestId = "6f1c1f7e-8a3e-4a47-9b7e-0d6b7b0f3a11".parse().unwrap();
-        assert_eq!(
-            output_image_key(id, 7),
-            "output/6f1c1f7e-8a3e-4a47-9b7e-0d6b7b0f3a11/00007.jpg"
-        );
+        assert_eq!(output_image_key(id, 7), "output/6f1c1f7e-8a3e-4a47-9b7e-0d6b7b0f3a11/00007.jpg");
     }
 }

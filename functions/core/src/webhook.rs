@@ -21,20 +21,12 @@ impl HttpWebhookSender {
             .no_proxy()
             .user_agent(concat!("imgpipe/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        Ok(Self {
-            client,
-            attempts: attempts.max(1),
-        })
+        Ok(Self { client, attempts: attempts.max(1) })
     }
 
     async fn attempt(&self, url: &HttpUrl, payload: &WebhookPayload) -> Result<(), String> {
-        let response = self
-            .client
-            .post(url.as_str())
-            .json(payload)
-            .send()
-            .await
-            .map_err(|e| e.without_url().to_string())?;
+        let response =
+            self.client.post(url.as_str()).json(payload).send().await.map_err(|e| e.without_url().to_string())?;
         match response.status() {
             status if status.is_success() => Ok(()),
             status => Err(format!("the receiver answered HTTP {}", status.as_u16())),
@@ -55,9 +47,6 @@ impl WebhookSender for HttpWebhookSender {
                 Err(error) => last_error = error,
             }
         }
-        Err(WebhookError(format!(
-            "{} attempts: {last_error}",
-            self.attempts
-        )))
+        Err(WebhookError(format!("{} attempts: {last_error}", self.attempts)))
     }
 }

@@ -1,17 +1,33 @@
+use std::time::Duration;
+
 use aws_lambda_events::dynamodb::{Event, EventRecord};
+use aws_lambda_events::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 use imgpipe_core::aws::{DynamoTable, S3Blobs};
 use imgpipe_core::config::NotifierConfig;
 use imgpipe_core::finish_request::{FinishPorts, Finished, finish_request};
 use imgpipe_core::request::finishes_request;
 use imgpipe_core::request_id::RequestId;
+use imgpipe_core::sweep::{SweepPorts, sweep_idle_requests};
 use imgpipe_core::webhook::HttpWebhookSender;
 use serde::Deserialize;
+use serde_json::Value;
 
 pub struct Notifier {
     pub table: DynamoTable,
     pub blobs: S3Blobs,
     pub webhooks: HttpWebhookSender,
     pub config: NotifierConfig,
+}
+
+/// What the schedule sends (template.yaml): sweep requests idle for `idle_seconds`.
+#[derive(Deserialize)]
+struct SweepEvent {
+    sweep: SweepSettings,
+}
+
+#[derive(Deserialize)]
+struct SweepSettings {
+    idle_seconds: u64,
 }
 
 /// The parts of a request item's stream image the notifier reads.
@@ -24,36 +40,51 @@ struct Counters {
 /// The request a stream record finishes, if it is the write that took `remaining` to 0.
 fn finished_request(record: &EventRecord) -> Option<RequestId> {
     let new: Counters = serde_dynamo::from_item(record.change.new_image.clone()).ok()?;
-    let old_remaining = serde_dynamo::from_item::<_, Counters>(record.change.old_image.clone())
-        .ok()?
-        .remaining;
+    let old_remaining = serde_dynamo::from_item::<_, Counters>(record.change.old_image.clone()).ok()?.remaining;
     finishes_request(old_remaining, new.remaining).then_some(new.request_id)
 }
 
 impl Notifier {
-    /// Records are handled in order. Finishing is idempotent, so on a transient failure the
-    /// whole batch is handed back and replayed: records already handled change nothing.
-    pub async fn handle(&self, event: Event) -> Result<(), lambda_runtime::Error> {
+    fn finish_ports(&self) -> FinishPorts<'_> {
+        FinishPorts { table: &self.table, blobs: &self.blobs, webhooks: &self.webhooks }
+    }
+
+    /// Two event sources: the table's stream, and the schedule that runs the sweeper.
+    pub async fn handle(&self, event: Value) -> Result<Value, lambda_runtime::Error> {
+        if let Ok(sweep) = serde_json::from_value::<SweepEvent>(event.clone()) {
+            let ports = SweepPorts { finish: self.finish_ports(), results: &self.table };
+            let idle = Duration::from_secs(sweep.sweep.idle_seconds);
+            let report = sweep_idle_requests(ports, idle, &self.config.links).await?;
+            tracing::info!(stage = "sweep", finished = report.requests_finished, timed_out = report.images_timed_out);
+            return Ok(serde_json::to_value(report)?);
+        }
+        let records: Event = serde_json::from_value(event)?;
+        Ok(serde_json::to_value(self.handle_records(records).await)?)
+    }
+
+    /// Records in order. On a transient failure, that record's sequence number goes back to
+    /// the stream and nothing after it is handled; Lambda resumes from it. Finishing is
+    /// idempotent, so records replayed after it change nothing.
+    async fn handle_records(&self, event: Event) -> DynamoDbEventResponse {
+        let mut response = DynamoDbEventResponse::default();
         for record in &event.records {
-            let Some(request_id) = finished_request(record) else {
-                continue;
-            };
-            let ports = FinishPorts {
-                table: &self.table,
-                blobs: &self.blobs,
-                webhooks: &self.webhooks,
-            };
-            match finish_request(ports, request_id, self.config.url_lifetime).await {
+            let Some(request_id) = finished_request(record) else { continue };
+            match finish_request(self.finish_ports(), request_id, &self.config.links).await {
                 Ok(Finished::Now(status)) => {
                     tracing::info!(request_id = %request_id, stage = "finished", status = status.as_str());
                 }
                 Ok(Finished::Already) => tracing::info!(request_id = %request_id, stage = "replay"),
-                Err(error) if error.is_transient() => return Err(error.into()),
-                Err(error) => {
-                    tracing::error!(request_id = %request_id, stage = "finish", error = %error)
+                Err(error) if error.is_transient() => {
+                    tracing::warn!(request_id = %request_id, stage = "finish", error = %error);
+                    let mut failure = DynamoDbBatchItemFailure::default();
+                    failure.item_identifier = record.change.sequence_number.clone();
+                    response.batch_item_failures.push(failure);
+                    break;
                 }
+                // Retrying cannot help; the sweeper reports it again if the request stays open.
+                Err(error) => tracing::error!(request_id = %request_id, stage = "finish", error = %error),
             }
         }
-        Ok(())
+        response
     }
 }

@@ -19,8 +19,5 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         webhooks: HttpWebhookSender::new(config.webhook_timeout, config.webhook_attempts)?,
         config,
     };
-    lambda_runtime::run(service_fn(|event: LambdaEvent<_>| {
-        notifier.handle(event.payload)
-    }))
-    .await
+    lambda_runtime::run(service_fn(|event: LambdaEvent<_>| notifier.handle(event.payload))).await
 }

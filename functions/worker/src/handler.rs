@@ -1,23 +1,34 @@
+use std::time::{Duration, SystemTime};
+
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use chrono::Utc;
 use futures::{StreamExt, stream};
-use imgpipe_core::aws::{DynamoTable, S3Blobs};
+use imgpipe_core::aws::{DynamoTable, S3Blobs, SqsQueue};
 use imgpipe_core::config::WorkerConfig;
+use imgpipe_core::errors::{RETRIES_EXHAUSTED, retry_delay};
 use imgpipe_core::fetch::HttpFetcher;
+use imgpipe_core::ports::ImageResults;
 use imgpipe_core::process_image::{JobResult, ProcessPorts, process_image};
-use imgpipe_core::request::ImageJob;
+use imgpipe_core::request::{ImageJob, ImageOutcome};
+use lambda_runtime::LambdaEvent;
 
 pub struct Worker {
     pub fetcher: HttpFetcher,
     pub blobs: S3Blobs,
     pub table: DynamoTable,
+    pub queue: SqsQueue,
     pub config: WorkerConfig,
 }
 
+/// The message id to hand back to the queue, when the job must be delivered again.
+type Retry = Option<String>;
+
 impl Worker {
     /// Never fails as a whole: each message is acknowledged or handed back on its own.
-    pub async fn handle(&self, event: SqsEvent) -> Result<SqsBatchResponse, lambda_runtime::Error> {
-        let retries: Vec<String> = stream::iter(event.records)
-            .map(|message| self.handle_message(message))
+    pub async fn handle(&self, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchResponse, lambda_runtime::Error> {
+        let deadline = event.context.deadline();
+        let retries: Vec<String> = stream::iter(event.payload.records)
+            .map(|message| self.handle_message(message, deadline))
             .buffer_unordered(self.config.concurrency.max(1))
             .filter_map(|retry| async move { retry })
             .collect()
@@ -34,41 +45,73 @@ impl Worker {
         Ok(response)
     }
 
-    /// The message id to hand back to the queue, if the job should be delivered again.
-    async fn handle_message(&self, message: SqsMessage) -> Option<String> {
-        let message_id = message.message_id.unwrap_or_default();
+    async fn handle_message(&self, message: SqsMessage, deadline: SystemTime) -> Retry {
+        let message_id = message.message_id.clone().unwrap_or_default();
         let job: ImageJob = match serde_json::from_str(message.body.as_deref().unwrap_or("")) {
             Ok(job) => job,
             Err(error) => {
                 // Only our API writes this queue; a body we cannot read will never become
-                // readable, so retrying it would only delay its trip to the DLQ.
+                // readable, and names no image we could record a failure for.
                 tracing::error!(stage = "decode_message", message_id, error = %error);
                 return None;
             }
         };
-        let receives: u32 = message
-            .attributes
-            .get("ApproximateReceiveCount")
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(1);
+        if message.event_source_arn.is_some() && message.event_source_arn == self.config.dead_letters_arn {
+            return self.record_dead_letter(&job, &message_id).await;
+        }
+        let time_left = deadline.duration_since(SystemTime::now()).unwrap_or_default();
+        if time_left < self.config.job_time_reserve() {
+            // Too late to finish it before the Lambda is stopped: hand it back unstarted.
+            self.redeliver(&message, &job, Duration::ZERO).await;
+            return Some(message_id);
+        }
+
+        let receives: u32 = message.attributes.get("ApproximateReceiveCount").and_then(|n| n.parse().ok()).unwrap_or(1);
         let last_attempt = receives >= self.config.max_receives;
-        let ports = ProcessPorts {
-            fetcher: &self.fetcher,
-            blobs: &self.blobs,
-            results: &self.table,
-        };
+        let ports = ProcessPorts { fetcher: &self.fetcher, blobs: &self.blobs, results: &self.table };
         match process_image(ports, &job, &self.config.codec, last_attempt).await {
             JobResult::Recorded(_) | JobResult::Duplicate => None,
             JobResult::Retry(error) => {
+                let delay = retry_delay(receives, self.config.retry_base, self.config.retry_cap);
                 tracing::warn!(
                     request_id = %job.request_id,
                     image_index = job.image_index,
                     stage = "retry",
                     receives,
+                    retry_in_s = delay.as_secs(),
                     error_code = error.code(),
                     error = %error,
                 );
+                self.redeliver(&message, &job, delay).await;
                 Some(message_id)
+            }
+        }
+    }
+
+    /// Best effort: if the delay cannot be set, the queue's visibility timeout applies.
+    async fn redeliver(&self, message: &SqsMessage, job: &ImageJob, delay: Duration) {
+        let Some(receipt) = &message.receipt_handle else { return };
+        if let Err(error) = self.queue.redeliver_after(receipt, delay).await {
+            tracing::warn!(request_id = %job.request_id, image_index = job.image_index, stage = "redeliver", error = %error);
+        }
+    }
+
+    /// A job in the dead-letter queue was delivered `maxReceiveCount` times without a result
+    /// (the worker crashed or timed out on each): its image fails, so its request can end.
+    async fn record_dead_letter(&self, job: &ImageJob, message_id: &str) -> Retry {
+        let outcome = ImageOutcome::Failed {
+            error_code: RETRIES_EXHAUSTED.into(),
+            error_message: "the image could not be processed in any of its attempts".into(),
+        };
+        match self.table.record(job.request_id, job.image_index, &outcome, Utc::now()).await {
+            Ok(transition) => {
+                tracing::info!(request_id = %job.request_id, image_index = job.image_index, stage = "dead_letter", ?transition);
+                None
+            }
+            Err(error) if error.is_transient() => Some(message_id.to_string()),
+            Err(error) => {
+                tracing::error!(request_id = %job.request_id, image_index = job.image_index, stage = "dead_letter", error = %error);
+                None
             }
         }
     }

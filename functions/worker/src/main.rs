@@ -1,11 +1,12 @@
-//! The worker: one SQS batch of image jobs in, a partial batch response out.
+//! The worker: one SQS batch of image jobs in, a partial batch response out. It also reads
+//! the jobs' dead-letter queue, recording each job found there as a failed image.
 
 mod handler;
 
-use imgpipe_core::aws::{DynamoTable, S3Blobs, sdk_config};
+use imgpipe_core::aws::{DynamoTable, S3Blobs, SqsQueue, sdk_config};
 use imgpipe_core::config::WorkerConfig;
 use imgpipe_core::fetch::HttpFetcher;
-use lambda_runtime::{LambdaEvent, service_fn};
+use lambda_runtime::service_fn;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
@@ -16,10 +17,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         fetcher: HttpFetcher::new(config.fetch.clone())?,
         blobs: S3Blobs::new(&sdk, &config.bucket),
         table: DynamoTable::new(&sdk, &config.table, config.item_lifetime),
+        queue: SqsQueue::new(&sdk, &config.queue_url),
         config,
     };
-    lambda_runtime::run(service_fn(|event: LambdaEvent<_>| {
-        worker.handle(event.payload)
-    }))
-    .await
+    lambda_runtime::run(service_fn(|event| worker.handle(event))).await
 }

@@ -7,21 +7,21 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{
-    AttributeValue, PutRequest, TransactWriteItem, Update, WriteRequest,
-};
+use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, TransactWriteItem, Update, WriteRequest};
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt, stream};
 
 use super::store_error;
 use crate::errors::StoreError;
 use crate::ports::{ImageResults, RequestTable};
-use crate::request::{
-    ImageOutcome, ImageRecord, ImageState, RequestRecord, RequestStatus, Transition,
-};
+use crate::request::{ImageOutcome, ImageRecord, ImageState, RequestRecord, RequestStatus, Transition};
 use crate::request_id::RequestId;
 
 const REQUEST_SK: &str = "REQUEST";
+/// A sparse index of the requests that are not final: only they carry `open_shard`, so the
+/// sweeper finds stuck requests without scanning the table.
+const OPEN_REQUESTS_INDEX: &str = "OpenRequests";
+const OPEN_SHARD: &str = "OPEN";
 /// BatchWriteItem takes at most 25 items.
 const WRITE_BATCH: usize = 25;
 const PARALLEL_CALLS: usize = 8;
@@ -48,36 +48,25 @@ fn s(value: impl Into<String>) -> AttributeValue {
     AttributeValue::S(value.into())
 }
 
+/// One fixed format, so timestamps compare correctly as strings (the idle-request index).
+fn timestamp(time: DateTime<Utc>) -> String {
+    time.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
 fn n(value: impl ToString) -> AttributeValue {
     AttributeValue::N(value.to_string())
 }
 
 fn corrupt(error: serde_dynamo::Error) -> StoreError {
-    StoreError::Refused {
-        service: "DynamoDB",
-        detail: format!("item does not match its type: {error}"),
-    }
+    StoreError::Refused { service: "DynamoDB", detail: format!("item does not match its type: {error}") }
 }
 
 impl DynamoTable {
-    pub fn new(
-        config: &aws_config::SdkConfig,
-        table: impl Into<String>,
-        item_lifetime: Duration,
-    ) -> Self {
-        Self {
-            client: aws_sdk_dynamodb::Client::new(config),
-            table: table.into(),
-            item_lifetime,
-        }
+    pub fn new(config: &aws_config::SdkConfig, table: impl Into<String>, item_lifetime: Duration) -> Self {
+        Self { client: aws_sdk_dynamodb::Client::new(config), table: table.into(), item_lifetime }
     }
 
-    fn item<T: serde::Serialize>(
-        &self,
-        value: &T,
-        pk: AttributeValue,
-        sk: AttributeValue,
-    ) -> Result<Item, StoreError> {
+    fn item<T: serde::Serialize>(&self, value: &T, pk: AttributeValue, sk: AttributeValue) -> Result<Item, StoreError> {
         let mut item: Item = serde_dynamo::to_item(value).map_err(corrupt)?;
         let expires_at = Utc::now().timestamp() + self.item_lifetime.as_secs() as i64;
         item.insert("pk".into(), pk);
@@ -97,10 +86,7 @@ impl DynamoTable {
                 let put = PutRequest::builder()
                     .set_item(Some(item))
                     .build()
-                    .map_err(|e| StoreError::Refused {
-                        service: "DynamoDB",
-                        detail: e.to_string(),
-                    })?;
+                    .map_err(|e| StoreError::Refused { service: "DynamoDB", detail: e.to_string() })?;
                 Ok(WriteRequest::builder().put_request(put).build())
             })
             .collect::<Result<_, StoreError>>()?;
@@ -115,18 +101,12 @@ impl DynamoTable {
                 .send()
                 .await
                 .map_err(|e| store_error("DynamoDB", e))?;
-            requests = response
-                .unprocessed_items
-                .and_then(|mut left| left.remove(&self.table))
-                .unwrap_or_default();
+            requests = response.unprocessed_items.and_then(|mut left| left.remove(&self.table)).unwrap_or_default();
             if requests.is_empty() {
                 return Ok(());
             }
         }
-        Err(StoreError::Unavailable {
-            service: "DynamoDB",
-            detail: "image items left unprocessed".into(),
-        })
+        Err(StoreError::Unavailable { service: "DynamoDB", detail: "image items left unprocessed".into() })
     }
 
     /// A conditional update whose failed condition means "already done", not an error.
@@ -150,11 +130,7 @@ impl DynamoTable {
             .await;
         match result {
             Ok(_) => Ok(Transition::Applied),
-            Err(error)
-                if error
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
+            Err(error) if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
                 Ok(Transition::AlreadyDone)
             }
             Err(error) => Err(store_error("DynamoDB", error)),
@@ -164,29 +140,22 @@ impl DynamoTable {
 
 #[async_trait]
 impl RequestTable for DynamoTable {
-    async fn create(
-        &self,
-        request: &RequestRecord,
-        images: &[ImageRecord],
-    ) -> Result<(), StoreError> {
+    async fn create(&self, request: &RequestRecord, images: &[ImageRecord]) -> Result<(), StoreError> {
         let id = request.request_id;
         let items = images
             .iter()
             .map(|image| self.item(image, pk(id), image_sk(image.image_index)))
             .collect::<Result<Vec<_>, _>>()?;
         // Images first: once the request item exists, everything it counts exists too.
-        let writes: Vec<_> = items
-            .chunks(WRITE_BATCH)
-            .map(|batch| self.write_images(batch.to_vec()))
-            .collect();
-        stream::iter(writes)
-            .buffer_unordered(PARALLEL_CALLS)
-            .try_collect::<()>()
-            .await?;
+        let writes: Vec<_> = items.chunks(WRITE_BATCH).map(|batch| self.write_images(batch.to_vec())).collect();
+        stream::iter(writes).buffer_unordered(PARALLEL_CALLS).try_collect::<()>().await?;
+        let mut item = self.item(request, pk(id), s(REQUEST_SK))?;
+        item.insert("open_shard".into(), s(OPEN_SHARD));
+        item.insert("updated_at".into(), s(timestamp(request.updated_at)));
         self.client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(self.item(request, pk(id), s(REQUEST_SK))?))
+            .set_item(Some(item))
             .condition_expression("attribute_not_exists(pk)")
             .send()
             .await
@@ -204,10 +173,7 @@ impl RequestTable for DynamoTable {
             .send()
             .await
             .map_err(|e| store_error("DynamoDB", e))?;
-        response
-            .item
-            .map(|item| serde_dynamo::from_item(item).map_err(corrupt))
-            .transpose()
+        response.item.map(|item| serde_dynamo::from_item(item).map_err(corrupt)).transpose()
     }
 
     async fn images(&self, id: RequestId) -> Result<Vec<ImageRecord>, StoreError> {
@@ -222,33 +188,67 @@ impl RequestTable for DynamoTable {
             .into_paginator()
             .items()
             .send();
-        let items: Vec<Item> = pages
-            .try_collect()
-            .await
-            .map_err(|e| store_error("DynamoDB", e))?;
-        items
-            .into_iter()
-            .map(|item| serde_dynamo::from_item(item).map_err(corrupt))
-            .collect()
+        let items: Vec<Item> = pages.try_collect().await.map_err(|e| store_error("DynamoDB", e))?;
+        items.into_iter().map(|item| serde_dynamo::from_item(item).map_err(corrupt)).collect()
     }
 
-    async fn mark_processing(
+    async fn images_page(
         &self,
         id: RequestId,
-        now: DateTime<Utc>,
-    ) -> Result<Transition, StoreError> {
+        after: Option<u32>,
+        limit: u32,
+    ) -> Result<(Vec<ImageRecord>, Option<u32>), StoreError> {
+        let first = after.map_or(0, |index| index.saturating_add(1));
+        let response = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND sk BETWEEN :first AND :last")
+            .expression_attribute_values(":pk", pk(id))
+            .expression_attribute_values(":first", image_sk(first))
+            .expression_attribute_values(":last", image_sk(u32::MAX))
+            .consistent_read(true)
+            .limit(limit.max(1) as i32)
+            .send()
+            .await
+            .map_err(|e| store_error("DynamoDB", e))?;
+        let page: Vec<ImageRecord> = response
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .map(|item| serde_dynamo::from_item(item).map_err(corrupt))
+            .collect::<Result<_, _>>()?;
+        let next = response.last_evaluated_key.and(page.last().map(|image| image.image_index));
+        Ok((page, next))
+    }
+
+    async fn idle_requests(&self, cutoff: DateTime<Utc>) -> Result<Vec<RequestId>, StoreError> {
+        let pages = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(OPEN_REQUESTS_INDEX)
+            .key_condition_expression("open_shard = :open AND updated_at < :cutoff")
+            .expression_attribute_values(":open", s(OPEN_SHARD))
+            .expression_attribute_values(":cutoff", s(timestamp(cutoff)))
+            .into_paginator()
+            .items()
+            .send();
+        let items: Vec<Item> = pages.try_collect().await.map_err(|e| store_error("DynamoDB", e))?;
+        let ids = items.iter().filter_map(|item| match item.get("pk") {
+            Some(AttributeValue::S(pk)) => pk.strip_prefix("REQ#")?.parse().ok(),
+            _ => None,
+        });
+        Ok(ids.collect())
+    }
+
+    async fn mark_processing(&self, id: RequestId, now: DateTime<Utc>) -> Result<Transition, StoreError> {
         let values = HashMap::from([
             (":processing".into(), s(RequestStatus::Processing.as_str())),
             (":pending".into(), s(RequestStatus::Pending.as_str())),
-            (":now".into(), s(now.to_rfc3339())),
+            (":now".into(), s(timestamp(now))),
         ]);
-        self.conditional_update(
-            id,
-            "SET #status = :processing, updated_at = :now",
-            "#status = :pending",
-            values,
-        )
-        .await
+        self.conditional_update(id, "SET #status = :processing, updated_at = :now", "#status = :pending", values).await
     }
 
     async fn finish(
@@ -263,14 +263,15 @@ impl RequestTable for DynamoTable {
             (":final".into(), s(status.as_str())),
             (":pending".into(), s(RequestStatus::Pending.as_str())),
             (":processing".into(), s(RequestStatus::Processing.as_str())),
-            (":now".into(), s(now.to_rfc3339())),
+            (":now".into(), s(timestamp(now))),
         ]);
         if let Some(key) = output_csv_key {
             update.push_str(", output_csv_key = :key");
             values.insert(":key".into(), s(key));
         }
-        self.conditional_update(id, &update, "#status IN (:pending, :processing)", values)
-            .await
+        // Final requests leave the idle-request index.
+        update.push_str(" REMOVE open_shard");
+        self.conditional_update(id, &update, "#status IN (:pending, :processing)", values).await
     }
 }
 
@@ -286,14 +287,10 @@ impl ImageResults for DynamoTable {
         let mut values = HashMap::from([
             (":new".into(), s(outcome.state().as_str())),
             (":pending".into(), s(ImageState::Pending.as_str())),
-            (":now".into(), s(now.to_rfc3339())),
+            (":now".into(), s(timestamp(now))),
         ]);
         let (image_update, counter) = match outcome {
-            ImageOutcome::Done {
-                output_key,
-                bytes_in,
-                bytes_out,
-            } => {
+            ImageOutcome::Done { output_key, bytes_in, bytes_out } => {
                 values.insert(":key".into(), s(output_key));
                 values.insert(":in".into(), n(bytes_in));
                 values.insert(":out".into(), n(bytes_out));
@@ -302,16 +299,10 @@ impl ImageResults for DynamoTable {
                     "succeeded",
                 )
             }
-            ImageOutcome::Failed {
-                error_code,
-                error_message,
-            } => {
+            ImageOutcome::Failed { error_code, error_message } => {
                 values.insert(":code".into(), s(error_code));
                 values.insert(":message".into(), s(error_message));
-                (
-                    "SET #state = :new, updated_at = :now, error_code = :code, error_message = :message",
-                    "failed",
-                )
+                ("SET #state = :new, updated_at = :now, error_code = :code, error_message = :message", "failed")
             }
         };
         let image = Update::builder()
@@ -323,25 +314,17 @@ impl ImageResults for DynamoTable {
             .expression_attribute_names("#state", "state")
             .set_expression_attribute_values(Some(values))
             .build()
-            .map_err(|e| StoreError::Refused {
-                service: "DynamoDB",
-                detail: e.to_string(),
-            })?;
+            .map_err(|e| StoreError::Refused { service: "DynamoDB", detail: e.to_string() })?;
         let counters = Update::builder()
             .table_name(&self.table)
             .set_key(Some(Self::request_key(id)))
-            .update_expression(format!(
-                "SET updated_at = :now ADD remaining :minus_one, {counter} :one"
-            ))
+            .update_expression(format!("SET updated_at = :now ADD remaining :minus_one, {counter} :one"))
             .condition_expression("attribute_exists(pk)")
-            .expression_attribute_values(":now", s(now.to_rfc3339()))
+            .expression_attribute_values(":now", s(timestamp(now)))
             .expression_attribute_values(":minus_one", n(-1))
             .expression_attribute_values(":one", n(1))
             .build()
-            .map_err(|e| StoreError::Refused {
-                service: "DynamoDB",
-                detail: e.to_string(),
-            })?;
+            .map_err(|e| StoreError::Refused { service: "DynamoDB", detail: e.to_string() })?;
 
         let result = self
             .client
@@ -363,10 +346,6 @@ impl ImageResults for DynamoTable {
                 _ => None,
             })
             .is_some_and(|reason| reason.code() == Some("ConditionalCheckFailed"));
-        if image_already_done {
-            Ok(Transition::AlreadyDone)
-        } else {
-            Err(store_error("DynamoDB", error))
-        }
+        if image_already_done { Ok(Transition::AlreadyDone) } else { Err(store_error("DynamoDB", error)) }
     }
 }

@@ -40,21 +40,12 @@ where
 {
     let detail = aws_sdk_dynamodb::error::DisplayErrorContext(&error).to_string();
     let transient = match &error {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            true
-        }
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => true,
         SdkError::ServiceError(context) => {
             context.raw().status().as_u16() >= 500
-                || context
-                    .err()
-                    .code()
-                    .is_some_and(|code| RETRYABLE_CODES.contains(&code))
+                || context.err().code().is_some_and(|code| RETRYABLE_CODES.contains(&code))
         }
         _ => false,
     };
-    if transient {
-        StoreError::Unavailable { service, detail }
-    } else {
-        StoreError::Refused { service, detail }
-    }
+    if transient { StoreError::Unavailable { service, detail } } else { StoreError::Refused { service, detail } }
 }

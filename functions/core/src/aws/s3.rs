@@ -18,13 +18,8 @@ impl S3Blobs {
     /// subdomain per bucket.
     pub fn new(config: &aws_config::SdkConfig, bucket: impl Into<String>) -> Self {
         let path_style = std::env::var_os("AWS_ENDPOINT_URL").is_some();
-        let s3_config = aws_sdk_s3::config::Builder::from(config)
-            .force_path_style(path_style)
-            .build();
-        Self {
-            client: aws_sdk_s3::Client::from_conf(s3_config),
-            bucket: bucket.into(),
-        }
+        let s3_config = aws_sdk_s3::config::Builder::from(config).force_path_style(path_style).build();
+        Self { client: aws_sdk_s3::Client::from_conf(s3_config), bucket: bucket.into() }
     }
 }
 
@@ -44,14 +39,7 @@ impl BlobStore for S3Blobs {
     }
 
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let response = match self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-        {
+        let response = match self.client.get_object().bucket(&self.bucket).key(key).send().await {
             Ok(response) => response,
             Err(error) if error.as_service_error().is_some_and(|e| e.is_no_such_key()) => {
                 return Ok(None);
@@ -62,23 +50,13 @@ impl BlobStore for S3Blobs {
             .body
             .collect()
             .await
-            .map_err(|e| StoreError::Unavailable {
-                service: "S3",
-                detail: format!("reading {key}: {e}"),
-            })?;
+            .map_err(|e| StoreError::Unavailable { service: "S3", detail: format!("reading {key}: {e}") })?;
         Ok(Some(body.into_bytes().to_vec()))
     }
 
-    async fn presigned_get_url(
-        &self,
-        key: &str,
-        expires_in: Duration,
-    ) -> Result<String, StoreError> {
-        let presigning =
-            PresigningConfig::expires_in(expires_in).map_err(|e| StoreError::Refused {
-                service: "S3",
-                detail: e.to_string(),
-            })?;
+    async fn presigned_get_url(&self, key: &str, expires_in: Duration) -> Result<String, StoreError> {
+        let presigning = PresigningConfig::expires_in(expires_in)
+            .map_err(|e| StoreError::Refused { service: "S3", detail: e.to_string() })?;
         let request = self
             .client
             .get_object()

@@ -1,3 +1,5 @@
+use std::time::Duration;
+
 use async_trait::async_trait;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use futures::{StreamExt, TryStreamExt, stream};
@@ -21,10 +23,21 @@ pub struct SqsQueue {
 
 impl SqsQueue {
     pub fn new(config: &aws_config::SdkConfig, queue_url: impl Into<String>) -> Self {
-        Self {
-            client: aws_sdk_sqs::Client::new(config),
-            queue_url: queue_url.into(),
-        }
+        Self { client: aws_sdk_sqs::Client::new(config), queue_url: queue_url.into() }
+    }
+
+    /// Makes a received message visible again after `delay` (at most 12 hours, SQS's limit),
+    /// instead of after the queue's visibility timeout.
+    pub async fn redeliver_after(&self, receipt_handle: &str, delay: Duration) -> Result<(), StoreError> {
+        self.client
+            .change_message_visibility()
+            .queue_url(&self.queue_url)
+            .receipt_handle(receipt_handle)
+            .visibility_timeout(delay.as_secs().min(12 * 3600) as i32)
+            .send()
+            .await
+            .map_err(|e| store_error("SQS", e))?;
+        Ok(())
     }
 
     async fn send_batch(&self, jobs: &[ImageJob]) -> Result<(), StoreError> {
@@ -32,18 +45,13 @@ impl SqsQueue {
             .iter()
             .enumerate()
             .map(|(i, job)| {
-                let body = serde_json::to_string(job).map_err(|e| StoreError::Refused {
-                    service: "SQS",
-                    detail: format!("encoding a job: {e}"),
-                })?;
+                let body = serde_json::to_string(job)
+                    .map_err(|e| StoreError::Refused { service: "SQS", detail: format!("encoding a job: {e}") })?;
                 SendMessageBatchRequestEntry::builder()
                     .id(i.to_string())
                     .message_body(body)
                     .build()
-                    .map_err(|e| StoreError::Refused {
-                        service: "SQS",
-                        detail: e.to_string(),
-                    })
+                    .map_err(|e| StoreError::Refused { service: "SQS", detail: e.to_string() })
             })
             .collect::<Result<Vec<_>, _>>()?;
         for _ in 0..ENTRY_ATTEMPTS {
@@ -61,10 +69,7 @@ impl SqsQueue {
             }
             entries.retain(|entry| failed.contains(&entry.id()));
         }
-        Err(StoreError::Unavailable {
-            service: "SQS",
-            detail: format!("{} messages not accepted", entries.len()),
-        })
+        Err(StoreError::Unavailable { service: "SQS", detail: format!("{} messages not accepted", entries.len()) })
     }
 }
 
@@ -73,13 +78,7 @@ impl JobQueue for SqsQueue {
     async fn enqueue(&self, jobs: &[ImageJob]) -> Result<(), StoreError> {
         // Futures built up front: a closure here trips the compiler's lifetime inference
         // inside async-trait methods.
-        let sends: Vec<_> = jobs
-            .chunks(BATCH)
-            .map(|batch| self.send_batch(batch))
-            .collect();
-        stream::iter(sends)
-            .buffer_unordered(PARALLEL_CALLS)
-            .try_collect::<()>()
-            .await
+        let sends: Vec<_> = jobs.chunks(BATCH).map(|batch| self.send_batch(batch)).collect();
+        stream::iter(sends).buffer_unordered(PARALLEL_CALLS).try_collect::<()>().await
     }
 }

@@ -1,0 +1,133 @@
+//! Ending requests that stopped making progress, so none waits forever: images still
+//! PENDING long after the request's last progress (their jobs lost, or stuck retrying) are
+//! failed as `timed_out`, and a request whose last result was recorded but which never
+//! reached its final state (its stream record lost) is finished.
+
+use std::time::Duration;
+
+use chrono::Utc;
+
+use crate::errors::StoreError;
+use crate::finish_request::{FinishPorts, Finished, Links, finish_request};
+use crate::ports::{ImageResults, RequestTable};
+use crate::request::{ImageOutcome, ImageState};
+
+/// The code recorded for images failed by the sweeper.
+pub const TIMED_OUT: &str = "timed_out";
+
+pub struct SweepPorts<'a> {
+    pub finish: FinishPorts<'a>,
+    pub results: &'a dyn ImageResults,
+}
+
+#[derive(Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SweepReport {
+    pub requests_finished: usize,
+    pub images_timed_out: usize,
+}
+
+/// Ends every request with no progress for `idle`. Safe to run at any time and as often as
+/// wanted: each image and request moves once, whoever moves it.
+pub async fn sweep_idle_requests(
+    ports: SweepPorts<'_>,
+    idle: Duration,
+    links: &Links,
+) -> Result<SweepReport, StoreError> {
+    let cutoff = Utc::now() - chrono::Duration::from_std(idle).unwrap_or(chrono::Duration::MAX);
+    let table: &dyn RequestTable = ports.finish.table;
+    let mut report = SweepReport::default();
+    for request_id in table.idle_requests(cutoff).await? {
+        let message = format!("no result within {} s of the request's last progress", idle.as_secs());
+        for image in table.images(request_id).await? {
+            if image.state != ImageState::Pending {
+                continue;
+            }
+            let outcome = ImageOutcome::Failed { error_code: TIMED_OUT.into(), error_message: message.clone() };
+            if ports.results.record(request_id, image.image_index, &outcome, Utc::now()).await?
+                == crate::request::Transition::Applied
+            {
+                report.images_timed_out += 1;
+            }
+        }
+        let finish = FinishPorts { table, blobs: ports.finish.blobs, webhooks: ports.finish.webhooks };
+        match finish_request(finish, request_id, links).await {
+            Ok(Finished::Now(_)) => report.requests_finished += 1,
+            Ok(Finished::Already) => {}
+            Err(error) if error.is_transient() => {
+                return Err(StoreError::Unavailable { service: "finish", detail: error.to_string() });
+            }
+            Err(error) => tracing::error!(request_id = %request_id, stage = "sweep", error = %error),
+        }
+        tracing::info!(request_id = %request_id, stage = "swept");
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::csv_rules::{CsvLimits, ValidatedCsv};
+    use crate::memory::{MemoryBlobs, MemoryTable, MemoryWebhooks};
+    use crate::ports::BlobStore;
+    use crate::request::{ImageRecord, RequestRecord, RequestStatus};
+    use crate::request_id::RequestId;
+
+    const CSV: &str =
+        "S. No.,Product Name,Input Image Urls\n1,Shirt,\"https://img.example/a.jpg,https://img.example/b.jpg\"\n";
+
+    async fn request(table: &MemoryTable, blobs: &MemoryBlobs, age: chrono::Duration) -> RequestId {
+        let id = RequestId::new_random();
+        let request = RequestRecord::new(id, 2, None, Utc::now() - age);
+        blobs.put(&request.input_csv_key, CSV.into(), "text/csv").await.unwrap();
+        let csv = ValidatedCsv::parse(CSV.as_bytes(), &CsvLimits::default()).unwrap();
+        let images: Vec<_> =
+            csv.images().map(|(i, row, url)| ImageRecord::pending(id, i as u32, row as u32, url.clone())).collect();
+        table.create(&request, &images).await.unwrap();
+        id
+    }
+
+    async fn sweep(table: &MemoryTable, blobs: &MemoryBlobs, webhooks: &MemoryWebhooks) -> SweepReport {
+        let ports = SweepPorts { finish: FinishPorts { table, blobs, webhooks }, results: table };
+        let links = Links::Presigned { lifetime: Duration::from_secs(60) };
+        sweep_idle_requests(ports, Duration::from_secs(900), &links).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_stuck_request_has_its_pending_images_timed_out_and_ends() {
+        let (table, blobs, webhooks) = (MemoryTable::default(), MemoryBlobs::default(), MemoryWebhooks::default());
+        let stuck = request(&table, &blobs, chrono::Duration::minutes(20)).await;
+        let done = ImageOutcome::Done { output_key: "out/0.jpg".into(), bytes_in: 9, bytes_out: 4 };
+        table.record(stuck, 0, &done, Utc::now() - chrono::Duration::minutes(16)).await.unwrap();
+        let recent = request(&table, &blobs, chrono::Duration::minutes(1)).await;
+
+        let report = sweep(&table, &blobs, &webhooks).await;
+
+        assert_eq!(report, SweepReport { requests_finished: 1, images_timed_out: 1 });
+        let stuck_request = table.get(stuck).await.unwrap().unwrap();
+        assert_eq!(stuck_request.status, RequestStatus::CompletedWithErrors);
+        let images = table.images(stuck).await.unwrap();
+        assert_eq!(images[1].error_code.as_deref(), Some(TIMED_OUT));
+        assert_eq!(images[0].state, ImageState::Done, "recorded results are kept");
+        assert_eq!(
+            table.get(recent).await.unwrap().unwrap().status,
+            RequestStatus::Pending,
+            "recent progress is left alone"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_finished_request_that_missed_its_stream_record_is_finished() {
+        let (table, blobs, webhooks) = (MemoryTable::default(), MemoryBlobs::default(), MemoryWebhooks::default());
+        let id = request(&table, &blobs, chrono::Duration::minutes(30)).await;
+        for index in 0..2 {
+            let done = ImageOutcome::Done { output_key: format!("out/{index}.jpg"), bytes_in: 9, bytes_out: 4 };
+            table.record(id, index, &done, Utc::now() - chrono::Duration::minutes(20)).await.unwrap();
+        }
+
+        let report = sweep(&table, &blobs, &webhooks).await;
+
+        assert_eq!(report, SweepReport { requests_finished: 1, images_timed_out: 0 });
+        assert_eq!(table.get(id).await.unwrap().unwrap().status, RequestStatus::Completed);
+        assert_eq!(sweep(&table, &blobs, &webhooks).await, SweepReport::default(), "a second sweep changes nothing");
+    }
+}
