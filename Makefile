@@ -1,10 +1,11 @@
 # imgpipe: the two commands are `make run` (the whole pipeline on the local emulator) and
 # `make test` (every test). Both install what they need first (infra/setup.sh).
 
+SHELL := bash
 PYTHON := .venv/bin/python
 PORT ?= 4599
 
-.PHONY: setup build up run stop test lint check-template clean
+.PHONY: setup build up run stop test lint check-template bench-load clean
 
 setup:
 	@infra/setup.sh
@@ -25,7 +26,9 @@ stop:
 # Unit tests, adapter tests on the emulator and the end-to-end test through the API; the
 # test binary starts its own emulator on a free port and stops it when it exits.
 test: build lint
-	cargo test --workspace --no-fail-fast
+	@mkdir -p target; set -o pipefail; \
+	cargo test --workspace --no-fail-fast 2>&1 | tee target/test-output.log; status=$$?; \
+	infra/test_summary.sh target/test-output.log; exit $$status
 
 lint: setup check-template
 	cargo fmt --all --check
@@ -35,6 +38,12 @@ lint: setup check-template
 # cfn-lint no longer runs the SAM transform).
 check-template: setup
 	@$(PYTHON) infra/check_template.py template.yaml
+
+# Load benchmark (not a test): one request of IMAGES small images through its own local
+# stack; prints timings and writes bench/results/load-<IMAGES>.json.
+IMAGES ?= 10000
+bench-load: setup
+	cargo run -q -p imgpipe-tests --bin load -- $(IMAGES)
 
 clean: stop
 	rm -rf .stack
