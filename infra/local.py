@@ -43,10 +43,14 @@ def fail(message):
     sys.exit(1)
 
 
-def emulator_env(port):
+def emulator_env(port, allow_hosts=""):
     """Set before the emulator starts: the functions it runs inherit them, so their SDK
-    calls come back to the emulator instead of going to AWS."""
+    calls come back to the emulator instead of going to AWS. `allow_hosts` lists the
+    loopback `host:port` pairs the worker may fetch from and the notifier may post to (the
+    sample-image server, test servers); every other private address stays blocked."""
     env = dict(os.environ)
+    env["FETCH_ALLOW_HOSTS"] = allow_hosts
+    env["WEBHOOK_ALLOW_HOSTS"] = allow_hosts
     env.update({
         "BIND_HOST": "127.0.0.1",
         "GATEWAY_PORT": str(port),
@@ -90,9 +94,10 @@ def port_taken(port):
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def start_emulator(state, port):
+def start_emulator(state, port, allow_hosts):
     running = read(os.path.join(state, "emulator.pid"))
-    if running and alive(int(running)) and read(os.path.join(state, "port")) == str(port) and healthy(port):
+    same = read(os.path.join(state, "port")) == str(port) and (read(os.path.join(state, "allow_hosts")) or "") == allow_hosts
+    if running and alive(int(running)) and same and healthy(port):
         return False
     if running:
         stop(state)
@@ -104,12 +109,14 @@ def start_emulator(state, port):
     os.makedirs(state, exist_ok=True)
     log = open(os.path.join(state, "emulator.log"), "ab")
     # A session of its own, so `down` can stop it and every function process it spawned.
-    process = subprocess.Popen([ministack], env=emulator_env(port), stdout=log, stderr=subprocess.STDOUT,
+    process = subprocess.Popen([ministack], env=emulator_env(port, allow_hosts), stdout=log, stderr=subprocess.STDOUT,
                                stdin=subprocess.DEVNULL, start_new_session=True, cwd=state)
     with open(os.path.join(state, "emulator.pid"), "w") as f:
         f.write(str(process.pid))
     with open(os.path.join(state, "port"), "w") as f:
         f.write(str(port))
+    with open(os.path.join(state, "allow_hosts"), "w") as f:
+        f.write(allow_hosts)
     deadline = time.time() + 30
     while not healthy(port):
         if process.poll() is not None:
@@ -140,7 +147,7 @@ def stop(state):
                 except ProcessLookupError:
                     pass
                 break
-    for name in ("emulator.pid", "port", "outputs.json"):
+    for name in ("emulator.pid", "port", "allow_hosts", "outputs.json"):
         try:
             os.remove(os.path.join(state, name))
         except FileNotFoundError:
@@ -223,6 +230,7 @@ def deploy(state, port, bin_dir):
     client("dynamodb").update_time_to_live(
         TableName=outputs["TableName"], TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"})
     outputs["Endpoint"] = env["AWS_ENDPOINT_URL"]
+    outputs["AllowHosts"] = read(os.path.join(state, "allow_hosts")) or ""
     # Host-based address of the API: curl resolves *.localhost to 127.0.0.1 by itself.
     outputs["ApiUrl"] = f"http://{outputs['ApiId']}.execute-api.localhost:{port}"
     outputs["ApiPathUrl"] = f"http://127.0.0.1:{port}/_aws/execute-api/{outputs['ApiId']}/$default"
@@ -267,6 +275,9 @@ def main():
     parser.add_argument("--state", default=os.path.join(ROOT, ".stack", "local"))
     parser.add_argument("--bin-dir", default=os.path.join(ROOT, "target", "debug"))
     parser.add_argument("--watch-pid", type=int)
+    parser.add_argument("--allow-hosts", default=None,
+                        help="comma-separated 127.0.0.1:<port> pairs the functions may reach (default: the "
+                             "sample-image and webhook ports of `make run`, PORT+1 and PORT+2)")
     args = parser.parse_args()
     state = os.path.abspath(args.state)
 
@@ -282,7 +293,10 @@ def main():
                 print(f"export {key}={value}")
     else:
         started = time.time()
-        fresh = start_emulator(state, args.port)
+        allow_hosts = args.allow_hosts
+        if allow_hosts is None:
+            allow_hosts = f"127.0.0.1:{args.port + 1},127.0.0.1:{args.port + 2}"
+        fresh = start_emulator(state, args.port, allow_hosts)
         if args.watch_pid:
             watch(state, args.watch_pid)
         outputs = deploy(state, args.port, os.path.abspath(args.bin_dir))

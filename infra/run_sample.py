@@ -22,8 +22,11 @@ class Quiet(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-def serve(handler):
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+def serve(handler, port):
+    try:
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+    except OSError as error:
+        sys.exit(f"run: cannot listen on 127.0.0.1:{port} ({error}); the stack allows the worker to fetch only from there")
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server.server_address[1]
 
@@ -67,8 +70,13 @@ def main():
         outputs = json.load(f)
     api = outputs["ApiUrl"]
     api_host = urllib.parse.urlsplit(api).netloc
-    images = serve(lambda *a: Quiet(*a, directory=SAMPLES))
-    hook_port = serve(WebhookReceiver)
+    # The stack lets the worker and the notifier reach exactly these two loopback ports
+    # (infra/local.py --allow-hosts); any other private address is refused.
+    allowed = [host.rsplit(":", 1)[1] for host in outputs["AllowHosts"].split(",") if host]
+    if len(allowed) < 2:
+        sys.exit("run: the stack allows no local ports; restart it with `make stop run`")
+    images = serve(lambda *a: Quiet(*a, directory=SAMPLES), int(allowed[0]))
+    hook_port = serve(WebhookReceiver, int(allowed[1]))
 
     base = f"http://127.0.0.1:{images}"
     csv = ("S. No.,Product Name,Input Image Urls\n"

@@ -12,9 +12,7 @@ use futures::future::join_all;
 use imgpipe_core::aws::{DynamoTable, S3Blobs, SqsQueue};
 use imgpipe_core::http_url::HttpUrl;
 use imgpipe_core::ports::{BlobStore, ImageResults, JobQueue, RequestTable};
-use imgpipe_core::request::{
-    ImageJob, ImageOutcome, ImageRecord, ImageState, RequestRecord, RequestStatus, Transition,
-};
+use imgpipe_core::request::{ImageJob, ImageOutcome, ImageState, RequestRecord, RequestStatus, Transition};
 use imgpipe_core::request_id::RequestId;
 use imgpipe_tests::stack::LocalStack;
 
@@ -58,27 +56,36 @@ fn url(i: u32) -> HttpUrl {
 
 async fn request_with_images(table: &DynamoTable, count: u32) -> RequestId {
     let id = RequestId::new_random();
-    let images: Vec<_> = (0..count).map(|i| ImageRecord::pending(id, i, i / 3, url(i))).collect();
-    table.create(&RequestRecord::new(id, count as u64, None, Utc::now()), &images).await.unwrap();
+    table.create(&RequestRecord::new(id, count as u64, None, Utc::now())).await.unwrap();
     id
 }
 
+fn job(id: RequestId, i: u32) -> ImageJob {
+    ImageJob { request_id: id, image_index: i, row: i / 3, url: url(i) }
+}
+
 fn done(i: u32) -> ImageOutcome {
-    ImageOutcome::Done { output_key: format!("output/{i}.jpg"), bytes_in: 1000, bytes_out: 400 }
+    ImageOutcome::Done { output_key: format!("output/{i}.jpg"), bytes_in: 1000, bytes_out: 400, note: None }
 }
 
 #[tokio::test]
-async fn table_stores_a_request_and_lists_its_images_in_order() {
+async fn table_stores_a_request_and_lists_its_results_in_order() {
     let table = table().await;
-    // 60 images: more than two BatchWriteItem calls' worth.
-    let id = request_with_images(&table, 60).await;
+    let id = request_with_images(&table, 12).await;
 
     let request = table.get(id).await.unwrap().expect("request stored");
-    assert_eq!((request.status, request.total, request.remaining), (RequestStatus::Pending, 60, 60));
-    let images = table.images(id).await.unwrap();
-    assert_eq!(images.iter().map(|image| image.image_index).collect::<Vec<_>>(), (0..60).collect::<Vec<_>>());
-    assert!(images.iter().all(|image| image.state == ImageState::Pending));
-    assert_eq!(images[7].input_url, url(7));
+    assert_eq!((request.status, request.total, request.remaining), (RequestStatus::Pending, 12, 12));
+    assert!(table.recorded_images(id).await.unwrap().is_empty(), "no result, no image item");
+    // Results arrive in any order; they are listed in output order.
+    for i in [5, 11, 0, 7, 3] {
+        table.record(&job(id, i), &done(i), Utc::now()).await.unwrap();
+    }
+    let images = table.recorded_images(id).await.unwrap();
+    assert_eq!(images.iter().map(|image| image.image_index).collect::<Vec<_>>(), [0, 3, 5, 7, 11]);
+    assert!(images.iter().all(|image| image.state == ImageState::Done));
+    assert_eq!((images[3].input_url.clone(), images[3].row), (url(7), 2));
+    let between = table.recorded_images_between(id, 3, 7).await.unwrap();
+    assert_eq!(between.iter().map(|image| image.image_index).collect::<Vec<_>>(), [3, 5, 7]);
     assert!(table.get(RequestId::new_random()).await.unwrap().is_none());
 }
 
@@ -87,21 +94,21 @@ async fn table_records_each_image_once_and_counts_exactly() {
     let table = table().await;
     let id = request_with_images(&table, 3).await;
 
-    assert_eq!(table.record(id, 0, &done(0), Utc::now()).await.unwrap(), Transition::Applied);
-    assert_eq!(table.record(id, 0, &done(0), Utc::now()).await.unwrap(), Transition::AlreadyDone);
+    assert_eq!(table.record(&job(id, 0), &done(0), Utc::now()).await.unwrap(), Transition::Applied);
+    assert_eq!(table.record(&job(id, 0), &done(0), Utc::now()).await.unwrap(), Transition::AlreadyDone);
     let failed = ImageOutcome::Failed { error_code: "http_status_404".into(), error_message: "gone".into() };
-    assert_eq!(table.record(id, 1, &failed, Utc::now()).await.unwrap(), Transition::Applied);
+    assert_eq!(table.record(&job(id, 1), &failed, Utc::now()).await.unwrap(), Transition::Applied);
     // A late duplicate with a different result must not change the recorded one.
-    assert_eq!(table.record(id, 1, &done(1), Utc::now()).await.unwrap(), Transition::AlreadyDone);
+    assert_eq!(table.record(&job(id, 1), &done(1), Utc::now()).await.unwrap(), Transition::AlreadyDone);
 
     let request = table.get(id).await.unwrap().unwrap();
     assert_eq!((request.succeeded, request.failed, request.remaining), (1, 1, 1));
-    let images = table.images(id).await.unwrap();
+    let images = table.recorded_images(id).await.unwrap();
     assert_eq!(images[0].output_key.as_deref(), Some("output/0.jpg"));
     assert_eq!((images[0].bytes_in, images[0].bytes_out), (Some(1000), Some(400)));
     assert_eq!(images[1].state, ImageState::Failed);
     assert_eq!(images[1].error_code.as_deref(), Some("http_status_404"));
-    assert_eq!(images[2].state, ImageState::Pending);
+    assert_eq!(images.len(), 2, "image 2 has no result yet");
 }
 
 #[tokio::test]
@@ -109,8 +116,8 @@ async fn concurrent_duplicates_are_applied_exactly_once() {
     let table = table().await;
     let id = request_with_images(&table, 1).await;
 
-    let outcome = done(0);
-    let attempts: Vec<_> = (0..8).map(|_| table.record(id, 0, &outcome, Utc::now())).collect();
+    let (duplicate, outcome) = (job(id, 0), done(0));
+    let attempts: Vec<_> = (0..8).map(|_| table.record(&duplicate, &outcome, Utc::now())).collect();
     let results = join_all(attempts).await;
     let applied = results.iter().filter(|r| matches!(r, Ok(Transition::Applied))).count();
     assert_eq!(applied, 1, "{results:?}");
@@ -165,7 +172,7 @@ async fn queue_delivers_every_job_of_a_fan_out() {
     let queue_url = sqs.create_queue().queue_name(&name).send().await.unwrap().queue_url.unwrap();
     let id = RequestId::new_random();
     // 23 jobs: two full batches of 10 and a partial one.
-    let jobs: Vec<ImageJob> = (0..23).map(|i| ImageJob { request_id: id, image_index: i, url: url(i) }).collect();
+    let jobs: Vec<ImageJob> = (0..23).map(|i| job(id, i)).collect();
 
     SqsQueue::new(&sdk, &queue_url).enqueue(&jobs).await.unwrap();
 
@@ -184,27 +191,11 @@ async fn queue_delivers_every_job_of_a_fan_out() {
 }
 
 #[tokio::test]
-async fn table_pages_through_images() {
-    let table = table().await;
-    let id = request_with_images(&table, 7).await;
-
-    let (first, next) = table.images_page(id, None, 3).await.unwrap();
-    assert_eq!(first.iter().map(|i| i.image_index).collect::<Vec<_>>(), [0, 1, 2]);
-    assert_eq!(next, Some(2));
-    let (second, next) = table.images_page(id, next, 3).await.unwrap();
-    assert_eq!(second.iter().map(|i| i.image_index).collect::<Vec<_>>(), [3, 4, 5]);
-    let (last, _) = table.images_page(id, next, 3).await.unwrap();
-    assert_eq!(last.iter().map(|i| i.image_index).collect::<Vec<_>>(), [6]);
-    let (single, _) = table.images_page(id, Some(3), 1).await.unwrap();
-    assert_eq!(single[0].image_index, 4);
-}
-
-#[tokio::test]
 async fn idle_requests_are_the_open_ones_without_recent_progress() {
     let table = table().await;
     let idle = request_with_images(&table, 1).await;
     let finished = request_with_images(&table, 1).await;
-    table.record(finished, 0, &done(0), Utc::now()).await.unwrap();
+    table.record(&job(finished, 0), &done(0), Utc::now()).await.unwrap();
     table.finish(finished, RequestStatus::Completed, None, Utc::now()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
     let cutoff = Utc::now();
@@ -216,6 +207,6 @@ async fn idle_requests_are_the_open_ones_without_recent_progress() {
     assert!(!found.contains(&busy), "recent progress is not idle");
 
     // Progress moves a request out of the idle range.
-    table.record(idle, 0, &done(0), Utc::now()).await.unwrap();
+    table.record(&job(idle, 0), &done(0), Utc::now()).await.unwrap();
     assert!(!table.idle_requests(cutoff).await.unwrap().contains(&idle));
 }

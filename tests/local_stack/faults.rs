@@ -9,7 +9,7 @@ use chrono::Utc;
 use imgpipe_core::aws::{DynamoTable, S3Blobs};
 use imgpipe_core::http_url::HttpUrl;
 use imgpipe_core::ports::{BlobStore, RequestTable};
-use imgpipe_core::request::{ImageRecord, RequestRecord};
+use imgpipe_core::request::RequestRecord;
 use imgpipe_core::request_id::RequestId;
 use imgpipe_tests::api_client::ApiClient;
 use imgpipe_tests::fixtures::photo_jpeg;
@@ -79,7 +79,7 @@ async fn duplicate_deliveries_and_replayed_records_count_once_and_notify_once() 
     let sqs = aws_sdk_sqs::Client::new(&stack.sdk_config().await);
     for _ in 0..2 {
         for (index, url) in urls.iter().enumerate() {
-            let job = json!({"request_id": id, "image_index": index, "url": url});
+            let job = json!({"request_id": id, "image_index": index, "row": index, "url": url});
             sqs.send_message().queue_url(&stack.jobs_queue_url).message_body(job.to_string()).send().await.unwrap();
         }
     }
@@ -151,7 +151,7 @@ async fn a_job_in_the_dead_letter_queue_fails_its_image_and_the_request_ends() {
     let urls = vec![server.url("img/p0.jpg"), server.url("hang/forever.jpg")];
     let id = accept(&api, &urls, None).await;
     // What SQS does after the last failed delivery: the job moves to the dead-letter queue.
-    let job = json!({"request_id": id, "image_index": 1, "url": urls[1]});
+    let job = json!({"request_id": id, "image_index": 1, "row": 1, "url": urls[1]});
     sqs.send_message().queue_url(&stack.jobs_dead_letters_url).message_body(job.to_string()).send().await.unwrap();
 
     let (status, _) = api.wait_until_final(&id, Duration::from_secs(60)).await;
@@ -192,19 +192,13 @@ async fn a_request_whose_jobs_were_lost_is_ended_by_the_sweeper() {
     let table = DynamoTable::new(&sdk, &stack.table_name, Duration::from_secs(3600));
     let blobs = S3Blobs::new(&sdk, &stack.bucket_name);
 
-    // A request accepted and recorded whose jobs never reached the queue.
+    // A request accepted and recorded whose fan-out never reached the queue.
     let id = RequestId::new_random();
     let urls = ["https://img.example/a.jpg", "https://img.example/b.jpg"];
     let webhook = HttpUrl::parse(&hooks.url("swept")).unwrap();
     let request = RequestRecord::new(id, 2, Some(webhook), Utc::now());
     blobs.put(&request.input_csv_key, csv_of(&urls.map(String::from)).into_bytes(), "text/csv").await.unwrap();
-    let images: Vec<ImageRecord> = urls
-        .iter()
-        .enumerate()
-        .map(|(i, url)| ImageRecord::pending(id, i as u32, i as u32, HttpUrl::parse(url).unwrap()))
-        .collect();
-    table.create(&request, &images).await.unwrap();
-    table.mark_processing(id, Utc::now()).await.unwrap();
+    table.create(&request).await.unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
     // The schedule's event, with a deadline of one second.

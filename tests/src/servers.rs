@@ -13,6 +13,8 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
+use crate::stack::LocalStack;
+
 /// Serves fixtures under `/img/<name>`, the same after a delay under `/slow/<name>`,
 /// HTML pretending to be an image under `/html/<name>`, never answers under `/hang/<name>`,
 /// and 404 for anything else.
@@ -30,8 +32,18 @@ struct Images {
 }
 
 impl ImageServer {
-    /// `files`: name -> (bytes, content type). `/slow/` answers after `delay`.
+    /// On a port the local stack's functions may fetch from. `/slow/` answers after `delay`.
     pub async fn start(files: Files, delay: Duration) -> Self {
+        Self::start_on(LocalStack::shared().allowed_listener(), files, delay).await
+    }
+
+    /// On a port outside the allowlist: what any other loopback service looks like to the
+    /// worker, which must refuse it.
+    pub async fn start_unlisted(files: Files, delay: Duration) -> Self {
+        Self::start_on(std::net::TcpListener::bind("127.0.0.1:0").expect("bind"), files, delay).await
+    }
+
+    async fn start_on(listener: std::net::TcpListener, files: Files, delay: Duration) -> Self {
         let state = Images { files: Arc::new(files), delay };
         let app = Router::new()
             .route("/img/{name}", get(serve_image))
@@ -42,7 +54,7 @@ impl ImageServer {
                 get(|| async { ([(header::CONTENT_TYPE, "image/jpeg")], "<html><body>Sign in</body></html>") }),
             )
             .with_state(state);
-        Self { address: serve(app).await }
+        Self { address: serve(listener, app).await }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -83,7 +95,7 @@ impl WebhookReceiver {
                 }),
             )
             .with_state(received.clone());
-        Self { address: serve(app).await, received }
+        Self { address: serve(LocalStack::shared().allowed_listener(), app).await, received }
     }
 
     pub fn url(&self, token: &str) -> String {
@@ -97,8 +109,9 @@ impl WebhookReceiver {
     }
 }
 
-async fn serve(app: Router) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a local port");
+async fn serve(listener: std::net::TcpListener, app: Router) -> SocketAddr {
+    listener.set_nonblocking(true).expect("non-blocking listener");
+    let listener = tokio::net::TcpListener::from_std(listener).expect("a tokio listener");
     let address = listener.local_addr().expect("local address");
     tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
     address

@@ -2,14 +2,20 @@
 //! binaries from `target/debug`, started once per test process on a free port and stopped
 //! when the process ends (infra/local.py watches our pid).
 
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::Deserialize;
 
+/// Loopback ports the functions may reach (the fetcher and the webhook sender refuse every
+/// other private address), handed to the test servers one by one.
+const ALLOWED_PORTS: usize = 48;
+
 /// The stack's CloudFormation outputs (infra/local.py writes them to outputs.json).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct LocalStack {
     pub endpoint: String,
@@ -22,6 +28,10 @@ pub struct LocalStack {
     pub jobs_dead_letters_url: String,
     pub worker_function_name: String,
     pub notifier_function_name: String,
+    #[serde(skip)]
+    allowed_ports: Vec<u16>,
+    #[serde(skip)]
+    next_allowed: AtomicUsize,
 }
 
 pub fn workspace_root() -> PathBuf {
@@ -40,6 +50,8 @@ impl LocalStack {
         let bin_dir = root.join("target/debug");
         build_functions(&root);
         let port = free_port();
+        let allowed_ports = free_ports(ALLOWED_PORTS);
+        let allow_hosts: Vec<String> = allowed_ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
         let state = root.join(format!("target/test-stack/{}", std::process::id()));
         let python = root.join(".venv/bin/python");
         assert!(python.exists(), "the local stack's tools are missing: run `make setup` (make test does)");
@@ -52,11 +64,13 @@ impl LocalStack {
             .arg("--bin-dir")
             .arg(&bin_dir)
             .args(["--watch-pid", &std::process::id().to_string()])
+            .args(["--allow-hosts", &allow_hosts.join(",")])
             .status()
             .expect("run infra/local.py");
         assert!(status.success(), "the local stack did not start; see {}/emulator.log", state.display());
         let outputs = std::fs::read_to_string(state.join("outputs.json")).expect("outputs.json");
-        let stack: LocalStack = serde_json::from_str(&outputs).expect("outputs.json has the stack outputs");
+        let mut stack: LocalStack = serde_json::from_str(&outputs).expect("outputs.json has the stack outputs");
+        stack.allowed_ports = allowed_ports;
         // SDK clients in the tests read these, like the functions the emulator runs.
         // SAFETY: set once, before any test reads the environment through the SDK.
         unsafe {
@@ -95,6 +109,18 @@ impl LocalStack {
         killed
     }
 
+    /// A listener on one of the ports the functions may reach (an image host or webhook
+    /// receiver of a test). Each port is handed out once.
+    pub fn allowed_listener(&self) -> TcpListener {
+        loop {
+            let next = self.next_allowed.fetch_add(1, Ordering::SeqCst);
+            let port = *self.allowed_ports.get(next).expect("more test servers than ALLOWED_PORTS");
+            if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
+                return listener;
+            }
+        }
+    }
+
     pub async fn sdk_config(&self) -> aws_config::SdkConfig {
         imgpipe_core::aws::sdk_config().await
     }
@@ -114,7 +140,14 @@ impl LocalStack {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
+    free_ports(1)[0]
+}
+
+/// Distinct free ports: all bound at once, so none is handed out twice, then released.
+fn free_ports(count: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> =
+        (0..count).map(|_| TcpListener::bind("127.0.0.1:0").expect("a free port")).collect();
+    listeners.iter().map(|l| l.local_addr().expect("local address").port()).collect()
 }
 
 /// The end-to-end tests must run the code under test: build the three functions (a no-op

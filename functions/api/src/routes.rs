@@ -11,6 +11,7 @@ use imgpipe_core::accept::{AcceptError, AcceptPorts, accept_csv};
 use imgpipe_core::aws::{DynamoTable, S3Blobs, SqsQueue};
 use imgpipe_core::config::ApiConfig;
 use imgpipe_core::csv_rules::{CsvProblem, CsvRejection};
+use imgpipe_core::image_list::list_images;
 use imgpipe_core::ports::{BlobStore, RequestTable};
 use imgpipe_core::request::{ImageState, RequestRecord, image_path, output_csv_path};
 use imgpipe_core::request_id::RequestId;
@@ -40,7 +41,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/status/{request_id}/", get(status))
         .route("/api/status/{request_id}", get(status))
         .route("/api/requests/{request_id}/output.csv", get(output_csv))
-        .route("/api/requests/{request_id}/images", get(list_images))
+        .route("/api/requests/{request_id}/images", get(images_page))
         .route("/api/requests/{request_id}/images/{image_index}", get(image))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         // The CSV rules enforce the size limit with a clear answer; API Gateway caps bodies anyway.
@@ -149,7 +150,7 @@ async fn status(State(state): State<Arc<AppState>>, Path(raw_id): Path<String>, 
 }
 
 async fn failures(state: &AppState, id: RequestId) -> Result<Value, imgpipe_core::errors::StoreError> {
-    let images = state.table.images(id).await?;
+    let images = state.table.recorded_images(id).await?;
     let failed: Vec<Value> = images
         .iter()
         .filter(|image| image.state == ImageState::Failed)
@@ -191,7 +192,7 @@ struct PageQuery {
 }
 
 /// Every image of a request with its state and result, in output order, a page at a time.
-async fn list_images(
+async fn images_page(
     State(state): State<Arc<AppState>>,
     Path(raw_id): Path<String>,
     Query(page): Query<PageQuery>,
@@ -203,7 +204,7 @@ async fn list_images(
     };
     let id = request.request_id;
     let limit = page.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
-    let (images, next_after) = match state.table.images_page(id, page.after, limit).await {
+    let (images, next_after) = match list_images(&state.table, &state.blobs, &request, page.after, limit).await {
         Ok(page) => page,
         Err(cause) => return unavailable("images", &cause),
     };
@@ -222,6 +223,7 @@ async fn list_images(
                 "error_message": image.error_message,
                 "bytes_in": image.bytes_in,
                 "bytes_out": image.bytes_out,
+                "note": image.note,
             })
         })
         .collect();
@@ -235,12 +237,14 @@ async fn image(State(state): State<Arc<AppState>>, Path((raw_id, image_index)): 
         Ok(request) => request,
         Err(response) => return response,
     };
-    let page = state.table.images_page(request.request_id, image_index.checked_sub(1), 1).await;
-    let image = match page {
-        Ok((images, _)) => images.into_iter().find(|image| image.image_index == image_index),
+    if u64::from(image_index) >= request.total {
+        return error(StatusCode::NOT_FOUND, "not_found", "no image with this index");
+    }
+    let image = match state.table.recorded_images_between(request.request_id, image_index, image_index).await {
+        Ok(images) => images.into_iter().next(),
         Err(cause) => return unavailable("image", &cause),
     };
-    let Some(image) = image else { return error(StatusCode::NOT_FOUND, "not_found", "no image with this index") };
+    let Some(image) = image else { return error(StatusCode::NOT_FOUND, "not_ready", "this image has no result yet") };
     match (image.state, image.output_key) {
         (ImageState::Done, Some(key)) => redirect_to(&state, &key).await,
         (ImageState::Failed, _) => error(

@@ -36,6 +36,13 @@ fn seconds(name: &'static str, default: u64) -> Result<Duration, ConfigError> {
     or_default(name, default).map(Duration::from_secs)
 }
 
+/// Exact `host:port` pairs exempt from the public-address rule: only for the local stack
+/// and tests (a sample-image server on 127.0.0.1); never set in a deployment.
+fn allowed_hosts(name: &'static str) -> Result<Vec<String>, ConfigError> {
+    crate::fetch::parse_allowed_hosts(&std::env::var(name).unwrap_or_default())
+        .map_err(|problem| ConfigError { name, problem })
+}
+
 fn item_lifetime() -> Result<Duration, ConfigError> {
     or_default("ITEM_TTL_DAYS", 30u64).map(|days| Duration::from_secs(days * 24 * 3600))
 }
@@ -107,6 +114,7 @@ impl WorkerConfig {
                 total_timeout: seconds("FETCH_TIMEOUT_SECS", fetch.total_timeout.as_secs())?,
                 max_bytes: or_default("MAX_IMAGE_BYTES", fetch.max_bytes)?,
                 max_redirects: fetch.max_redirects,
+                allowed_hosts: allowed_hosts("FETCH_ALLOW_HOSTS")?,
             },
             codec: CodecLimits { max_pixels: or_default("MAX_IMAGE_PIXELS", codec.max_pixels)?, ..codec },
             max_receives: or_default("MAX_RECEIVES", 5)?,
@@ -129,6 +137,8 @@ pub struct NotifierConfig {
     pub links: Links,
     pub webhook_timeout: Duration,
     pub webhook_attempts: u32,
+    /// Like FETCH_ALLOW_HOSTS, for webhook receivers: local stack and tests only.
+    pub webhook_allowed_hosts: Vec<String>,
     pub item_lifetime: Duration,
 }
 
@@ -143,6 +153,7 @@ impl NotifierConfig {
             },
             webhook_timeout: seconds("WEBHOOK_TIMEOUT_SECS", 10)?,
             webhook_attempts: or_default("WEBHOOK_ATTEMPTS", 3)?,
+            webhook_allowed_hosts: allowed_hosts("WEBHOOK_ALLOW_HOSTS")?,
             item_lifetime: item_lifetime()?,
         })
     }

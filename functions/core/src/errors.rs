@@ -38,6 +38,20 @@ pub enum FetchError {
     Connect,
     #[error("the download failed: {0}")]
     Transfer(String),
+    /// The URL, a redirect or the host's DNS led to an address inside a private, local or
+    /// reserved network. The address itself is not named: it could map our network for a prober.
+    #[error("the URL or one of its redirects leads to a non-public network address")]
+    BlockedAddress,
+    /// A redirect led away from http/https (`file:`, `ftp:`, ...).
+    #[error("a redirect led to a {scheme}: URL; only http and https are fetched")]
+    BlockedScheme { scheme: String },
+    /// A redirect's `Location` is unusable: unparseable, without host, or with credentials.
+    #[error("a redirect led to an unusable URL: {0}")]
+    BadRedirect(String),
+    /// The host name did not resolve. Transient because the system resolver cannot tell
+    /// "no such name" from "DNS unavailable right now"; retries are bounded by the queue.
+    #[error("the server's host name could not be resolved")]
+    Dns,
 }
 
 impl FetchError {
@@ -49,6 +63,10 @@ impl FetchError {
             Self::TooManyRedirects { .. } => "too_many_redirects".into(),
             Self::Connect => "connect_error".into(),
             Self::Transfer(_) => "download_error".into(),
+            Self::BlockedAddress => "blocked_address".into(),
+            Self::BlockedScheme { .. } => "blocked_scheme".into(),
+            Self::BadRedirect(_) => "bad_redirect".into(),
+            Self::Dns => "dns_error".into(),
         }
     }
 
@@ -56,8 +74,12 @@ impl FetchError {
     pub fn is_transient(&self) -> bool {
         match self {
             Self::Status(status) => *status == 408 || *status == 429 || *status >= 500,
-            Self::Timeout { .. } | Self::Connect | Self::Transfer(_) => true,
-            Self::TooLarge { .. } | Self::TooManyRedirects { .. } => false,
+            Self::Timeout { .. } | Self::Connect | Self::Transfer(_) | Self::Dns => true,
+            Self::TooLarge { .. }
+            | Self::TooManyRedirects { .. }
+            | Self::BlockedAddress
+            | Self::BlockedScheme { .. }
+            | Self::BadRedirect(_) => false,
         }
     }
 }
@@ -128,6 +150,20 @@ mod tests {
         assert_eq!(ImageError::from(FetchError::Status(404)).code(), "http_status_404");
         assert_eq!(ImageError::from(FetchError::TooLarge { limit: 1 }).code(), "too_large_bytes");
         assert_eq!(ImageError::from(CodecError::NotAnImage).code(), "not_an_image");
+        assert_eq!(FetchError::BlockedAddress.code(), "blocked_address");
+        assert_eq!(FetchError::BlockedScheme { scheme: "file".into() }.code(), "blocked_scheme");
+        assert_eq!(FetchError::BadRedirect("no host".into()).code(), "bad_redirect");
+        assert_eq!(FetchError::Dns.code(), "dns_error");
+        assert_eq!(FetchError::TooManyRedirects { limit: 3 }.code(), "too_many_redirects");
+    }
+
+    #[test]
+    fn refused_destinations_are_permanent_and_dns_failures_transient() {
+        assert!(!FetchError::BlockedAddress.is_transient());
+        assert!(!FetchError::BlockedScheme { scheme: "ftp".into() }.is_transient());
+        assert!(!FetchError::BadRedirect("no host".into()).is_transient());
+        assert!(FetchError::Dns.is_transient());
+        assert!(FetchError::Connect.is_transient());
     }
 
     #[test]

@@ -79,15 +79,13 @@ pub async fn finish_request(
     let csv_bytes = ports.blobs.get(&request.input_csv_key).await?.ok_or_else(|| corrupt("input CSV missing"))?;
     let csv = ValidatedCsv::parse(&csv_bytes, &CsvLimits::unlimited()).map_err(|e| corrupt(&e.to_string()))?;
 
-    let images = ports.table.images(request_id).await?;
-    let mut outputs = Vec::with_capacity(images.len());
-    for image in &images {
-        outputs.push(match (&image.state, &image.output_key) {
-            (ImageState::Done, Some(key)) => {
-                Some(links.link(ports.blobs, image_path(request_id, image.image_index), key).await?)
-            }
-            _ => None,
-        });
+    // One slot per input URL; an image without a recorded success keeps its slot empty.
+    let mut outputs = vec![None; csv.image_count()];
+    for image in ports.table.recorded_images(request_id).await? {
+        let slot = outputs.get_mut(image.image_index as usize);
+        if let (Some(slot), ImageState::Done, Some(key)) = (slot, image.state, &image.output_key) {
+            *slot = Some(links.link(ports.blobs, image_path(request_id, image.image_index), key).await?);
+        }
     }
     let output_csv = write_output_csv(&csv, &outputs).map_err(|e| corrupt(&e.to_string()))?;
     let csv_key = output_csv_key(request_id);
@@ -126,7 +124,7 @@ mod tests {
     use crate::http_url::HttpUrl;
     use crate::memory::{MemoryBlobs, MemoryTable, MemoryWebhooks};
     use crate::ports::ImageResults;
-    use crate::request::{ImageOutcome, ImageRecord, RequestRecord};
+    use crate::request::{ImageOutcome, RequestRecord, image_jobs};
 
     const CSV: &str = "S. No.,Product Name,Input Image Urls\n\
         1,Shirt,\"https://img.example/a.jpg,https://img.example/b.png\"\n\
@@ -154,18 +152,20 @@ mod tests {
             let hook = HttpUrl::parse("https://hooks.example/done").unwrap();
             let request = RequestRecord::new(fixture.id, 3, Some(hook), Utc::now());
             fixture.blobs.put(&request.input_csv_key, CSV.into(), "text/csv").await.unwrap();
-            let images: Vec<_> = csv
-                .images()
-                .map(|(index, row, url)| ImageRecord::pending(fixture.id, index as u32, row as u32, url.clone()))
-                .collect();
-            fixture.table.create(&request, &images).await.unwrap();
-            for (index, done) in outcomes.iter().enumerate() {
+            fixture.table.create(&request).await.unwrap();
+            for (job, done) in image_jobs(fixture.id, &csv).iter().zip(outcomes) {
+                let index = job.image_index;
                 let outcome = if *done {
-                    ImageOutcome::Done { output_key: format!("out/{index}.jpg"), bytes_in: 10, bytes_out: 5 }
+                    ImageOutcome::Done {
+                        output_key: format!("out/{index}.jpg"),
+                        bytes_in: 10,
+                        bytes_out: 5,
+                        note: None,
+                    }
                 } else {
                     ImageOutcome::Failed { error_code: "http_status_404".into(), error_message: "gone".into() }
                 };
-                fixture.table.record(fixture.id, index as u32, &outcome, Utc::now()).await.unwrap();
+                fixture.table.record(job, &outcome, Utc::now()).await.unwrap();
             }
             fixture
         }

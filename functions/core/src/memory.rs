@@ -40,17 +40,31 @@ impl BlobStore for MemoryBlobs {
 #[derive(Default)]
 pub struct MemoryQueue {
     pub jobs: Mutex<Vec<ImageJob>>,
-    /// When set, `enqueue` fails as SQS would during an outage.
+    pub fan_outs: Mutex<Vec<RequestId>>,
+    /// When set, the queue fails as SQS would during an outage.
     pub unavailable: std::sync::atomic::AtomicBool,
+}
+
+impl MemoryQueue {
+    fn check(&self) -> Result<(), StoreError> {
+        if self.unavailable.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(StoreError::Unavailable { service: "SQS", detail: "simulated outage".into() });
+        }
+        Ok(())
+    }
 }
 
 #[async_trait]
 impl JobQueue for MemoryQueue {
     async fn enqueue(&self, jobs: &[ImageJob]) -> Result<(), StoreError> {
-        if self.unavailable.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(StoreError::Unavailable { service: "SQS", detail: "simulated outage".into() });
-        }
+        self.check()?;
         self.jobs.lock().unwrap().extend_from_slice(jobs);
+        Ok(())
+    }
+
+    async fn enqueue_fan_out(&self, id: RequestId) -> Result<(), StoreError> {
+        self.check()?;
+        self.fan_outs.lock().unwrap().push(id);
         Ok(())
     }
 }
@@ -63,19 +77,18 @@ pub struct MemoryTable {
 #[derive(Default)]
 struct TableState {
     requests: HashMap<RequestId, RequestRecord>,
+    /// Result items, by request and image index.
     images: HashMap<RequestId, BTreeMap<u32, ImageRecord>>,
 }
 
 #[async_trait]
 impl RequestTable for MemoryTable {
-    async fn create(&self, request: &RequestRecord, images: &[ImageRecord]) -> Result<(), StoreError> {
+    async fn create(&self, request: &RequestRecord) -> Result<(), StoreError> {
         let mut state = self.state.lock().unwrap();
         if state.requests.contains_key(&request.request_id) {
             return Err(StoreError::Refused { service: "table", detail: "request exists".into() });
         }
         state.requests.insert(request.request_id, request.clone());
-        let by_index = images.iter().map(|image| (image.image_index, image.clone())).collect();
-        state.images.insert(request.request_id, by_index);
         Ok(())
     }
 
@@ -83,24 +96,19 @@ impl RequestTable for MemoryTable {
         Ok(self.state.lock().unwrap().requests.get(&id).cloned())
     }
 
-    async fn images(&self, id: RequestId) -> Result<Vec<ImageRecord>, StoreError> {
-        let state = self.state.lock().unwrap();
-        Ok(state.images.get(&id).map(|images| images.values().cloned().collect()).unwrap_or_default())
+    async fn recorded_images(&self, id: RequestId) -> Result<Vec<ImageRecord>, StoreError> {
+        self.recorded_images_between(id, 0, u32::MAX).await
     }
 
-    async fn images_page(
+    async fn recorded_images_between(
         &self,
         id: RequestId,
-        after: Option<u32>,
-        limit: u32,
-    ) -> Result<(Vec<ImageRecord>, Option<u32>), StoreError> {
+        first: u32,
+        last: u32,
+    ) -> Result<Vec<ImageRecord>, StoreError> {
         let state = self.state.lock().unwrap();
-        let Some(images) = state.images.get(&id) else { return Ok((Vec::new(), None)) };
-        let start = after.map_or(0, |index| index + 1);
-        let page: Vec<ImageRecord> =
-            images.range(start..).take(limit as usize).map(|(_, image)| image.clone()).collect();
-        let next = page.last().filter(|_| page.len() == limit as usize).map(|image| image.image_index);
-        Ok((page, next))
+        let images = state.images.get(&id).map(|images| images.range(first..=last).map(|(_, image)| image.clone()));
+        Ok(images.map(Iterator::collect).unwrap_or_default())
     }
 
     async fn idle_requests(&self, cutoff: DateTime<Utc>) -> Result<Vec<RequestId>, StoreError> {
@@ -146,32 +154,23 @@ impl RequestTable for MemoryTable {
 impl ImageResults for MemoryTable {
     async fn record(
         &self,
-        id: RequestId,
-        image_index: u32,
+        job: &ImageJob,
         outcome: &ImageOutcome,
         now: DateTime<Utc>,
     ) -> Result<Transition, StoreError> {
         let mut state = self.state.lock().unwrap();
         let TableState { requests, images } = &mut *state;
-        let missing = || StoreError::Refused { service: "table", detail: "no such image".into() };
-        let request = requests.get_mut(&id).ok_or_else(missing)?;
-        let image = images.get_mut(&id).and_then(|images| images.get_mut(&image_index)).ok_or_else(missing)?;
-        if image.state != ImageState::Pending {
+        let request = requests
+            .get_mut(&job.request_id)
+            .ok_or_else(|| StoreError::Refused { service: "table", detail: "no such request".into() })?;
+        let images = images.entry(job.request_id).or_default();
+        if images.contains_key(&job.image_index) {
             return Ok(Transition::AlreadyDone);
         }
-        image.state = outcome.state();
-        match outcome {
-            ImageOutcome::Done { output_key, bytes_in, bytes_out } => {
-                image.output_key = Some(output_key.clone());
-                image.bytes_in = Some(*bytes_in);
-                image.bytes_out = Some(*bytes_out);
-                request.succeeded += 1;
-            }
-            ImageOutcome::Failed { error_code, error_message } => {
-                image.error_code = Some(error_code.clone());
-                image.error_message = Some(error_message.clone());
-                request.failed += 1;
-            }
+        images.insert(job.image_index, ImageRecord::with_outcome(job, outcome));
+        match outcome.state() {
+            ImageState::Done => request.succeeded += 1,
+            _ => request.failed += 1,
         }
         request.remaining -= 1;
         request.updated_at = now;

@@ -27,23 +27,24 @@ pub trait JobQueue: Send + Sync {
     /// Queues every job or fails; a partial send is retried by the caller as a whole
     /// (duplicates are harmless, see `ImageResults::record`).
     async fn enqueue(&self, jobs: &[ImageJob]) -> Result<(), StoreError>;
+    /// Queues the fan-out of an accepted request: the step that queues its image jobs.
+    async fn enqueue_fan_out(&self, id: RequestId) -> Result<(), StoreError>;
 }
 
 #[async_trait]
 pub trait RequestTable: Send + Sync {
-    /// Writes the request and one PENDING item per image.
-    async fn create(&self, request: &RequestRecord, images: &[ImageRecord]) -> Result<(), StoreError>;
+    /// Writes a new request. Its images have no items until their results are recorded.
+    async fn create(&self, request: &RequestRecord) -> Result<(), StoreError>;
     async fn get(&self, id: RequestId) -> Result<Option<RequestRecord>, StoreError>;
-    /// Every image of the request, in `image_index` order.
-    async fn images(&self, id: RequestId) -> Result<Vec<ImageRecord>, StoreError>;
-    /// Up to `limit` images with an index above `after`, in order, and the index to continue
-    /// after if there may be more.
-    async fn images_page(
+    /// The images of the request that have a result, in `image_index` order.
+    async fn recorded_images(&self, id: RequestId) -> Result<Vec<ImageRecord>, StoreError>;
+    /// The same, for indexes `first..=last` only.
+    async fn recorded_images_between(
         &self,
         id: RequestId,
-        after: Option<u32>,
-        limit: u32,
-    ) -> Result<(Vec<ImageRecord>, Option<u32>), StoreError>;
+        first: u32,
+        last: u32,
+    ) -> Result<Vec<ImageRecord>, StoreError>;
     /// Requests not final yet whose last progress (`updated_at`) is before `cutoff`.
     async fn idle_requests(&self, cutoff: DateTime<Utc>) -> Result<Vec<RequestId>, StoreError>;
     /// `pending -> processing`, once its jobs are queued. Does nothing if the request has
@@ -61,12 +62,11 @@ pub trait RequestTable: Send + Sync {
 
 #[async_trait]
 pub trait ImageResults: Send + Sync {
-    /// Moves the image PENDING -> DONE/FAILED and updates the request's counters in one
-    /// atomic write; `AlreadyDone` (nothing changed) if the image had a result already.
+    /// Records the image's result (PENDING -> DONE/FAILED) and updates the request's counters
+    /// in one atomic write; `AlreadyDone` (nothing changed) if the image had a result already.
     async fn record(
         &self,
-        id: RequestId,
-        image_index: u32,
+        job: &ImageJob,
         outcome: &ImageOutcome,
         now: DateTime<Utc>,
     ) -> Result<Transition, StoreError>;

@@ -44,7 +44,7 @@ pub async fn process_image(
         Err(error) => ImageOutcome::Failed { error_code: error.code(), error_message: error.to_string() },
     };
     let started = Instant::now();
-    let recorded = ports.results.record(job.request_id, job.image_index, &outcome, Utc::now()).await;
+    let recorded = ports.results.record(job, &outcome, Utc::now()).await;
     tracing::info!(
         request_id = %job.request_id,
         image_index = job.image_index,
@@ -79,9 +79,10 @@ async fn compress_and_store(
     let stage = Stage::start(job, "upload");
     let output_key = output_image_key(job.request_id, job.image_index);
     let bytes_out = compressed.jpeg.len() as u64;
+    let note = compressed.note();
     ports.blobs.put(&output_key, compressed.jpeg, "image/jpeg").await?;
     stage.end();
-    Ok(ImageOutcome::Done { output_key, bytes_in, bytes_out })
+    Ok(ImageOutcome::Done { output_key, bytes_in, bytes_out, note })
 }
 
 /// Logs one line per stage with its duration, for the person on call.
@@ -114,7 +115,7 @@ mod tests {
     use crate::http_url::HttpUrl;
     use crate::memory::{MemoryBlobs, MemoryFetcher, MemoryTable};
     use crate::ports::RequestTable;
-    use crate::request::{ImageRecord, ImageState, RequestRecord};
+    use crate::request::{ImageState, RequestRecord};
     use crate::request_id::RequestId;
 
     fn png_bytes() -> Vec<u8> {
@@ -137,9 +138,9 @@ mod tests {
             let request_id = RequestId::new_random();
             let table = MemoryTable::default();
             let request = RequestRecord::new(request_id, 1, None, Utc::now());
-            table.create(&request, &[ImageRecord::pending(request_id, 0, 0, url.clone())]).await.unwrap();
+            table.create(&request).await.unwrap();
             let fetcher = MemoryFetcher { responses: [(url.to_string(), response)].into() };
-            let job = ImageJob { request_id, image_index: 0, url };
+            let job = ImageJob { request_id, image_index: 0, row: 0, url };
             Self { fetcher, blobs: MemoryBlobs::default(), table, job }
         }
 
@@ -204,7 +205,7 @@ mod tests {
             panic!("the last attempt must record a result");
         };
         assert_eq!(error_code, RETRIES_EXHAUSTED);
-        let images = fixture.table.images(fixture.job.request_id).await.unwrap();
+        let images = fixture.table.recorded_images(fixture.job.request_id).await.unwrap();
         assert_eq!(images[0].state, ImageState::Failed);
     }
 }

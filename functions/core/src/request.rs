@@ -1,11 +1,13 @@
 //! The request and image state machine: what a request and each of its images can be,
 //! which moves between states are allowed, and where their artefacts live in the bucket.
 //!
-//! A request is `pending` while the API writes it, `processing` once every image job is
-//! queued, and final (`completed`, `completed_with_errors`, `failed`) exactly once, when the
-//! last image gets a result. Each image moves `PENDING -> DONE | FAILED` exactly once; the
-//! stores enforce both moves with conditional writes so that redelivered messages and
-//! replayed stream records change nothing.
+//! A request is `pending` from its acceptance until its image jobs are queued (the fan-out),
+//! `processing` then, and final (`completed`, `completed_with_errors`, `failed`) exactly once,
+//! when the last image gets a result. Each image moves `PENDING -> DONE | FAILED` exactly
+//! once. An image is PENDING until its result is recorded: its item is written only then,
+//! conditionally on not existing, in the same transaction as the request's counters, so
+//! redelivered messages and replayed stream records change nothing, and a fan-out that runs
+//! twice cannot reset a result.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -131,29 +133,52 @@ pub struct ImageRecord {
     pub bytes_in: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bytes_out: Option<u64>,
+    /// Something worth knowing about a DONE image, e.g. `no_gain`: the input was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 impl ImageRecord {
-    pub fn pending(request_id: RequestId, image_index: u32, row: u32, input_url: HttpUrl) -> Self {
+    pub fn pending(job: &ImageJob) -> Self {
         Self {
-            request_id,
-            image_index,
-            row,
-            input_url,
+            request_id: job.request_id,
+            image_index: job.image_index,
+            row: job.row,
+            input_url: job.url.clone(),
             state: ImageState::Pending,
             output_key: None,
             error_code: None,
             error_message: None,
             bytes_in: None,
             bytes_out: None,
+            note: None,
         }
+    }
+
+    /// The item recorded for the job's result.
+    pub fn with_outcome(job: &ImageJob, outcome: &ImageOutcome) -> Self {
+        let mut record = Self::pending(job);
+        record.state = outcome.state();
+        match outcome {
+            ImageOutcome::Done { output_key, bytes_in, bytes_out, note } => {
+                record.output_key = Some(output_key.clone());
+                record.bytes_in = Some(*bytes_in);
+                record.bytes_out = Some(*bytes_out);
+                record.note = note.map(String::from);
+            }
+            ImageOutcome::Failed { error_code, error_message } => {
+                record.error_code = Some(error_code.clone());
+                record.error_message = Some(error_message.clone());
+            }
+        }
+        record
     }
 }
 
 /// The result of one image, recorded once.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ImageOutcome {
-    Done { output_key: String, bytes_in: u64, bytes_out: u64 },
+    Done { output_key: String, bytes_in: u64, bytes_out: u64, note: Option<&'static str> },
     Failed { error_code: String, error_message: String },
 }
 
@@ -174,12 +199,29 @@ pub enum Transition {
     AlreadyDone,
 }
 
-/// The queue message for one image. It carries the URL so the worker needs no read first.
+/// The job for one image. It carries what its result item needs, so the worker reads nothing first.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageJob {
     pub request_id: RequestId,
     pub image_index: u32,
+    /// 0-based data row of the input CSV.
+    pub row: u32,
     pub url: HttpUrl,
+}
+
+/// What the jobs queue carries: the fan-out of an accepted request, or one image's job.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum QueueMessage {
+    FanOut { fan_out: RequestId },
+    Image(ImageJob),
+}
+
+/// Every image job of a validated CSV, in output order.
+pub fn image_jobs(request_id: RequestId, csv: &crate::csv_rules::ValidatedCsv) -> Vec<ImageJob> {
+    csv.images()
+        .map(|(index, row, url)| ImageJob { request_id, image_index: index as u32, row: row as u32, url: url.clone() })
+        .collect()
 }
 
 /// The request is finished by the write that takes `remaining` from above 0 to 0. Acting on
@@ -248,6 +290,21 @@ mod tests {
         assert_eq!(json, "\"completed_with_errors\"");
         assert_eq!(RequestStatus::CompletedWithErrors.as_str(), "completed_with_errors");
         assert!(!RequestStatus::Processing.is_final());
+    }
+
+    #[test]
+    fn queue_messages_tell_fan_outs_from_image_jobs() {
+        let id = RequestId::new_random();
+        let job = ImageJob {
+            request_id: id,
+            image_index: 3,
+            row: 1,
+            url: HttpUrl::parse("https://a.example/x.png").unwrap(),
+        };
+        for message in [QueueMessage::FanOut { fan_out: id }, QueueMessage::Image(job)] {
+            let body = serde_json::to_string(&message).unwrap();
+            assert_eq!(serde_json::from_str::<QueueMessage>(&body).unwrap(), message, "{body}");
+        }
     }
 
     #[test]

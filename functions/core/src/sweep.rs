@@ -3,14 +3,17 @@
 //! failed as `timed_out`, and a request whose last result was recorded but which never
 //! reached its final state (its stream record lost) is finished.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use chrono::Utc;
 
+use crate::csv_rules::{CsvLimits, ValidatedCsv};
 use crate::errors::StoreError;
 use crate::finish_request::{FinishPorts, Finished, Links, finish_request};
 use crate::ports::{ImageResults, RequestTable};
-use crate::request::{ImageOutcome, ImageState};
+use crate::request::{ImageJob, ImageOutcome, RequestStatus, Transition, image_jobs};
+use crate::request_id::RequestId;
 
 /// The code recorded for images failed by the sweeper.
 pub const TIMED_OUT: &str = "timed_out";
@@ -37,15 +40,20 @@ pub async fn sweep_idle_requests(
     let table: &dyn RequestTable = ports.finish.table;
     let mut report = SweepReport::default();
     for request_id in table.idle_requests(cutoff).await? {
-        let message = format!("no result within {} s of the request's last progress", idle.as_secs());
-        for image in table.images(request_id).await? {
-            if image.state != ImageState::Pending {
-                continue;
+        let Some(jobs) = image_jobs_of(&ports, request_id).await? else {
+            // Without its CSV there is nothing to fail image by image or to write out.
+            tracing::error!(request_id = %request_id, stage = "sweep", "input CSV missing or unreadable");
+            if table.finish(request_id, RequestStatus::Failed, None, Utc::now()).await? == Transition::Applied {
+                report.requests_finished += 1;
             }
+            continue;
+        };
+        let recorded: HashSet<u32> =
+            table.recorded_images(request_id).await?.iter().map(|image| image.image_index).collect();
+        let message = format!("no result within {} s of the request's last progress", idle.as_secs());
+        for job in jobs.iter().filter(|job| !recorded.contains(&job.image_index)) {
             let outcome = ImageOutcome::Failed { error_code: TIMED_OUT.into(), error_message: message.clone() };
-            if ports.results.record(request_id, image.image_index, &outcome, Utc::now()).await?
-                == crate::request::Transition::Applied
-            {
+            if ports.results.record(job, &outcome, Utc::now()).await? == Transition::Applied {
                 report.images_timed_out += 1;
             }
         }
@@ -63,14 +71,20 @@ pub async fn sweep_idle_requests(
     Ok(report)
 }
 
+/// The request's image jobs, rebuilt from its stored CSV; `None` if the CSV is gone or unreadable.
+async fn image_jobs_of(ports: &SweepPorts<'_>, request_id: RequestId) -> Result<Option<Vec<ImageJob>>, StoreError> {
+    let Some(request) = ports.finish.table.get(request_id).await? else { return Ok(None) };
+    let Some(bytes) = ports.finish.blobs.get(&request.input_csv_key).await? else { return Ok(None) };
+    Ok(ValidatedCsv::parse(&bytes, &CsvLimits::unlimited()).ok().map(|csv| image_jobs(request_id, &csv)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::csv_rules::{CsvLimits, ValidatedCsv};
+    use crate::http_url::HttpUrl;
     use crate::memory::{MemoryBlobs, MemoryTable, MemoryWebhooks};
     use crate::ports::BlobStore;
-    use crate::request::{ImageRecord, RequestRecord, RequestStatus};
-    use crate::request_id::RequestId;
+    use crate::request::{ImageState, RequestRecord};
 
     const CSV: &str =
         "S. No.,Product Name,Input Image Urls\n1,Shirt,\"https://img.example/a.jpg,https://img.example/b.jpg\"\n";
@@ -79,11 +93,13 @@ mod tests {
         let id = RequestId::new_random();
         let request = RequestRecord::new(id, 2, None, Utc::now() - age);
         blobs.put(&request.input_csv_key, CSV.into(), "text/csv").await.unwrap();
-        let csv = ValidatedCsv::parse(CSV.as_bytes(), &CsvLimits::default()).unwrap();
-        let images: Vec<_> =
-            csv.images().map(|(i, row, url)| ImageRecord::pending(id, i as u32, row as u32, url.clone())).collect();
-        table.create(&request, &images).await.unwrap();
+        table.create(&request).await.unwrap();
         id
+    }
+
+    fn job(id: RequestId, index: u32) -> ImageJob {
+        let url = HttpUrl::parse(&format!("https://img.example/{}.jpg", ["a", "b"][index as usize])).unwrap();
+        ImageJob { request_id: id, image_index: index, row: 0, url }
     }
 
     async fn sweep(table: &MemoryTable, blobs: &MemoryBlobs, webhooks: &MemoryWebhooks) -> SweepReport {
@@ -96,8 +112,8 @@ mod tests {
     async fn a_stuck_request_has_its_pending_images_timed_out_and_ends() {
         let (table, blobs, webhooks) = (MemoryTable::default(), MemoryBlobs::default(), MemoryWebhooks::default());
         let stuck = request(&table, &blobs, chrono::Duration::minutes(20)).await;
-        let done = ImageOutcome::Done { output_key: "out/0.jpg".into(), bytes_in: 9, bytes_out: 4 };
-        table.record(stuck, 0, &done, Utc::now() - chrono::Duration::minutes(16)).await.unwrap();
+        let done = ImageOutcome::Done { output_key: "out/0.jpg".into(), bytes_in: 9, bytes_out: 4, note: None };
+        table.record(&job(stuck, 0), &done, Utc::now() - chrono::Duration::minutes(16)).await.unwrap();
         let recent = request(&table, &blobs, chrono::Duration::minutes(1)).await;
 
         let report = sweep(&table, &blobs, &webhooks).await;
@@ -105,7 +121,8 @@ mod tests {
         assert_eq!(report, SweepReport { requests_finished: 1, images_timed_out: 1 });
         let stuck_request = table.get(stuck).await.unwrap().unwrap();
         assert_eq!(stuck_request.status, RequestStatus::CompletedWithErrors);
-        let images = table.images(stuck).await.unwrap();
+        let images = table.recorded_images(stuck).await.unwrap();
+        assert_eq!(images[1].input_url.as_str(), "https://img.example/b.jpg", "rebuilt from the CSV");
         assert_eq!(images[1].error_code.as_deref(), Some(TIMED_OUT));
         assert_eq!(images[0].state, ImageState::Done, "recorded results are kept");
         assert_eq!(
@@ -120,8 +137,9 @@ mod tests {
         let (table, blobs, webhooks) = (MemoryTable::default(), MemoryBlobs::default(), MemoryWebhooks::default());
         let id = request(&table, &blobs, chrono::Duration::minutes(30)).await;
         for index in 0..2 {
-            let done = ImageOutcome::Done { output_key: format!("out/{index}.jpg"), bytes_in: 9, bytes_out: 4 };
-            table.record(id, index, &done, Utc::now() - chrono::Duration::minutes(20)).await.unwrap();
+            let done =
+                ImageOutcome::Done { output_key: format!("out/{index}.jpg"), bytes_in: 9, bytes_out: 4, note: None };
+            table.record(&job(id, index), &done, Utc::now() - chrono::Duration::minutes(20)).await.unwrap();
         }
 
         let report = sweep(&table, &blobs, &webhooks).await;
@@ -129,5 +147,15 @@ mod tests {
         assert_eq!(report, SweepReport { requests_finished: 1, images_timed_out: 0 });
         assert_eq!(table.get(id).await.unwrap().unwrap().status, RequestStatus::Completed);
         assert_eq!(sweep(&table, &blobs, &webhooks).await, SweepReport::default(), "a second sweep changes nothing");
+    }
+
+    #[tokio::test]
+    async fn a_request_without_its_csv_is_failed() {
+        let (table, blobs, webhooks) = (MemoryTable::default(), MemoryBlobs::default(), MemoryWebhooks::default());
+        let id = RequestId::new_random();
+        table.create(&RequestRecord::new(id, 2, None, Utc::now() - chrono::Duration::hours(1))).await.unwrap();
+
+        assert_eq!(sweep(&table, &blobs, &webhooks).await.requests_finished, 1);
+        assert_eq!(table.get(id).await.unwrap().unwrap().status, RequestStatus::Failed);
     }
 }

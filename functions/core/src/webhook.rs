@@ -1,35 +1,59 @@
 //! Delivering the completion webhook: JSON POST, only 2xx counts, a few quick retries.
+//!
+//! The URL comes from whoever uploaded the CSV, so it gets the image fetcher's address checks
+//! (`crate::fetch::GuardedClient`): no loopback, link-local, private or reserved addresses.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 
+use crate::fetch::{GuardedClient, SystemLookup, refused_address};
 use crate::http_url::HttpUrl;
 use crate::ports::{WebhookError, WebhookPayload, WebhookSender};
 
 pub struct HttpWebhookSender {
-    client: reqwest::Client,
+    client: GuardedClient,
     attempts: u32,
 }
 
+/// Why one attempt failed, and whether another could do better.
+enum Failure {
+    /// The receiver is not a public address: no retry will change that.
+    Refused,
+    Failed(String),
+}
+
+const REFUSED: &str = "the webhook URL leads to a non-public network address";
+
 impl HttpWebhookSender {
     pub fn new(timeout: Duration, attempts: u32) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            // A 3xx is a failure, not an instruction to post our payload elsewhere.
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .user_agent(concat!("imgpipe/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        Self::with_allowed_hosts(timeout, attempts, &[])
+    }
+
+    /// `allowed_hosts`: exact `host:port` pairs delivered to although not public, for the local
+    /// stack's receiver on loopback. Empty in production.
+    pub fn with_allowed_hosts(
+        timeout: Duration,
+        attempts: u32,
+        allowed_hosts: &[String],
+    ) -> Result<Self, reqwest::Error> {
+        // A 3xx is a failure, not an instruction to post our payload elsewhere: the guarded
+        // client never follows redirects, and ignores proxy variables.
+        let client = GuardedClient::new(allowed_hosts, Arc::new(SystemLookup), |builder| {
+            builder.timeout(timeout).user_agent(concat!("imgpipe/", env!("CARGO_PKG_VERSION")))
+        })?;
         Ok(Self { client, attempts: attempts.max(1) })
     }
 
-    async fn attempt(&self, url: &HttpUrl, payload: &WebhookPayload) -> Result<(), String> {
-        let response =
-            self.client.post(url.as_str()).json(payload).send().await.map_err(|e| e.without_url().to_string())?;
+    async fn attempt(&self, url: &HttpUrl, payload: &WebhookPayload) -> Result<(), Failure> {
+        let client = self.client.client_for(url).map_err(|_| Failure::Refused)?;
+        let response = client.post(url.as_str()).json(payload).send().await.map_err(|error| {
+            if refused_address(&error) { Failure::Refused } else { Failure::Failed(error.without_url().to_string()) }
+        })?;
         match response.status() {
             status if status.is_success() => Ok(()),
-            status => Err(format!("the receiver answered HTTP {}", status.as_u16())),
+            status => Err(Failure::Failed(format!("the receiver answered HTTP {}", status.as_u16()))),
         }
     }
 }
@@ -44,9 +68,66 @@ impl WebhookSender for HttpWebhookSender {
             }
             match self.attempt(url, payload).await {
                 Ok(()) => return Ok(()),
-                Err(error) => last_error = error,
+                Err(Failure::Refused) => return Err(WebhookError(REFUSED.into())),
+                Err(Failure::Failed(error)) => last_error = error,
             }
         }
         Err(WebhookError(format!("{} attempts: {last_error}", self.attempts)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::request::RequestStatus;
+    use crate::request_id::RequestId;
+
+    fn payload() -> WebhookPayload {
+        WebhookPayload {
+            request_id: RequestId::new_random(),
+            status: RequestStatus::Completed,
+            total: 1,
+            succeeded: 1,
+            failed: 0,
+            output_csv_url: "https://example.com/out.csv".into(),
+        }
+    }
+
+    /// Refused at once (no retry, no sleep), without sending anything: the checks run before
+    /// connecting, for IP literals here and for names (`localhost`) in the resolver.
+    #[tokio::test]
+    async fn internal_receivers_are_refused_without_retrying() {
+        let sender = HttpWebhookSender::new(Duration::from_secs(5), 3).expect("client");
+        for url in ["http://127.0.0.1:9001/", "http://169.254.169.254/latest/meta-data/", "http://localhost:9/hook"] {
+            let url = HttpUrl::parse(url).expect("valid URL");
+            let started = std::time::Instant::now();
+            let error = sender.send(&url, &payload()).await.expect_err("refused");
+            assert_eq!(error.0, REFUSED, "{url}");
+            assert!(started.elapsed() < Duration::from_millis(400), "{url} was retried");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_allowed_loopback_receiver_gets_the_payload() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        let receiver = tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let (mut socket, _) = listener.accept().await.expect("accept");
+            let mut request = Vec::new();
+            let mut buffer = [0u8; 4096];
+            while !String::from_utf8_lossy(&request).contains("\"total\":1") {
+                let read = socket.read(&mut buffer).await.expect("read");
+                assert!(read > 0, "connection closed early");
+                request.extend_from_slice(&buffer[..read]);
+            }
+            socket.write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n").await.expect("write");
+            String::from_utf8_lossy(&request).into_owned()
+        });
+        let allowed = [format!("127.0.0.1:{port}")];
+        let sender = HttpWebhookSender::with_allowed_hosts(Duration::from_secs(5), 1, &allowed).expect("client");
+        let url = HttpUrl::parse(&format!("http://127.0.0.1:{port}/hook")).expect("valid URL");
+        sender.send(&url, &payload()).await.expect("delivered");
+        assert!(receiver.await.expect("receiver").starts_with("POST /hook "));
     }
 }

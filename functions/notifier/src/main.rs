@@ -16,7 +16,11 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let notifier = handler::Notifier {
         table: DynamoTable::new(&sdk, &config.table, config.item_lifetime),
         blobs: S3Blobs::new(&sdk, &config.bucket),
-        webhooks: HttpWebhookSender::new(config.webhook_timeout, config.webhook_attempts)?,
+        webhooks: HttpWebhookSender::with_allowed_hosts(
+            config.webhook_timeout,
+            config.webhook_attempts,
+            &config.webhook_allowed_hosts,
+        )?,
         config,
     };
     lambda_runtime::run(service_fn(|event: LambdaEvent<_>| notifier.handle(event.payload))).await

@@ -6,10 +6,13 @@ use futures::{StreamExt, stream};
 use imgpipe_core::aws::{DynamoTable, S3Blobs, SqsQueue};
 use imgpipe_core::config::WorkerConfig;
 use imgpipe_core::errors::{RETRIES_EXHAUSTED, retry_delay};
+use imgpipe_core::fan_out::{FanOutError, FanOutPorts, fan_out};
 use imgpipe_core::fetch::HttpFetcher;
 use imgpipe_core::ports::ImageResults;
+use imgpipe_core::ports::RequestTable;
 use imgpipe_core::process_image::{JobResult, ProcessPorts, process_image};
-use imgpipe_core::request::{ImageJob, ImageOutcome};
+use imgpipe_core::request::{ImageJob, ImageOutcome, QueueMessage, RequestStatus};
+use imgpipe_core::request_id::RequestId;
 use lambda_runtime::LambdaEvent;
 
 pub struct Worker {
@@ -48,7 +51,8 @@ impl Worker {
     async fn handle_message(&self, message: SqsMessage, deadline: SystemTime) -> Retry {
         let message_id = message.message_id.clone().unwrap_or_default();
         let job: ImageJob = match serde_json::from_str(message.body.as_deref().unwrap_or("")) {
-            Ok(job) => job,
+            Ok(QueueMessage::Image(job)) => job,
+            Ok(QueueMessage::FanOut { fan_out: request_id }) => return self.fan_out(request_id, &message).await,
             Err(error) => {
                 // Only our API writes this queue; a body we cannot read will never become
                 // readable, and names no image we could record a failure for.
@@ -56,7 +60,7 @@ impl Worker {
                 return None;
             }
         };
-        if message.event_source_arn.is_some() && message.event_source_arn == self.config.dead_letters_arn {
+        if self.is_dead_letter(&message) {
             return self.record_dead_letter(&job, &message_id).await;
         }
         let time_left = deadline.duration_since(SystemTime::now()).unwrap_or_default();
@@ -88,6 +92,38 @@ impl Worker {
         }
     }
 
+    fn is_dead_letter(&self, message: &SqsMessage) -> bool {
+        message.event_source_arn.is_some() && message.event_source_arn == self.config.dead_letters_arn
+    }
+
+    /// Queues the image jobs of an accepted request. From the dead-letter queue, the fan-out
+    /// failed every time: the request is failed rather than left waiting.
+    async fn fan_out(&self, request_id: RequestId, message: &SqsMessage) -> Retry {
+        let message_id = message.message_id.clone().unwrap_or_default();
+        let started = std::time::Instant::now();
+        if self.is_dead_letter(message) {
+            let failed = self.table.finish(request_id, RequestStatus::Failed, None, Utc::now()).await;
+            tracing::error!(request_id = %request_id, stage = "fan_out", "gave up: the fan-out failed on every attempt");
+            return failed.err().filter(|e| e.is_transient()).map(|_| message_id);
+        }
+        let ports = FanOutPorts { table: &self.table, blobs: &self.blobs, queue: &self.queue };
+        match fan_out(ports, request_id).await {
+            Ok(transition) => {
+                let duration_ms = started.elapsed().as_millis() as u64;
+                tracing::info!(request_id = %request_id, stage = "fan_out", duration_ms, ?transition);
+                None
+            }
+            Err(FanOutError::Store(error)) if error.is_transient() => {
+                tracing::warn!(request_id = %request_id, stage = "fan_out", error = %error);
+                Some(message_id)
+            }
+            Err(error) => {
+                tracing::error!(request_id = %request_id, stage = "fan_out", error = %error);
+                None
+            }
+        }
+    }
+
     /// Best effort: if the delay cannot be set, the queue's visibility timeout applies.
     async fn redeliver(&self, message: &SqsMessage, job: &ImageJob, delay: Duration) {
         let Some(receipt) = &message.receipt_handle else { return };
@@ -103,7 +139,7 @@ impl Worker {
             error_code: RETRIES_EXHAUSTED.into(),
             error_message: "the image could not be processed in any of its attempts".into(),
         };
-        match self.table.record(job.request_id, job.image_index, &outcome, Utc::now()).await {
+        match self.table.record(job, &outcome, Utc::now()).await {
             Ok(transition) => {
                 tracing::info!(request_id = %job.request_id, image_index = job.image_index, stage = "dead_letter", ?transition);
                 None

@@ -1,20 +1,19 @@
 //! The request table: one partition per request, holding the request item (`sk = REQUEST`)
-//! and one item per image (`sk = IMG#<index>`), so a single query lists a request's images
-//! in output order.
+//! and one item per image with a result (`sk = IMG#<index>`), so a single query lists a
+//! request's results in output order.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, TransactWriteItem, Update, WriteRequest};
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
 use chrono::{DateTime, Utc};
-use futures::{StreamExt, TryStreamExt, stream};
 
 use super::store_error;
 use crate::errors::StoreError;
 use crate::ports::{ImageResults, RequestTable};
-use crate::request::{ImageOutcome, ImageRecord, ImageState, RequestRecord, RequestStatus, Transition};
+use crate::request::{ImageJob, ImageOutcome, ImageRecord, ImageState, RequestRecord, RequestStatus, Transition};
 use crate::request_id::RequestId;
 
 const REQUEST_SK: &str = "REQUEST";
@@ -22,10 +21,6 @@ const REQUEST_SK: &str = "REQUEST";
 /// sweeper finds stuck requests without scanning the table.
 const OPEN_REQUESTS_INDEX: &str = "OpenRequests";
 const OPEN_SHARD: &str = "OPEN";
-/// BatchWriteItem takes at most 25 items.
-const WRITE_BATCH: usize = 25;
-const PARALLEL_CALLS: usize = 8;
-const UNPROCESSED_ATTEMPTS: u32 = 8;
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -79,36 +74,6 @@ impl DynamoTable {
         HashMap::from([("pk".into(), pk(id)), ("sk".into(), s(REQUEST_SK))])
     }
 
-    async fn write_images(&self, items: Vec<Item>) -> Result<(), StoreError> {
-        let mut requests: Vec<WriteRequest> = items
-            .into_iter()
-            .map(|item| {
-                let put = PutRequest::builder()
-                    .set_item(Some(item))
-                    .build()
-                    .map_err(|e| StoreError::Refused { service: "DynamoDB", detail: e.to_string() })?;
-                Ok(WriteRequest::builder().put_request(put).build())
-            })
-            .collect::<Result<_, StoreError>>()?;
-        for attempt in 0..UNPROCESSED_ATTEMPTS {
-            if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
-            }
-            let response = self
-                .client
-                .batch_write_item()
-                .request_items(&self.table, requests)
-                .send()
-                .await
-                .map_err(|e| store_error("DynamoDB", e))?;
-            requests = response.unprocessed_items.and_then(|mut left| left.remove(&self.table)).unwrap_or_default();
-            if requests.is_empty() {
-                return Ok(());
-            }
-        }
-        Err(StoreError::Unavailable { service: "DynamoDB", detail: "image items left unprocessed".into() })
-    }
-
     /// A conditional update whose failed condition means "already done", not an error.
     async fn conditional_update(
         &self,
@@ -140,16 +105,8 @@ impl DynamoTable {
 
 #[async_trait]
 impl RequestTable for DynamoTable {
-    async fn create(&self, request: &RequestRecord, images: &[ImageRecord]) -> Result<(), StoreError> {
-        let id = request.request_id;
-        let items = images
-            .iter()
-            .map(|image| self.item(image, pk(id), image_sk(image.image_index)))
-            .collect::<Result<Vec<_>, _>>()?;
-        // Images first: once the request item exists, everything it counts exists too.
-        let writes: Vec<_> = items.chunks(WRITE_BATCH).map(|batch| self.write_images(batch.to_vec())).collect();
-        stream::iter(writes).buffer_unordered(PARALLEL_CALLS).try_collect::<()>().await?;
-        let mut item = self.item(request, pk(id), s(REQUEST_SK))?;
+    async fn create(&self, request: &RequestRecord) -> Result<(), StoreError> {
+        let mut item = self.item(request, pk(request.request_id), s(REQUEST_SK))?;
         item.insert("open_shard".into(), s(OPEN_SHARD));
         item.insert("updated_at".into(), s(timestamp(request.updated_at)));
         self.client
@@ -176,50 +133,30 @@ impl RequestTable for DynamoTable {
         response.item.map(|item| serde_dynamo::from_item(item).map_err(corrupt)).transpose()
     }
 
-    async fn images(&self, id: RequestId) -> Result<Vec<ImageRecord>, StoreError> {
-        let pages = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk AND begins_with(sk, :images)")
-            .expression_attribute_values(":pk", pk(id))
-            .expression_attribute_values(":images", s("IMG#"))
-            .consistent_read(true)
-            .into_paginator()
-            .items()
-            .send();
-        let items: Vec<Item> = pages.try_collect().await.map_err(|e| store_error("DynamoDB", e))?;
-        items.into_iter().map(|item| serde_dynamo::from_item(item).map_err(corrupt)).collect()
+    async fn recorded_images(&self, id: RequestId) -> Result<Vec<ImageRecord>, StoreError> {
+        self.recorded_images_between(id, 0, u32::MAX).await
     }
 
-    async fn images_page(
+    async fn recorded_images_between(
         &self,
         id: RequestId,
-        after: Option<u32>,
-        limit: u32,
-    ) -> Result<(Vec<ImageRecord>, Option<u32>), StoreError> {
-        let first = after.map_or(0, |index| index.saturating_add(1));
-        let response = self
+        first: u32,
+        last: u32,
+    ) -> Result<Vec<ImageRecord>, StoreError> {
+        let pages = self
             .client
             .query()
             .table_name(&self.table)
             .key_condition_expression("pk = :pk AND sk BETWEEN :first AND :last")
             .expression_attribute_values(":pk", pk(id))
             .expression_attribute_values(":first", image_sk(first))
-            .expression_attribute_values(":last", image_sk(u32::MAX))
+            .expression_attribute_values(":last", image_sk(last))
             .consistent_read(true)
-            .limit(limit.max(1) as i32)
-            .send()
-            .await
-            .map_err(|e| store_error("DynamoDB", e))?;
-        let page: Vec<ImageRecord> = response
-            .items
-            .unwrap_or_default()
-            .into_iter()
-            .map(|item| serde_dynamo::from_item(item).map_err(corrupt))
-            .collect::<Result<_, _>>()?;
-        let next = response.last_evaluated_key.and(page.last().map(|image| image.image_index));
-        Ok((page, next))
+            .into_paginator()
+            .items()
+            .send();
+        let items: Vec<Item> = pages.try_collect().await.map_err(|e| store_error("DynamoDB", e))?;
+        items.into_iter().map(|item| serde_dynamo::from_item(item).map_err(corrupt)).collect()
     }
 
     async fn idle_requests(&self, cutoff: DateTime<Utc>) -> Result<Vec<RequestId>, StoreError> {
@@ -279,42 +216,24 @@ impl RequestTable for DynamoTable {
 impl ImageResults for DynamoTable {
     async fn record(
         &self,
-        id: RequestId,
-        image_index: u32,
+        job: &ImageJob,
         outcome: &ImageOutcome,
         now: DateTime<Utc>,
     ) -> Result<Transition, StoreError> {
-        let mut values = HashMap::from([
-            (":new".into(), s(outcome.state().as_str())),
-            (":pending".into(), s(ImageState::Pending.as_str())),
-            (":now".into(), s(timestamp(now))),
-        ]);
-        let (image_update, counter) = match outcome {
-            ImageOutcome::Done { output_key, bytes_in, bytes_out } => {
-                values.insert(":key".into(), s(output_key));
-                values.insert(":in".into(), n(bytes_in));
-                values.insert(":out".into(), n(bytes_out));
-                (
-                    "SET #state = :new, updated_at = :now, output_key = :key, bytes_in = :in, bytes_out = :out",
-                    "succeeded",
-                )
-            }
-            ImageOutcome::Failed { error_code, error_message } => {
-                values.insert(":code".into(), s(error_code));
-                values.insert(":message".into(), s(error_message));
-                ("SET #state = :new, updated_at = :now, error_code = :code, error_message = :message", "failed")
-            }
-        };
-        let image = Update::builder()
+        let id = job.request_id;
+        let mut item = self.item(&ImageRecord::with_outcome(job, outcome), pk(id), image_sk(job.image_index))?;
+        item.insert("updated_at".into(), s(timestamp(now)));
+        // The item exists only once the image has its result: its absence is PENDING.
+        let image = Put::builder()
             .table_name(&self.table)
-            .key("pk", pk(id))
-            .key("sk", image_sk(image_index))
-            .update_expression(image_update)
-            .condition_expression("#state = :pending")
-            .expression_attribute_names("#state", "state")
-            .set_expression_attribute_values(Some(values))
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
             .build()
             .map_err(|e| StoreError::Refused { service: "DynamoDB", detail: e.to_string() })?;
+        let counter = match outcome.state() {
+            ImageState::Done => "succeeded",
+            _ => "failed",
+        };
         let counters = Update::builder()
             .table_name(&self.table)
             .set_key(Some(Self::request_key(id)))
@@ -329,7 +248,7 @@ impl ImageResults for DynamoTable {
         let result = self
             .client
             .transact_write_items()
-            .transact_items(TransactWriteItem::builder().update(image).build())
+            .transact_items(TransactWriteItem::builder().put(image).build())
             .transact_items(TransactWriteItem::builder().update(counters).build())
             .send()
             .await;

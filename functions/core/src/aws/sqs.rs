@@ -7,7 +7,8 @@ use futures::{StreamExt, TryStreamExt, stream};
 use super::store_error;
 use crate::errors::StoreError;
 use crate::ports::JobQueue;
-use crate::request::ImageJob;
+use crate::request::{ImageJob, QueueMessage};
+use crate::request_id::RequestId;
 
 /// SQS takes at most 10 messages per batch call.
 const BATCH: usize = 10;
@@ -80,5 +81,18 @@ impl JobQueue for SqsQueue {
         // inside async-trait methods.
         let sends: Vec<_> = jobs.chunks(BATCH).map(|batch| self.send_batch(batch)).collect();
         stream::iter(sends).buffer_unordered(PARALLEL_CALLS).try_collect::<()>().await
+    }
+
+    async fn enqueue_fan_out(&self, id: RequestId) -> Result<(), StoreError> {
+        let body = serde_json::to_string(&QueueMessage::FanOut { fan_out: id })
+            .map_err(|e| StoreError::Refused { service: "SQS", detail: e.to_string() })?;
+        self.client
+            .send_message()
+            .queue_url(&self.queue_url)
+            .message_body(body)
+            .send()
+            .await
+            .map_err(|e| store_error("SQS", e))?;
+        Ok(())
     }
 }

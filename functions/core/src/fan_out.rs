@@ -1,0 +1,112 @@
+//! The fan-out of an accepted request: one job per image on the queue, then `processing`.
+//! It runs off the upload's path, so a 10,000-image CSV is answered as fast as a small one.
+//! Running it twice only queues duplicate jobs, which record nothing twice.
+
+use chrono::Utc;
+
+use crate::csv_rules::{CsvLimits, ValidatedCsv};
+use crate::errors::StoreError;
+use crate::ports::{BlobStore, JobQueue, RequestTable};
+use crate::request::{RequestStatus, Transition, image_jobs};
+use crate::request_id::RequestId;
+
+pub struct FanOutPorts<'a> {
+    pub table: &'a dyn RequestTable,
+    pub blobs: &'a dyn BlobStore,
+    pub queue: &'a dyn JobQueue,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FanOutError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Data we wrote ourselves is missing or does not parse: the request is failed.
+    #[error("request {0} cannot be fanned out: {1}")]
+    Corrupt(RequestId, String),
+}
+
+/// `AlreadyDone` when the request has moved past `pending` (a duplicate fan-out message).
+pub async fn fan_out(ports: FanOutPorts<'_>, request_id: RequestId) -> Result<Transition, FanOutError> {
+    let Some(request) = ports.table.get(request_id).await? else {
+        return Err(FanOutError::Corrupt(request_id, "no request item".into()));
+    };
+    if request.status != RequestStatus::Pending {
+        return Ok(Transition::AlreadyDone);
+    }
+    let csv = match ports.blobs.get(&request.input_csv_key).await? {
+        Some(bytes) => ValidatedCsv::parse(&bytes, &CsvLimits::unlimited()).map_err(|e| e.to_string()),
+        None => Err("the input CSV is missing".into()),
+    };
+    let csv = match csv {
+        Ok(csv) => csv,
+        Err(why) => {
+            ports.table.finish(request_id, RequestStatus::Failed, None, Utc::now()).await?;
+            return Err(FanOutError::Corrupt(request_id, why));
+        }
+    };
+    ports.queue.enqueue(&image_jobs(request_id, &csv)).await?;
+    Ok(ports.table.mark_processing(request_id, Utc::now()).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::{MemoryBlobs, MemoryQueue, MemoryTable};
+    use crate::request::RequestRecord;
+
+    const CSV: &str = "S. No.,Product Name,Input Image Urls\n\
+        1,Shirt,\"https://img.example/a.jpg, https://img.example/b.png\"\n\
+        2,Shoe,https://img.example/c.webp\n";
+
+    async fn accepted(table: &MemoryTable, blobs: &MemoryBlobs, csv: Option<&str>) -> RequestId {
+        let id = RequestId::new_random();
+        let request = RequestRecord::new(id, 3, None, Utc::now());
+        if let Some(csv) = csv {
+            blobs.put(&request.input_csv_key, csv.into(), "text/csv").await.unwrap();
+        }
+        table.create(&request).await.unwrap();
+        id
+    }
+
+    #[tokio::test]
+    async fn every_image_is_queued_in_order_then_the_request_is_processing() {
+        let (table, blobs, queue) = (MemoryTable::default(), MemoryBlobs::default(), MemoryQueue::default());
+        let id = accepted(&table, &blobs, Some(CSV)).await;
+
+        let ports = FanOutPorts { table: &table, blobs: &blobs, queue: &queue };
+        assert_eq!(fan_out(ports, id).await.unwrap(), Transition::Applied);
+
+        let jobs = queue.jobs.lock().unwrap().clone();
+        let queued: Vec<(u32, u32, &str)> = jobs.iter().map(|j| (j.image_index, j.row, j.url.as_str())).collect();
+        assert_eq!(
+            queued,
+            [
+                (0, 0, "https://img.example/a.jpg"),
+                (1, 0, "https://img.example/b.png"),
+                (2, 1, "https://img.example/c.webp")
+            ]
+        );
+        assert_eq!(table.get(id).await.unwrap().unwrap().status, RequestStatus::Processing);
+    }
+
+    #[tokio::test]
+    async fn a_duplicate_fan_out_queues_nothing() {
+        let (table, blobs, queue) = (MemoryTable::default(), MemoryBlobs::default(), MemoryQueue::default());
+        let id = accepted(&table, &blobs, Some(CSV)).await;
+        fan_out(FanOutPorts { table: &table, blobs: &blobs, queue: &queue }, id).await.unwrap();
+
+        let again = fan_out(FanOutPorts { table: &table, blobs: &blobs, queue: &queue }, id).await.unwrap();
+        assert_eq!(again, Transition::AlreadyDone);
+        assert_eq!(queue.jobs.lock().unwrap().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_request_whose_csv_is_gone_fails_instead_of_waiting() {
+        let (table, blobs, queue) = (MemoryTable::default(), MemoryBlobs::default(), MemoryQueue::default());
+        let id = accepted(&table, &blobs, None).await;
+
+        let result = fan_out(FanOutPorts { table: &table, blobs: &blobs, queue: &queue }, id).await;
+        assert!(matches!(result, Err(FanOutError::Corrupt(..))));
+        assert_eq!(table.get(id).await.unwrap().unwrap().status, RequestStatus::Failed);
+    }
+}

@@ -1,0 +1,85 @@
+//! A request's images as users see them: every input URL in output order, with its result
+//! where one is recorded and PENDING elsewhere (results are the only image items stored).
+
+use crate::csv_rules::{CsvLimits, ValidatedCsv};
+use crate::errors::StoreError;
+use crate::ports::{BlobStore, RequestTable};
+use crate::request::{ImageRecord, RequestRecord, image_jobs};
+
+/// Up to `limit` images after index `after` (from the start if `None`), and the index to
+/// continue after when there are more.
+pub async fn list_images(
+    table: &dyn RequestTable,
+    blobs: &dyn BlobStore,
+    request: &RequestRecord,
+    after: Option<u32>,
+    limit: u32,
+) -> Result<(Vec<ImageRecord>, Option<u32>), StoreError> {
+    let total = request.total.min(u32::MAX as u64) as u32;
+    let first = after.map_or(0, |index| index.saturating_add(1));
+    if first >= total || limit == 0 {
+        return Ok((Vec::new(), None));
+    }
+    let last = first.saturating_add(limit - 1).min(total - 1);
+    let id = request.request_id;
+    let mut recorded = table.recorded_images_between(id, first, last).await?;
+    let next = (last + 1 < total).then_some(last);
+    if recorded.len() == (last - first + 1) as usize {
+        return Ok((recorded, next));
+    }
+    // Some are pending: their URLs and rows come from the stored CSV.
+    let bytes = blobs.get(&request.input_csv_key).await?.ok_or_else(|| StoreError::Refused {
+        service: "S3",
+        detail: format!("the input CSV of request {id} is missing"),
+    })?;
+    let csv = ValidatedCsv::parse(&bytes, &CsvLimits::unlimited())
+        .map_err(|e| StoreError::Refused { service: "S3", detail: format!("the input CSV of request {id}: {e}") })?;
+    let mut page = Vec::with_capacity((last - first + 1) as usize);
+    let mut recorded = recorded.drain(..).peekable();
+    for job in &image_jobs(id, &csv)[first as usize..=last as usize] {
+        match recorded.next_if(|image| image.image_index == job.image_index) {
+            Some(image) => page.push(image),
+            None => page.push(ImageRecord::pending(job)),
+        }
+    }
+    Ok((page, next))
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+
+    use super::*;
+    use crate::memory::{MemoryBlobs, MemoryTable};
+    use crate::ports::ImageResults;
+    use crate::request::{ImageOutcome, ImageState};
+    use crate::request_id::RequestId;
+
+    const CSV: &str = "S. No.,Product Name,Input Image Urls\n\
+        1,Shirt,\"https://img.example/a.jpg, https://img.example/b.png\"\n\
+        2,Shoe,\"https://img.example/c.webp,https://img.example/d.gif,https://img.example/e.jpg\"\n";
+
+    #[tokio::test]
+    async fn pages_merge_recorded_results_with_pending_images_in_order() {
+        let (table, blobs) = (MemoryTable::default(), MemoryBlobs::default());
+        let id = RequestId::new_random();
+        let request = RequestRecord::new(id, 5, None, Utc::now());
+        blobs.put(&request.input_csv_key, CSV.into(), "text/csv").await.unwrap();
+        table.create(&request).await.unwrap();
+        let csv = ValidatedCsv::parse(CSV.as_bytes(), &CsvLimits::default()).unwrap();
+        let jobs = image_jobs(id, &csv);
+        let failed = ImageOutcome::Failed { error_code: "http_status_404".into(), error_message: "gone".into() };
+        table.record(&jobs[1], &failed, Utc::now()).await.unwrap();
+
+        let (page, next) = list_images(&table, &blobs, &request, None, 3).await.unwrap();
+        let states: Vec<(u32, ImageState)> = page.iter().map(|image| (image.image_index, image.state)).collect();
+        assert_eq!(states, [(0, ImageState::Pending), (1, ImageState::Failed), (2, ImageState::Pending)]);
+        assert_eq!((page[2].row, page[2].input_url.as_str()), (1, "https://img.example/c.webp"));
+        assert_eq!(next, Some(2));
+
+        let (page, next) = list_images(&table, &blobs, &request, next, 3).await.unwrap();
+        assert_eq!(page.iter().map(|image| image.image_index).collect::<Vec<_>>(), [3, 4]);
+        assert_eq!(next, None);
+        assert!(list_images(&table, &blobs, &request, Some(4), 3).await.unwrap().0.is_empty());
+    }
+}
