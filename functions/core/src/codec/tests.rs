@@ -1,0 +1,894 @@
+use super::*;
+use image::codecs::gif::GifEncoder;
+use image::codecs::jpeg::JpegEncoder;
+use image::{Frame, ImageBuffer, Luma, LumaA, Rgb, Rgba, RgbaImage};
+
+/// Records, per thread, the largest single allocation, so tests can show that a file
+/// declaring a huge image is refused before any pixel buffer exists.
+mod alloc_probe {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    thread_local! {
+        static LARGEST: Cell<usize> = const { Cell::new(0) };
+    }
+
+    struct Probe;
+
+    fn record(size: usize) {
+        let _ = LARGEST.try_with(|largest| largest.set(largest.get().max(size)));
+    }
+
+    // SAFETY: every call is forwarded unchanged to the system allocator.
+    unsafe impl GlobalAlloc for Probe {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            record(layout.size());
+            unsafe { System.alloc(layout) }
+        }
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            record(layout.size());
+            unsafe { System.alloc_zeroed(layout) }
+        }
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            record(new_size);
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            unsafe { System.dealloc(ptr, layout) }
+        }
+    }
+
+    #[global_allocator]
+    static PROBE: Probe = Probe;
+
+    /// Runs `f` and returns its result with the largest allocation it made on this thread.
+    pub fn largest_allocation<T>(f: impl FnOnce() -> T) -> (T, usize) {
+        LARGEST.with(|largest| largest.set(0));
+        let result = f();
+        (result, LARGEST.with(Cell::get))
+    }
+}
+
+fn encoded(img: &DynamicImage, format: ImageFormat) -> Vec<u8> {
+    let mut out = Cursor::new(Vec::new());
+    img.write_to(&mut out, format).expect("fixture encodes");
+    out.into_inner()
+}
+
+fn jpeg_q(img: &RgbImage, quality: u8) -> Vec<u8> {
+    let mut out = Vec::new();
+    JpegEncoder::new_with_quality(&mut out, quality).encode_image(img).expect("fixture encodes");
+    out
+}
+
+fn run(input: &[u8]) -> Result<Compressed, CodecError> {
+    compress(input, &CodecLimits::default())
+}
+
+/// Decodes our output, checking on the way that it is a JPEG.
+fn output_pixels(out: &Compressed) -> RgbImage {
+    assert_eq!(image::guess_format(&out.jpeg).ok(), Some(ImageFormat::Jpeg));
+    image::load_from_memory_with_format(&out.jpeg, ImageFormat::Jpeg).expect("output decodes").to_rgb8()
+}
+
+fn output_colorspace(out: &Compressed) -> Colorspace {
+    turbojpeg::read_header(&out.jpeg).expect("output is a JPEG").colorspace
+}
+
+fn assert_near(actual: Rgb<u8>, expected: [u8; 3], tolerance: u8) {
+    let close = actual.0.iter().zip(expected).all(|(&a, e)| a.abs_diff(e) <= tolerance);
+    assert!(close, "got {:?}, expected {expected:?} +/- {tolerance}", actual.0);
+}
+
+fn gradient(width: u32, height: u32) -> RgbImage {
+    RgbImage::from_fn(width, height, |x, y| Rgb([(x * 255 / width) as u8, (y * 255 / height) as u8, 128]))
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+// ----- JPEG segment helpers -----
+
+/// `FF marker length payload`.
+fn segment(marker: u8, payload: &[u8]) -> Vec<u8> {
+    let mut segment = vec![0xFF, marker];
+    segment.extend(u16::try_from(2 + payload.len()).expect("small").to_be_bytes());
+    segment.extend(payload);
+    segment
+}
+
+fn insert_after_soi(jpeg: &[u8], segments: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = jpeg[..2].to_vec();
+    segments.iter().for_each(|s| out.extend(s));
+    out.extend(&jpeg[2..]);
+    out
+}
+
+/// The segments before the first scan, as (marker, payload).
+fn header_segments(jpeg: &[u8]) -> Vec<(u8, &[u8])> {
+    let mut segments = Vec::new();
+    let mut pos = 2;
+    while let Some(head) = jpeg.get(pos..pos + 4) {
+        let end = pos + 2 + usize::from(u16::from_be_bytes([head[2], head[3]]));
+        segments.push((head[1], &jpeg[pos + 4..end]));
+        if head[1] == SOS {
+            break;
+        }
+        pos = end;
+    }
+    segments
+}
+
+fn without_segments(jpeg: &[u8], marker: u8) -> Vec<u8> {
+    let mut out = jpeg[..2].to_vec();
+    let mut pos = 2;
+    for (m, payload) in header_segments(jpeg) {
+        if m == SOS {
+            break;
+        }
+        if m != marker {
+            out.extend(&jpeg[pos..pos + 4 + payload.len()]);
+        }
+        pos += 4 + payload.len();
+    }
+    out.extend(&jpeg[pos..]);
+    out
+}
+
+/// A big-endian TIFF/EXIF block with one IFD entry: Orientation (0x0112), SHORT, `value`.
+fn exif_tiff(value: u16) -> Vec<u8> {
+    let mut tiff = b"MM\0\x2a\0\0\0\x08\0\x01\x01\x12\0\x03\0\0\0\x01".to_vec();
+    tiff.extend(value.to_be_bytes());
+    tiff.extend([0, 0, 0, 0, 0, 0]); // value padding, then "no next IFD"
+    tiff
+}
+
+fn exif_app1(tiff: &[u8]) -> Vec<u8> {
+    segment(0xE1, &[b"Exif\0\0".as_slice(), tiff].concat())
+}
+
+const GPS_SECRET: &[u8] = b"GPS-SECRET-51.5N";
+
+/// EXIF with Orientation and a GPS IFD holding a latitude ref and `GPS_SECRET` as the
+/// GPSProcessingMethod, the way phones write them.
+fn exif_tiff_with_gps(orientation: u16) -> Vec<u8> {
+    let mut tiff = b"MM\0\x2a\0\0\0\x08".to_vec();
+    tiff.extend([0, 2]);
+    tiff.extend([0x01, 0x12, 0, 3, 0, 0, 0, 1]);
+    tiff.extend(orientation.to_be_bytes());
+    tiff.extend([0, 0]);
+    tiff.extend([0x88, 0x25, 0, 4, 0, 0, 0, 1]); // GPSInfo IFD pointer
+    tiff.extend(38u32.to_be_bytes());
+    tiff.extend([0, 0, 0, 0]);
+    assert_eq!(tiff.len(), 38);
+    tiff.extend([0, 2]);
+    tiff.extend([0x00, 0x01, 0, 2, 0, 0, 0, 2, b'N', 0, 0, 0]); // GPSLatitudeRef "N"
+    tiff.extend([0x00, 0x1B, 0, 7, 0, 0, 0, GPS_SECRET.len() as u8]); // GPSProcessingMethod
+    tiff.extend(68u32.to_be_bytes());
+    tiff.extend([0, 0, 0, 0]);
+    assert_eq!(tiff.len(), 68);
+    tiff.extend(GPS_SECRET);
+    tiff
+}
+
+/// Everything a phone or an editor leaves in a JPEG besides the picture.
+fn metadata_segments() -> Vec<Vec<u8>> {
+    vec![
+        exif_app1(&exif_tiff_with_gps(1)),
+        segment(0xE1, b"http://ns.adobe.com/xap/1.0/\0<x:xmpmeta>XMP-SECRET</x:xmpmeta>"),
+        segment(0xED, b"Photoshop 3.0\08BIM\x04\x04\0\0\0\0\0\x0cIPTC-SECRET!"),
+        segment(0xE2, b"MPF\0MPF-SECRET"),
+        segment(COM, b"COM-SECRET"),
+    ]
+}
+
+const SECRETS: [&[u8]; 7] =
+    [b"Exif", GPS_SECRET, b"XMP-SECRET", b"IPTC-SECRET", b"MPF-SECRET", b"COM-SECRET", b"TRAILER-SECRET"];
+
+fn assert_no_metadata(jpeg: &[u8]) {
+    for secret in SECRETS {
+        assert!(!contains(jpeg, secret), "output contains {:?}", String::from_utf8_lossy(secret));
+    }
+    let markers: Vec<u8> = header_segments(jpeg).iter().map(|(m, _)| *m).collect();
+    assert!(!markers.iter().any(|&m| matches!(m, 0xE1 | 0xED | COM)), "segments {markers:02X?}");
+}
+
+// ----- formats -----
+
+#[test]
+fn jpeg_in_gives_jpeg_out_with_same_dimensions() {
+    let input = jpeg_q(&gradient(64, 48), 90);
+    assert!(decode_jpeg_turbo(&input, (64, 48)).is_some(), "ordinary JPEGs take the libjpeg-turbo path");
+    let out = run(&input).expect("compresses");
+    assert_eq!((out.width, out.height, out.input_format), (64, 48, InputFormat::Jpeg));
+    assert_eq!(output_pixels(&out).dimensions(), (64, 48));
+    assert_eq!(output_colorspace(&out), Colorspace::YCbCr);
+}
+
+#[test]
+fn transparent_pixels_with_hidden_black_come_out_white() {
+    let img = RgbaImage::from_fn(32, 32, |x, _| if x < 16 { Rgba([0, 0, 0, 0]) } else { Rgba([0, 0, 255, 255]) });
+    let out = run(&encoded(&img.into(), ImageFormat::Png)).expect("compresses");
+    assert_eq!(out.input_format, InputFormat::Png);
+    let px = output_pixels(&out);
+    assert_near(*px.get_pixel(4, 16), [255, 255, 255], 6);
+    assert_near(*px.get_pixel(28, 16), [0, 0, 255], 12);
+}
+
+#[test]
+fn half_transparent_red_over_white_is_pink() {
+    let img = RgbaImage::from_pixel(32, 32, Rgba([255, 0, 0, 128]));
+    let px = output_pixels(&run(&encoded(&img.into(), ImageFormat::Png)).expect("compresses"));
+    assert_near(*px.get_pixel(16, 16), [255, 127, 127], 8);
+}
+
+#[test]
+fn half_transparent_16_bit_red_is_pink_too() {
+    let img: ImageBuffer<Rgba<u16>, _> = ImageBuffer::from_pixel(16, 16, Rgba([65535, 0, 0, 32768]));
+    let px = output_pixels(&run(&encoded(&DynamicImage::ImageRgba16(img), ImageFormat::Png)).expect("compresses"));
+    assert_near(*px.get_pixel(8, 8), [255, 127, 127], 8);
+}
+
+#[test]
+fn sixteen_bit_rgb_is_scaled_to_8_bits() {
+    let img: ImageBuffer<Rgb<u16>, _> = ImageBuffer::from_pixel(16, 16, Rgb([65535, 32768, 0]));
+    let px = output_pixels(&run(&encoded(&DynamicImage::ImageRgb16(img), ImageFormat::Png)).expect("compresses"));
+    assert_near(*px.get_pixel(8, 8), [255, 128, 0], 8);
+}
+
+#[test]
+fn sixteen_bit_grayscale_png_comes_out_gray_not_white() {
+    let img: ImageBuffer<Luma<u16>, _> = ImageBuffer::from_pixel(32, 32, Luma([32768]));
+    let out = run(&encoded(&DynamicImage::ImageLuma16(img), ImageFormat::Png)).expect("compresses");
+    assert_near(*output_pixels(&out).get_pixel(16, 16), [128, 128, 128], 4);
+    assert_eq!(output_colorspace(&out), Colorspace::Gray);
+}
+
+#[test]
+fn grayscale_in_gives_one_component_jpeg_out() {
+    let gray = GrayImage::from_fn(64, 32, |x, _| Luma([(x * 4) as u8]));
+    let png = encoded(&gray.clone().into(), ImageFormat::Png);
+    let mut gray_jpeg = Vec::new();
+    JpegEncoder::new_with_quality(&mut gray_jpeg, 90).encode_image(&gray).expect("fixture encodes");
+    let turbo = decode_jpeg_turbo(&gray_jpeg, (64, 32)).expect("libjpeg-turbo path");
+    assert!(matches!(turbo, DynamicImage::ImageLuma8(_)), "gray JPEG decodes to gray");
+
+    for input in [png, gray_jpeg] {
+        let out = run(&input).expect("compresses");
+        assert_eq!(output_colorspace(&out), Colorspace::Gray);
+        let sof = header_segments(&out.jpeg).into_iter().find(|(m, _)| *m == 0xC0).expect("baseline SOF");
+        assert_eq!(sof.1[5], 1, "one component");
+        assert_near(*output_pixels(&out).get_pixel(32, 16), [128, 128, 128], 6);
+    }
+    // The same picture as RGB costs more bytes.
+    let as_rgb = run(&encoded(&DynamicImage::ImageLuma8(gray.clone()).to_rgb8().into(), ImageFormat::Png)).expect("ok");
+    assert_eq!(output_colorspace(&as_rgb), Colorspace::YCbCr);
+    assert!(as_rgb.jpeg.len() > run(&encoded(&gray.into(), ImageFormat::Png)).expect("ok").jpeg.len());
+}
+
+#[test]
+fn transparent_grayscale_is_flattened_onto_white_and_stays_gray() {
+    let img = ImageBuffer::from_fn(32, 32, |x, _| if x < 16 { LumaA([0u8, 0]) } else { LumaA([0, 255]) });
+    let out = run(&encoded(&DynamicImage::ImageLumaA8(img), ImageFormat::Png)).expect("compresses");
+    assert_eq!(output_colorspace(&out), Colorspace::Gray);
+    let px = output_pixels(&out);
+    assert_near(*px.get_pixel(4, 16), [255, 255, 255], 6);
+    assert_near(*px.get_pixel(28, 16), [0, 0, 0], 6);
+}
+
+/// zlib stream made of stored (uncompressed) deflate blocks.
+fn zlib_stored(data: &[u8]) -> Vec<u8> {
+    let mut out = vec![0x78, 0x01];
+    let blocks: Vec<&[u8]> = if data.is_empty() { vec![&[]] } else { data.chunks(65535).collect() };
+    for (i, block) in blocks.iter().enumerate() {
+        out.push(u8::from(i + 1 == blocks.len()));
+        let len = block.len() as u16;
+        out.extend(len.to_le_bytes());
+        out.extend((!len).to_le_bytes());
+        out.extend(*block);
+    }
+    let (mut a, mut b) = (1u32, 0u32);
+    for byte in data {
+        a = (a + u32::from(*byte)) % 65521;
+        b = (b + a) % 65521;
+    }
+    out.extend(((b << 16) | a).to_be_bytes());
+    out
+}
+
+#[test]
+fn palette_png_with_transparency_is_expanded_and_flattened() {
+    // Index 0 opaque red, 1 fully transparent black, 2 half-transparent blue.
+    let (width, height) = (24u32, 8u32);
+    let mut ihdr = width.to_be_bytes().to_vec();
+    ihdr.extend(height.to_be_bytes());
+    ihdr.extend([8, 3, 0, 0, 0]);
+    let mut rows = Vec::new();
+    for _ in 0..height {
+        rows.push(0); // filter: none
+        rows.extend((0..width).map(|x| (x / 8) as u8));
+    }
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    png.extend(png_chunk(b"IHDR", &ihdr));
+    png.extend(png_chunk(b"PLTE", &[255, 0, 0, 0, 0, 0, 0, 0, 255]));
+    png.extend(png_chunk(b"tRNS", &[255, 0, 128]));
+    png.extend(png_chunk(b"IDAT", &zlib_stored(&rows)));
+    png.extend(png_chunk(b"IEND", &[]));
+
+    let out = run(&png).expect("compresses");
+    let px = output_pixels(&out);
+    assert_near(*px.get_pixel(4, 4), [255, 0, 0], 30);
+    assert_near(*px.get_pixel(12, 4), [255, 255, 255], 12);
+    assert_near(*px.get_pixel(20, 4), [127, 127, 255], 30);
+}
+
+#[test]
+fn gif_is_accepted() {
+    let img = RgbaImage::from_pixel(20, 10, Rgba([0, 200, 0, 255]));
+    let out = run(&encoded(&img.into(), ImageFormat::Gif)).expect("compresses");
+    assert_eq!((out.width, out.height, out.input_format), (20, 10, InputFormat::Gif));
+    assert_near(*output_pixels(&out).get_pixel(10, 5), [0, 200, 0], 12);
+}
+
+#[test]
+fn animated_gif_gives_its_first_frame() {
+    let mut gif = Vec::new();
+    {
+        let mut encoder = GifEncoder::new(&mut gif);
+        let frames =
+            [[220, 0, 0, 255], [0, 0, 220, 255]].map(|colour| Frame::new(RgbaImage::from_pixel(16, 16, Rgba(colour))));
+        encoder.encode_frames(frames).expect("fixture encodes");
+    }
+    let out = run(&gif).expect("compresses");
+    assert_near(*output_pixels(&out).get_pixel(8, 8), [220, 0, 0], 20);
+}
+
+#[test]
+fn lossless_webp_is_accepted() {
+    let img = DynamicImage::ImageRgba8(RgbaImage::from_pixel(20, 10, Rgba([200, 0, 0, 255])));
+    let out = run(&encoded(&img, ImageFormat::WebP)).expect("compresses");
+    assert_eq!((out.width, out.height, out.input_format), (20, 10, InputFormat::WebP));
+    assert_near(*output_pixels(&out).get_pixel(10, 5), [200, 0, 0], 12);
+}
+
+#[test]
+fn bmp_and_tiff_are_accepted() {
+    let img =
+        DynamicImage::ImageRgb8(RgbImage::from_fn(20, 10, |x, _| Rgb(if x < 10 { [200, 0, 0] } else { [0, 0, 200] })));
+    for (format, expected) in [(ImageFormat::Bmp, InputFormat::Bmp), (ImageFormat::Tiff, InputFormat::Tiff)] {
+        let out = run(&encoded(&img, format)).expect("compresses");
+        assert_eq!((out.width, out.height, out.input_format), (20, 10, expected));
+        let px = output_pixels(&out);
+        assert_near(*px.get_pixel(3, 5), [200, 0, 0], 30);
+        assert_near(*px.get_pixel(16, 5), [0, 0, 200], 30);
+    }
+    // A hand-made 1x1 red BMP, as found in the wild (BITMAPINFOHEADER, 24 bits).
+    let out = run(&bmp_header()).expect("compresses");
+    assert_eq!((out.width, out.height, out.input_format), (1, 1, InputFormat::Bmp));
+    assert_near(*output_pixels(&out).get_pixel(0, 0), [255, 0, 0], 30);
+}
+
+/// Little-endian baseline TIFF: 8-bit grayscale, uncompressed, one strip.
+fn gray_tiff(width: u32, height: u32, pixels: &[u8], orientation: Option<u16>) -> Vec<u8> {
+    let ifd_offset = 8 + pixels.len().next_multiple_of(2);
+    let strip_bytes = u32::try_from(pixels.len()).expect("small");
+    // (tag, type: 3 SHORT / 4 LONG, value)
+    let mut entries: Vec<(u16, u16, u32)> = vec![
+        (256, 4, width),
+        (257, 4, height),
+        (258, 3, 8),
+        (259, 3, 1),
+        (262, 3, 1),
+        (273, 4, 8),
+        (277, 3, 1),
+        (278, 4, height),
+        (279, 4, strip_bytes),
+    ];
+    entries.extend(orientation.map(|value| (274, 3, u32::from(value))));
+    entries.sort();
+    let mut tiff = b"II*\0".to_vec();
+    tiff.extend(u32::try_from(ifd_offset).expect("small").to_le_bytes());
+    tiff.extend(pixels);
+    tiff.resize(ifd_offset, 0);
+    tiff.extend(u16::try_from(entries.len()).expect("small").to_le_bytes());
+    for (tag, kind, value) in entries {
+        tiff.extend(tag.to_le_bytes());
+        tiff.extend(kind.to_le_bytes());
+        tiff.extend(1u32.to_le_bytes());
+        match kind {
+            3 => tiff.extend([(value as u16).to_le_bytes(), [0, 0]].concat()),
+            _ => tiff.extend(value.to_le_bytes()),
+        }
+    }
+    tiff.extend(0u32.to_le_bytes());
+    tiff
+}
+
+#[test]
+fn formats_are_told_apart_by_their_bytes() {
+    let cases: [(&[u8], &str); 20] = [
+        (b"<!DOCTYPE html><html><body>Not found</body></html>", "not_an_image"),
+        (b"<html><head><title>403 Forbidden</title></head></html>", "not_an_image"),
+        (b"", "not_an_image"),
+        (b"BMW,Series 3\n", "not_an_image"),
+        (b"P1ease log in", "not_an_image"),
+        (b"{\"error\": \"not found\"}", "not_an_image"),
+        (b"<?xml version=\"1.0\"?><rss></rss>", "not_an_image"),
+        (b"\x00\x01\x02\x03garbage", "not_an_image"),
+        (b"%PDF-1.4\n%\xE2\xE3\xCF\xD3\n", "unsupported_format"),
+        (b"\xEF\xBB\xBF  <svg xmlns=\"http://www.w3.org/2000/svg\"/>", "unsupported_format"),
+        (b"<?xml version=\"1.0\"?>\n<svg xmlns=\"http://www.w3.org/2000/svg\"/>", "unsupported_format"),
+        (b"\0\0\0\x18ftypheic\0\0\0\0mif1heic", "unsupported_format"),
+        (b"\0\0\0\x1cftypavif\0\0\0\0avifmif1miaf", "unsupported_format"),
+        (b"\0\0\0\x1cftypavis\0\0\0\0avismsf1", "unsupported_format"),
+        (b"\0\0\x01\0\x01\0\x10\x10\0\0\x01\0\x20\0", "unsupported_format"), // ICO
+        (b"8BPS\0\x01\0\0\0\0\0\0\0\x03", "unsupported_format"),
+        (b"\xFF\x0A\xFA\x7F", "unsupported_format"), // JPEG XL codestream
+        (b"qoif\0\0\0\x10\0\0\0\x10\x03\0", "unsupported_format"),
+        (b"II*\0\x08\0\0\0", "decode_error"), // TIFF, now decoded: a header and nothing else
+        (b"\xFF\xD8\xFF\xE0\0\x10JFIF\0", "decode_error"),
+    ];
+    for (input, code) in cases {
+        let err = run(input).err().expect("refused");
+        assert_eq!(err.code(), code, "{:?}: {err}", String::from_utf8_lossy(input));
+    }
+    let err = run(b"%PDF-1.4").err().expect("refused");
+    assert!(matches!(&err, CodecError::UnsupportedFormat(name) if name == "PDF"), "{err:?}");
+    assert_eq!(err.to_string(), "PDF images are not supported");
+    let err = run(b"\0\0\x01\0\x01\0\x10\x10").err().expect("refused");
+    assert_eq!(err.to_string(), "ICO images are not supported");
+}
+
+// ----- orientation -----
+
+/// Where the top-left (red) and top-right (blue) corners of a 48x32 picture end up for
+/// each EXIF orientation, and whether width and height swap.
+const ORIENTATIONS: [(u16, &str, &str, bool); 8] = [
+    (1, "TL", "TR", false),
+    (2, "TR", "TL", false), // mirrored left-right
+    (3, "BR", "BL", false), // rotated 180
+    (4, "BL", "BR", false), // mirrored top-bottom
+    (5, "TL", "BL", true),  // transposed
+    (6, "TR", "BR", true),  // rotated 90 clockwise
+    (7, "BR", "TR", true),  // transversed
+    (8, "BL", "TL", true),  // rotated 90 counter-clockwise
+];
+
+fn corner(name: &str, (width, height): (u32, u32)) -> (u32, u32) {
+    let inset = 6;
+    match name {
+        "TL" => (inset, inset),
+        "TR" => (width - 1 - inset, inset),
+        "BL" => (inset, height - 1 - inset),
+        _ => (width - 1 - inset, height - 1 - inset),
+    }
+}
+
+fn marked_corners() -> RgbImage {
+    RgbImage::from_fn(48, 32, |x, y| match (x, y) {
+        (0..16, 0..16) => Rgb([255, 0, 0]),
+        (32.., 0..16) => Rgb([0, 0, 255]),
+        _ => Rgb([128, 128, 128]),
+    })
+}
+
+fn assert_oriented(out: &Compressed, orientation: u16) {
+    let &(_, red, blue, swapped) = ORIENTATIONS.iter().find(|o| o.0 == orientation).expect("known");
+    let size = if swapped { (32, 48) } else { (48, 32) };
+    assert_eq!((out.width, out.height), size, "orientation {orientation}");
+    let px = output_pixels(out);
+    assert_eq!(px.dimensions(), size);
+    for name in ["TL", "TR", "BL", "BR"] {
+        let expected = match name {
+            _ if name == red => [255, 0, 0],
+            _ if name == blue => [0, 0, 255],
+            _ => [128, 128, 128],
+        };
+        let (x, y) = corner(name, size);
+        let actual = *px.get_pixel(x, y);
+        assert!(
+            actual.0.iter().zip(expected).all(|(&a, e)| a.abs_diff(e) <= 30),
+            "orientation {orientation}, corner {name}: got {:?}, expected {expected:?}",
+            actual.0
+        );
+    }
+}
+
+#[test]
+fn all_eight_exif_orientations_of_a_jpeg_are_applied() {
+    let plain = jpeg_q(&marked_corners(), 95);
+    for (orientation, ..) in ORIENTATIONS {
+        let jpeg = insert_after_soi(&plain, &[exif_app1(&exif_tiff(orientation))]);
+        let out = run(&jpeg).expect("compresses");
+        assert_oriented(&out, orientation);
+        assert!(!out.kept_original, "orientation {orientation}");
+        assert_no_metadata(&out.jpeg);
+    }
+}
+
+#[test]
+fn png_exif_orientation_is_applied() {
+    let png = encoded(&marked_corners().into(), ImageFormat::Png);
+    let ihdr_end = 8 + 25;
+    let png = [&png[..ihdr_end], &png_chunk(b"eXIf", &exif_tiff(6)), &png[ihdr_end..]].concat();
+    assert_oriented(&run(&png).expect("compresses"), 6);
+}
+
+#[test]
+fn webp_exif_orientation_is_applied() {
+    let simple = encoded(&marked_corners().into(), ImageFormat::WebP);
+    assert_eq!(&simple[12..16], b"VP8L", "image writes the simple lossless format");
+    let tiff = exif_tiff(8);
+    let mut body = b"WEBP".to_vec();
+    body.extend(b"VP8X");
+    body.extend(10u32.to_le_bytes());
+    body.extend([0x08, 0, 0, 0]); // flags: EXIF
+    body.extend(&47u32.to_le_bytes()[..3]);
+    body.extend(&31u32.to_le_bytes()[..3]);
+    body.extend(&simple[12..]);
+    body.extend(b"EXIF");
+    body.extend(u32::try_from(tiff.len()).expect("small").to_le_bytes());
+    body.extend(&tiff);
+    let mut webp = b"RIFF".to_vec();
+    webp.extend(u32::try_from(body.len()).expect("small").to_le_bytes());
+    webp.extend(body);
+    assert_oriented(&run(&webp).expect("compresses"), 8);
+}
+
+#[test]
+fn tiff_orientation_is_applied() {
+    // Gray: left half black, right half white; orientation 6 puts the left half on top.
+    let pixels: Vec<u8> = (0..20).flat_map(|_| (0..40).map(|x| if x < 20 { 0 } else { 255 })).collect();
+    let out = run(&gray_tiff(40, 20, &pixels, Some(6))).expect("compresses");
+    assert_eq!((out.width, out.height, out.input_format), (20, 40, InputFormat::Tiff));
+    assert_eq!(output_colorspace(&out), Colorspace::Gray);
+    let px = output_pixels(&out);
+    assert_near(*px.get_pixel(10, 5), [0, 0, 0], 10);
+    assert_near(*px.get_pixel(10, 35), [255, 255, 255], 10);
+}
+
+// ----- size limits -----
+
+#[test]
+fn image_over_the_pixel_limit_is_refused() {
+    let png = encoded(&GrayImage::new(3000, 3000).into(), ImageFormat::Png);
+    let limits = CodecLimits { max_pixels: 1_000_000, ..CodecLimits::default() };
+    let err = compress(&png, &limits).err().expect("refused");
+    assert!(matches!(err, CodecError::TooManyPixels { pixels: 9_000_000, limit: 1_000_000 }), "{err:?}");
+    assert_eq!(err.code(), "too_many_pixels");
+}
+
+fn png_chunk(kind: &[u8; 4], data: &[u8]) -> Vec<u8> {
+    let mut crc_input = kind.to_vec();
+    crc_input.extend(data);
+    let mut crc = !0u32;
+    for byte in &crc_input {
+        crc ^= u32::from(*byte);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+        }
+    }
+    let mut chunk = u32::try_from(data.len()).expect("small").to_be_bytes().to_vec();
+    chunk.extend(crc_input);
+    chunk.extend((!crc).to_be_bytes());
+    chunk
+}
+
+fn png_bomb() -> Vec<u8> {
+    let mut ihdr = Vec::new();
+    ihdr.extend(30_000u32.to_be_bytes());
+    ihdr.extend(30_000u32.to_be_bytes());
+    ihdr.extend([8, 0, 0, 0, 0]); // 8-bit grayscale, deflate, no filter method, no interlace
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    png.extend(png_chunk(b"IHDR", &ihdr));
+    png.extend(png_chunk(b"IDAT", &[0x78, 0x9C, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]));
+    png.extend(png_chunk(b"IEND", &[]));
+    png
+}
+
+/// Small files whose headers declare huge images: refused from the header, and the largest
+/// allocation made while refusing them stays far below one row of pixels.
+#[test]
+fn header_bombs_are_refused_without_allocating_pixels() {
+    let mut jpeg = jpeg_q(&gradient(16, 16), 50);
+    let sof = jpeg.windows(2).position(|w| w == [0xFF, 0xC0]).expect("baseline SOF");
+    jpeg[sof + 5..sof + 9].copy_from_slice(&[0xFD, 0xE8, 0xFD, 0xE8]); // 65000 x 65000
+
+    let mut gif = encoded(&RgbaImage::new(1, 1).into(), ImageFormat::Gif);
+    gif[6..10].copy_from_slice(&[0xFF; 4]); // logical screen 65535 x 65535
+    let gif_pixels = 65_535u64 * 65_535;
+
+    let mut webp = encoded(&RgbaImage::new(1, 1).into(), ImageFormat::WebP);
+    assert_eq!(&webp[12..16], b"VP8L");
+    let bits = u32::from_le_bytes(webp[21..25].try_into().expect("4 bytes"));
+    // 16383 x 16383: image-webp 0.2.4 reads the largest size, 16384, as 0.
+    webp[21..25].copy_from_slice(&((bits & 0xF000_0000) | 0x3FFE | (0x3FFE << 14)).to_le_bytes());
+
+    let mut bmp = bmp_header();
+    bmp[18..26].copy_from_slice(&[60_000i32.to_le_bytes(), 60_000i32.to_le_bytes()].concat()); // image's own limit is 65535
+
+    let cases: [(&str, Vec<u8>, u64); 6] = [
+        ("png", png_bomb(), 900_000_000),
+        ("tiff", gray_tiff(100_000, 100_000, &[0; 16], None), 10_000_000_000),
+        ("jpeg", jpeg, 65_000 * 65_000),
+        ("gif", gif, gif_pixels),
+        ("webp", webp, 16_383 * 16_383),
+        ("bmp", bmp, 3_600_000_000),
+    ];
+    for (name, input, declared) in cases {
+        assert!(input.len() < 2000, "{name} bomb is {} bytes", input.len());
+        let (result, largest) = alloc_probe::largest_allocation(|| run(&input));
+        let err = result.err().unwrap_or_else(|| panic!("{name} bomb accepted"));
+        assert!(
+            matches!(err, CodecError::TooManyPixels { pixels, limit: 50_000_000 } if pixels == declared),
+            "{name}: {err:?}"
+        );
+        assert!(largest < 1 << 20, "{name}: allocated {largest} bytes at once");
+    }
+    // The probe sees pixel buffers: a real 1200 x 1000 decode allocates at least 1.2 MB at once.
+    let real = encoded(&GrayImage::new(1200, 1000).into(), ImageFormat::Png);
+    let (result, largest) = alloc_probe::largest_allocation(|| run(&real));
+    assert!(result.is_ok() && largest >= 1_200_000, "{largest}");
+}
+
+fn bmp_header() -> Vec<u8> {
+    let mut bmp = b"BM".to_vec();
+    bmp.extend(58u32.to_le_bytes()); // file size
+    bmp.extend([0, 0, 0, 0]);
+    bmp.extend(54u32.to_le_bytes()); // pixel data offset
+    bmp.extend(40u32.to_le_bytes()); // BITMAPINFOHEADER
+    bmp.extend(1i32.to_le_bytes());
+    bmp.extend(1i32.to_le_bytes());
+    bmp.extend([1, 0, 24, 0]);
+    bmp.extend([0; 24]);
+    bmp.extend([0, 0, 255, 0]);
+    bmp
+}
+
+// ----- damaged input -----
+
+#[test]
+fn truncated_jpeg_gives_an_error_or_a_partial_image() {
+    let jpeg = jpeg_q(&gradient(256, 256), 90);
+    match run(&jpeg[..jpeg.len() / 2]) {
+        Ok(out) => {
+            assert_eq!((out.width, out.height), (256, 256));
+            assert!(!out.kept_original, "a truncated file is never handed on");
+        }
+        Err(err) => assert_eq!(err.code(), "decode_error", "{err}"),
+    }
+}
+
+/// Not a fuzzer, but every prefix and a few corruptions of every fixture must not panic.
+#[test]
+fn damaged_inputs_do_not_panic() {
+    let img = DynamicImage::ImageRgba8(RgbaImage::from_fn(24, 16, |x, y| Rgba([x as u8 * 10, y as u8 * 15, 90, 200])));
+    let gray: Vec<u8> = (0..24 * 16).map(|i| (i * 7) as u8).collect();
+    let fixtures = [
+        jpeg_q(&img.to_rgb8(), 80),
+        insert_after_soi(&jpeg_q(&img.to_rgb8(), 30), &metadata_segments()),
+        cmyk_jpeg(&[0, 255, 255, 0].repeat(24 * 16), 24, 16, Colorspace::YCCK),
+        encoded(&img, ImageFormat::Png),
+        encoded(&img, ImageFormat::Gif),
+        encoded(&img, ImageFormat::WebP),
+        encoded(&img.to_rgb8().into(), ImageFormat::Bmp),
+        encoded(&img, ImageFormat::Tiff),
+        gray_tiff(24, 16, &gray, Some(5)),
+        bmp_header(),
+    ];
+    for fixture in &fixtures {
+        for len in (0..fixture.len()).step_by(7) {
+            let _ = run(&fixture[..len]);
+            let _ = strip_jpeg_metadata(&fixture[..len]);
+            let mut flipped = fixture.clone();
+            flipped[len] ^= 0x5A;
+            let _ = run(&flipped);
+            let _ = strip_jpeg_metadata(&flipped);
+        }
+    }
+}
+
+// ----- CMYK and YCCK JPEGs -----
+
+/// Six 16x16 patches: red, green, blue, white, black, mid grey, as ink amounts (0 = none).
+const CMYK_PATCHES: [[u8; 4]; 6] =
+    [[0, 255, 255, 0], [255, 0, 255, 0], [255, 255, 0, 0], [0, 0, 0, 0], [0, 0, 0, 255], [0, 0, 0, 128]];
+
+fn cmyk_patch_samples() -> Vec<u8> {
+    let mut samples = Vec::new();
+    for _y in 0..16 {
+        for patch in CMYK_PATCHES {
+            samples.extend(patch.repeat(16));
+        }
+    }
+    samples
+}
+
+/// The reference: R = (255 - C) * (255 - K) / 255, and so on, rounded.
+fn cmyk_reference([c, m, y, k]: [u8; 4]) -> [u8; 3] {
+    [c, m, y].map(|v| ((255.0 - f64::from(v)) * (255.0 - f64::from(k)) / 255.0).round() as u8)
+}
+
+/// libjpeg-turbo compresses the 4-channel `stored` samples as they are, in `colorspace`
+/// (CMYK: no transform; YCCK: the YCC transform), at quality 50 without subsampling.
+fn cmyk_jpeg(stored: &[u8], width: usize, height: usize, colorspace: Colorspace) -> Vec<u8> {
+    let image = turbojpeg::Image { pixels: stored, width, pitch: width * 4, height, format: PixelFormat::CMYK };
+    let mut compressor = turbojpeg::Compressor::new().expect("compressor");
+    compressor.set_quality(50).expect("quality");
+    compressor.set_subsamp(Subsamp::None).expect("subsamp");
+    compressor.set_colorspace(colorspace).expect("colorspace");
+    compressor.compress_to_vec(image).expect("fixture encodes")
+}
+
+/// The Adobe APP14 transform byte: 0 = CMYK (or RGB) as stored, 1 = YCbCr, 2 = YCCK.
+fn adobe_transform(jpeg: &[u8]) -> Option<u8> {
+    let (_, payload) = header_segments(jpeg).into_iter().find(|(m, p)| *m == APP14 && p.starts_with(b"Adobe"))?;
+    payload.get(11).copied()
+}
+
+fn assert_cmyk_patches(jpeg: &[u8], variant: &str) {
+    assert!(decode_jpeg_turbo(jpeg, (96, 16)).is_some(), "{variant}: libjpeg-turbo path");
+    let out = run(jpeg).expect("compresses");
+    assert!(!out.kept_original, "{variant}: a CMYK file is never handed on");
+    let px = output_pixels(&out);
+    for (i, ink) in CMYK_PATCHES.into_iter().enumerate() {
+        let expected = cmyk_reference(ink);
+        let actual = *px.get_pixel(16 * i as u32 + 8, 8);
+        let error = actual.0.iter().zip(expected).map(|(&a, e)| a.abs_diff(e)).max().unwrap_or(0);
+        assert!(error <= 40, "{variant}, ink {ink:?}: got {:?}, expected {expected:?}", actual.0);
+    }
+}
+
+#[test]
+fn cmyk_and_ycck_jpegs_from_photoshop_are_read_inverted() {
+    // Photoshop (Adobe APP14) stores 255 - ink.
+    let inverted: Vec<u8> = cmyk_patch_samples().iter().map(|v| 255 - v).collect();
+    for (colorspace, transform) in [(Colorspace::CMYK, 0), (Colorspace::YCCK, 2)] {
+        let jpeg = cmyk_jpeg(&inverted, 96, 16, colorspace);
+        assert_eq!(adobe_transform(&jpeg), Some(transform), "libjpeg-turbo writes the Adobe marker");
+        assert_eq!(turbojpeg::read_header(&jpeg).expect("header").colorspace, colorspace);
+        assert_cmyk_patches(&jpeg, &format!("Adobe, transform {transform}"));
+    }
+}
+
+#[test]
+fn cmyk_jpeg_without_adobe_marker_is_read_as_plain_ink() {
+    // A non-Adobe writer stores ink amounts as they are and writes no APP14. Built from a
+    // libjpeg-turbo CMYK (transform 0) file with its APP14 segment cut out: the component
+    // data of a transform-0 file does not depend on the marker. (libjpeg reads any
+    // 4-component file without the marker as CMYK, so a YCCK file needs its marker.)
+    let jpeg = without_segments(&cmyk_jpeg(&cmyk_patch_samples(), 96, 16, Colorspace::CMYK), APP14);
+    assert!(!has_adobe_marker(&jpeg));
+    assert_eq!(turbojpeg::read_header(&jpeg).expect("header").colorspace, Colorspace::CMYK);
+    assert_cmyk_patches(&jpeg, "no Adobe marker");
+}
+
+// ----- no gain: keeping the original JPEG -----
+
+/// What other services write: libjpeg-turbo, 4:2:0.
+fn turbo_jpeg(img: &RgbImage, quality: i32) -> Vec<u8> {
+    let (width, height) = (img.width() as usize, img.height() as usize);
+    let image =
+        turbojpeg::Image { pixels: img.as_raw().as_slice(), width, pitch: width * 3, height, format: PixelFormat::RGB };
+    turbojpeg::compress(image, quality, Subsamp::Sub2x2).expect("fixture encodes").to_vec()
+}
+
+#[test]
+fn already_small_jpeg_is_kept_without_its_metadata() {
+    let plain = turbo_jpeg(&gradient(64, 48), 30);
+    let mut input = insert_after_soi(&plain, &metadata_segments());
+    input.extend(b"TRAILER-SECRET: a second picture with its own EXIF");
+
+    let out = run(&input).expect("compresses");
+    assert!(out.kept_original, "q50 of a q30 file gains nothing");
+    assert_eq!(out.note(), Some("no_gain"));
+    assert_eq!(out.jpeg, plain, "the input minus its metadata, byte for byte");
+    assert!(out.jpeg.len() <= input.len());
+    assert_eq!((out.width, out.height), (64, 48));
+    assert_no_metadata(&out.jpeg);
+    let encoded_len = encode(&Pixels::Rgb(gradient(64, 48))).expect("encodes").len();
+    assert!(encoded_len >= plain.len(), "fixture premise: {encoded_len} < {}", plain.len());
+}
+
+#[test]
+fn small_jpeg_that_must_be_rotated_is_re_encoded() {
+    let plain = turbo_jpeg(&marked_corners(), 30);
+    let input = insert_after_soi(&plain, &[exif_app1(&exif_tiff_with_gps(6))]);
+    let out = run(&input).expect("compresses");
+    assert!(!out.kept_original);
+    assert_eq!(out.note(), None);
+    assert_oriented(&out, 6);
+    assert_no_metadata(&out.jpeg);
+}
+
+#[test]
+fn q95_jpeg_with_gps_is_re_encoded_without_it() {
+    let input = insert_after_soi(&jpeg_q(&gradient(256, 192), 95), &metadata_segments());
+    let out = run(&input).expect("compresses");
+    assert!(!out.kept_original);
+    assert!(out.jpeg.len() < input.len());
+    assert_no_metadata(&out.jpeg);
+}
+
+#[test]
+fn photo_like_jpeg_at_q95_gets_smaller() {
+    let mut seed = 0x2545_F491u32;
+    let photo = RgbImage::from_fn(1000, 800, |x, y| {
+        seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        let noise = (seed >> 28) as i32 - 8;
+        let wave = ((x as f32 / 60.0).sin() * 40.0 + (y as f32 / 45.0).cos() * 40.0) as i32;
+        let channel = |base: i32| (base + wave + noise).clamp(0, 255) as u8;
+        Rgb([channel(120 + (x / 8) as i32), channel(100 + (y / 8) as i32), channel(140)])
+    });
+    let input = jpeg_q(&photo, 95);
+    let out = run(&input).expect("compresses");
+    assert_eq!((out.width, out.height), (1000, 800));
+    assert!(!out.kept_original);
+    assert!(out.jpeg.len() < input.len(), "{} >= {}", out.jpeg.len(), input.len());
+}
+
+#[test]
+fn strip_keeps_picture_colour_and_profile_segments() {
+    let plain = jpeg_q(&gradient(32, 32), 80);
+    let keep = [segment(0xE2, b"ICC_PROFILE\0\x01\x01fake-profile"), segment(APP14, b"Adobe\0\x64\0\0\0\0\x01")];
+    let input = insert_after_soi(&plain, &[metadata_segments(), keep.to_vec()].concat());
+    let stripped = strip_jpeg_metadata(&input).expect("strips");
+    assert_eq!(stripped, insert_after_soi(&plain, &keep));
+    assert_no_metadata(&stripped);
+}
+
+#[test]
+fn strip_copies_progressive_scans_and_fill_bytes() {
+    let rgb = gradient(40, 40);
+    let image = turbojpeg::Image {
+        pixels: rgb.as_raw().as_slice(),
+        width: 40,
+        pitch: 120,
+        height: 40,
+        format: PixelFormat::RGB,
+    };
+    let mut compressor = turbojpeg::Compressor::new().expect("compressor");
+    compressor.set_progressive(true).expect("progressive");
+    let progressive = compressor.compress_to_vec(image).expect("encodes");
+    let scans = progressive.windows(2).filter(|w| w == &[0xFF, SOS]).count();
+    assert!(scans > 1, "{scans} scans");
+    assert_eq!(strip_jpeg_metadata(&progressive).as_deref(), Some(progressive.as_slice()));
+
+    // Fill bytes before a marker are legal and dropped.
+    let dqt = progressive.windows(2).position(|w| w == [0xFF, 0xDB]).expect("DQT");
+    let padded = [&progressive[..dqt], &[0xFF, 0xFF, 0xFF], &progressive[dqt..]].concat();
+    assert_eq!(strip_jpeg_metadata(&padded).as_deref(), Some(progressive.as_slice()));
+}
+
+#[test]
+fn strip_refuses_what_it_should_not_hand_on() {
+    let plain = jpeg_q(&gradient(32, 32), 80);
+    assert_eq!(strip_jpeg_metadata(&plain[..plain.len() - 2]), None, "no EOI");
+    assert_eq!(strip_jpeg_metadata(&plain[..plain.len() / 2]), None, "truncated");
+    assert_eq!(strip_jpeg_metadata(b"\xFF\xD8\xFF\xD9"), None, "no scan");
+    assert_eq!(strip_jpeg_metadata(b"\xFF\xD8\xFF\xE1\0\x01"), None, "bad length");
+
+    let rgb = gradient(16, 16);
+    let image = turbojpeg::Image {
+        pixels: rgb.as_raw().as_slice(),
+        width: 16,
+        pitch: 48,
+        height: 16,
+        format: PixelFormat::RGB,
+    };
+    let mut compressor = turbojpeg::Compressor::new().expect("compressor");
+    compressor.set_arithmetic(true).expect("arithmetic");
+    let arithmetic = compressor.compress_to_vec(image).expect("encodes");
+    assert_eq!(strip_jpeg_metadata(&arithmetic), None, "arithmetic coding");
+
+    let cmyk = cmyk_jpeg(&[0; 16 * 16 * 4], 16, 16, Colorspace::CMYK);
+    assert_eq!(strip_jpeg_metadata(&cmyk), None, "4 components");
+}
+
+#[test]
+fn entropy_coded_data_ends_at_the_first_real_marker() {
+    assert_eq!(entropy_coded_len(&[0x12, 0xFF, 0x00, 0x34, 0xFF, 0xD3, 0x56, 0xFF, 0xD9]), Some(7));
+    assert_eq!(entropy_coded_len(&[0x12, 0xFF, 0xFF, 0xC4]), Some(1));
+    assert_eq!(entropy_coded_len(&[0x12, 0xFF, 0x00]), None);
+}
