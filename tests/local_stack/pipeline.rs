@@ -128,6 +128,14 @@ async fn a_catalogue_with_broken_links_ends_completed_with_errors_and_keeps_ever
         }
     }
 
+    // The errors report names each failed image with its code.
+    let report = api.download(status["errors_csv_url"].as_str().expect("an errors report")).await;
+    let report = String::from_utf8(report).unwrap();
+    let failed_lines: Vec<&str> = report.lines().skip(1).collect();
+    assert_eq!(failed_lines.len(), 2, "{report}");
+    assert!(failed_lines[0].contains("img/missing.jpg,http_status_404,"), "{report}");
+    assert!(failed_lines[1].contains("html/login.jpg,not_an_image,"), "{report}");
+
     // Exactly one webhook, with the final counts.
     let hook = wait_for_one_webhook(&hooks, "catalogue").await;
     assert_eq!(hook["request_id"], id.as_str());
@@ -137,6 +145,7 @@ async fn a_catalogue_with_broken_links_ends_completed_with_errors_and_keeps_ever
         (Some(total), Some(total - 2), Some(2))
     );
     assert_eq!(api.download(hook["output_csv_url"].as_str().unwrap()).await, output);
+    assert_eq!(api.download(hook["errors_csv_url"].as_str().unwrap()).await, report.as_bytes());
 }
 
 /// The output is a JPEG of the same picture, smaller than its source; transparency is white.

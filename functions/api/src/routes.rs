@@ -13,7 +13,7 @@ use imgpipe_core::config::ApiConfig;
 use imgpipe_core::csv_rules::{CsvProblem, CsvRejection};
 use imgpipe_core::image_list::list_images;
 use imgpipe_core::ports::{BlobStore, RequestTable};
-use imgpipe_core::request::{ImageState, RequestRecord, image_path, output_csv_path};
+use imgpipe_core::request::{ImageState, RequestRecord, errors_csv_key, errors_csv_path, image_path, output_csv_path};
 use imgpipe_core::request_id::RequestId;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -41,6 +41,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/status/{request_id}/", get(status))
         .route("/api/status/{request_id}", get(status))
         .route("/api/requests/{request_id}/output.csv", get(output_csv))
+        .route("/api/requests/{request_id}/errors.csv", get(errors_csv))
         .route("/api/requests/{request_id}/images", get(images_page))
         .route("/api/requests/{request_id}/images/{image_index}", get(image))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
@@ -138,6 +139,8 @@ async fn status(State(state): State<Arc<AppState>>, Path(raw_id): Path<String>, 
         "updated_at": request.updated_at,
         "completed_at": request.completed_at,
         "output_csv_url": request.output_csv_key.as_ref().map(|_| format!("{}{}", origin(&headers), output_csv_path(id))),
+        "errors_csv_url": (request.output_csv_key.is_some() && request.failed > 0)
+            .then(|| format!("{}{}", origin(&headers), errors_csv_path(id))),
         "images_url": format!("{}/api/requests/{id}/images", origin(&headers)),
     });
     if request.failed > 0 {
@@ -182,6 +185,23 @@ async fn output_csv(State(state): State<Arc<AppState>>, Path(raw_id): Path<Strin
         Ok(url) => (StatusCode::FOUND, [(header::LOCATION, url)]).into_response(),
         Err(cause) => unavailable("output_csv", &cause),
     }
+}
+
+/// Redirects to the errors report of a finished request with failed images.
+async fn errors_csv(State(state): State<Arc<AppState>>, Path(raw_id): Path<String>) -> Response {
+    let request = match find_request(&state, &raw_id).await {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    if request.output_csv_key.is_none() {
+        let message =
+            format!("the errors report is written when the request finishes (status: {})", request.status.as_str());
+        return error(StatusCode::NOT_FOUND, "not_ready", message);
+    }
+    if request.failed == 0 {
+        return error(StatusCode::NOT_FOUND, "no_errors", "no image of this request failed");
+    }
+    redirect_to(&state, &errors_csv_key(request.request_id)).await
 }
 
 #[derive(Deserialize)]

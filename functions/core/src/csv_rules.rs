@@ -510,6 +510,30 @@ pub fn write_output_csv(csv: &ValidatedCsv, outputs: &[Option<String>]) -> Resul
     writer.into_inner().map_err(|error| OutputMismatch::Write(csv::Error::from(error.into_error())))
 }
 
+/// Header of the errors report written beside the output CSV when images failed.
+pub const ERRORS_HEADER: [&str; 6] =
+    ["S. No.", "Product Name", "Image Number", "Input Image Url", "Error Code", "Error Message"];
+
+/// The errors report: one record per failed image, in output order, naming its row (by
+/// serial number and product), its position among the row's URLs (1-based), and why it
+/// failed, with the same stable codes as the status. `failures` holds (image index, code,
+/// message); indexes beyond the CSV are skipped.
+pub fn write_errors_csv(csv: &ValidatedCsv, failures: &[(u32, &str, &str)]) -> Result<Vec<u8>, OutputMismatch> {
+    let positions: Vec<(&InputRow, usize, &HttpUrl)> =
+        csv.rows.iter().flat_map(|row| row.urls.iter().enumerate().map(move |(slot, url)| (row, slot, url))).collect();
+    let mut writer = WriterBuilder::new().terminator(Terminator::CRLF).from_writer(Vec::new());
+    writer.write_record(ERRORS_HEADER).map_err(OutputMismatch::Write)?;
+    for (index, code, message) in failures {
+        let Some((row, slot, url)) = positions.get(*index as usize) else { continue };
+        let number = (slot + 1).to_string();
+        let cells = [row.serial.as_str(), row.product_name.as_str(), &number, url.as_str(), code, message];
+        writer
+            .write_record(cells.map(neutralise_formula).iter().map(|cell| cell.as_bytes()))
+            .map_err(OutputMismatch::Write)?;
+    }
+    writer.into_inner().map_err(|error| OutputMismatch::Write(csv::Error::from(error.into_error())))
+}
+
 /// Spreadsheets run a cell that starts with one of these as a formula (CSV
 /// injection); a leading apostrophe makes them show it as text instead.
 fn neutralise_formula(cell: &str) -> Cow<'_, str> {

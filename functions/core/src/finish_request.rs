@@ -5,10 +5,12 @@ use std::time::Duration;
 
 use chrono::Utc;
 
-use crate::csv_rules::{CsvLimits, ValidatedCsv, write_output_csv};
+use crate::csv_rules::{CsvLimits, ValidatedCsv, write_errors_csv, write_output_csv};
 use crate::errors::StoreError;
 use crate::ports::{BlobStore, RequestTable, WebhookPayload, WebhookSender};
-use crate::request::{ImageState, RequestStatus, Transition, image_path, output_csv_key, output_csv_path};
+use crate::request::{
+    ImageState, RequestStatus, Transition, errors_csv_key, errors_csv_path, image_path, output_csv_key, output_csv_path,
+};
 use crate::request_id::RequestId;
 
 /// How the output CSV and the webhook link to what was produced.
@@ -81,11 +83,25 @@ pub async fn finish_request(
 
     // One slot per input URL; an image without a recorded success keeps its slot empty.
     let mut outputs = vec![None; csv.image_count()];
-    for image in ports.table.recorded_images(request_id).await? {
-        let slot = outputs.get_mut(image.image_index as usize);
-        if let (Some(slot), ImageState::Done, Some(key)) = (slot, image.state, &image.output_key) {
-            *slot = Some(links.link(ports.blobs, image_path(request_id, image.image_index), key).await?);
+    let mut failures = Vec::new();
+    let recorded = ports.table.recorded_images(request_id).await?;
+    for image in &recorded {
+        match (image.state, &image.output_key, outputs.get_mut(image.image_index as usize)) {
+            (ImageState::Done, Some(key), Some(slot)) => {
+                *slot = Some(links.link(ports.blobs, image_path(request_id, image.image_index), key).await?);
+            }
+            (ImageState::Failed, _, _) => failures.push((
+                image.image_index,
+                image.error_code.as_deref().unwrap_or(""),
+                image.error_message.as_deref().unwrap_or(""),
+            )),
+            _ => {}
         }
+    }
+    // Why each image failed, beside the output CSV (whose columns stay the input's plus one).
+    if !failures.is_empty() {
+        let report = write_errors_csv(&csv, &failures).map_err(|e| corrupt(&e.to_string()))?;
+        ports.blobs.put(&errors_csv_key(request_id), report, "text/csv").await?;
     }
     let output_csv = write_output_csv(&csv, &outputs).map_err(|e| corrupt(&e.to_string()))?;
     let csv_key = output_csv_key(request_id);
@@ -98,6 +114,11 @@ pub async fn finish_request(
     }
 
     if let Some(webhook_url) = &request.webhook_url {
+        let errors_csv_url = if failures.is_empty() {
+            None
+        } else {
+            Some(links.link(ports.blobs, errors_csv_path(request_id), &errors_csv_key(request_id)).await?)
+        };
         let payload = WebhookPayload {
             request_id,
             status,
@@ -105,6 +126,7 @@ pub async fn finish_request(
             succeeded: request.succeeded,
             failed: request.failed,
             output_csv_url: links.link(ports.blobs, output_csv_path(request_id), &csv_key).await?,
+            errors_csv_url,
         };
         // The state flip above already happened once; a failed delivery is logged, not
         // retried through the stream, which would not send it again anyway.
@@ -195,6 +217,9 @@ mod tests {
         assert_eq!(rows[1][3], "https://blobs.example/out/2.jpg");
         let request = fixture.table.get(fixture.id).await.unwrap().unwrap();
         assert_eq!(request.output_csv_key, Some(output_csv_key(fixture.id)));
+        let objects = fixture.blobs.objects.lock().unwrap();
+        let report = String::from_utf8(objects[&errors_csv_key(fixture.id)].0.clone()).unwrap();
+        assert!(report.lines().nth(1).unwrap().contains("https://img.example/b.png,http_status_404,gone"), "{report}");
         assert!(request.completed_at.is_some());
     }
 

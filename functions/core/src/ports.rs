@@ -86,6 +86,9 @@ pub struct WebhookPayload {
     pub succeeded: u64,
     pub failed: u64,
     pub output_csv_url: String,
+    /// The errors report, when images failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors_csv_url: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]

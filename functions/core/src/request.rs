@@ -241,6 +241,16 @@ pub fn output_csv_path(id: RequestId) -> String {
     format!("/api/requests/{id}/output.csv")
 }
 
+/// The API path that redirects to a request's errors report (only when images failed).
+pub fn errors_csv_path(id: RequestId) -> String {
+    format!("/api/requests/{id}/errors.csv")
+}
+
+/// Where the errors report is written: beside the output CSV, when images failed.
+pub fn errors_csv_key(id: RequestId) -> String {
+    format!("requests/{id}/errors.csv")
+}
+
 /// Where the uploaded CSV is kept.
 pub fn input_csv_key(id: RequestId) -> String {
     format!("requests/{id}/input.csv")

@@ -90,6 +90,7 @@ mod tests {
             succeeded: 1,
             failed: 0,
             output_csv_url: "https://example.com/out.csv".into(),
+            errors_csv_url: None,
         }
     }
 

@@ -484,3 +484,24 @@ S. No.,Product Name,Input Image Urls
     assert_eq!(neutralise_formula("\rx"), "'\rx");
     assert_eq!(neutralise_formula("SKU1"), "SKU1");
 }
+
+#[test]
+fn errors_report_names_each_failed_image_by_row_and_position() {
+    let csv = ValidatedCsv::parse(
+        b"S. No.,Product Name,Input Image Urls\n1,=Shirt,\"https://a.example/1.jpg,https://a.example/2.jpg\"\n2,Shoe,https://a.example/3.jpg\n",
+        &CsvLimits::default(),
+    )
+    .unwrap();
+    let report =
+        write_errors_csv(&csv, &[(1, "http_status_404", "the server answered HTTP 404"), (2, "not_an_image", "-")])
+            .unwrap();
+
+    let mut reader = csv::Reader::from_reader(report.as_slice());
+    assert_eq!(reader.headers().unwrap().iter().collect::<Vec<_>>(), ERRORS_HEADER);
+    let records: Vec<Vec<String>> = reader.records().map(|r| r.unwrap().iter().map(String::from).collect()).collect();
+    assert_eq!(
+        records[0],
+        ["1", "'=Shirt", "2", "https://a.example/2.jpg", "http_status_404", "the server answered HTTP 404"]
+    );
+    assert_eq!(records[1], ["2", "Shoe", "1", "https://a.example/3.jpg", "not_an_image", "'-"]);
+}
