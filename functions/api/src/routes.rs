@@ -90,6 +90,8 @@ async fn upload(
                 "request_id": id,
                 "status_url": format!("{}/api/status/{id}/", origin(&headers)),
                 "images": accepted.image_count,
+                // Shown once: the webhook is signed with it (Standard Webhooks).
+                "webhook_secret": accepted.webhook_secret.map(|secret| secret.to_string()),
             });
             (StatusCode::ACCEPTED, Json(body)).into_response()
         }

@@ -12,10 +12,13 @@ use crate::http_url::{HttpUrl, InvalidUrl};
 use crate::ports::{BlobStore, JobQueue, RequestTable};
 use crate::request::{RequestRecord, RequestStatus};
 use crate::request_id::RequestId;
+use crate::webhook_signature::WebhookSecret;
 
 pub struct Accepted {
     pub request_id: RequestId,
     pub image_count: usize,
+    /// The secret the webhook will be signed with, when there is a webhook.
+    pub webhook_secret: Option<WebhookSecret>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,7 +54,12 @@ pub async fn accept_csv(
         .map_err(AcceptError::WebhookUrl)?;
 
     let request_id = RequestId::new_random();
-    let request = RequestRecord::new(request_id, csv.image_count() as u64, webhook_url, Utc::now());
+    let mut request = RequestRecord::new(request_id, csv.image_count() as u64, webhook_url, Utc::now());
+    if request.webhook_url.is_some() {
+        let secret = WebhookSecret::generate()
+            .map_err(|e| StoreError::Unavailable { service: "random", detail: e.to_string() })?;
+        request.webhook_secret = Some(secret);
+    }
     log_stage(request_id, "validate", started);
     ports.blobs.put(&request.input_csv_key, csv_bytes.to_vec(), "text/csv").await?;
     ports.table.create(&request).await?;
@@ -62,7 +70,7 @@ pub async fn accept_csv(
         return Err(error.into());
     }
     log_stage(request_id, "accepted", started);
-    Ok(Accepted { request_id, image_count: csv.image_count() })
+    Ok(Accepted { request_id, image_count: csv.image_count(), webhook_secret: request.webhook_secret })
 }
 
 /// One log line per stage with the time since the upload arrived.
@@ -109,6 +117,8 @@ mod tests {
         let request = fakes.table.get(id).await.unwrap().unwrap();
         assert_eq!((request.status, request.total, request.remaining), (RequestStatus::Pending, 3, 3));
         assert_eq!(request.webhook_url.unwrap().as_str(), "https://hooks.example/x");
+        assert_eq!(request.webhook_secret, accepted.webhook_secret, "the client gets the signing secret");
+        assert!(request.webhook_secret.is_some());
         assert_eq!(*fakes.queue.fan_outs.lock().unwrap(), [id]);
     }
 

@@ -113,7 +113,7 @@ pub async fn finish_request(
         return Ok(Finished::Already);
     }
 
-    if let Some(webhook_url) = &request.webhook_url {
+    if let (Some(webhook_url), Some(secret)) = (&request.webhook_url, &request.webhook_secret) {
         let errors_csv_url = if failures.is_empty() {
             None
         } else {
@@ -130,7 +130,7 @@ pub async fn finish_request(
         };
         // The state flip above already happened once; a failed delivery is logged, not
         // retried through the stream, which would not send it again anyway.
-        match ports.webhooks.send(webhook_url, &payload).await {
+        match ports.webhooks.send(webhook_url, secret, &payload).await {
             Ok(()) => tracing::info!(request_id = %request_id, stage = "webhook", "delivered"),
             Err(error) => {
                 tracing::warn!(request_id = %request_id, stage = "webhook", error = %error)
@@ -147,6 +147,7 @@ mod tests {
     use crate::memory::{MemoryBlobs, MemoryTable, MemoryWebhooks};
     use crate::ports::ImageResults;
     use crate::request::{ImageOutcome, RequestRecord, image_jobs};
+    use crate::webhook_signature::WebhookSecret;
 
     const CSV: &str = "S. No.,Product Name,Input Image Urls\n\
         1,Shirt,\"https://img.example/a.jpg,https://img.example/b.png\"\n\
@@ -172,7 +173,8 @@ mod tests {
             };
             let csv = ValidatedCsv::parse(CSV.as_bytes(), &CsvLimits::default()).unwrap();
             let hook = HttpUrl::parse("https://hooks.example/done").unwrap();
-            let request = RequestRecord::new(fixture.id, 3, Some(hook), Utc::now());
+            let mut request = RequestRecord::new(fixture.id, 3, Some(hook), Utc::now());
+            request.webhook_secret = Some(WebhookSecret::generate().unwrap());
             fixture.blobs.put(&request.input_csv_key, CSV.into(), "text/csv").await.unwrap();
             fixture.table.create(&request).await.unwrap();
             for (job, done) in image_jobs(fixture.id, &csv).iter().zip(outcomes) {

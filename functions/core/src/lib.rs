@@ -21,3 +21,4 @@ pub mod request;
 pub mod request_id;
 pub mod sweep;
 pub mod webhook;
+pub mod webhook_signature;

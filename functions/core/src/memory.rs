@@ -15,6 +15,7 @@ use crate::ports::{
 };
 use crate::request::{ImageJob, ImageOutcome, ImageRecord, ImageState, RequestRecord, RequestStatus, Transition};
 use crate::request_id::RequestId;
+use crate::webhook_signature::WebhookSecret;
 
 #[derive(Default)]
 pub struct MemoryBlobs {
@@ -202,7 +203,7 @@ pub struct MemoryWebhooks {
 
 #[async_trait]
 impl WebhookSender for MemoryWebhooks {
-    async fn send(&self, url: &HttpUrl, payload: &WebhookPayload) -> Result<(), WebhookError> {
+    async fn send(&self, url: &HttpUrl, _secret: &WebhookSecret, payload: &WebhookPayload) -> Result<(), WebhookError> {
         self.sent.lock().unwrap().push((url.as_str().into(), payload.clone()));
         Ok(())
     }

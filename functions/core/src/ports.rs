@@ -12,6 +12,7 @@ use crate::errors::{FetchError, StoreError};
 use crate::http_url::HttpUrl;
 use crate::request::{ImageJob, ImageOutcome, ImageRecord, RequestRecord, RequestStatus, Transition};
 use crate::request_id::RequestId;
+use crate::webhook_signature::WebhookSecret;
 
 #[async_trait]
 pub trait BlobStore: Send + Sync {
@@ -97,5 +98,6 @@ pub struct WebhookError(pub String);
 
 #[async_trait]
 pub trait WebhookSender: Send + Sync {
-    async fn send(&self, url: &HttpUrl, payload: &WebhookPayload) -> Result<(), WebhookError>;
+    /// Delivers `payload`, signed with `secret` (Standard Webhooks).
+    async fn send(&self, url: &HttpUrl, secret: &WebhookSecret, payload: &WebhookPayload) -> Result<(), WebhookError>;
 }

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::http_url::HttpUrl;
 use crate::request_id::RequestId;
+use crate::webhook_signature::WebhookSecret;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -88,6 +89,9 @@ pub struct RequestRecord {
     pub output_csv_key: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_url: Option<HttpUrl>,
+    /// Signs the webhook; given to the client once, in the upload's answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_secret: Option<WebhookSecret>,
 }
 
 impl RequestRecord {
@@ -105,6 +109,7 @@ impl RequestRecord {
             input_csv_key: input_csv_key(request_id),
             output_csv_key: None,
             webhook_url,
+            webhook_secret: None,
         }
     }
 

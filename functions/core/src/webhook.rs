@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use crate::fetch::{GuardedClient, SystemLookup, refused_address};
 use crate::http_url::HttpUrl;
 use crate::ports::{WebhookError, WebhookPayload, WebhookSender};
+use crate::webhook_signature::WebhookSecret;
 
 pub struct HttpWebhookSender {
     client: GuardedClient,
@@ -46,9 +47,18 @@ impl HttpWebhookSender {
         Ok(Self { client, attempts: attempts.max(1) })
     }
 
-    async fn attempt(&self, url: &HttpUrl, payload: &WebhookPayload) -> Result<(), Failure> {
+    /// One delivery, signed afresh: the timestamp is the time of this attempt.
+    async fn attempt(&self, url: &HttpUrl, signed: &Signed<'_>) -> Result<(), Failure> {
         let client = self.client.client_for(url).map_err(|_| Failure::Refused)?;
-        let response = client.post(url.as_str()).json(payload).send().await.map_err(|error| {
+        let timestamp = chrono::Utc::now().timestamp();
+        let request = client
+            .post(url.as_str())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header("webhook-id", &signed.message_id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signed.secret.sign(&signed.message_id, timestamp, &signed.body))
+            .body(signed.body.clone());
+        let response = request.send().await.map_err(|error| {
             if refused_address(&error) { Failure::Refused } else { Failure::Failed(error.without_url().to_string()) }
         })?;
         match response.status() {
@@ -58,15 +68,25 @@ impl HttpWebhookSender {
     }
 }
 
+/// What every attempt of one delivery shares.
+struct Signed<'a> {
+    /// The same on every attempt, so receivers can drop repeats.
+    message_id: String,
+    body: Vec<u8>,
+    secret: &'a WebhookSecret,
+}
+
 #[async_trait]
 impl WebhookSender for HttpWebhookSender {
-    async fn send(&self, url: &HttpUrl, payload: &WebhookPayload) -> Result<(), WebhookError> {
+    async fn send(&self, url: &HttpUrl, secret: &WebhookSecret, payload: &WebhookPayload) -> Result<(), WebhookError> {
+        let body = serde_json::to_vec(payload).map_err(|e| WebhookError(e.to_string()))?;
+        let signed = Signed { message_id: format!("msg_{}", payload.request_id), body, secret };
         let mut last_error = String::new();
         for attempt in 0..self.attempts {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(500 << attempt)).await;
             }
-            match self.attempt(url, payload).await {
+            match self.attempt(url, &signed).await {
                 Ok(()) => return Ok(()),
                 Err(Failure::Refused) => return Err(WebhookError(REFUSED.into())),
                 Err(Failure::Failed(error)) => last_error = error,
@@ -102,7 +122,8 @@ mod tests {
         for url in ["http://127.0.0.1:9001/", "http://169.254.169.254/latest/meta-data/", "http://localhost:9/hook"] {
             let url = HttpUrl::parse(url).expect("valid URL");
             let started = std::time::Instant::now();
-            let error = sender.send(&url, &payload()).await.expect_err("refused");
+            let secret = WebhookSecret::generate().unwrap();
+            let error = sender.send(&url, &secret, &payload()).await.expect_err("refused");
             assert_eq!(error.0, REFUSED, "{url}");
             assert!(started.elapsed() < Duration::from_millis(400), "{url} was retried");
         }
@@ -117,7 +138,8 @@ mod tests {
             let (mut socket, _) = listener.accept().await.expect("accept");
             let mut request = Vec::new();
             let mut buffer = [0u8; 4096];
-            while !String::from_utf8_lossy(&request).contains("\"total\":1") {
+            // Until the whole JSON body is in: the signature covers all of it.
+            while !String::from_utf8_lossy(&request).ends_with('}') {
                 let read = socket.read(&mut buffer).await.expect("read");
                 assert!(read > 0, "connection closed early");
                 request.extend_from_slice(&buffer[..read]);
@@ -128,7 +150,19 @@ mod tests {
         let allowed = [format!("127.0.0.1:{port}")];
         let sender = HttpWebhookSender::with_allowed_hosts(Duration::from_secs(5), 1, &allowed).expect("client");
         let url = HttpUrl::parse(&format!("http://127.0.0.1:{port}/hook")).expect("valid URL");
-        sender.send(&url, &payload()).await.expect("delivered");
-        assert!(receiver.await.expect("receiver").starts_with("POST /hook "));
+        let secret = WebhookSecret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+        sender.send(&url, &secret, &payload()).await.expect("delivered");
+
+        let request = receiver.await.expect("receiver");
+        assert!(request.starts_with("POST /hook "));
+        let header = |name: &str| {
+            let line = request.lines().find(|line| line.to_ascii_lowercase().starts_with(&format!("{name}:")));
+            line.expect(name).split_once(':').unwrap().1.trim().to_string()
+        };
+        let body = request.split_once("\r\n\r\n").unwrap().1;
+        let timestamp: i64 = header("webhook-timestamp").parse().unwrap();
+        assert!((chrono::Utc::now().timestamp() - timestamp).abs() < 60);
+        assert!(header("webhook-id").starts_with("msg_"));
+        assert_eq!(header("webhook-signature"), secret.sign(&header("webhook-id"), timestamp, body.as_bytes()));
     }
 }
