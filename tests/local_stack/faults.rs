@@ -11,6 +11,7 @@ use imgpipe_core::http_url::HttpUrl;
 use imgpipe_core::ports::{BlobStore, RequestTable};
 use imgpipe_core::request::RequestRecord;
 use imgpipe_core::request_id::RequestId;
+use imgpipe_core::webhook_signature::WebhookSecret;
 use imgpipe_tests::api_client::ApiClient;
 use imgpipe_tests::fixtures::photo_jpeg;
 use imgpipe_tests::servers::{Files, ImageServer, WebhookReceiver};
@@ -196,7 +197,8 @@ async fn a_request_whose_jobs_were_lost_is_ended_by_the_sweeper() {
     let id = RequestId::new_random();
     let urls = ["https://img.example/a.jpg", "https://img.example/b.jpg"];
     let webhook = HttpUrl::parse(&hooks.url("swept")).unwrap();
-    let request = RequestRecord::new(id, 2, Some(webhook), Utc::now());
+    let mut request = RequestRecord::new(id, 2, Some(webhook), Utc::now());
+    request.webhook_secret = Some(WebhookSecret::generate().unwrap());
     blobs.put(&request.input_csv_key, csv_of(&urls.map(String::from)).into_bytes(), "text/csv").await.unwrap();
     table.create(&request).await.unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;

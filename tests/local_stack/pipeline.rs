@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use image::GenericImageView;
 use imgpipe_core::csv_rules::OUTPUT_HEADER;
+use imgpipe_core::webhook_signature::WebhookSecret;
 use imgpipe_tests::api_client::ApiClient;
 use imgpipe_tests::fixtures::{cutout_png, photo_jpeg};
 use imgpipe_tests::servers::{Files, ImageServer, WebhookReceiver};
@@ -145,6 +146,12 @@ async fn a_catalogue_with_broken_links_ends_completed_with_errors_and_keeps_ever
         (Some(total), Some(total - 2), Some(2))
     );
     assert_eq!(api.download(hook["output_csv_url"].as_str().unwrap()).await, output);
+    // Signed with the secret the upload's answer gave (Standard Webhooks).
+    let secret = WebhookSecret::parse(accepted.body["webhook_secret"].as_str().expect("a signing secret")).unwrap();
+    let delivery = &hooks.deliveries("catalogue")[0];
+    let header = |name: &str| delivery.headers[name].to_str().unwrap().to_string();
+    let timestamp: i64 = header("webhook-timestamp").parse().unwrap();
+    assert_eq!(header("webhook-signature"), secret.sign(&header("webhook-id"), timestamp, &delivery.body));
     assert_eq!(api.download(hook["errors_csv_url"].as_str().unwrap()).await, report.as_bytes());
 }
 

@@ -3,6 +3,7 @@
 
 pub mod api_client;
 pub mod fixtures;
+pub mod hostile_server;
 pub mod servers;
 pub mod stack;
 

@@ -1,25 +1,29 @@
 //! Local HTTP servers that play the outside world: an image host (with the misbehaving URLs
-//! real catalogues contain) and a webhook receiver that records every POST.
+//! real catalogues contain, and the hostile ones of `hostile_server`) and a webhook receiver
+//! that records every POST.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
+use crate::hostile_server;
 use crate::stack::LocalStack;
 
 /// Serves fixtures under `/img/<name>`, the same after a delay under `/slow/<name>`,
 /// HTML pretending to be an image under `/html/<name>`, never answers under `/hang/<name>`,
-/// and 404 for anything else.
+/// the hostile routes of [`hostile_server`], and 404 for anything else.
 pub struct ImageServer {
     pub address: SocketAddr,
+    requests: Arc<AtomicUsize>,
 }
 
 /// What an `ImageServer` serves: file name -> (bytes, Content-Type).
@@ -44,7 +48,10 @@ impl ImageServer {
     }
 
     async fn start_on(listener: std::net::TcpListener, files: Files, delay: Duration) -> Self {
-        let state = Images { files: Arc::new(files), delay };
+        let files = Arc::new(files);
+        let state = Images { files: Arc::clone(&files), delay };
+        let requests = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&requests);
         let app = Router::new()
             .route("/img/{name}", get(serve_image))
             .route("/slow/{name}", get(serve_slowly))
@@ -53,12 +60,29 @@ impl ImageServer {
                 "/html/{name}",
                 get(|| async { ([(header::CONTENT_TYPE, "image/jpeg")], "<html><body>Sign in</body></html>") }),
             )
-            .with_state(state);
-        Self { address: serve(listener, app).await }
+            .with_state(state)
+            .merge(hostile_server::routes(files))
+            .layer(axum::middleware::map_request(move |request: axum::extract::Request| {
+                counter.fetch_add(1, Ordering::SeqCst);
+                std::future::ready(request)
+            }));
+        Self { address: serve(listener, app).await, requests }
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}/{}", self.address, path.trim_start_matches('/'))
+    }
+
+    /// `/redirect` to `target`, URL-encoded into the query.
+    pub fn redirect_url(&self, target: &str) -> String {
+        let mut url = reqwest::Url::parse(&self.url("redirect")).expect("a valid URL");
+        url.query_pairs_mut().append_pair("to", target);
+        url.to_string()
+    }
+
+    /// HTTP requests this server has received so far, on any path.
+    pub fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
     }
 }
 
@@ -74,8 +98,15 @@ async fn serve_slowly(state: State<Images>, name: Path<String>) -> Response {
     serve_image(state, name).await
 }
 
-/// Every POST received: the `<token>` of its path and its body.
-type WebhookLog = Arc<Mutex<Vec<(String, Bytes)>>>;
+/// One POST a `WebhookReceiver` got.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// Every POST received: the `<token>` of its path, and what came.
+type WebhookLog = Arc<Mutex<Vec<(String, Delivery)>>>;
 
 /// Records every POST to `/hook/<token>` and answers 204.
 pub struct WebhookReceiver {
@@ -89,10 +120,12 @@ impl WebhookReceiver {
         let app = Router::new()
             .route(
                 "/hook/{token}",
-                post(|State(log): State<WebhookLog>, Path(token): Path<String>, body: Bytes| async move {
-                    log.lock().unwrap().push((token, body));
-                    StatusCode::NO_CONTENT
-                }),
+                post(
+                    |State(log): State<WebhookLog>, Path(token): Path<String>, headers: HeaderMap, body: Bytes| async move {
+                        log.lock().unwrap().push((token, Delivery { headers, body }));
+                        StatusCode::NO_CONTENT
+                    },
+                ),
             )
             .with_state(received.clone());
         Self { address: serve(LocalStack::shared().allowed_listener(), app).await, received }
@@ -102,10 +135,15 @@ impl WebhookReceiver {
         format!("http://{}/hook/{token}", self.address)
     }
 
+    /// The POSTs to `/hook/<token>` so far.
+    pub fn deliveries(&self, token: &str) -> Vec<Delivery> {
+        let log = self.received.lock().unwrap();
+        log.iter().filter(|(t, _)| t == token).map(|(_, delivery)| delivery.clone()).collect()
+    }
+
     /// The bodies POSTed to `/hook/<token>` so far.
     pub fn received(&self, token: &str) -> Vec<Bytes> {
-        let log = self.received.lock().unwrap();
-        log.iter().filter(|(t, _)| t == token).map(|(_, body)| body.clone()).collect()
+        self.deliveries(token).into_iter().map(|delivery| delivery.body).collect()
     }
 }
 

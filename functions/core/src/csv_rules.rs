@@ -395,7 +395,7 @@ fn check_row(
             Err(error) => problems.push(
                 url_line,
                 url_column,
-                format!("URL {} of {} (\"{}\"): {error}", index + 1, pieces.len(), shorten(piece)),
+                format!("URL {} of {} (\"{}\"): {error}", index + 1, pieces.len(), shorten(&without_password(piece))),
             ),
         }
     }
@@ -412,6 +412,18 @@ fn check_row(
 
 fn column_number(index: usize) -> Option<u32> {
     u32::try_from(index + 1).ok()
+}
+
+/// Quoting a URL back must not echo a password: its user info becomes `***`.
+fn without_password(piece: &str) -> Cow<'_, str> {
+    match url::Url::parse(piece) {
+        Ok(mut url) if !url.username().is_empty() || url.password().is_some() => {
+            let _ = url.set_password(None);
+            let _ = url.set_username("***");
+            Cow::Owned(url.to_string())
+        }
+        _ => Cow::Borrowed(piece),
+    }
 }
 
 fn shorten(text: &str) -> Cow<'_, str> {

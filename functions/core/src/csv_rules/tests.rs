@@ -505,3 +505,13 @@ fn errors_report_names_each_failed_image_by_row_and_position() {
     );
     assert_eq!(records[1], ["2", "Shoe", "1", "https://a.example/3.jpg", "not_an_image", "'-"]);
 }
+
+#[test]
+fn a_url_with_a_password_is_quoted_without_it() {
+    let csv = "S. No.,Product Name,Input Image Urls\n1,Shirt,https://bob:hunter2@img.example/a.jpg\n";
+    let Err(CsvRejection::Invalid(problems)) = ValidatedCsv::parse(csv.as_bytes(), &CsvLimits::default()) else {
+        panic!("credentials must be refused");
+    };
+    assert!(!problems[0].message.contains("hunter2") && !problems[0].message.contains("bob"), "{}", problems[0].message);
+    assert!(problems[0].message.contains("***@img.example"), "{}", problems[0].message);
+}

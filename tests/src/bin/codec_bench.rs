@@ -1,0 +1,97 @@
+//! Codec benchmark (not a test): `imgpipe_core::codec::compress` on each file, single-threaded.
+//!
+//!   codec_bench [--runs N] [--out DIR] FILE...   one JSON object per file on stdout
+//!   codec_bench --one FILE                       child: one compress, prints peak RSS (KiB)
+//!
+//! Per file: one warm-up, then the median of N timed runs (input already in memory), MP/s as
+//! input megapixels / median seconds, output bytes; the output JPEG goes to DIR for the quality
+//! comparison. Peak RSS is measured in a fresh child process (VmHWM after one compress), so each
+//! file's figure is its own and includes the input bytes and the binary, as Pillow's does.
+//! Run by `make bench` (bench/run.sh); see docs/performance.md.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use imgpipe_core::codec::{CodecLimits, compress};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let [flag, file] = args.as_slice()
+        && flag == "--one"
+    {
+        let input = std::fs::read(file).expect("read input");
+        let out = compress(&input, &CodecLimits::default()).expect("compress");
+        std::hint::black_box(&out.jpeg);
+        println!("{}", vm_hwm_kib());
+        return;
+    }
+
+    let mut runs = 5usize;
+    let mut out_dir = PathBuf::from("bench/results/out-ours");
+    let mut files = Vec::new();
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--runs" => runs = args.next().and_then(|n| n.parse().ok()).expect("--runs N"),
+            "--out" => out_dir = args.next().expect("--out DIR").into(),
+            _ => files.push(PathBuf::from(arg)),
+        }
+    }
+    std::fs::create_dir_all(&out_dir).expect("create output dir");
+    for file in &files {
+        println!("{}", bench_file(file, runs.max(1), &out_dir));
+    }
+}
+
+fn bench_file(file: &Path, runs: usize, out_dir: &Path) -> serde_json::Value {
+    let input = std::fs::read(file).expect("read input");
+    let limits = CodecLimits::default();
+    let warm = compress(&input, &limits).expect("compress");
+    let megapixels = f64::from(warm.width) * f64::from(warm.height) / 1e6;
+    let mut seconds: Vec<f64> = (0..runs)
+        .map(|_| {
+            let started = Instant::now();
+            let out = compress(&input, &limits).expect("compress");
+            std::hint::black_box(&out.jpeg);
+            started.elapsed().as_secs_f64()
+        })
+        .collect();
+    seconds.sort_by(f64::total_cmp);
+    let median = seconds[seconds.len() / 2];
+    let name = file.file_name().unwrap().to_string_lossy().into_owned();
+    let output = out_dir.join(format!("{name}.jpg"));
+    std::fs::write(&output, &warm.jpeg).expect("write output");
+    serde_json::json!({
+        "file": name,
+        "width": warm.width,
+        "height": warm.height,
+        "megapixels": megapixels,
+        "input_bytes": input.len(),
+        "output_bytes": warm.jpeg.len(),
+        "kept_original": warm.kept_original,
+        "runs": runs,
+        "median_s": median,
+        "mp_per_s": megapixels / median,
+        "peak_rss_kib": child_peak_rss_kib(file),
+        "output": output,
+    })
+}
+
+/// Peak RSS of a fresh process doing one compress of `file`.
+fn child_peak_rss_kib(file: &Path) -> u64 {
+    let exe = std::env::current_exe().expect("own path");
+    let out = Command::new(exe).arg("--one").arg(file).output().expect("run child");
+    assert!(out.status.success(), "child failed on {}: {}", file.display(), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().parse().expect("child prints KiB")
+}
+
+/// This process's peak resident set size so far, from /proc (Linux only, as Lambda).
+fn vm_hwm_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/self/status")
+}
