@@ -5,7 +5,7 @@ SHELL := bash
 PYTHON := .venv/bin/python
 PORT ?= 4599
 
-.PHONY: setup build up run stop test lint check-template bench-load clean
+.PHONY: setup build up run stop test lint check-template bench-load bench bench-smoke clean
 
 setup:
 	@infra/setup.sh
@@ -44,6 +44,16 @@ check-template: setup
 IMAGES ?= 10000
 bench-load: setup
 	cargo run -q -p imgpipe-tests --bin load -- $(IMAGES)
+
+# Codec benchmark, ours vs Pillow q50 (not a test): builds the corpus from packaged photos,
+# runs both single-threaded, writes bench/results/codec-<date>.json, bench/results/codec.png
+# and the table in docs/performance.md. RUNS=7 timed runs per file (median).
+bench: setup
+	@bench/run.sh
+
+# The same on three small files, one run, dev build: checks that the benchmark still works.
+bench-smoke: setup
+	@bench/run.sh --smoke
 
 clean: stop
 	rm -rf .stack

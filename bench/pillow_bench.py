@@ -1,0 +1,99 @@
+"""Pillow side of the codec benchmark, and the quality of both codecs' outputs.
+
+    python bench/pillow_bench.py [--runs N] [--out DIR] [--ours DIR] FILE...   JSON lines on stdout
+    python bench/pillow_bench.py --one FILE                                   child: peak RSS (KiB)
+
+Per file, single-threaded, input bytes already in memory: one warm-up, then the median of N runs
+of the seed service's code, `Image.open(src).convert("RGB").save(dst, "JPEG", quality=50)`;
+output bytes; peak RSS of a fresh interpreter doing it once (VmHWM, Python with Pillow itself
+is about 14 MB; not getrusage's ru_maxrss, which keeps the forked parent's peak across exec);
+SSIM against the source of Pillow's output and of ours (`--ours`, the codec_bench outputs).
+"""
+
+import io
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from PIL import Image, ImageOps
+
+
+def pillow_q50(data: bytes) -> bytes:
+    out = io.BytesIO()
+    Image.open(io.BytesIO(data)).convert("RGB").save(out, "JPEG", quality=50)
+    return out.getvalue()
+
+
+def luma(img: Image.Image):
+    import numpy as np
+
+    return np.asarray(ImageOps.exif_transpose(img).convert("L"))
+
+
+def ssim(source: Path, output: Path) -> float:
+    """SSIM on luma (Y of ITU-R 601, as Pillow converts), 7x7 window, of `output` against
+    `source` decoded by Pillow with its EXIF orientation applied."""
+    from skimage.metrics import structural_similarity
+
+    with Image.open(source) as src, Image.open(output) as out:
+        a, b = luma(src), luma(out)
+    if a.shape != b.shape:
+        raise ValueError(f"{output}: {b.shape} differs from the source's {a.shape}")
+    return float(structural_similarity(a, b, data_range=255))
+
+
+def peak_rss_kib(file: Path) -> int:
+    out = subprocess.run([sys.executable, __file__, "--one", str(file)], capture_output=True, text=True, check=True)
+    return int(out.stdout)
+
+
+def bench(file: Path, runs: int, out_dir: Path, ours_dir: Path | None) -> dict:
+    data = file.read_bytes()
+    jpeg = pillow_q50(data)  # warm-up
+    seconds = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        pillow_q50(data)
+        seconds.append(time.perf_counter() - started)
+    median = sorted(seconds)[len(seconds) // 2]
+    output = out_dir / f"{file.name}.jpg"
+    output.write_bytes(jpeg)
+    with Image.open(file) as img:
+        megapixels = img.width * img.height / 1e6
+    row = {
+        "file": file.name, "megapixels": megapixels, "input_bytes": len(data), "output_bytes": len(jpeg),
+        "runs": runs, "median_s": median, "mp_per_s": megapixels / median,
+        "peak_rss_kib": peak_rss_kib(file), "ssim": ssim(file, output),
+    }
+    ours = ours_dir / f"{file.name}.jpg" if ours_dir else None
+    if ours and ours.exists():
+        row["ours_ssim"] = ssim(file, ours)
+    return row
+
+
+def main(args: list[str]) -> None:
+    if args[0] == "--one":
+        pillow_q50(Path(args[1]).read_bytes())
+        status = Path("/proc/self/status").read_text()
+        print(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")))
+        return
+    runs, out_dir, ours_dir, files = 5, Path("bench/results/out-pillow"), None, []
+    it = iter(args)
+    for arg in it:
+        if arg == "--runs":
+            runs = int(next(it))
+        elif arg == "--out":
+            out_dir = Path(next(it))
+        elif arg == "--ours":
+            ours_dir = Path(next(it))
+        else:
+            files.append(Path(arg))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for file in files:
+        print(json.dumps(bench(file, max(runs, 1), out_dir, ours_dir)), flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

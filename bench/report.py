@@ -1,0 +1,127 @@
+"""Joins the two codec benchmark runs into one result, a Markdown table and a chart.
+
+    python bench/report.py OURS.jsonl PILLOW.jsonl MANIFEST.json [--json OUT] [--chart PNG] [--doc MD]
+
+Without --doc the table goes to stdout. With it, the block between the codec-bench markers in
+MD is replaced (the hand-written text around it stays).
+"""
+
+import json
+import platform
+import statistics
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+START, END = "<!-- codec-bench:start -->", "<!-- codec-bench:end -->"
+MB = 1e6
+# Issue 5's acceptance figures.
+TARGETS = {"jpeg": {"speed": 1.5, "bytes": 0.95}, "png": {"speed": 2.0, "bytes": 1.0}, "rss_24mp_jpeg_mb": 300}
+
+
+def load(ours_path, pillow_path, manifest_path):
+    ours = {r["file"]: r for r in map(json.loads, Path(ours_path).read_text().splitlines())}
+    pillow = {r["file"]: r for r in map(json.loads, Path(pillow_path).read_text().splitlines())}
+    manifest = {m["file"]: m for m in json.loads(Path(manifest_path).read_text())}
+    rows = []
+    for name, o in ours.items():
+        p, m = pillow[name], manifest[name]
+        rows.append({
+            "file": name, "kind": "png" if m["format"] == "png" else "jpeg", "format": m["format"],
+            "source": m["package"], "resized": m["resized"], "megapixels": o["megapixels"],
+            "ours_mp_s": o["mp_per_s"], "pillow_mp_s": p["mp_per_s"], "speed_ratio": o["mp_per_s"] / p["mp_per_s"],
+            "ours_bytes": o["output_bytes"], "pillow_bytes": p["output_bytes"],
+            "bytes_ratio": o["output_bytes"] / p["output_bytes"], "ours_ssim": p.get("ours_ssim"),
+            "pillow_ssim": p["ssim"], "ours_rss_mb": o["peak_rss_kib"] * 1024 / MB,
+            "pillow_rss_mb": p["peak_rss_kib"] * 1024 / MB, "kept_original": o["kept_original"], "runs": o["runs"],
+        })
+    return sorted(rows, key=lambda r: (r["kind"], r["megapixels"]))
+
+
+def summary(rows, kind):
+    group = [r for r in rows if r["kind"] == kind]
+    keys = ["megapixels", "ours_mp_s", "pillow_mp_s", "speed_ratio", "ours_bytes", "pillow_bytes", "bytes_ratio",
+            "ours_ssim", "pillow_ssim", "ours_rss_mb", "pillow_rss_mb"]
+    return {"file": f"median, {len(group)} {kind.upper()} inputs", "kind": kind, "format": "",
+            **{k: statistics.median(r[k] for r in group) for k in keys if all(r[k] is not None for r in group)}}
+
+
+def verdicts(rows, medians):
+    lines = []
+    for kind, med in medians.items():
+        t = TARGETS[kind]
+        ok = med["speed_ratio"] >= t["speed"] and med["bytes_ratio"] <= t["bytes"]
+        if kind == "jpeg":
+            ok = ok and med["ours_ssim"] >= med["pillow_ssim"]
+        lines.append(f"- {kind.upper()} inputs: {med['speed_ratio']:.2f}x Pillow's speed (target >= {t['speed']}x), "
+                     f"{med['bytes_ratio']:.3f}x its bytes (target <= {t['bytes']}x), SSIM {med['ours_ssim']:.4f} vs "
+                     f"{med['pillow_ssim']:.4f}: **{'met' if ok else 'not met'}**")
+    big = [r for r in rows if r["kind"] == "jpeg" and r["megapixels"] >= 23.5]
+    for r in big:
+        ok = r["ours_rss_mb"] <= TARGETS["rss_24mp_jpeg_mb"]
+        lines.append(f"- {r['file']} ({r['megapixels']:.1f} MP JPEG): peak RSS {r['ours_rss_mb']:.0f} MB "
+                     f"(Pillow {r['pillow_rss_mb']:.0f} MB; target <= 300 MB): **{'met' if ok else 'not met'}**")
+    return lines
+
+
+def fmt_ssim(value):
+    return "" if value is None else f"{value:.4f}"
+
+
+def table(rows, medians):
+    head = ("| file | input | MP | ours MP/s | Pillow MP/s | speed x | ours KB | Pillow KB | bytes x | "
+            "SSIM ours | SSIM Pillow | RSS ours MB | RSS Pillow MB |")
+    out = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows + list(medians.values()):
+        name = r["file"] + (" (kept original)" if r.get("kept_original") else "")
+        out.append(f"| {name} | {r['format']} | {r['megapixels']:.1f} | {r['ours_mp_s']:.1f} | {r['pillow_mp_s']:.1f} | "
+                   f"{r['speed_ratio']:.2f} | {r['ours_bytes'] / 1e3:.0f} | {r['pillow_bytes'] / 1e3:.0f} | "
+                   f"{r['bytes_ratio']:.3f} | {fmt_ssim(r.get('ours_ssim'))} | {fmt_ssim(r['pillow_ssim'])} | "
+                   f"{r['ours_rss_mb']:.0f} | {r['pillow_rss_mb']:.0f} |")
+    return out
+
+
+def chart(rows, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [r["file"] for r in rows]
+    colours = ["tab:blue" if r["kind"] == "jpeg" else "tab:orange" for r in rows]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 0.35 * len(rows) + 1.5), sharey=True)
+    panels = [("speed_ratio", "speed vs Pillow (x)", [1.5, 2.0]), ("bytes_ratio", "bytes vs Pillow (x)", [0.95, 1.0]),
+              ("ours_rss_mb", "peak RSS, ours (MB)", [300])]
+    for ax, (key, title, lines) in zip(axes, panels):
+        ax.barh(names, [r[key] for r in rows], color=colours)
+        for x in lines:
+            ax.axvline(x, color="grey", linestyle="--", linewidth=1)
+        ax.set_title(title)
+    axes[0].invert_yaxis()
+    fig.suptitle("imgpipe codec vs Pillow q50, single thread (blue: JPEG inputs, orange: PNG; dashed: targets)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+
+
+def main(args):
+    opts = {a: args[i + 1] for i, a in enumerate(args) if a.startswith("--")}
+    rows = load(*args[:3])
+    medians = {kind: summary(rows, kind) for kind in ("jpeg", "png") if any(r["kind"] == kind for r in rows)}
+    taken = datetime.now(timezone.utc)
+    block = [START, f"Measured {taken:%Y-%m-%d} on {platform.machine()}, {rows[0]['runs']} timed run(s) per file "
+             "(median) after a warm-up, single thread, on a shared 2-core machine:", "", *table(rows, medians), "", *verdicts(rows, medians), END]
+    if "--json" in opts:
+        Path(opts["--json"]).write_text(json.dumps(
+            {"taken": taken.isoformat(), "machine": platform.platform(), "rows": rows, "medians": medians}, indent=1))
+    if "--chart" in opts:
+        chart(rows, opts["--chart"])
+    if "--doc" in opts:
+        doc = Path(opts["--doc"]).read_text()
+        before, _, rest = doc.partition(START)
+        Path(opts["--doc"]).write_text(before + "\n".join(block) + rest.partition(END)[2])
+    else:
+        print("\n".join(block[1:-1]))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
