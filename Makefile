@@ -5,7 +5,7 @@ SHELL := bash
 PYTHON := .venv/bin/python
 PORT ?= 4599
 
-.PHONY: setup build up run stop test lint check-template bench-load bench bench-smoke clean
+.PHONY: setup build up run stop test lint check-template bench-load bench bench-smoke package clean
 
 setup:
 	@infra/setup.sh
@@ -54,6 +54,16 @@ bench: setup
 # The same on three small files, one run, dev build: checks that the benchmark still works.
 bench-smoke: setup
 	@bench/run.sh --smoke
+
+# The deployable zips: release builds for arm64 Lambda (provided.al2023) through cargo-lambda
+# and its zig toolchain, libjpeg-turbo included; target/lambda/<function>/bootstrap.zip.
+# Needs the aarch64 standard library: rustup target add aarch64-unknown-linux-gnu.
+package: setup
+	@rustup target list --installed 2>/dev/null | grep -qx aarch64-unknown-linux-gnu || \
+	  { echo "package: the aarch64 Rust target is missing: rustup target add aarch64-unknown-linux-gnu" >&2; exit 1; }
+	PATH="$$PWD/.venv/bin:$$PATH" cargo lambda build --release --arm64 --output-format zip \
+	  -p imgpipe-api -p imgpipe-worker -p imgpipe-notifier
+	@ls -l target/lambda/*/bootstrap.zip
 
 clean: stop
 	rm -rf .stack
