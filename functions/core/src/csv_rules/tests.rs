@@ -512,6 +512,10 @@ fn a_url_with_a_password_is_quoted_without_it() {
     let Err(CsvRejection::Invalid(problems)) = ValidatedCsv::parse(csv.as_bytes(), &CsvLimits::default()) else {
         panic!("credentials must be refused");
     };
-    assert!(!problems[0].message.contains("hunter2") && !problems[0].message.contains("bob"), "{}", problems[0].message);
+    assert!(
+        !problems[0].message.contains("hunter2") && !problems[0].message.contains("bob"),
+        "{}",
+        problems[0].message
+    );
     assert!(problems[0].message.contains("***@img.example"), "{}", problems[0].message);
 }
