@@ -655,6 +655,7 @@ fn truncated_jpeg_gives_an_error_or_a_partial_image() {
         Ok(out) => {
             assert_eq!((out.width, out.height), (256, 256));
             assert!(!out.kept_original, "a truncated file is never handed on");
+            assert_eq!(out.path, CodecPath::Reencoded);
         }
         Err(err) => assert_eq!(err.code(), "decode_error", "{err}"),
     }
@@ -782,6 +783,7 @@ fn already_small_jpeg_is_kept_without_its_metadata() {
 
     let out = run(&input).expect("compresses");
     assert!(out.kept_original, "q50 of a q30 file gains nothing");
+    assert_eq!(out.path, CodecPath::KeptOriginal);
     assert_eq!(out.note(), Some("no_gain"));
     assert_eq!(out.jpeg, plain, "the input minus its metadata, byte for byte");
     assert!(out.jpeg.len() <= input.len());
@@ -891,4 +893,221 @@ fn entropy_coded_data_ends_at_the_first_real_marker() {
     assert_eq!(entropy_coded_len(&[0x12, 0xFF, 0x00, 0x34, 0xFF, 0xD3, 0x56, 0xFF, 0xD9]), Some(7));
     assert_eq!(entropy_coded_len(&[0x12, 0xFF, 0xFF, 0xC4]), Some(1));
     assert_eq!(entropy_coded_len(&[0x12, 0xFF, 0x00]), None);
+}
+
+// ----- DCT-domain requantisation -----
+
+/// Smooth waves, edges and noise: enough detail for the encoders to differ.
+fn photo_like(width: u32, height: u32) -> RgbImage {
+    let mut seed = 0x2545_F491u32;
+    RgbImage::from_fn(width, height, |x, y| {
+        seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        let noise = (seed >> 28) as i32 - 8;
+        let wave = ((x as f32 / 23.0).sin() * 50.0 + (y as f32 / 17.0).cos() * 40.0) as i32;
+        let edge = if (x / 40 + y / 30) % 2 == 0 { 30 } else { -30 };
+        let channel = |base: i32| (base + wave + edge + noise).clamp(0, 255) as u8;
+        Rgb([channel(120 + (x / 8) as i32 % 60), channel(100 + (y / 5) as i32 % 80), channel(140)])
+    })
+}
+
+fn turbo_jpeg_with(img: &RgbImage, quality: i32, subsamp: Subsamp, progressive: bool) -> Vec<u8> {
+    let (width, height) = (img.width() as usize, img.height() as usize);
+    let image =
+        turbojpeg::Image { pixels: img.as_raw().as_slice(), width, pitch: width * 3, height, format: PixelFormat::RGB };
+    let mut compressor = turbojpeg::Compressor::new().expect("compressor");
+    compressor.set_quality(quality).expect("quality");
+    compressor.set_subsamp(subsamp).expect("subsamp");
+    compressor.set_progressive(progressive).expect("progressive");
+    compressor.compress_to_vec(image).expect("fixture encodes")
+}
+
+fn turbo_decode_rgb(jpeg: &[u8]) -> RgbImage {
+    let img: turbojpeg::Image<Vec<u8>> = turbojpeg::decompress(jpeg, PixelFormat::RGB).expect("decodes");
+    RgbImage::from_raw(img.width as u32, img.height as u32, img.pixels).expect("buffer size")
+}
+
+/// Peak signal-to-noise ratio in dB over all samples.
+fn psnr(a: &[u8], b: &[u8]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let sse: f64 = a.iter().zip(b).map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2)).sum();
+    10.0 * (255.0f64.powi(2) * a.len() as f64 / sse.max(1e-9)).log10()
+}
+
+/// Global SSIM of two luma planes in 8x8 windows (mean over windows), constants of Wang et al.
+fn ssim(a: &GrayImage, b: &GrayImage) -> f64 {
+    let (c1, c2) = ((0.01f64 * 255.0).powi(2), (0.03f64 * 255.0).powi(2));
+    let (width, height) = a.dimensions();
+    let mut total = 0.0;
+    let mut windows = 0;
+    for wy in (0..height - 7).step_by(4) {
+        for wx in (0..width - 7).step_by(4) {
+            let (mut sa, mut sb, mut saa, mut sbb, mut sab) = (0.0, 0.0, 0.0, 0.0, 0.0);
+            for y in wy..wy + 8 {
+                for x in wx..wx + 8 {
+                    let (p, q) = (f64::from(a.get_pixel(x, y).0[0]), f64::from(b.get_pixel(x, y).0[0]));
+                    (sa, sb, saa, sbb, sab) = (sa + p, sb + q, saa + p * p, sbb + q * q, sab + p * q);
+                }
+            }
+            let (ma, mb) = (sa / 64.0, sb / 64.0);
+            let (va, vb, cov) = (saa / 64.0 - ma * ma, sbb / 64.0 - mb * mb, sab / 64.0 - ma * mb);
+            total += ((2.0 * ma * mb + c1) * (2.0 * cov + c2)) / ((ma * ma + mb * mb + c1) * (va + vb + c2));
+            windows += 1;
+        }
+    }
+    total / f64::from(windows)
+}
+
+/// Our decode + encode of the same input, for comparison.
+fn reencoded(jpeg: &[u8]) -> Vec<u8> {
+    encode(&Pixels::Rgb(turbo_decode_rgb(jpeg))).expect("encodes")
+}
+
+fn dqt_segments(jpeg: &[u8]) -> Vec<Vec<u8>> {
+    header_segments(jpeg).into_iter().filter(|(m, _)| *m == 0xDB).map(|(_, p)| p.to_vec()).collect()
+}
+
+fn sof_marker(jpeg: &[u8]) -> Option<u8> {
+    header_segments(jpeg).into_iter().map(|(m, _)| m).find(|m| matches!(m, 0xC0..=0xC3 | 0xC9..=0xCB))
+}
+
+/// Requantised output against the decoded source, as good as decode + encode's.
+fn assert_quality_like_reencoded(input: &[u8], out: &Compressed) {
+    let source = turbo_decode_rgb(input);
+    let ours = output_pixels(out);
+    let theirs = turbo_decode_rgb(&reencoded(input));
+    let (psnr_ours, psnr_theirs) = (psnr(ours.as_raw(), source.as_raw()), psnr(theirs.as_raw(), source.as_raw()));
+    let luma = |img: &RgbImage| DynamicImage::ImageRgb8(img.clone()).into_luma8();
+    let (ssim_ours, ssim_theirs) = (ssim(&luma(&ours), &luma(&source)), ssim(&luma(&theirs), &luma(&source)));
+    assert!(psnr_ours >= psnr_theirs - 0.3, "PSNR {psnr_ours:.2} dB vs decode+encode {psnr_theirs:.2} dB");
+    assert!(ssim_ours >= ssim_theirs * 0.99, "SSIM {ssim_ours:.4} vs decode+encode {ssim_theirs:.4}");
+}
+
+#[test]
+fn fine_420_jpeg_is_requantized_with_q50_tables_and_fewer_bytes() {
+    let input =
+        insert_after_soi(&turbo_jpeg_with(&photo_like(333, 250), 90, Subsamp::Sub2x2, false), &metadata_segments());
+    let out = run(&input).expect("compresses");
+    assert_eq!(out.path, CodecPath::Requantized);
+    assert!(!out.kept_original);
+    assert_eq!(out.note(), None);
+    assert_eq!((out.width, out.height), (333, 250));
+    assert_eq!(output_pixels(&out).dimensions(), (333, 250));
+    assert_eq!(sof_marker(&out.jpeg), Some(0xC0), "baseline output");
+    let reencoded = reencoded(&input);
+    assert_eq!(dqt_segments(&out.jpeg), dqt_segments(&reencoded), "the q50 tables decode + encode writes");
+    assert!(out.jpeg.len() < reencoded.len(), "{} >= decode+encode's {}", out.jpeg.len(), reencoded.len());
+    assert_quality_like_reencoded(&input, &out);
+    assert_no_metadata(&out.jpeg);
+}
+
+#[test]
+fn progressive_jpeg_is_requantized_to_baseline() {
+    let input = turbo_jpeg_with(&photo_like(200, 150), 95, Subsamp::Sub2x2, true);
+    assert_eq!(sof_marker(&input), Some(0xC2), "fixture premise");
+    let out = run(&input).expect("compresses");
+    assert_eq!(out.path, CodecPath::Requantized);
+    assert_eq!(sof_marker(&out.jpeg), Some(0xC0));
+    assert_eq!((out.width, out.height), (200, 150));
+    assert_quality_like_reencoded(&input, &out);
+}
+
+#[test]
+fn grayscale_jpeg_is_requantized_and_stays_gray() {
+    let gray = DynamicImage::ImageRgb8(photo_like(120, 90)).into_luma8();
+    let (width, height) = (120, 90);
+    let image =
+        turbojpeg::Image { pixels: gray.as_raw().as_slice(), width, pitch: width, height, format: PixelFormat::GRAY };
+    let input = turbojpeg::compress(image, 92, Subsamp::Gray).expect("fixture encodes").to_vec();
+    let out = run(&input).expect("compresses");
+    assert_eq!(out.path, CodecPath::Requantized);
+    assert_eq!(output_colorspace(&out), Colorspace::Gray);
+    assert_eq!((out.width, out.height), (120, 90));
+    let decoded = |jpeg: &[u8]| image::load_from_memory(jpeg).expect("decodes").into_luma8();
+    let reencoded = encode(&Pixels::Gray(decoded(&input))).expect("encodes");
+    assert_eq!(dqt_segments(&out.jpeg), dqt_segments(&reencoded));
+    let (psnr_ours, psnr_theirs) =
+        (psnr(decoded(&out.jpeg).as_raw(), gray.as_raw()), psnr(decoded(&reencoded).as_raw(), gray.as_raw()));
+    assert!(psnr_ours >= psnr_theirs - 0.5, "PSNR {psnr_ours:.2} dB vs decode+encode {psnr_theirs:.2} dB");
+}
+
+#[test]
+fn other_jpegs_fall_back_to_decode_and_encode() {
+    let photo = photo_like(160, 120);
+    // 4:4:4 and 4:2:2: requantising would keep their chroma resolution.
+    for subsamp in [Subsamp::None, Subsamp::Sub2x1] {
+        let out = run(&turbo_jpeg_with(&photo, 95, subsamp, false)).expect("compresses");
+        assert_eq!(out.path, CodecPath::Reencoded, "{subsamp:?}");
+        assert_eq!(output_colorspace(&out), Colorspace::YCbCr);
+    }
+    // Coarser than q50: requantising would claim precision the file does not have.
+    let coarse = turbo_jpeg_with(&photo, 40, Subsamp::Sub2x2, false);
+    assert!(requantize::requantize(&coarse, JPEG_QUALITY, 1 << 30).expect("no libjpeg error").is_none());
+    assert_ne!(run(&coarse).expect("compresses").path, CodecPath::Requantized);
+    // Must be rotated.
+    let rotated = insert_after_soi(&turbo_jpeg_with(&photo, 95, Subsamp::Sub2x2, false), &[exif_app1(&exif_tiff(6))]);
+    let out = run(&rotated).expect("compresses");
+    assert_eq!(out.path, CodecPath::Reencoded);
+    assert_eq!((out.width, out.height), (120, 160));
+}
+
+#[test]
+fn q50_jpeg_only_gets_optimised_huffman_tables_and_keeps_its_pixels() {
+    let q50 = turbo_jpeg_with(&photo_like(160, 120), 50, Subsamp::Sub2x2, false);
+    let out = run(&q50).expect("compresses");
+    assert_eq!(out.path, CodecPath::Requantized);
+    assert!(out.jpeg.len() < q50.len(), "{} >= {}", out.jpeg.len(), q50.len());
+    assert_eq!(turbo_decode_rgb(&out.jpeg), turbo_decode_rgb(&q50), "same coefficients, same pixels");
+}
+
+#[test]
+fn requantize_survives_damaged_input() {
+    let input = turbo_jpeg_with(&photo_like(64, 48), 90, Subsamp::Sub2x2, true);
+    assert!(requantize::requantize(&input, JPEG_QUALITY, 1 << 30).expect("fixture").is_some());
+    for len in (0..input.len()).step_by(5) {
+        let result = requantize::requantize(&input[..len], JPEG_QUALITY, 1 << 30);
+        assert!(!matches!(result, Ok(Some(_))), "a {len}-byte prefix was requantised");
+        let mut flipped = input.clone();
+        flipped[len] ^= 0x5A;
+        let _ = requantize::requantize(&flipped, JPEG_QUALITY, 1 << 30);
+        let _ = run(&flipped);
+    }
+    // libjpeg's own memory limit applies: an error, not an abort.
+    let big = turbo_jpeg_with(&photo_like(512, 512), 90, Subsamp::Sub2x2, false);
+    assert!(requantize::requantize(&big, JPEG_QUALITY, 64 * 1024).is_err());
+}
+
+/// Our Huffman statistics give libjpeg's optimised tables: byte-identical output, including
+/// the dummy blocks of MCUs cut by the right and bottom edges (odd luma block counts).
+#[test]
+fn requantize_statistics_match_libjpegs_optimize_coding() {
+    for (width, height) in [(65, 33), (64, 48), (17, 9), (8, 8), (1, 1), (200, 123)] {
+        let photo = photo_like(width, height);
+        let gray = DynamicImage::ImageRgb8(photo.clone()).into_luma8();
+        let (w, h) = (width as usize, height as usize);
+        let gray_image = turbojpeg::Image {
+            pixels: gray.as_raw().as_slice(),
+            width: w,
+            pitch: w,
+            height: h,
+            format: PixelFormat::GRAY,
+        };
+        let inputs = [
+            turbo_jpeg_with(&photo, 90, Subsamp::Sub2x2, false),
+            turbo_jpeg_with(&photo, 98, Subsamp::Sub2x2, true),
+            turbo_jpeg_with(&photo, 50, Subsamp::Sub2x2, false),
+            turbojpeg::compress(gray_image, 85, Subsamp::Gray).expect("fixture encodes").to_vec(),
+        ];
+        for (i, input) in inputs.iter().enumerate() {
+            let ours = requantize::requantize(input, JPEG_QUALITY, 1 << 30).expect("no error").expect("applies");
+            let theirs =
+                requantize::requantize_with_libjpeg_stats(input, JPEG_QUALITY).expect("no error").expect("applies");
+            assert!(
+                ours.jpeg == theirs.jpeg,
+                "{width}x{height} input {i}: {} vs {} bytes",
+                ours.jpeg.len(),
+                theirs.jpeg.len()
+            );
+            assert_eq!((ours.width, ours.height), (width, height));
+        }
+    }
 }

@@ -1,0 +1,103 @@
+//! DCT-domain requantisation of a JPEG to the quality-[`JPEG_QUALITY`] tables (issue 5, item 1):
+//! the quantised coefficients are read with libjpeg's coefficient API, rescaled to the new
+//! tables and written as a baseline JPEG with optimised Huffman tables. No IDCT, colour
+//! conversion, chroma resampling or FDCT, so it is several times faster than decode + encode
+//! and, with the optimised tables, smaller. The C side is `csrc/requantize.c`, linked against
+//! the libjpeg-turbo that turbojpeg-sys builds.
+//!
+//! It applies only where it gives what decode + encode gives: 8-bit YCbCr 4:2:0 or grayscale,
+//! Huffman-coded (baseline, extended or progressive), no Adobe marker (CMYK/YCCK/RGB), and every
+//! quantiser of the input no coarser than the q50 one it maps to. The caller checks the rest
+//! (marker structure, scan count, EXIF orientation).
+
+use std::ffi::{CStr, c_char, c_int, c_uint, c_ulong};
+
+#[cfg(doc)]
+use super::JPEG_QUALITY;
+
+const OK: c_int = 0;
+const NOT_APPLICABLE: c_int = 1;
+/// Huffman statistics gathered by libjpeg's optimize_coding pass instead of ours.
+#[cfg(test)]
+const LIBJPEG_STATS: c_int = 1;
+
+unsafe extern "C" {
+    fn imgpipe_requantize(
+        input: *const u8,
+        input_len: c_ulong,
+        quality: c_int,
+        max_memory: c_ulong,
+        out: *mut *mut u8,
+        out_len: *mut c_ulong,
+        width: *mut c_uint,
+        height: *mut c_uint,
+        err: *mut c_char,
+        err_len: c_int,
+        flags: c_int,
+    ) -> c_int;
+    fn imgpipe_requantize_free(buffer: *mut u8);
+}
+
+/// A requantised JPEG and its dimensions.
+pub(super) struct Requantized {
+    pub jpeg: Vec<u8>,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// `Ok(None)` when the input is not one requantisation applies to; `Err` with libjpeg's
+/// message when libjpeg fails on it (callers fall back to decode + encode either way).
+/// `max_memory` bounds libjpeg's allocations for the input's coefficients.
+pub(super) fn requantize(input: &[u8], quality: i32, max_memory: u64) -> Result<Option<Requantized>, String> {
+    requantize_with(input, quality, max_memory, 0)
+}
+
+/// The same with libjpeg gathering the Huffman statistics: the output must be byte-identical.
+#[cfg(test)]
+pub(super) fn requantize_with_libjpeg_stats(input: &[u8], quality: i32) -> Result<Option<Requantized>, String> {
+    requantize_with(input, quality, 0, LIBJPEG_STATS)
+}
+
+fn requantize_with(input: &[u8], quality: i32, max_memory: u64, flags: c_int) -> Result<Option<Requantized>, String> {
+    let mut out: *mut u8 = std::ptr::null_mut();
+    let mut out_len: c_ulong = 0;
+    let (mut width, mut height): (c_uint, c_uint) = (0, 0);
+    let mut err = [0 as c_char; 200];
+    let input_len = c_ulong::try_from(input.len()).map_err(|_| "input too large".to_owned())?;
+    let max_memory = c_ulong::try_from(max_memory).unwrap_or(c_ulong::MAX).min(c_ulong::MAX / 2);
+    // SAFETY: the input slice outlives the call and is only read; every out-pointer is to a
+    // live local; err is writable for its length and NUL-terminated by the callee.
+    let code = unsafe {
+        imgpipe_requantize(
+            input.as_ptr(),
+            input_len,
+            quality,
+            max_memory,
+            &mut out,
+            &mut out_len,
+            &mut width,
+            &mut height,
+            err.as_mut_ptr(),
+            err.len() as c_int,
+            flags,
+        )
+    };
+    match code {
+        OK => {
+            // SAFETY: on OK, `out` is a malloc'ed buffer of `out_len` bytes that we now own; it
+            // is copied, then freed by the allocator that made it.
+            let jpeg = unsafe {
+                let jpeg = std::slice::from_raw_parts(out, out_len as usize).to_vec();
+                imgpipe_requantize_free(out);
+                jpeg
+            };
+            Ok(Some(Requantized { jpeg, width, height }))
+        }
+        NOT_APPLICABLE => Ok(None),
+        _ => {
+            // SAFETY: the callee always leaves a NUL-terminated string in `err`.
+            let message = unsafe { CStr::from_ptr(err.as_ptr()) };
+            Err(message.to_string_lossy().into_owned())
+        }
+    }
+}
