@@ -148,7 +148,7 @@ async fn blobs_round_trip_and_presigned_urls_serve_the_object() {
     let stack = LocalStack::shared();
     let sdk = stack.sdk_config().await;
     let bucket = format!("adapter-test-{}", uuid::Uuid::new_v4());
-    let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&sdk).force_path_style(true).build());
+    let s3 = stack.s3_client().await;
     s3.create_bucket().bucket(&bucket).send().await.expect("create a test bucket");
     let blobs = S3Blobs::new(&sdk, &bucket);
 

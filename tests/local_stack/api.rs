@@ -9,7 +9,7 @@ use crate::STACK_USE;
 /// Keys under `requests/` and items in the request table: what an accepted upload leaves.
 async fn stored_footprint(stack: &LocalStack) -> (usize, usize) {
     let sdk = stack.sdk_config().await;
-    let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&sdk).force_path_style(true).build());
+    let s3 = stack.s3_client().await;
     let objects = s3.list_objects_v2().bucket(&stack.bucket_name).prefix("requests/").send().await.unwrap();
     let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
     let items = dynamodb

@@ -125,6 +125,12 @@ impl LocalStack {
         imgpipe_core::aws::sdk_config().await
     }
 
+    /// An S3 client for the emulator: path-style, as `S3Blobs` addresses it.
+    pub async fn s3_client(&self) -> aws_sdk_s3::Client {
+        let sdk = self.sdk_config().await;
+        aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&sdk).force_path_style(true).build())
+    }
+
     /// An HTTP client that reaches the API by its host-based address.
     pub fn http_client(&self) -> reqwest::Client {
         let host = self.api_url.trim_start_matches("http://");
