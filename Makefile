@@ -5,7 +5,7 @@ SHELL := bash
 PYTHON := .venv/bin/python
 PORT ?= 4599
 
-.PHONY: setup build up run stop test lint check-template bench-load bench bench-smoke package clean
+.PHONY: setup build up run stop test lint check-template bench-load bench bench-codec bench-pipeline bench-functions bench-smoke package clean
 
 setup:
 	@infra/setup.sh
@@ -43,24 +43,39 @@ check-template: setup
 # stack; prints timings and writes bench/results/load-<IMAGES>.json.
 IMAGES ?= 10000
 bench-load: setup
-	cargo run -q -p imgpipe-tests --bin load -- $(IMAGES)
+	cargo run -q -p imgpipe-tests --bin load -- --images $(IMAGES)
 
-# Codec benchmark, ours vs Pillow q50 (not a test): builds the corpus from packaged photos,
-# runs both single-threaded, writes bench/results/codec-<date>.json, bench/results/codec.png
-# and the table in docs/performance.md. RUNS=7 timed runs per file (median).
-bench: setup
-	@bench/run.sh
+# Every figure of docs/performance.md (issue 5), each part rewriting its own section there and
+# its files in bench/results/. Benchmarks, not tests: run them on a quiet machine.
+bench: bench-codec bench-pipeline bench-functions
 
-# The same on three small files, one run, dev build: checks that the benchmark still works.
+# Codec, ours vs Pillow q50: builds the corpus from packaged photos, runs both single-threaded,
+# writes bench/results/codec-<date>.json and codec.png. RUNS=7 timed runs per file (median).
+bench-codec: setup
+	@bench/run.sh --codec
+
+# 500 catalogue photos of 1-3 MP (PIPELINE_IMAGES) through the local stack with release builds
+# of the functions: images/s, per-stage times, worker RSS; then one 24 MP JPEG for the worker's
+# peak RSS. Writes bench/results/pipeline.json and worker-24mp.json.
+bench-pipeline: setup
+	@bench/run.sh --pipeline
+
+# Init time (process start to first Runtime API poll) and arm64 zip size of each function,
+# with the cost model that uses them: bench/results/functions.json.
+bench-functions: setup
+	@bench/run.sh --functions
+
+# The codec benchmark on three small files, one run, dev build: checks that it still works
+# (part of `make test`).
 bench-smoke: setup
 	@bench/run.sh --smoke
 
 # The deployable zips: release builds for arm64 Lambda (provided.al2023) through cargo-lambda
 # and its zig toolchain, libjpeg-turbo included; target/lambda/<function>/bootstrap.zip.
-# Needs the aarch64 standard library: rustup target add aarch64-unknown-linux-gnu.
+# Adds the aarch64 standard library to the toolchain once (rustup target add).
 package: setup
 	@rustup target list --installed 2>/dev/null | grep -qx aarch64-unknown-linux-gnu || \
-	  { echo "package: the aarch64 Rust target is missing: rustup target add aarch64-unknown-linux-gnu" >&2; exit 1; }
+	  rustup target add aarch64-unknown-linux-gnu
 	PATH="$$PWD/.venv/bin:$$PATH" cargo lambda build --release --arm64 --output-format zip \
 	  -p imgpipe-api -p imgpipe-worker -p imgpipe-notifier
 	@ls -l target/lambda/*/bootstrap.zip

@@ -1,6 +1,6 @@
 """Builds the codec benchmark corpus from photographs shipped inside packages.
 
-    python bench/corpus.py [--smoke] OUT_DIR
+    python bench/corpus.py [--smoke | --pipeline] OUT_DIR
 
 Sources (nothing is downloaded at run time but registry packages):
 - scikit-image's wheel (bench/requirements.txt): photos in skimage/data, not the pooch-fetched ones;
@@ -52,6 +52,22 @@ CORPUS = [
 # Small, from the wheel only (no apt): for `make bench-smoke`.
 SMOKE = [CORPUS[0], CORPUS[1], CORPUS[10]]
 
+# The pipeline benchmark's catalogue photos (`make bench-pipeline`): 16 photos, 1-3 MP (never
+# upscaled: GreenMeadow stays 1.3 MP), mostly baseline JPEG at quality 90 as shops upload them,
+# with two progressive JPEGs and two PNGs.
+_NATURE = ["Aqua", "Blinds", "Dune", "FreshFlower", "Garden", "GreenMeadow", "LadyBird", "RainDrops", "Storm",
+           "TwoWings", "Wood", "YellowFlower"]
+_PIPELINE_SOURCES = [f"{MATE}/nature/{name}.jpg" for name in _NATURE] + [
+    f"{LOMIRI}/{name}.jpg" for name in ("Fossa_by_Jasper_Roks", "Infinite-Sea_by_Aury88", "Kleiber_by_Lukas_Baubkus",
+                                        "Painting-Colors_by__herobrine7gamer")]
+_PIPELINE_SIZES = [1.0, 1.5, 2.0, 2.5, 3.0]
+_PIPELINE_FORMATS = ["jpeg"] * 6 + ["pjpeg"] + ["jpeg"] * 4 + ["png"] + ["jpeg"] * 2 + ["pjpeg", "png"]
+PIPELINE = [
+    (f"p{i:02}-{source.rsplit('/', 1)[1].split('_')[0].split('.')[0].lower()}.{'png' if fmt == 'png' else 'jpg'}",
+     source, _PIPELINE_SIZES[i % len(_PIPELINE_SIZES)], fmt, None if fmt == "png" else 90, "down")
+    for i, (source, fmt) in enumerate(zip(_PIPELINE_SOURCES, _PIPELINE_FORMATS))
+]
+
 
 def fetch_deb(package: str) -> Path:
     """Unpacks the pinned Debian package into .corpus-src/<package> once."""
@@ -78,11 +94,13 @@ def source_path(source: str) -> Path:
 def build(out_dir: Path, entries) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest = []
-    for name, source, target_mp, fmt, quality in entries:
+    for name, source, target_mp, fmt, quality, *only in entries:
         path = source_path(source)
         with Image.open(path) as src:
             src_size = src.size
             out = out_dir / name
+            if only == ["down"] and target_mp and target_mp * 1e6 >= src.width * src.height:
+                target_mp = None  # never upscaled
             if not out.exists():
                 img = src.convert("RGB")
                 if target_mp:
@@ -104,5 +122,4 @@ def build(out_dir: Path, entries) -> None:
 
 
 if __name__ == "__main__":
-    smoke = "--smoke" in sys.argv
-    build(Path(sys.argv[-1]), SMOKE if smoke else CORPUS)
+    build(Path(sys.argv[-1]), SMOKE if "--smoke" in sys.argv else PIPELINE if "--pipeline" in sys.argv else CORPUS)

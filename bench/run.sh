@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Codec benchmark, ours vs Pillow: `make bench` (full corpus, release build, results and
-# docs/performance.md) or `make bench-smoke` (three small files, one run, dev build, stdout).
+# Benchmarks (not tests), each writing bench/results/ and its part of docs/performance.md:
+#   bench/run.sh --codec       codec vs Pillow on the corpus, release build   (make bench-codec)
+#   bench/run.sh --pipeline    500 photos through the local stack + worker RSS on 24 MP (make bench-pipeline)
+#   bench/run.sh --functions   init time and arm64 zip size per function   (make bench-functions)
+#   bench/run.sh --smoke       three small files, one run, dev build, stdout only  (make bench-smoke)
 # Needs python3 with venv, apt-get and dpkg-deb (Debian), cmake and nasm (infra/setup.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-smoke=$([[ "${1:-}" == --smoke ]] && echo 1 || echo "")
+mode=${1:---codec}
 py=.venv-bench/bin/python
 if ! cmp -s bench/requirements.txt .venv-bench/requirements.txt; then
     python3 -m venv .venv-bench
@@ -13,31 +16,66 @@ if ! cmp -s bench/requirements.txt .venv-bench/requirements.txt; then
     cp bench/requirements.txt .venv-bench/requirements.txt
 fi
 
-if [[ -n "$smoke" ]]; then
-    corpus=bench/.corpus-smoke runs=1 work=bench/.corpus-smoke-out
-    $py bench/corpus.py --smoke "$corpus"
-    cargo build -q -p imgpipe-tests --bin codec_bench
-    bin=target/debug/codec_bench
-else
-    corpus=bench/.corpus runs=${RUNS:-7} work=bench/.corpus-out
-    $py bench/corpus.py "$corpus"
-    cargo build --release -p imgpipe-tests --bin codec_bench
-    bin=target/release/codec_bench
-fi
+codec() {
+    local smoke=$1 corpus runs work bin
+    if [[ -n "$smoke" ]]; then
+        corpus=bench/.corpus-smoke runs=1 work=bench/.corpus-smoke-out
+        $py bench/corpus.py --smoke "$corpus"
+        cargo build -q -p imgpipe-tests --bin codec_bench
+        bin=target/debug/codec_bench
+    else
+        corpus=bench/.corpus runs=${RUNS:-7} work=bench/.corpus-out
+        $py bench/corpus.py "$corpus"
+        cargo build --release -p imgpipe-tests --bin codec_bench
+        bin=target/release/codec_bench
+    fi
+    local files=("$corpus"/*.jpg "$corpus"/*.png)
+    mkdir -p "$work"
+    echo "codec_bench: ${#files[@]} files, $runs runs each" >&2
+    "$bin" --runs "$runs" --out "$work/ours" "${files[@]}" > "$work/ours.jsonl"
+    echo "pillow_bench: ${#files[@]} files, $runs runs each" >&2
+    $py bench/pillow_bench.py --runs "$runs" --out "$work/pillow" --ours "$work/ours" "${files[@]}" > "$work/pillow.jsonl"
 
-files=("$corpus"/*.jpg "$corpus"/*.png)
-mkdir -p "$work"
-echo "codec_bench: ${#files[@]} files, $runs runs each" >&2
-"$bin" --runs "$runs" --out "$work/ours" "${files[@]}" > "$work/ours.jsonl"
-echo "pillow_bench: ${#files[@]} files, $runs runs each" >&2
-$py bench/pillow_bench.py --runs "$runs" --out "$work/pillow" --ours "$work/ours" "${files[@]}" > "$work/pillow.jsonl"
+    local report=(bench/report.py "$work/ours.jsonl" "$work/pillow.jsonl" "$corpus/manifest.json")
+    if [[ -n "$smoke" ]]; then
+        echo "bench-smoke: dev build, one run: the speed figures below mean nothing, only that it works" >&2
+        $py "${report[@]}"
+        # The pipeline benchmark's path, on 10 small images with the debug functions.
+        mkdir -p target/bench-smoke
+        cargo run -q -p imgpipe-tests --bin load -- --images 10 --urls-per-row 5 --photos "$corpus" \
+            --out target/bench-smoke/pipeline.json
+        $py bench/pipeline_report.py --pipeline target/bench-smoke/pipeline.json
+    else
+        $py "${report[@]}" --json "bench/results/codec-$(date -u +%F).json" --chart bench/results/codec.png \
+            --doc docs/performance.md
+        echo "wrote bench/results/codec-$(date -u +%F).json, bench/results/codec.png, docs/performance.md" >&2
+    fi
+}
 
-report=(bench/report.py "$work/ours.jsonl" "$work/pillow.jsonl" "$corpus/manifest.json")
-if [[ -n "$smoke" ]]; then
-    echo "bench-smoke: dev build, one run: the speed figures below mean nothing, only that it works" >&2
-    $py "${report[@]}"
-else
-    $py "${report[@]}" --json "bench/results/codec-$(date -u +%F).json" --chart bench/results/codec.png \
-        --doc docs/performance.md
-    echo "wrote bench/results/codec-$(date -u +%F).json, bench/results/codec.png, docs/performance.md" >&2
-fi
+# Release builds of the functions on the local stack (IMGPIPE_FUNCTIONS=release): 500 catalogue
+# photos of 1-3 MP in one request, then one 24 MP JPEG on fresh worker processes.
+pipeline() {
+    $py bench/corpus.py --pipeline bench/.corpus-pipeline
+    $py bench/corpus.py bench/.corpus
+    cargo build --release -p imgpipe-tests --bin load
+    IMGPIPE_FUNCTIONS=release target/release/load --images "${PIPELINE_IMAGES:-500}" --urls-per-row 5 \
+        --photos bench/.corpus-pipeline --out bench/results/pipeline.json
+    IMGPIPE_FUNCTIONS=release target/release/load --images 1 --photos bench/.corpus/kleiber-24mp.jpg \
+        --fresh-workers --out bench/results/worker-24mp.json
+    $py bench/pipeline_report.py --doc docs/performance.md
+}
+
+functions() {
+    make --no-print-directory package
+    cargo build --release -p imgpipe-api -p imgpipe-worker -p imgpipe-notifier
+    $py bench/init_time.py target/release 15 --json bench/results/functions.json
+    $py bench/pipeline_report.py --doc docs/performance.md
+}
+
+case "$mode" in
+    --smoke) codec 1 ;;
+    --codec) codec "" ;;
+    --pipeline) pipeline ;;
+    --functions) functions ;;
+    *) echo "usage: bench/run.sh [--codec | --pipeline | --functions | --smoke]" >&2; exit 2 ;;
+esac

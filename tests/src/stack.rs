@@ -1,6 +1,7 @@
 //! The local stack for tests: the emulator with template.yaml deployed and the function
 //! binaries from `target/debug`, started once per test process on a free port and stopped
-//! when the process ends (infra/local.py watches our pid).
+//! when the process ends (infra/local.py watches our pid). With `IMGPIPE_FUNCTIONS=release`
+//! (the pipeline benchmark) the functions are release builds from `target/release`.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -28,6 +29,9 @@ pub struct LocalStack {
     pub jobs_dead_letters_url: String,
     pub worker_function_name: String,
     pub notifier_function_name: String,
+    /// The emulator's state directory; the functions' log lines are in its emulator.log.
+    #[serde(skip)]
+    pub state: PathBuf,
     #[serde(skip)]
     allowed_ports: Vec<u16>,
     #[serde(skip)]
@@ -47,8 +51,9 @@ impl LocalStack {
 
     fn start() -> LocalStack {
         let root = workspace_root();
-        let bin_dir = root.join("target/debug");
-        build_functions(&root);
+        let release = std::env::var("IMGPIPE_FUNCTIONS").is_ok_and(|profile| profile == "release");
+        let bin_dir = root.join(if release { "target/release" } else { "target/debug" });
+        build_functions(&root, release);
         let port = free_port();
         let allowed_ports = free_ports(ALLOWED_PORTS);
         let allow_hosts: Vec<String> = allowed_ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
@@ -71,6 +76,7 @@ impl LocalStack {
         let outputs = std::fs::read_to_string(state.join("outputs.json")).expect("outputs.json");
         let mut stack: LocalStack = serde_json::from_str(&outputs).expect("outputs.json has the stack outputs");
         stack.allowed_ports = allowed_ports;
+        stack.state = state;
         // SDK clients in the tests read these, like the functions the emulator runs.
         // SAFETY: set once, before any test reads the environment through the SDK.
         unsafe {
@@ -158,11 +164,12 @@ fn free_ports(count: usize) -> Vec<u16> {
 
 /// The end-to-end tests must run the code under test: build the three functions (a no-op
 /// when they are up to date) with the cargo that runs the tests.
-fn build_functions(root: &Path) {
+fn build_functions(root: &Path, release: bool) {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = Command::new(cargo)
         .current_dir(root)
         .args(["build", "--quiet", "-p", "imgpipe-api", "-p", "imgpipe-worker", "-p", "imgpipe-notifier", "--bins"])
+        .args(release.then_some("--release"))
         .status()
         .expect("run cargo build");
     assert!(status.success(), "building the function binaries failed");

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
 
 #include "jpeglib.h"
 #include "jerror.h"
@@ -241,8 +242,14 @@ static int count_dc(long *dc, int value, int *last) {
   return 1;
 }
 
+static uint64_t monotonic_ns(void) {
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  return (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
+}
+
 static int requantize(struct imgpipe_ctx *ctx, const unsigned char *in, unsigned long in_len,
-                      int quality, unsigned long max_memory, int flags) {
+                      int quality, unsigned long max_memory, int flags, uint64_t *decode_ns) {
   j_decompress_ptr src = &ctx->src;
   j_compress_ptr dst = &ctx->dst;
   jvirt_barray_ptr *coefs;
@@ -289,7 +296,9 @@ static int requantize(struct imgpipe_ctx *ctx, const unsigned char *in, unsigned
         return IMGPIPE_RQ_NOT_APPLICABLE;
   }
 
+  *decode_ns = monotonic_ns();
   coefs = jpeg_read_coefficients(src);
+  *decode_ns = monotonic_ns() - *decode_ns;
   /* Damaged data: the decoder path judges it. */
   if (coefs == NULL || ctx->src_err.pub.num_warnings > 0)
     return IMGPIPE_RQ_NOT_APPLICABLE;
@@ -419,17 +428,19 @@ static int requantize(struct imgpipe_ctx *ctx, const unsigned char *in, unsigned
  * Returns IMGPIPE_RQ_OK with *out (free it with imgpipe_requantize_free), *out_len, *width and
  * *height set; IMGPIPE_RQ_NOT_APPLICABLE; or IMGPIPE_RQ_ERROR with a message in err_msg.
  * max_memory bounds libjpeg's allocations for the source's coefficients (0: no bound). flags:
- * 0, or IMGPIPE_RQ_LIBJPEG_STATS.
+ * 0, or IMGPIPE_RQ_LIBJPEG_STATS. *decode_ns: time spent reading (entropy-decoding) the
+ * coefficients, the part decode + encode would also spend; the rest of the call is the encode.
  */
 int imgpipe_requantize(const unsigned char *in, unsigned long in_len, int quality,
                        unsigned long max_memory, unsigned char **out, unsigned long *out_len,
                        unsigned int *width, unsigned int *height, char *err_msg, int err_len,
-                       int flags) {
+                       int flags, uint64_t *decode_ns) {
   struct imgpipe_ctx *volatile ctx;
   int result;
 
   *out = NULL;
   *out_len = 0;
+  *decode_ns = 0;
   if (err_msg != NULL && err_len > 0)
     err_msg[0] = '\0';
   ctx = (struct imgpipe_ctx *)calloc(1, sizeof(*ctx));
@@ -446,7 +457,7 @@ int imgpipe_requantize(const unsigned char *in, unsigned long in_len, int qualit
   if (setjmp(ctx->jump))
     result = IMGPIPE_RQ_ERROR;
   else
-    result = requantize(ctx, in, in_len, quality, max_memory, flags);
+    result = requantize(ctx, in, in_len, quality, max_memory, flags, decode_ns);
 
   if (result == IMGPIPE_RQ_OK) {
     *out = ctx->dest.buffer;

@@ -10,6 +10,7 @@
 //! to the q50 tables (`codec/requantize.rs`), faster and smaller than decode + encode.
 
 use std::io::Cursor;
+use std::time::{Duration, Instant};
 
 use image::metadata::Orientation;
 use image::{DynamicImage, GrayImage, ImageDecoder, ImageFormat, ImageReader, Limits, RgbImage};
@@ -84,6 +85,17 @@ pub struct Compressed {
     pub kept_original: bool,
     /// How `jpeg` was made.
     pub path: CodecPath,
+    pub timings: CodecTimings,
+}
+
+/// Where the codec's time went, for the per-stage logs and the benchmarks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CodecTimings {
+    /// Header checks and decoding: to pixels (decode + encode), or entropy decoding of the
+    /// DCT coefficients (requantisation).
+    pub decode: Duration,
+    /// Encoding: from pixels, or rescaling the coefficients and writing them.
+    pub encode: Duration,
 }
 
 /// Which of the codec's paths produced the output.
@@ -176,19 +188,23 @@ pub fn compress(input: &[u8], limits: &CodecLimits) -> Result<Compressed, CodecE
     {
         return Ok(out);
     }
+    let started = Instant::now();
     let (pixels, orientation) = decode(input, input_format, limits)?;
+    let decoded = Instant::now();
     let (width, height) = pixels.dimensions();
     let jpeg = encode(&pixels)?;
     drop(pixels);
+    let timings = CodecTimings { decode: decoded - started, encode: decoded.elapsed() };
     if input_format == InputFormat::Jpeg
         && orientation == Orientation::NoTransforms
         && let Some(original) = strip_jpeg_metadata(input)
         && original.len() <= jpeg.len()
     {
         let path = CodecPath::KeptOriginal;
-        return Ok(Compressed { jpeg: original, width, height, input_format, kept_original: true, path });
+        return Ok(Compressed { jpeg: original, width, height, input_format, kept_original: true, path, timings });
     }
-    Ok(Compressed { jpeg, width, height, input_format, kept_original: false, path: CodecPath::Reencoded })
+    let path = CodecPath::Reencoded;
+    Ok(Compressed { jpeg, width, height, input_format, kept_original: false, path, timings })
 }
 
 /// The requantisation path, `None` when it does not apply (or fails: decode + encode then
@@ -196,6 +212,7 @@ pub fn compress(input: &[u8], limits: &CodecLimits) -> Result<Compressed, CodecE
 /// limits, files to rotate, and what `strip_jpeg_metadata` would not hand on (damaged marker
 /// structure, arithmetic/lossless/hierarchical coding, more than `MAX_JPEG_SCANS` scans).
 fn compress_requantized(input: &[u8], limits: &CodecLimits) -> Option<Compressed> {
+    let started = Instant::now();
     let mut image_limits = Limits::default();
     image_limits.max_alloc = Some(limits.max_alloc_bytes);
     let mut reader = ImageReader::with_format(Cursor::new(input), ImageFormat::Jpeg);
@@ -208,16 +225,23 @@ fn compress_requantized(input: &[u8], limits: &CodecLimits) -> Option<Compressed
     }
     drop(decoder);
     let original = strip_jpeg_metadata(input)?;
+    let requantizing = Instant::now();
     let out = requantize::requantize(&original, JPEG_QUALITY, limits.max_alloc_bytes).ok()??;
+    let requantized = requantizing.elapsed();
     // Both parsers read the same SOF marker; if they disagree our size check is worthless.
     if (out.width, out.height) != (width, height) {
         return None;
     }
     let input_format = InputFormat::Jpeg;
+    // The header checks count as decoding, like the header read of decode + encode.
+    let decode = (requantizing - started) + out.decode;
+    let timings = CodecTimings { decode, encode: requantized.saturating_sub(out.decode) };
     Some(if original.len() <= out.jpeg.len() {
-        Compressed { jpeg: original, width, height, input_format, kept_original: true, path: CodecPath::KeptOriginal }
+        let path = CodecPath::KeptOriginal;
+        Compressed { jpeg: original, width, height, input_format, kept_original: true, path, timings }
     } else {
-        Compressed { jpeg: out.jpeg, width, height, input_format, kept_original: false, path: CodecPath::Requantized }
+        let path = CodecPath::Requantized;
+        Compressed { jpeg: out.jpeg, width, height, input_format, kept_original: false, path, timings }
     })
 }
 

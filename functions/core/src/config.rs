@@ -84,8 +84,10 @@ pub struct WorkerConfig {
     pub codec: CodecLimits,
     /// The queue's `maxReceiveCount`: the delivery with this count is the last one.
     pub max_receives: u32,
-    /// Images of one batch processed at once.
+    /// Images of one batch processed at once (their fetches and uploads overlap).
     pub concurrency: usize,
+    /// Of those, images decoded and encoded at once (see `process_image::CodecPool`).
+    pub codec_slots: usize,
     /// The jobs queue, whose messages are delayed for their next attempt after a transient failure.
     pub queue_url: String,
     /// Messages from this queue (the jobs' dead-letter queue) are recorded as failed images.
@@ -118,7 +120,8 @@ impl WorkerConfig {
             },
             codec: CodecLimits { max_pixels: or_default("MAX_IMAGE_PIXELS", codec.max_pixels)?, ..codec },
             max_receives: or_default("MAX_RECEIVES", 5)?,
-            concurrency: or_default("WORKER_CONCURRENCY", 4)?,
+            concurrency: or_default("WORKER_CONCURRENCY", 10)?,
+            codec_slots: or_default("CODEC_SLOTS", 1)?,
             queue_url: required("QUEUE_URL")?,
             dead_letters_arn: std::env::var("DEAD_LETTERS_QUEUE_ARN").ok().filter(|arn| !arn.is_empty()),
             retry_base: seconds("RETRY_BASE_SECS", 10)?,

@@ -1,8 +1,9 @@
 //! One image job: fetch, compress, store, then record the result once.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use tokio::sync::Semaphore;
 
 use crate::codec::{self, CodecError, CodecLimits, Compressed};
 use crate::errors::{ImageError, RETRIES_EXHAUSTED};
@@ -26,15 +27,43 @@ pub struct ProcessPorts<'a> {
     pub results: &'a dyn ImageResults,
 }
 
+/// The codec as the worker runs it: its limits, and how many images it decodes at once.
+///
+/// Fetches and uploads wait on the network and overlap freely, but decoding is CPU and memory:
+/// a Lambda below 1,769 MB has less than one vCPU, so two images decoded at once take as long
+/// as one after the other, while each holds its pixels (up to ~250 MB for a 50 MP image). With
+/// one slot a batch's peak memory is one image's decode plus the fetched files waiting.
+pub struct CodecPool {
+    limits: CodecLimits,
+    slots: Semaphore,
+}
+
+impl CodecPool {
+    pub fn new(limits: CodecLimits, slots: usize) -> Self {
+        Self { limits, slots: Semaphore::new(slots.max(1)) }
+    }
+
+    /// `codec::compress` on a blocking thread once a slot is free; logs the wait.
+    async fn compress(&self, job: &ImageJob, input: Vec<u8>) -> Result<Compressed, CodecError> {
+        let stage = Stage::start(job, "codec_wait");
+        let _slot = self.slots.acquire().await.expect("the codec semaphore is never closed");
+        stage.end();
+        let limits = self.limits.clone();
+        tokio::task::spawn_blocking(move || codec::compress(&input, &limits))
+            .await
+            .map_err(|panic| CodecError::Decode(format!("the decoder crashed: {panic}")))?
+    }
+}
+
 /// `last_attempt` is true when the queue will not deliver this message again: a transient
 /// failure is then recorded as the image's final result rather than lost to the DLQ.
 pub async fn process_image(
     ports: ProcessPorts<'_>,
     job: &ImageJob,
-    limits: &CodecLimits,
+    codec: &CodecPool,
     last_attempt: bool,
 ) -> JobResult {
-    let outcome = match compress_and_store(&ports, job, limits).await {
+    let outcome = match compress_and_store(&ports, job, codec).await {
         Ok(done) => done,
         Err(error) if error.is_transient() && !last_attempt => return JobResult::Retry(error),
         Err(error) if error.is_transient() => ImageOutcome::Failed {
@@ -49,7 +78,7 @@ pub async fn process_image(
         request_id = %job.request_id,
         image_index = job.image_index,
         stage = "record",
-        duration_ms = started.elapsed().as_millis() as u64,
+        duration_ms = milliseconds(started.elapsed()),
         state = outcome.state().as_str(),
     );
     match recorded {
@@ -62,19 +91,16 @@ pub async fn process_image(
 async fn compress_and_store(
     ports: &ProcessPorts<'_>,
     job: &ImageJob,
-    limits: &CodecLimits,
+    codec: &CodecPool,
 ) -> Result<ImageOutcome, ImageError> {
     let stage = Stage::start(job, "fetch");
     let input = ports.fetcher.fetch(&job.url).await?;
     stage.end();
     let bytes_in = input.len() as u64;
 
-    let stage = Stage::start(job, "compress");
-    let limits = limits.clone();
-    let compressed: Compressed = tokio::task::spawn_blocking(move || codec::compress(&input, &limits))
-        .await
-        .map_err(|panic| CodecError::Decode(format!("the decoder crashed: {panic}")))??;
-    stage.end();
+    let compressed = codec.compress(job, input).await?;
+    log_stage(job, "decode", compressed.timings.decode);
+    log_stage(job, "encode", compressed.timings.encode);
 
     let stage = Stage::start(job, "upload");
     let output_key = output_image_key(job.request_id, job.image_index);
@@ -98,13 +124,24 @@ impl<'a> Stage<'a> {
     }
 
     fn end(self) {
-        tracing::info!(
-            request_id = %self.job.request_id,
-            image_index = self.job.image_index,
-            stage = self.name,
-            duration_ms = self.started.elapsed().as_millis() as u64,
-        );
+        log_stage(self.job, self.name, self.started.elapsed());
     }
+}
+
+/// One line per stage: fetch, codec_wait, decode, encode, upload (and record, with the state). The load
+/// benchmark summarises them (`make bench-pipeline`).
+fn log_stage(job: &ImageJob, stage: &'static str, duration: Duration) {
+    tracing::info!(
+        request_id = %job.request_id,
+        image_index = job.image_index,
+        stage,
+        duration_ms = milliseconds(duration),
+    );
+}
+
+/// Milliseconds with microsecond resolution: small images take less than one.
+fn milliseconds(duration: Duration) -> f64 {
+    (duration.as_micros() as f64) / 1000.0
 }
 
 #[cfg(test)]
@@ -145,8 +182,12 @@ mod tests {
         }
 
         async fn run(&self, last_attempt: bool) -> JobResult {
+            self.run_with(&CodecPool::new(CodecLimits::default(), 1), last_attempt).await
+        }
+
+        async fn run_with(&self, codec: &CodecPool, last_attempt: bool) -> JobResult {
             let ports = ProcessPorts { fetcher: &self.fetcher, blobs: &self.blobs, results: &self.table };
-            process_image(ports, &self.job, &CodecLimits::default(), last_attempt).await
+            process_image(ports, &self.job, codec, last_attempt).await
         }
 
         async fn request(&self) -> RequestRecord {
@@ -165,6 +206,20 @@ mod tests {
         assert_eq!(image::guess_format(&stored.0).unwrap(), image::ImageFormat::Jpeg);
         let request = fixture.request().await;
         assert_eq!((request.succeeded, request.failed, request.remaining), (1, 0, 0));
+    }
+
+    #[tokio::test]
+    async fn decoding_waits_for_a_free_codec_slot() {
+        let fixture = Fixture::new(Ok(png_bytes())).await;
+        let codec = CodecPool::new(CodecLimits::default(), 1);
+        let held = codec.slots.acquire().await.unwrap();
+        let mut run = std::pin::pin!(fixture.run_with(&codec, false));
+        let waited = tokio::time::timeout(Duration::from_millis(200), &mut run).await;
+        assert!(waited.is_err(), "the job finished while the only codec slot was taken");
+        assert!(fixture.blobs.objects.lock().unwrap().is_empty(), "nothing stored before decoding");
+        drop(held);
+        assert!(matches!(run.await, JobResult::Recorded(ImageOutcome::Done { .. })));
+        assert_eq!(fixture.request().await.succeeded, 1);
     }
 
     #[tokio::test]

@@ -10,7 +10,7 @@ use imgpipe_core::fan_out::{FanOutError, FanOutPorts, fan_out};
 use imgpipe_core::fetch::HttpFetcher;
 use imgpipe_core::ports::ImageResults;
 use imgpipe_core::ports::RequestTable;
-use imgpipe_core::process_image::{JobResult, ProcessPorts, process_image};
+use imgpipe_core::process_image::{CodecPool, JobResult, ProcessPorts, process_image};
 use imgpipe_core::request::{ImageJob, ImageOutcome, QueueMessage, RequestStatus};
 use imgpipe_core::request_id::RequestId;
 use lambda_runtime::LambdaEvent;
@@ -20,6 +20,7 @@ pub struct Worker {
     pub blobs: S3Blobs,
     pub table: DynamoTable,
     pub queue: SqsQueue,
+    pub codec: CodecPool,
     pub config: WorkerConfig,
 }
 
@@ -73,7 +74,7 @@ impl Worker {
         let receives: u32 = message.attributes.get("ApproximateReceiveCount").and_then(|n| n.parse().ok()).unwrap_or(1);
         let last_attempt = receives >= self.config.max_receives;
         let ports = ProcessPorts { fetcher: &self.fetcher, blobs: &self.blobs, results: &self.table };
-        match process_image(ports, &job, &self.config.codec, last_attempt).await {
+        match process_image(ports, &job, &self.codec, last_attempt).await {
             JobResult::Recorded(_) | JobResult::Duplicate => None,
             JobResult::Retry(error) => {
                 let delay = retry_delay(receives, self.config.retry_base, self.config.retry_cap);

@@ -6,6 +6,7 @@ mod handler;
 use imgpipe_core::aws::{DynamoTable, S3Blobs, SqsQueue, sdk_config};
 use imgpipe_core::config::WorkerConfig;
 use imgpipe_core::fetch::HttpFetcher;
+use imgpipe_core::process_image::CodecPool;
 use lambda_runtime::service_fn;
 
 #[tokio::main]
@@ -18,6 +19,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         blobs: S3Blobs::new(&sdk, &config.bucket),
         table: DynamoTable::new(&sdk, &config.table, config.item_lifetime),
         queue: SqsQueue::new(&sdk, &config.queue_url),
+        codec: CodecPool::new(config.codec.clone(), config.codec_slots),
         config,
     };
     lambda_runtime::run(service_fn(|event| worker.handle(event))).await

@@ -49,16 +49,16 @@ fn bench_file(file: &Path, runs: usize, out_dir: &Path) -> serde_json::Value {
     let limits = CodecLimits::default();
     let warm = compress(&input, &limits).expect("compress");
     let megapixels = f64::from(warm.width) * f64::from(warm.height) / 1e6;
-    let mut seconds: Vec<f64> = (0..runs)
-        .map(|_| {
-            let started = Instant::now();
-            let out = compress(&input, &limits).expect("compress");
-            std::hint::black_box(&out.jpeg);
-            started.elapsed().as_secs_f64()
-        })
-        .collect();
-    seconds.sort_by(f64::total_cmp);
-    let median = seconds[seconds.len() / 2];
+    let (mut seconds, mut decode, mut encode) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let started = Instant::now();
+        let out = compress(&input, &limits).expect("compress");
+        std::hint::black_box(&out.jpeg);
+        seconds.push(started.elapsed().as_secs_f64());
+        decode.push(out.timings.decode.as_secs_f64());
+        encode.push(out.timings.encode.as_secs_f64());
+    }
+    let median = median_of(&mut seconds);
     let name = file.file_name().unwrap().to_string_lossy().into_owned();
     let output = out_dir.join(format!("{name}.jpg"));
     std::fs::write(&output, &warm.jpeg).expect("write output");
@@ -71,11 +71,19 @@ fn bench_file(file: &Path, runs: usize, out_dir: &Path) -> serde_json::Value {
         "output_bytes": warm.jpeg.len(),
         "kept_original": warm.kept_original,
         "runs": runs,
+        "path": warm.path.name(),
         "median_s": median,
+        "decode_median_s": median_of(&mut decode),
+        "encode_median_s": median_of(&mut encode),
         "mp_per_s": megapixels / median,
         "peak_rss_kib": child_peak_rss_kib(file),
         "output": output,
     })
+}
+
+fn median_of(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
 }
 
 /// Peak RSS of a fresh process doing one compress of `file`.

@@ -1,10 +1,19 @@
-//! Load benchmark (not a test): one request of many small images through the local stack.
-//! Starts its own emulator, serves the images locally, uploads the CSV through the API,
-//! waits for the final state, checks the counts and the output CSV, and reports timings.
+//! Load and pipeline benchmark (not a test): one request through the local stack. Starts its
+//! own emulator, serves the images locally, uploads the CSV through the API, waits for the
+//! final state, checks the counts and the output CSV, and reports: time to accept, images/s,
+//! the worker's per-stage times (from its log lines) and the worker processes' peak RSS.
 //!
-//!   cargo run -p imgpipe-tests --bin load -- [IMAGES] [URLS_PER_ROW]   (make bench-load)
+//!   load [--images N] [--urls-per-row K] [--photos PATH]... [--fresh-workers] [--out FILE]
+//!
+//! Without --photos the images are 50 small generated JPEGs (`make bench-load`); with it, the
+//! files given (or every image in the folders given) are served, the URLs cycling through them
+//! (`make bench-pipeline`). Each URL is unique by its query, so every image is fetched. With
+//! --fresh-workers the warm worker processes are stopped first, so the peak RSS is this
+//! request's own. `IMGPIPE_FUNCTIONS=release` runs release builds of the functions. The JSON
+//! summary goes to FILE (default bench/results/load-<N>.json).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use imgpipe_tests::api_client::ApiClient;
@@ -12,30 +21,93 @@ use imgpipe_tests::fixtures::photo_jpeg;
 use imgpipe_tests::servers::ImageServer;
 use imgpipe_tests::stack::{LocalStack, workspace_root};
 
-/// Distinct small photos the URLs cycle through (each URL is unique by its query).
+/// Distinct small photos the URLs cycle through without --photos.
 const DISTINCT: u32 = 50;
+
+struct Options {
+    images: usize,
+    per_row: usize,
+    photos: Vec<PathBuf>,
+    fresh_workers: bool,
+    out: Option<PathBuf>,
+}
+
+fn options() -> Options {
+    let mut options = Options { images: 10_000, per_row: 1, photos: Vec::new(), fresh_workers: false, out: None };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().unwrap_or_else(|| panic!("{arg} needs a value"));
+        match arg.as_str() {
+            "--images" => options.images = value().parse().expect("--images N"),
+            "--urls-per-row" => options.per_row = value().parse::<usize>().expect("--urls-per-row K").max(1),
+            "--photos" => options.photos.push(value().into()),
+            "--out" => options.out = Some(value().into()),
+            "--fresh-workers" => options.fresh_workers = true,
+            other => panic!("unknown argument {other}; see the comment at the top of tests/src/bin/load.rs"),
+        }
+    }
+    options
+}
+
+/// The files to serve, by name, with their content types.
+fn image_files(photos: &[PathBuf]) -> HashMap<String, (Vec<u8>, &'static str)> {
+    if photos.is_empty() {
+        return (0..DISTINCT).map(|n| (format!("s{n}.jpg"), (photo_jpeg(160 + n, 120 + n, n), "image/jpeg"))).collect();
+    }
+    let mut files = HashMap::new();
+    for path in photos {
+        let entries: Vec<PathBuf> = if path.is_dir() {
+            let mut entries: Vec<PathBuf> =
+                std::fs::read_dir(path).expect("read the photo folder").flatten().map(|e| e.path()).collect();
+            entries.sort();
+            entries
+        } else {
+            vec![path.clone()]
+        };
+        for file in entries {
+            let content_type = match file.extension().and_then(|e| e.to_str()) {
+                Some("jpg" | "jpeg") => "image/jpeg",
+                Some("png") => "image/png",
+                _ => continue,
+            };
+            let name = file.file_name().unwrap().to_string_lossy().into_owned();
+            files.insert(name, (std::fs::read(&file).expect("read a photo"), content_type));
+        }
+    }
+    assert!(!files.is_empty(), "no .jpg or .png among {photos:?}");
+    files
+}
 
 #[tokio::main]
 async fn main() {
-    let mut args = std::env::args().skip(1);
-    let images: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(10_000);
-    let per_row: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(1).max(1);
-
+    let options = options();
+    let images = options.images;
+    let per_row = options.per_row;
     let stack = LocalStack::shared();
     let api = ApiClient::new(stack);
-    let files: HashMap<_, _> =
-        (0..DISTINCT).map(|n| (format!("s{n}.jpg"), (photo_jpeg(160 + n, 120 + n, n), "image/jpeg"))).collect();
-    let bytes_in: usize = files.values().map(|(bytes, _)| bytes.len()).sum::<usize>() / DISTINCT as usize;
+    let files = image_files(&options.photos);
+    let mut names: Vec<String> = files.keys().cloned().collect();
+    names.sort();
+    let bytes_in: usize = files.values().map(|(bytes, _)| bytes.len()).sum::<usize>() / files.len();
     let server = ImageServer::start(files, Duration::ZERO).await;
 
-    let urls: Vec<String> =
-        (0..images).map(|i| server.url(&format!("img/s{}.jpg?n={i}", i as u32 % DISTINCT))).collect();
+    let urls: Vec<String> = (0..images).map(|i| server.url(&format!("img/{}?n={i}", names[i % names.len()]))).collect();
     let mut csv = String::from("S. No.,Product Name,Input Image Urls\n");
     for (row, chunk) in urls.chunks(per_row).enumerate() {
         csv.push_str(&format!("{},Product {},\"{}\"\n", row + 1, row + 1, chunk.join(",")));
     }
-    println!("{images} images of ~{bytes_in} B in {} rows, CSV {} KiB", images.div_ceil(per_row), csv.len() / 1024);
+    println!(
+        "{images} images ({} distinct files, ~{} KB each) in {} rows, CSV {} KiB",
+        names.len(),
+        bytes_in / 1000,
+        images.div_ceil(per_row),
+        csv.len() / 1024
+    );
+    if options.fresh_workers {
+        println!("stopped {} warm worker process(es)", stack.kill_function_processes(&stack.worker_function_name));
+    }
 
+    let mut workers = WorkerPeaks::default();
     let started = Instant::now();
     let accepted = api.upload(csv.as_bytes(), None).await;
     let accept_time = started.elapsed();
@@ -45,13 +117,14 @@ async fn main() {
 
     let mut last_report = Instant::now();
     let status = loop {
+        workers.sample(&stack.worker_function_name);
         let status = api.status(&id).await.body;
         let final_state = matches!(status["status"].as_str(), Some("completed" | "completed_with_errors" | "failed"));
         if final_state || last_report.elapsed() >= Duration::from_secs(5) {
             let done = status["succeeded"].as_u64().unwrap_or(0) + status["failed"].as_u64().unwrap_or(0);
             let elapsed = started.elapsed().as_secs_f64();
             println!(
-                "{:>7.1} s  {:<22} {done}/{images}  {:.0} images/s",
+                "{:>7.1} s  {:<22} {done}/{images}  {:.1} images/s",
                 elapsed,
                 status["status"],
                 done as f64 / elapsed
@@ -62,12 +135,52 @@ async fn main() {
             break status;
         }
         assert!(started.elapsed() < Duration::from_secs(3600), "no final state after an hour");
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
     };
     let wall = started.elapsed();
+    workers.sample(&stack.worker_function_name);
 
     assert_eq!(status["status"], "completed", "{status}");
     assert_eq!((status["total"].as_u64(), status["succeeded"].as_u64()), (Some(images as u64), Some(images as u64)));
+    let slots = check_output_csv(&api, &status, per_row).await;
+    assert_eq!(slots, images, "one output slot per input URL");
+
+    let images_per_s = images as f64 / wall.as_secs_f64();
+    println!(
+        "\n{images} images: accepted in {:.2} s, final in {:.1} s, {images_per_s:.1} images/s; counts exact, {slots} slots in order",
+        accept_time.as_secs_f64(),
+        wall.as_secs_f64()
+    );
+    let stages = stage_summary(&stack.state.join("emulator.log"), &id);
+    println!("\nworker stages per image (ms): stage, count, median, p90, max, mean");
+    for (stage, summary) in &stages {
+        println!(
+            "  {stage:<8} {:>6} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
+            summary["count"], summary["median_ms"], summary["p90_ms"], summary["max_ms"], summary["mean_ms"]
+        );
+    }
+    println!(
+        "worker processes seen: {}, peak RSS of the largest: {:.1} MB",
+        workers.peaks.len(),
+        workers.max_kib() as f64 / 1024.0
+    );
+
+    let binaries = if std::env::var("IMGPIPE_FUNCTIONS").is_ok_and(|p| p == "release") { "release" } else { "debug" };
+    let result = serde_json::json!({
+        "images": images, "urls_per_row": per_row, "distinct_files": names, "mean_image_bytes": bytes_in,
+        "accept_seconds": accept_time.as_secs_f64(), "wall_seconds": wall.as_secs_f64(),
+        "images_per_second": images_per_s, "status": status["status"], "functions": binaries,
+        "worker_stages_ms": stages, "worker_processes": workers.peaks.len(),
+        "worker_peak_rss_mb": workers.max_kib() as f64 / 1024.0,
+        "machine": format!("{} cores, {}", std::thread::available_parallelism().map_or(0, |n| n.get()), std::env::consts::ARCH),
+    });
+    let path = options.out.unwrap_or_else(|| workspace_root().join(format!("bench/results/load-{images}.json")));
+    std::fs::write(&path, serde_json::to_string_pretty(&result).unwrap()).expect("write the result");
+    println!("written to {}", path.display());
+}
+
+/// Rows in order, each slot linking its own image; returns the number of slots.
+async fn check_output_csv(api: &ApiClient, status: &serde_json::Value, per_row: usize) -> usize {
     let output = api.download(status["output_csv_url"].as_str().unwrap()).await;
     let mut reader = csv::Reader::from_reader(output.as_slice());
     let mut slots = 0;
@@ -80,20 +193,64 @@ async fn main() {
             slots += 1;
         }
     }
-    assert_eq!(slots, images, "one output slot per input URL");
+    slots
+}
 
-    let images_per_s = images as f64 / wall.as_secs_f64();
-    println!(
-        "\n{images} images: accepted in {:.2} s, final in {:.1} s, {images_per_s:.0} images/s; counts exact, {slots} slots in order",
-        accept_time.as_secs_f64(),
-        wall.as_secs_f64()
-    );
-    let result = serde_json::json!({
-        "images": images, "urls_per_row": per_row, "image_bytes": bytes_in,
-        "accept_seconds": accept_time.as_secs_f64(), "wall_seconds": wall.as_secs_f64(),
-        "images_per_second": images_per_s, "status": status["status"], "binaries": "target/debug",
-    });
-    let path = workspace_root().join(format!("bench/results/load-{images}.json"));
-    std::fs::write(&path, serde_json::to_string_pretty(&result).unwrap()).expect("write the result");
-    println!("written to {}", path.display());
+/// Count, median, p90, max and mean of each stage's `duration_ms` in the worker's log lines
+/// of one request (the emulator writes the functions' output to its log).
+fn stage_summary(log: &Path, request_id: &str) -> BTreeMap<String, serde_json::Value> {
+    let text = std::fs::read_to_string(log).expect("read the emulator log");
+    let mut durations: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for line in text.lines().filter(|line| line.contains(request_id) && line.contains("\"stage\"")) {
+        let Ok(entry) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        if entry["request_id"] != request_id {
+            continue;
+        }
+        if let (Some(stage), Some(ms)) = (entry["stage"].as_str(), entry["duration_ms"].as_f64()) {
+            durations.entry(stage.to_owned()).or_default().push(ms);
+        }
+    }
+    durations
+        .into_iter()
+        .map(|(stage, mut ms)| {
+            ms.sort_by(f64::total_cmp);
+            let at = |q: f64| ms[((ms.len() - 1) as f64 * q).round() as usize];
+            let summary = serde_json::json!({
+                "count": ms.len(), "median_ms": at(0.5), "p90_ms": at(0.9), "max_ms": at(1.0),
+                "mean_ms": ms.iter().sum::<f64>() / ms.len() as f64,
+            });
+            (stage, summary)
+        })
+        .collect()
+}
+
+/// Peak RSS (VmHWM) of every worker process seen during the run, by pid.
+#[derive(Default)]
+struct WorkerPeaks {
+    peaks: HashMap<String, u64>,
+}
+
+impl WorkerPeaks {
+    fn sample(&mut self, function_name: &str) {
+        let wanted = format!("AWS_LAMBDA_FUNCTION_NAME={function_name}");
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(environ) = std::fs::read(entry.path().join("environ")) else { continue };
+            if !environ.split(|b| *b == 0).any(|var| var == wanted.as_bytes()) {
+                continue;
+            }
+            let Ok(status) = std::fs::read_to_string(entry.path().join("status")) else { continue };
+            let hwm = status
+                .lines()
+                .find_map(|line| line.strip_prefix("VmHWM:"))
+                .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok());
+            if let Some(hwm) = hwm {
+                let peak = self.peaks.entry(entry.file_name().to_string_lossy().into_owned()).or_default();
+                *peak = (*peak).max(hwm);
+            }
+        }
+    }
+
+    fn max_kib(&self) -> u64 {
+        self.peaks.values().copied().max().unwrap_or(0)
+    }
 }

@@ -11,6 +11,7 @@
 //! (marker structure, scan count, EXIF orientation).
 
 use std::ffi::{CStr, c_char, c_int, c_uint, c_ulong};
+use std::time::Duration;
 
 #[cfg(doc)]
 use super::JPEG_QUALITY;
@@ -34,6 +35,7 @@ unsafe extern "C" {
         err: *mut c_char,
         err_len: c_int,
         flags: c_int,
+        decode_ns: *mut u64,
     ) -> c_int;
     fn imgpipe_requantize_free(buffer: *mut u8);
 }
@@ -43,6 +45,8 @@ pub(super) struct Requantized {
     pub jpeg: Vec<u8>,
     pub width: u32,
     pub height: u32,
+    /// Time spent entropy-decoding the input's coefficients (the rest is the encode).
+    pub decode: Duration,
 }
 
 /// `Ok(None)` when the input is not one requantisation applies to; `Err` with libjpeg's
@@ -63,6 +67,7 @@ fn requantize_with(input: &[u8], quality: i32, max_memory: u64, flags: c_int) ->
     let mut out_len: c_ulong = 0;
     let (mut width, mut height): (c_uint, c_uint) = (0, 0);
     let mut err = [0 as c_char; 200];
+    let mut decode_ns = 0u64;
     let input_len = c_ulong::try_from(input.len()).map_err(|_| "input too large".to_owned())?;
     let max_memory = c_ulong::try_from(max_memory).unwrap_or(c_ulong::MAX).min(c_ulong::MAX / 2);
     // SAFETY: the input slice outlives the call and is only read; every out-pointer is to a
@@ -80,6 +85,7 @@ fn requantize_with(input: &[u8], quality: i32, max_memory: u64, flags: c_int) ->
             err.as_mut_ptr(),
             err.len() as c_int,
             flags,
+            &mut decode_ns,
         )
     };
     match code {
@@ -91,7 +97,7 @@ fn requantize_with(input: &[u8], quality: i32, max_memory: u64, flags: c_int) ->
                 imgpipe_requantize_free(out);
                 jpeg
             };
-            Ok(Some(Requantized { jpeg, width, height }))
+            Ok(Some(Requantized { jpeg, width, height, decode: Duration::from_nanos(decode_ns) }))
         }
         NOT_APPLICABLE => Ok(None),
         _ => {

@@ -1001,6 +1001,17 @@ fn fine_420_jpeg_is_requantized_with_q50_tables_and_fewer_bytes() {
 }
 
 #[test]
+fn both_paths_report_decode_and_encode_times() {
+    let requantized = run(&turbo_jpeg_with(&photo_like(200, 150), 90, Subsamp::Sub2x2, false)).expect("compresses");
+    let reencoded =
+        run(&encoded(&DynamicImage::ImageRgb8(photo_like(200, 150)), ImageFormat::Png)).expect("compresses");
+    assert_eq!((requantized.path, reencoded.path), (CodecPath::Requantized, CodecPath::Reencoded));
+    for out in [requantized, reencoded] {
+        assert!(out.timings.decode > Duration::ZERO && out.timings.encode > Duration::ZERO, "{:?}", out.timings);
+    }
+}
+
+#[test]
 fn progressive_jpeg_is_requantized_to_baseline() {
     let input = turbo_jpeg_with(&photo_like(200, 150), 95, Subsamp::Sub2x2, true);
     assert_eq!(sof_marker(&input), Some(0xC2), "fixture premise");

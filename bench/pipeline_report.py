@@ -1,0 +1,201 @@
+"""Pipeline, function and cost figures for docs/performance.md, from the benchmark results.
+
+    python bench/pipeline_report.py [--doc docs/performance.md] [--pipeline FILE] [--rss FILE] [--functions FILE]
+
+Reads bench/results/pipeline.json and worker-24mp.json (tests/src/bin/load.rs) and
+functions.json (bench/init_time.py), whichever exist, and prints the sections, or rewrites
+them between their markers in --doc. The cost model takes the worker's measured per-image
+codec time from pipeline.json; every other input is a price or an assumption named in COST.
+"""
+
+import json
+import math
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+STAGES = ["fetch", "codec_wait", "decode", "encode", "upload", "record"]
+
+# List prices, us-east-1, arm64, on-demand, without free tiers (AWS pricing pages, 2025).
+PRICE = {
+    "lambda_gb_s": 0.0000133334,  # Lambda arm64, per GB-second (first 7.5 billion GB-s a month)
+    "lambda_request": 0.20 / 1e6,
+    "sqs_request": 0.40 / 1e6,  # standard queue, per 64 KB chunk of a request
+    "dynamodb_wru": 0.625 / 1e6,  # on-demand write request unit
+    "dynamodb_rru": 0.125 / 1e6,
+    "s3_put": 0.005 / 1e3,
+    "s3_get": 0.0004 / 1e3,
+    "http_api_request": 1.00 / 1e6,
+}
+
+# What the local stack cannot tell: network times on AWS (the emulator answers over loopback)
+# and how a Graviton2 core compares with the benchmark machine's core for this code.
+COST = {
+    "batch": 10,  # images per worker invocation (template: BatchSize)
+    "images_per_request": 500,
+    "fetch_ms": 150,  # a ~250 KB catalogue photo from a CDN or shop server
+    "upload_ms": 40,  # S3 PutObject of ~100 KB
+    "record_ms": 15,  # DynamoDB TransactWriteItems, two items
+    "graviton_vs_here": 1.0,  # codec time on one Lambda vCPU / on one core here
+    "status_polls_per_request": 30,
+    "worker_runtime_mb": 30,  # the worker process before any image (measured: see the RSS rows)
+    "fetch_cap_mb": 25,  # MAX_IMAGE_BYTES
+    "codec_peak_50mp_mb": 300,  # one 50 MP image (MAX_IMAGE_PIXELS) decoded to RGB, with its buffers
+}
+MEMORY_SIZES = [512, 768, 1024, 1536, 1769]
+FULL_VCPU_MB = 1769
+
+
+def load(path):
+    return json.loads(Path(path).read_text()) if path and Path(path).exists() else None
+
+
+def pipeline_section(run, rss):
+    out = []
+    if run:
+        stages = run["worker_stages_ms"]
+        out += [
+            f"{run['images']} images ({len(run['distinct_files'])} distinct photos, 1-3 MP, mean {run['mean_image_bytes'] / 1e3:.0f} KB; "
+            f"each URL fetched) in one request of {run['images'] // run['urls_per_row']} rows, {run['functions']} builds "
+            f"of the functions, {run.get('machine', '')}:",
+            "",
+            "| What | Figure |",
+            "|---|---|",
+            f"| CSV accepted (validated, stored, fan-out queued) | {run['accept_seconds']:.2f} s |",
+            f"| Upload to final state (`{run['status']}`), counts and output CSV checked | {run['wall_seconds']:.1f} s, "
+            f"**{run['images_per_second']:.1f} images/s** |",
+            f"| Worker processes, peak RSS of the largest | {run['worker_processes']}, {run['worker_peak_rss_mb']:.0f} MB |",
+            "",
+            "Worker stages per image, from its log lines (`stage`, `duration_ms`):",
+            "",
+            "| stage | images | median ms | p90 ms | max ms | mean ms |",
+            "|---|---|---|---|---|---|",
+        ]
+        for stage in STAGES + sorted(set(stages) - set(STAGES)):
+            if stage in stages:
+                s = stages[stage]
+                out.append(f"| {stage} | {s['count']} | {s['median_ms']:.1f} | {s['p90_ms']:.1f} | {s['max_ms']:.1f} | "
+                           f"{s['mean_ms']:.1f} |")
+    if rss:
+        name = rss["distinct_files"][0]
+        out += ["", f"Worker peak RSS on one {name} (24 MP JPEG) on fresh worker processes: "
+                    f"**{rss['worker_peak_rss_mb']:.0f} MB** (largest of {rss['worker_processes']} worker processes, "
+                    f"VmHWM; target <= 300 MB)."]
+    return out
+
+
+def functions_section(functions):
+    if not functions:
+        return []
+    out = [f"Release builds, {functions['machine']}, median of {functions['runs']} starts:", "",
+           "| function | init to first Runtime API poll | arm64 zip (`make package`) |", "|---|---|---|"]
+    for name, f in functions["functions"].items():
+        zipped = f"{f['arm64_zip_bytes'] / 1e6:.2f} MB" if "arm64_zip_bytes" in f else "not built"
+        out.append(f"| {name} | {f['init_median_ms']:.1f} ms (min {f['init_min_ms']:.1f}, max {f['init_max_ms']:.1f}) | "
+                   f"{zipped} |")
+    return out
+
+
+def worker_batch_seconds(memory_mb, codec_ms):
+    """One batch: the fetches overlap (WORKER_CONCURRENCY = batch), the codec runs one image at a
+    time (CODEC_SLOTS = 1) on the vCPU share the memory buys, uploads and records overlap."""
+    share = min(memory_mb / FULL_VCPU_MB, 1.0)
+    codec = COST["batch"] * codec_ms * COST["graviton_vs_here"] / share
+    return (COST["fetch_ms"] + codec + COST["upload_ms"] + COST["record_ms"]) / 1000
+
+
+def per_million(value):
+    return value * 1e6
+
+
+def cost_section(run, chosen_mb):
+    if not run:
+        return []
+    stages = run["worker_stages_ms"]
+    codec_ms = stages["decode"]["mean_ms"] + stages["encode"]["mean_ms"]
+    b, n = COST["batch"], COST["images_per_request"]
+    out = [
+        f"Inputs: measured codec time per image **{codec_ms:.1f} ms** (mean decode {stages['decode']['mean_ms']:.1f} + "
+        f"encode {stages['encode']['mean_ms']:.1f} ms over the {run['images']} photos above, one core of this machine). "
+        f"Assumed, because the local stack cannot measure them: fetch {COST['fetch_ms']} ms, S3 upload "
+        f"{COST['upload_ms']} ms, transaction {COST['record_ms']} ms per image on AWS; a Graviton2 vCPU as fast as this "
+        f"machine's core (x{COST['graviton_vs_here']}). Prices: us-east-1 list prices, arm64, no free tier.",
+        "",
+        f"Worker batch time = fetch + {b} x codec / vCPU share + upload + record, vCPU share = MemorySize / 1769 MB "
+        "(the fetches of a batch overlap, the codec runs one image at a time):",
+        "",
+        "| MemorySize | vCPU share | batch time | GB-s per image | Lambda $ per million images |",
+        "|---|---|---|---|---|",
+    ]
+    for mb in MEMORY_SIZES:
+        seconds = worker_batch_seconds(mb, codec_ms)
+        gb_s = mb / 1024 * seconds / b
+        dollars = per_million(gb_s * PRICE["lambda_gb_s"] + PRICE["lambda_request"] / b)
+        mark = " (chosen)" if mb == chosen_mb else ""
+        out.append(f"| {mb} MB{mark} | {min(mb / FULL_VCPU_MB, 1):.2f} | {seconds * 1000:.0f} ms | {gb_s:.4f} | "
+                   f"{dollars:.2f} |")
+
+    seconds = worker_batch_seconds(chosen_mb, codec_ms)
+    worker_gb_s = chosen_mb / 1024 * seconds / b
+    # Per image, with the request's own work spread over its n images.
+    lines = [
+        ("Lambda worker, duration", f"{chosen_mb}/1024 GB x {seconds:.3f} s / {b}", worker_gb_s * PRICE["lambda_gb_s"]),
+        ("Lambda worker, invocations", f"1 / {b} (+ 1 fan-out per request)", (1 / b + 1 / n) * PRICE["lambda_request"]),
+        ("Lambda api + notifier", f"(1 upload + {COST['status_polls_per_request']} polls + 1 notifier) / {n}, ~50 ms at 512 MB",
+         (2 + COST["status_polls_per_request"]) / n * (PRICE["lambda_request"] + 0.5 * 0.05 * PRICE["lambda_gb_s"])),
+        ("HTTP API requests", f"(1 + {COST['status_polls_per_request']}) / {n}",
+         (1 + COST["status_polls_per_request"]) / n * PRICE["http_api_request"]),
+        ("SQS", f"send 1/{b} (batches of {b}) + receive 1/{b} + delete 1/{b}", 3 / b * PRICE["sqs_request"]),
+        ("DynamoDB writes", "transaction: 2 items x 2 WRU, + 2 WRU on the OpenRequests index (updated_at moves)",
+         6 * PRICE["dynamodb_wru"]),
+        ("DynamoDB reads", f"notifier and sweeper queries, ~0.05 RRU per image; status polls {COST['status_polls_per_request']} x 0.5 RRU / {n}",
+         (0.05 + COST["status_polls_per_request"] * 0.5 / n) * PRICE["dynamodb_rru"]),
+        ("S3 requests", f"1 PUT per image; per request 3 PUT (input, output, errors CSV) + 2 GET, / {n}",
+         PRICE["s3_put"] * (1 + 3 / n) + PRICE["s3_get"] * 2 / n),
+    ]
+    total = sum(cost for _, _, cost in lines)
+    out += ["", f"Cost per million images at MemorySize {chosen_mb} MB, batch {b}, {n} images per request:", "",
+            "| item | per image | $ per million images |", "|---|---|---|"]
+    out += [f"| {name} | {how} | {per_million(cost):.2f} |" for name, how, cost in lines]
+    out.append(f"| **total** | | **{per_million(total):.2f}** |")
+    worst = COST["worker_runtime_mb"] + b * COST["fetch_cap_mb"] + COST["codec_peak_50mp_mb"]
+    out += ["", f"Memory bound for one worker: runtime {COST['worker_runtime_mb']} MB + {b} fetched files at the "
+                f"{COST['fetch_cap_mb']} MB cap + one 50 MP decode (~{COST['codec_peak_50mp_mb']} MB) = "
+                f"{worst} MB worst case, under {chosen_mb} MB; {math.floor(chosen_mb / FULL_VCPU_MB * 100)}% of a vCPU."]
+    return out
+
+
+def replace_block(doc, name, lines):
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    before, found, rest = doc.partition(start)
+    if not found:
+        raise SystemExit(f"{name}: no {start} marker in the document")
+    return before + "\n".join([start, *lines, end]) + rest.partition(end)[2]
+
+
+def main(args):
+    opts = {a: args[i + 1] for i, a in enumerate(args) if a.startswith("--")}
+    run = load(opts.get("--pipeline", RESULTS / "pipeline.json"))
+    rss = load(opts.get("--rss", RESULTS / "worker-24mp.json"))
+    functions = load(opts.get("--functions", RESULTS / "functions.json"))
+    chosen_mb = int(opts.get("--memory", 1024))
+    stamp = f"Generated {datetime.now(timezone.utc):%Y-%m-%d} by bench/pipeline_report.py from bench/results/."
+    sections = {
+        "pipeline-bench": pipeline_section(run, rss),
+        "functions-bench": functions_section(functions),
+        "cost-model": cost_section(run, chosen_mb),
+    }
+    if "--doc" in opts:
+        doc = Path(opts["--doc"]).read_text()
+        for name, lines in sections.items():
+            if lines:
+                doc = replace_block(doc, name, [stamp, "", *lines])
+        Path(opts["--doc"]).write_text(doc)
+    else:
+        for lines in sections.values():
+            print("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
