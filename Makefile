@@ -24,8 +24,9 @@ stop:
 	@$(PYTHON) infra/local.py down
 
 # Unit tests, adapter tests on the emulator and the end-to-end test through the API; the
-# test binary starts its own emulator on a free port and stops it when it exits.
-test: build lint
+# test binary starts its own emulator on a free port and stops it when it exits. The
+# benchmarks' smoke run comes first, so that `make bench` cannot rot.
+test: build lint bench-smoke
 	@mkdir -p target; set -o pipefail; \
 	cargo test --workspace --no-fail-fast 2>&1 | tee target/test-output.log; status=$$?; \
 	infra/test_summary.sh target/test-output.log; exit $$status

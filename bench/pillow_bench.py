@@ -7,7 +7,8 @@ Per file, single-threaded, input bytes already in memory: one warm-up, then the 
 of the seed service's code, `Image.open(src).convert("RGB").save(dst, "JPEG", quality=50)`;
 output bytes; peak RSS of a fresh interpreter doing it once (VmHWM, Python with Pillow itself
 is about 14 MB; not getrusage's ru_maxrss, which keeps the forked parent's peak across exec);
-SSIM against the source of Pillow's output and of ours (`--ours`, the codec_bench outputs).
+SSIM (luma) and DSSIM (colour) against the source of Pillow's output and of ours (`--ours`, the
+codec_bench outputs).
 """
 
 import io
@@ -44,6 +45,22 @@ def ssim(source: Path, output: Path) -> float:
     return float(structural_similarity(a, b, data_range=255))
 
 
+def dssim(source: Path, output: Path) -> float:
+    """Colour DSSIM, (1 - SSIM) / 2 with SSIM the mean over CIELAB's L*, a* and b* (D65; 7x7
+    window; data range 100 for L*, 255 for a* and b*), of `output` against `source`, both
+    decoded by Pillow with their EXIF orientation applied. Unlike the luma SSIM it sees what
+    happens to colour. Lower is better."""
+    import numpy as np
+    from skimage.color import rgb2lab
+    from skimage.metrics import structural_similarity
+
+    with Image.open(source) as src, Image.open(output) as out:
+        a, b = (rgb2lab(np.asarray(ImageOps.exif_transpose(img).convert("RGB"))) for img in (src, out))
+    ranges = (100.0, 255.0, 255.0)
+    ssim = sum(structural_similarity(a[..., c], b[..., c], data_range=ranges[c]) for c in range(3)) / 3
+    return (1 - ssim) / 2
+
+
 def peak_rss_kib(file: Path) -> int:
     out = subprocess.run([sys.executable, __file__, "--one", str(file)], capture_output=True, text=True, check=True)
     return int(out.stdout)
@@ -65,11 +82,12 @@ def bench(file: Path, runs: int, out_dir: Path, ours_dir: Path | None) -> dict:
     row = {
         "file": file.name, "megapixels": megapixels, "input_bytes": len(data), "output_bytes": len(jpeg),
         "runs": runs, "median_s": median, "mp_per_s": megapixels / median,
-        "peak_rss_kib": peak_rss_kib(file), "ssim": ssim(file, output),
+        "peak_rss_kib": peak_rss_kib(file), "ssim": ssim(file, output), "dssim": dssim(file, output),
     }
     ours = ours_dir / f"{file.name}.jpg" if ours_dir else None
     if ours and ours.exists():
         row["ours_ssim"] = ssim(file, ours)
+        row["ours_dssim"] = dssim(file, ours)
     return row
 
 

@@ -16,6 +16,12 @@ if ! cmp -s bench/requirements.txt .venv-bench/requirements.txt; then
     cp bench/requirements.txt .venv-bench/requirements.txt
 fi
 
+# One set of packages for every host release build here and in tests/src/stack.rs: cargo
+# unifies features over the packages it builds, so another set would rebuild the whole SDK.
+release_build() {
+    cargo build --release -p imgpipe-api -p imgpipe-worker -p imgpipe-notifier -p imgpipe-tests --bins
+}
+
 codec() {
     local smoke=$1 corpus runs work bin
     if [[ -n "$smoke" ]]; then
@@ -26,15 +32,20 @@ codec() {
     else
         corpus=bench/.corpus runs=${RUNS:-7} work=bench/.corpus-out
         $py bench/corpus.py "$corpus"
-        cargo build --release -p imgpipe-tests --bin codec_bench
+        release_build
         bin=target/release/codec_bench
     fi
-    local files=("$corpus"/*.jpg "$corpus"/*.png)
+    local files=("$corpus"/*.jpg "$corpus"/*.png) file
     mkdir -p "$work"
-    echo "codec_bench: ${#files[@]} files, $runs runs each" >&2
-    "$bin" --runs "$runs" --out "$work/ours" "${files[@]}" > "$work/ours.jsonl"
-    echo "pillow_bench: ${#files[@]} files, $runs runs each" >&2
-    $py bench/pillow_bench.py --runs "$runs" --out "$work/pillow" --ours "$work/ours" "${files[@]}" > "$work/pillow.jsonl"
+    : > "$work/ours.jsonl"
+    : > "$work/pillow.jsonl"
+    # File by file, ours then Pillow's, so that both codecs of a file meet the same machine:
+    # on a shared machine the speed drifts by tens of percent between minutes.
+    echo "codec_bench and pillow_bench: ${#files[@]} files, $runs runs each" >&2
+    for file in "${files[@]}"; do
+        "$bin" --runs "$runs" --out "$work/ours" "$file" >> "$work/ours.jsonl"
+        $py bench/pillow_bench.py --runs "$runs" --out "$work/pillow" --ours "$work/ours" "$file" >> "$work/pillow.jsonl"
+    done
 
     local report=(bench/report.py "$work/ours.jsonl" "$work/pillow.jsonl" "$corpus/manifest.json")
     if [[ -n "$smoke" ]]; then
@@ -57,7 +68,7 @@ codec() {
 pipeline() {
     $py bench/corpus.py --pipeline bench/.corpus-pipeline
     $py bench/corpus.py bench/.corpus
-    cargo build --release -p imgpipe-tests --bin load
+    release_build
     IMGPIPE_FUNCTIONS=release target/release/load --images "${PIPELINE_IMAGES:-500}" --urls-per-row 5 \
         --photos bench/.corpus-pipeline --out bench/results/pipeline.json
     IMGPIPE_FUNCTIONS=release target/release/load --images 1 --photos bench/.corpus/kleiber-24mp.jpg \

@@ -154,9 +154,14 @@ async fn main() {
     let stages = stage_summary(&stack.state.join("emulator.log"), &id);
     println!("\nworker stages per image (ms): stage, count, median, p90, max, mean");
     for (stage, summary) in &stages {
+        let ms = |key: &str| summary[key].as_f64().unwrap_or(f64::NAN);
         println!(
-            "  {stage:<8} {:>6} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
-            summary["count"], summary["median_ms"], summary["p90_ms"], summary["max_ms"], summary["mean_ms"]
+            "  {stage:<10} {:>6} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
+            summary["count"],
+            ms("median_ms"),
+            ms("p90_ms"),
+            ms("max_ms"),
+            ms("mean_ms")
         );
     }
     println!(

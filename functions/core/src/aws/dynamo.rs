@@ -245,26 +245,94 @@ impl ImageResults for DynamoTable {
             .build()
             .map_err(|e| StoreError::Refused { service: "DynamoDB", detail: e.to_string() })?;
 
-        let result = self
-            .client
-            .transact_write_items()
-            .transact_items(TransactWriteItem::builder().put(image).build())
-            .transact_items(TransactWriteItem::builder().update(counters).build())
-            .send()
-            .await;
-        let Err(error) = result else {
-            return Ok(Transition::Applied);
-        };
-        // The first condition failing means the image already has its result: a duplicate.
-        let image_already_done = error
-            .as_service_error()
-            .and_then(|e| match e {
-                TransactWriteItemsError::TransactionCanceledException(cancelled) => {
-                    cancelled.cancellation_reasons().first()
+        let mut attempt = 1;
+        loop {
+            let result = self
+                .client
+                .transact_write_items()
+                .transact_items(TransactWriteItem::builder().put(image.clone()).build())
+                .transact_items(TransactWriteItem::builder().update(counters.clone()).build())
+                .send()
+                .await;
+            let Err(error) = result else {
+                return Ok(Transition::Applied);
+            };
+            let reasons: Vec<Option<&str>> = match error.as_service_error() {
+                Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) => {
+                    cancelled.cancellation_reasons().iter().map(|reason| reason.code()).collect()
                 }
-                _ => None,
-            })
-            .is_some_and(|reason| reason.code() == Some("ConditionalCheckFailed"));
-        if image_already_done { Ok(Transition::AlreadyDone) } else { Err(store_error("DynamoDB", error)) }
+                _ => Vec::new(),
+            };
+            match cancellation(&reasons) {
+                Cancellation::Duplicate => return Ok(Transition::AlreadyDone),
+                Cancellation::Conflict if attempt < CONFLICT_ATTEMPTS => {
+                    tokio::time::sleep(conflict_backoff(attempt)).await;
+                    attempt += 1;
+                }
+                Cancellation::Conflict => {
+                    let detail = format!("the request's counters stayed busy for {CONFLICT_ATTEMPTS} attempts");
+                    return Err(StoreError::Unavailable { service: "DynamoDB", detail });
+                }
+                Cancellation::Other => return Err(store_error("DynamoDB", error)),
+            }
+        }
+    }
+}
+
+/// Attempts of one result's transaction while other images' transactions hold the request's
+/// item: every image of a request updates that one item, and DynamoDB cancels a transaction
+/// that overlaps another on the same item (TransactionConflict). Short, jittered waits sort
+/// them out here; the queue's redelivery (seconds) is for when they do not.
+const CONFLICT_ATTEMPTS: u32 = 6;
+
+#[derive(Debug, PartialEq, Eq)]
+enum Cancellation {
+    /// The image item's condition failed: the image already has its result.
+    Duplicate,
+    /// Another transaction held one of the items: try again.
+    Conflict,
+    Other,
+}
+
+/// Reads the cancellation reasons of the result transaction (image Put first, then the
+/// request's counters), one code per item; empty for any other error.
+fn cancellation(reasons: &[Option<&str>]) -> Cancellation {
+    if reasons.first() == Some(&Some("ConditionalCheckFailed")) {
+        Cancellation::Duplicate
+    } else if reasons.contains(&Some("TransactionConflict")) {
+        Cancellation::Conflict
+    } else {
+        Cancellation::Other
+    }
+}
+
+/// 10-40 ms, then 20-80 ms, ... : random so that the conflicting writers spread out.
+fn conflict_backoff(attempt: u32) -> Duration {
+    let jitter = getrandom::u32().unwrap_or(0) % 1000;
+    Duration::from_micros(u64::from(attempt) * (10_000 + u64::from(jitter) * 30))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_image_condition_is_a_duplicate_and_a_busy_item_a_conflict() {
+        let duplicate = [Some("ConditionalCheckFailed"), Some("None")];
+        assert_eq!(cancellation(&duplicate), Cancellation::Duplicate);
+        assert_eq!(cancellation(&[Some("None"), Some("TransactionConflict")]), Cancellation::Conflict);
+        assert_eq!(cancellation(&[Some("TransactionConflict"), Some("None")]), Cancellation::Conflict);
+        // The request item is gone (its condition failed): nothing to retry in a loop.
+        assert_eq!(cancellation(&[Some("None"), Some("ConditionalCheckFailed")]), Cancellation::Other);
+        assert_eq!(cancellation(&[]), Cancellation::Other);
+    }
+
+    #[test]
+    fn conflict_waits_are_short_and_grow() {
+        for attempt in 1..CONFLICT_ATTEMPTS {
+            let wait = conflict_backoff(attempt);
+            assert!(wait >= Duration::from_millis(10 * u64::from(attempt)), "{wait:?}");
+            assert!(wait < Duration::from_millis(40 * u64::from(attempt)), "{wait:?}");
+        }
     }
 }
