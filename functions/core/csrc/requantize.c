@@ -132,8 +132,8 @@ static void dest_term(j_compress_ptr cinfo) {
  * negatives, for every coefficient. (A dead zone on chroma, rounding it down more, saved 1-3%
  * of bytes but cost 1-7% DSSIM: decode + encode's chroma is blurred by resampling, not
  * coarser; the colour it keeps is what users see.)
- * Single-precision floats so the compiler vectorises the loop (exact enough: a result at most
- * one unit off at an exact tie, and q_in <= q_out keeps |new| <= |v| + 1).
+ * Single-precision floats, cheaper than a division (exact enough: a result at most one unit
+ * off at an exact tie, and q_in <= q_out keeps |new| <= |v| + 1).
  */
 struct rescale_table {
   float scale[DCTSIZE2];
@@ -143,18 +143,6 @@ static void rescale_init(struct rescale_table *t, const UINT16 *q_in, const UINT
   int k;
   for (k = 0; k < DCTSIZE2; k++)
     t->scale[k] = (float)q_in[k] / (float)q_out[k];
-}
-
-/* Branch-free so that it vectorises (SSE2, NEON): sign by xor/subtract, clamp by min. */
-static void rescale_block(JCOEF *restrict block, const struct rescale_table *restrict t) {
-  int k;
-  for (k = 0; k < DCTSIZE2; k++) {
-    int v = block[k];
-    int sign = v >> 31; /* 0 or -1 */
-    float magnitude = (float)((v ^ sign) - sign) * t->scale[k] + 0.5f;
-    int out = (int)(magnitude < 32767.0f ? magnitude : 32767.0f);
-    block[k] = (JCOEF)((out ^ sign) - sign);
-  }
 }
 
 /*
@@ -202,16 +190,39 @@ static uint64_t nonzero_mask(const JCOEF *block) {
 
 static int bit_length(unsigned value) { return value ? 32 - __builtin_clz(value) : 0; }
 
-/* The AC symbols of one block; 0 if a coefficient is out of range for 8-bit JPEG. */
-static int count_ac(const struct huff_stats *st, long *ac, const JCOEF *block) {
+/* One coefficient to the new table: round(|v| * q_in / q_out) to nearest, sign restored. */
+static inline int rescale(int v, float scale) {
+  int sign = v >> 31; /* 0 or -1 */
+  float magnitude = (float)((v ^ sign) - sign) * scale + 0.5f;
+  int out = (int)(magnitude < 32767.0f ? magnitude : 32767.0f);
+  return (out ^ sign) - sign;
+}
+
+/*
+ * Rescales a block in place (unless `t` is NULL: the tables are the same) and counts its AC
+ * symbols; 0 if a coefficient is out of range for 8-bit JPEG. One walk over the non-zero
+ * coefficients in zigzag order does both: a q90-q95 input has a few to a few dozen per block,
+ * and a 64-wide vector rescale spent most of its time widening and narrowing zeros.
+ */
+static int rescale_and_count(const struct huff_stats *st, long *ac, JCOEF *block,
+                             const struct rescale_table *t) {
   uint64_t natural = nonzero_mask(block), zz = 0;
   int byte, last = 0;
   for (byte = 0; byte < 8; byte++)
     zz |= st->zigzag_bits[byte][(natural >> (8 * byte)) & 0xFF];
+  if (t != NULL)
+    block[0] = (JCOEF)rescale(block[0], t->scale[0]);
   zz &= ~(uint64_t)1; /* DC */
   while (zz) {
-    int k = __builtin_ctzll(zz), run = k - last - 1, v = block[jpeg_natural_order[k]], nbits;
+    int k = __builtin_ctzll(zz), n = jpeg_natural_order[k], v = block[n], run, nbits;
     zz &= zz - 1;
+    if (t != NULL) {
+      v = rescale(v, t->scale[n]);
+      block[n] = (JCOEF)v;
+      if (v == 0)
+        continue; /* part of the next run */
+    }
+    run = k - last - 1;
     last = k;
     nbits = bit_length((unsigned)(v < 0 ? -v : v));
     if (nbits > MAX_AC_BITS)
@@ -342,9 +353,8 @@ static int requantize(struct imgpipe_ctx *ctx, const unsigned char *in, unsigned
         JDIMENSION b;
         JCOEF *dc = dc_values[ci] + (size_t)(row + (JDIMENSION)r) * width;
         for (b = 0; b < width; b++) {
-          if (!same) /* else rescaling is the identity */
-            rescale_block(rows[r][b], &table);
-          if (!count_ac(&ctx->stats, ac, rows[r][b]))
+          /* Same tables: rescaling is the identity. */
+          if (!rescale_and_count(&ctx->stats, ac, rows[r][b], same ? NULL : &table))
             return IMGPIPE_RQ_NOT_APPLICABLE;
           dc[b] = rows[r][b][0];
         }
