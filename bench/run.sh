@@ -78,7 +78,7 @@ pipeline() {
 
 functions() {
     make --no-print-directory package
-    cargo build --release -p imgpipe-api -p imgpipe-worker -p imgpipe-notifier
+    release_build
     $py bench/init_time.py target/release 15 --json bench/results/functions.json
     $py bench/pipeline_report.py --doc docs/performance.md
 }

@@ -206,14 +206,22 @@ async fn check_output_csv(api: &ApiClient, status: &serde_json::Value, per_row: 
 fn stage_summary(log: &Path, request_id: &str) -> BTreeMap<String, serde_json::Value> {
     let text = std::fs::read_to_string(log).expect("read the emulator log");
     let mut durations: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let mut unreadable = 0;
     for line in text.lines().filter(|line| line.contains(request_id) && line.contains("\"stage\"")) {
-        let Ok(entry) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        // The functions' processes share the emulator's log: now and then two lines interleave.
+        let Ok(entry) = serde_json::from_str::<serde_json::Value>(line) else {
+            unreadable += 1;
+            continue;
+        };
         if entry["request_id"] != request_id {
             continue;
         }
         if let (Some(stage), Some(ms)) = (entry["stage"].as_str(), entry["duration_ms"].as_f64()) {
             durations.entry(stage.to_owned()).or_default().push(ms);
         }
+    }
+    if unreadable > 0 {
+        println!("{unreadable} worker log line(s) of this request could not be read (interleaved writes)");
     }
     durations
         .into_iter()
