@@ -213,3 +213,60 @@ async fn a_clean_catalogue_sent_as_raw_csv_is_completed() {
     let row = text.lines().nth(1).unwrap();
     assert!(row.starts_with("7,Lamp,"), "{row}");
 }
+
+/// Waits for an object to appear in the stack's bucket.
+async fn wait_for_object(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Vec<u8> {
+    for _ in 0..300 {
+        if let Ok(object) = s3.get_object().bucket(bucket).key(key).send().await {
+            return object.body.collect().await.expect("the object's body").into_bytes().to_vec();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no {key} in the bucket after 30 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_csv_dropped_into_the_bucket_is_processed_and_a_bad_one_gets_its_problems() {
+    let stack = LocalStack::shared();
+    let api = ApiClient::new(stack);
+    let _in_flight = STACK_USE.read().await;
+    let s3 = stack.s3_client().await;
+    let files = HashMap::from([("a.jpg".to_string(), (photo_jpeg(400, 300, 3), "image/jpeg"))]);
+    let server = ImageServer::start(files, Duration::ZERO).await;
+    let csv = format!(
+        "S. No.,Product Name,Input Image Urls\n1,Lamp,\"{},{}\"\n",
+        server.url("img/a.jpg"),
+        server.url("img/a.jpg")
+    );
+    let bad = "S. No.,Product Name,Input Image Urls\n1,Lamp,ftp://example.com/a.jpg\n";
+    let put = |key: &'static str, body: Vec<u8>| {
+        s3.put_object().bucket(&stack.bucket_name).key(key).body(body.into()).content_type("text/csv").send()
+    };
+    put("incoming/spring sale.csv", csv.into_bytes()).await.expect("drop the CSV");
+    put("incoming/broken.csv", bad.as_bytes().to_vec()).await.expect("drop the bad CSV");
+    // Not under incoming/, or not a .csv: nothing happens to these.
+    put("elsewhere/other.csv", bad.as_bytes().to_vec()).await.expect("put another CSV");
+    put("incoming/notes.txt", b"hello".to_vec()).await.expect("put a text file");
+
+    let receipt: Value =
+        serde_json::from_slice(&wait_for_object(&s3, &stack.bucket_name, "receipts/spring sale.json").await).unwrap();
+    assert_eq!((receipt["status"].as_str(), receipt["images"].as_u64()), (Some("accepted"), Some(2)), "{receipt}");
+    let id = receipt["request_id"].as_str().expect("a request id");
+    let (status, _) = api.wait_until_final(id, Duration::from_secs(60)).await;
+    assert_eq!((status["status"].as_str(), status["succeeded"].as_u64()), (Some("completed"), Some(2)), "{status}");
+    let output = wait_for_object(&s3, &stack.bucket_name, receipt["output_csv_key"].as_str().unwrap()).await;
+    let mut rows = csv::Reader::from_reader(output.as_slice());
+    let row = rows.records().next().expect("one row").expect("a CSV row");
+    assert_eq!(row[3].split(',').count(), 2, "one output per input URL: {row:?}");
+
+    let rejected: Value =
+        serde_json::from_slice(&wait_for_object(&s3, &stack.bucket_name, "receipts/broken.json").await).unwrap();
+    assert_eq!(rejected["status"], "rejected", "{rejected}");
+    assert_eq!(rejected["problems"][0]["line"], 2, "{rejected}");
+
+    // The two files that do not qualify got no receipt.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for key in ["receipts/other.json", "receipts/notes.json", "receipts/notes.txt.json"] {
+        assert!(s3.head_object().bucket(&stack.bucket_name).key(key).send().await.is_err(), "{key} exists");
+    }
+}

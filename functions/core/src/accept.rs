@@ -32,6 +32,7 @@ pub enum AcceptError {
     Store(#[from] StoreError),
 }
 
+#[derive(Clone, Copy)]
 pub struct AcceptPorts<'a> {
     pub blobs: &'a dyn BlobStore,
     pub table: &'a dyn RequestTable,
@@ -40,6 +41,17 @@ pub struct AcceptPorts<'a> {
 
 pub async fn accept_csv(
     ports: AcceptPorts<'_>,
+    csv_bytes: &[u8],
+    webhook_url: Option<&str>,
+    limits: &CsvLimits,
+) -> Result<Accepted, AcceptError> {
+    accept_csv_as(ports, RequestId::new_random(), csv_bytes, webhook_url, limits).await
+}
+
+/// The same under a given id; `create` refuses an id that exists, so an id is accepted once.
+pub(crate) async fn accept_csv_as(
+    ports: AcceptPorts<'_>,
+    request_id: RequestId,
     csv_bytes: &[u8],
     webhook_url: Option<&str>,
     limits: &CsvLimits,
@@ -53,7 +65,6 @@ pub async fn accept_csv(
         .transpose()
         .map_err(AcceptError::WebhookUrl)?;
 
-    let request_id = RequestId::new_random();
     let mut request = RequestRecord::new(request_id, csv.image_count() as u64, webhook_url, Utc::now());
     if request.webhook_url.is_some() {
         let secret = WebhookSecret::generate()
@@ -79,7 +90,7 @@ fn log_stage(request_id: RequestId, stage: &str, since: Instant) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::atomic::Ordering;
 
     use super::*;
@@ -98,7 +109,7 @@ mod tests {
     }
 
     impl Fakes {
-        fn ports(&self) -> AcceptPorts<'_> {
+        pub fn ports(&self) -> AcceptPorts<'_> {
             AcceptPorts { blobs: &self.blobs, table: &self.table, queue: &self.queue }
         }
     }

@@ -47,6 +47,16 @@ fn item_lifetime() -> Result<Duration, ConfigError> {
     or_default("ITEM_TTL_DAYS", 30u64).map(|days| Duration::from_secs(days * 24 * 3600))
 }
 
+/// Uploads through the API and CSVs dropped into the bucket obey the same limits.
+fn csv_limits() -> Result<CsvLimits, ConfigError> {
+    let defaults = CsvLimits::default();
+    Ok(CsvLimits {
+        max_bytes: or_default("MAX_CSV_BYTES", defaults.max_bytes)?,
+        max_rows: or_default("MAX_CSV_ROWS", defaults.max_rows)?,
+        max_images: or_default("MAX_CSV_IMAGES", defaults.max_images)?,
+    })
+}
+
 #[derive(Debug)]
 pub struct ApiConfig {
     pub bucket: String,
@@ -60,16 +70,11 @@ pub struct ApiConfig {
 
 impl ApiConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
-        let defaults = CsvLimits::default();
         Ok(Self {
             bucket: required("BUCKET_NAME")?,
             table: required("TABLE_NAME")?,
             queue_url: required("QUEUE_URL")?,
-            csv_limits: CsvLimits {
-                max_bytes: or_default("MAX_CSV_BYTES", defaults.max_bytes)?,
-                max_rows: or_default("MAX_CSV_ROWS", defaults.max_rows)?,
-                max_images: or_default("MAX_CSV_IMAGES", defaults.max_images)?,
-            },
+            csv_limits: csv_limits()?,
             item_lifetime: item_lifetime()?,
             url_lifetime: seconds("DOWNLOAD_URL_TTL_SECS", 900)?,
         })
@@ -96,6 +101,8 @@ pub struct WorkerConfig {
     pub retry_base: Duration,
     pub retry_cap: Duration,
     pub item_lifetime: Duration,
+    /// For CSVs dropped into the bucket under `incoming/`.
+    pub csv_limits: CsvLimits,
 }
 
 impl WorkerConfig {
@@ -127,6 +134,7 @@ impl WorkerConfig {
             retry_base: seconds("RETRY_BASE_SECS", 10)?,
             retry_cap: seconds("RETRY_CAP_SECS", 120)?,
             item_lifetime: item_lifetime()?,
+            csv_limits: csv_limits()?,
         })
     }
 }

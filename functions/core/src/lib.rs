@@ -7,6 +7,7 @@ pub mod aws;
 pub mod codec;
 pub mod config;
 pub mod csv_rules;
+pub mod dropped_csv;
 pub mod errors;
 pub mod fan_out;
 pub mod fetch;

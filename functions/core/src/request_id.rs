@@ -6,7 +6,8 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// A random UUIDv4, so ids cannot be guessed from one another.
+/// A random UUIDv4, so ids cannot be guessed from one another (or, for a CSV dropped into the
+/// bucket, a UUIDv8 from a hash that includes S3's sequencer for it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct RequestId(Uuid);
@@ -18,6 +19,12 @@ pub struct InvalidRequestId;
 impl RequestId {
     pub fn new_random() -> Self {
         Self(Uuid::new_v4())
+    }
+
+    /// A UUIDv8 from 16 bytes of a hash: for an id that must come out the same every time
+    /// (see `dropped_csv`). The version and variant bits overwrite 6 of the 128.
+    pub fn from_bytes_v8(bytes: [u8; 16]) -> Self {
+        Self(uuid::Builder::from_custom_bytes(bytes).into_uuid())
     }
 }
 

@@ -1,10 +1,13 @@
 use std::time::{Duration, SystemTime};
 
+use aws_lambda_events::s3::S3Event;
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use chrono::Utc;
 use futures::{StreamExt, stream};
+use imgpipe_core::accept::AcceptPorts;
 use imgpipe_core::aws::{DynamoTable, S3Blobs, SqsQueue};
 use imgpipe_core::config::WorkerConfig;
+use imgpipe_core::dropped_csv::{DroppedCsv, INCOMING_PREFIX, accept_dropped_csv};
 use imgpipe_core::errors::{RETRIES_EXHAUSTED, retry_delay};
 use imgpipe_core::fan_out::{FanOutError, FanOutPorts, fan_out};
 use imgpipe_core::fetch::HttpFetcher;
@@ -51,9 +54,11 @@ impl Worker {
 
     async fn handle_message(&self, message: SqsMessage, deadline: SystemTime) -> Retry {
         let message_id = message.message_id.clone().unwrap_or_default();
-        let job: ImageJob = match serde_json::from_str(message.body.as_deref().unwrap_or("")) {
+        let body = message.body.as_deref().unwrap_or("");
+        let job: ImageJob = match serde_json::from_str(body) {
             Ok(QueueMessage::Image(job)) => job,
             Ok(QueueMessage::FanOut { fan_out: request_id }) => return self.fan_out(request_id, &message).await,
+            Err(_) if let Some(dropped) = s3_notification(body) => return self.accept_dropped(dropped, &message).await,
             Err(error) => {
                 // Only our API writes this queue; a body we cannot read will never become
                 // readable, and names no image we could record a failure for.
@@ -125,6 +130,24 @@ impl Worker {
         }
     }
 
+    /// CSVs dropped into the bucket under `incoming/`: S3's notification of them comes through
+    /// the jobs queue. Handed back on a store outage; the receipt says the rest.
+    async fn accept_dropped(&self, dropped: Vec<DroppedCsv>, message: &SqsMessage) -> Retry {
+        let message_id = message.message_id.clone().unwrap_or_default();
+        let ports = AcceptPorts { blobs: &self.blobs, table: &self.table, queue: &self.queue };
+        let mut retry = None;
+        for csv in &dropped {
+            match accept_dropped_csv(ports, csv, &self.config.csv_limits).await {
+                Ok(outcome) => tracing::info!(stage = "dropped_csv", key = csv.key, ?outcome),
+                Err(error) => {
+                    tracing::warn!(stage = "dropped_csv", key = csv.key, error = %error);
+                    retry = Some(message_id.clone());
+                }
+            }
+        }
+        retry
+    }
+
     /// Best effort: if the delay cannot be set, the queue's visibility timeout applies.
     async fn redeliver(&self, message: &SqsMessage, job: &ImageJob, delay: Duration) {
         let Some(receipt) = &message.receipt_handle else { return };
@@ -152,4 +175,31 @@ impl Worker {
             }
         }
     }
+}
+
+/// The CSVs an S3 event notification names under `incoming/`; `None` when the body is not an
+/// S3 notification. S3's test message (sent when the notification is configured) names none.
+fn s3_notification(body: &str) -> Option<Vec<DroppedCsv>> {
+    let value: serde_json::Value = serde_json::from_str(body).ok()?;
+    if value.get("Event").and_then(|e| e.as_str()) == Some("s3:TestEvent") {
+        return Some(Vec::new());
+    }
+    let event: S3Event = serde_json::from_value(value).ok()?;
+    let dropped = event
+        .records
+        .into_iter()
+        .filter(|record| record.event_name.as_deref().is_some_and(|name| name.starts_with("ObjectCreated:")))
+        .filter_map(|record| {
+            // Keys arrive URL-encoded, spaces as '+'.
+            let key = url::form_urlencoded::parse(record.s3.object.key?.as_bytes()).next()?.0.into_owned();
+            let csv = DroppedCsv {
+                bucket: record.s3.bucket.name?,
+                size: record.s3.object.size.unwrap_or(0) as u64,
+                version: record.s3.object.sequencer.or(record.s3.object.e_tag).unwrap_or_default(),
+                key,
+            };
+            (csv.key.starts_with(INCOMING_PREFIX) && csv.key.ends_with(".csv")).then_some(csv)
+        })
+        .collect();
+    Some(dropped)
 }

@@ -1,0 +1,240 @@
+//! The other way in: a CSV dropped into the bucket under `incoming/`. S3 tells the jobs queue,
+//! the worker accepts the file exactly as the API accepts an upload (same rules, same kind of
+//! request, no webhook) and writes a receipt beside it for the person who dropped it,
+//! `receipts/<name>.json`: the request id and where the output CSV will be, or every problem
+//! found in the CSV, by line. A rejected file leaves no request behind.
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::accept::{AcceptError, AcceptPorts, accept_csv_as};
+use crate::csv_rules::{CsvLimits, CsvProblem, CsvRejection};
+use crate::errors::StoreError;
+use crate::request::{RequestStatus, output_csv_key};
+use crate::request_id::RequestId;
+
+/// Where a CSV must be dropped (and end in `.csv`) to be processed.
+pub const INCOMING_PREFIX: &str = "incoming/";
+/// Where the receipt of `incoming/<name>.csv` is written, as `<name>.json`.
+pub const RECEIPTS_PREFIX: &str = "receipts/";
+
+/// One version of an object created under `incoming/`, as its S3 event names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DroppedCsv {
+    pub bucket: String,
+    /// Decoded (events carry the key URL-encoded).
+    pub key: String,
+    pub size: u64,
+    /// The event's `sequencer`, which tells this version from any other under the same key.
+    pub version: String,
+}
+
+impl DroppedCsv {
+    /// The same for every delivery of this version's event, so a redelivered event finds the
+    /// request the first delivery made instead of making a second one. SHA-256 of bucket, key
+    /// and sequencer, as a version-8 UUID: not guessable from the file name alone.
+    pub fn request_id(&self) -> RequestId {
+        let digest = Sha256::new()
+            .chain_update(self.bucket.as_bytes())
+            .chain_update([0])
+            .chain_update(self.key.as_bytes())
+            .chain_update([0])
+            .chain_update(self.version.as_bytes())
+            .finalize();
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&digest[..16]);
+        RequestId::from_bytes_v8(bytes)
+    }
+
+    /// `incoming/a/b.csv` -> `receipts/a/b.json`.
+    pub fn receipt_key(&self) -> String {
+        let name = self.key.strip_prefix(INCOMING_PREFIX).unwrap_or(&self.key);
+        let stem = name.strip_suffix(".csv").unwrap_or(name);
+        format!("{RECEIPTS_PREFIX}{stem}.json")
+    }
+}
+
+/// What the receipt says; `status` is "accepted" or "rejected".
+#[derive(Debug, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+enum Receipt<'a> {
+    Accepted {
+        source: &'a str,
+        request_id: RequestId,
+        images: u64,
+        /// On the API: `GET <ApiUrl>/api/status/<request_id>/`.
+        status_path: String,
+        /// In this bucket, once every image is done.
+        output_csv_key: String,
+    },
+    Rejected {
+        source: &'a str,
+        error: String,
+        problems: Vec<CsvProblem>,
+    },
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum DropOutcome {
+    Accepted(RequestId),
+    /// A redelivered event: the request was made before; its receipt is written again.
+    AlreadyAccepted(RequestId),
+    /// The CSV broke the rules: the receipt lists why, no request was made.
+    Rejected,
+    /// The object was deleted before it was read: nothing to do.
+    Gone,
+}
+
+/// Accepts one dropped CSV and writes its receipt. An `Err` is a store outage: the event
+/// should be delivered again.
+pub async fn accept_dropped_csv(
+    ports: AcceptPorts<'_>,
+    dropped: &DroppedCsv,
+    limits: &CsvLimits,
+) -> Result<DropOutcome, StoreError> {
+    let request_id = dropped.request_id();
+    if let Some(request) = ports.table.get(request_id).await? {
+        // The first delivery may have stopped between recording the request and queueing its
+        // fan-out; queueing it again is harmless (a fan-out never resets a result).
+        if request.status == RequestStatus::Pending {
+            ports.queue.enqueue_fan_out(request_id).await?;
+        }
+        write_receipt(&ports, dropped, &accepted(dropped, request_id, request.total)).await?;
+        return Ok(DropOutcome::AlreadyAccepted(request_id));
+    }
+    let outcome = if dropped.size > limits.max_bytes as u64 {
+        Err(AcceptError::Csv(CsvRejection::TooLarge { limit: limits.max_bytes }))
+    } else {
+        let Some(bytes) = ports.blobs.get(&dropped.key).await? else {
+            return Ok(DropOutcome::Gone);
+        };
+        accept_csv_as(ports, request_id, &bytes, None, limits).await
+    };
+    match outcome {
+        Ok(request) => {
+            let receipt = accepted(dropped, request_id, request.image_count as u64);
+            write_receipt(&ports, dropped, &receipt).await?;
+            Ok(DropOutcome::Accepted(request_id))
+        }
+        Err(AcceptError::Csv(rejection)) => {
+            let problems = match &rejection {
+                CsvRejection::Invalid(problems) => problems.clone(),
+                CsvRejection::TooLarge { .. } => Vec::new(),
+            };
+            let receipt = Receipt::Rejected { source: &dropped.key, error: rejection.to_string(), problems };
+            write_receipt(&ports, dropped, &receipt).await?;
+            Ok(DropOutcome::Rejected)
+        }
+        Err(AcceptError::Store(error)) => Err(error),
+        // No webhook URL is passed.
+        Err(AcceptError::WebhookUrl(error)) => {
+            Err(StoreError::Refused { service: "accept", detail: format!("unexpected webhook error: {error}") })
+        }
+    }
+}
+
+fn accepted(dropped: &DroppedCsv, request_id: RequestId, images: u64) -> Receipt<'_> {
+    Receipt::Accepted {
+        source: &dropped.key,
+        request_id,
+        images,
+        status_path: format!("/api/status/{request_id}/"),
+        output_csv_key: output_csv_key(request_id),
+    }
+}
+
+async fn write_receipt(ports: &AcceptPorts<'_>, dropped: &DroppedCsv, receipt: &Receipt<'_>) -> Result<(), StoreError> {
+    let body = serde_json::to_vec_pretty(receipt)
+        .map_err(|e| StoreError::Refused { service: "receipt", detail: e.to_string() })?;
+    ports.blobs.put(&dropped.receipt_key(), body, "application/json").await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::accept::tests::Fakes;
+    use crate::ports::{BlobStore, RequestTable};
+
+    const CSV: &str =
+        "S. No.,Product Name,Input Image Urls\n1,Shirt,\"https://img.example/a.jpg, https://img.example/b.png\"\n";
+
+    async fn drop_file(fakes: &Fakes, key: &str, body: &str, version: &str) -> DroppedCsv {
+        fakes.blobs.put(key, body.as_bytes().to_vec(), "text/csv").await.unwrap();
+        DroppedCsv { bucket: "b".into(), key: key.into(), size: body.len() as u64, version: version.into() }
+    }
+
+    async fn receipt(fakes: &Fakes, dropped: &DroppedCsv) -> serde_json::Value {
+        let body = fakes.blobs.get(&dropped.receipt_key()).await.unwrap().expect("a receipt");
+        serde_json::from_slice(&body).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_dropped_csv_becomes_one_request_even_when_its_event_comes_twice() {
+        let fakes = Fakes::default();
+        let dropped = drop_file(&fakes, "incoming/spring/shirts.csv", CSV, "0055AED6DCD90281E5").await;
+        let limits = CsvLimits::default();
+
+        let first = accept_dropped_csv(fakes.ports(), &dropped, &limits).await.unwrap();
+        assert_eq!(first, DropOutcome::Accepted(dropped.request_id()));
+        let request = fakes.table.get(dropped.request_id()).await.unwrap().unwrap();
+        assert_eq!((request.total, request.status), (2, RequestStatus::Pending));
+        let receipt_json = receipt(&fakes, &dropped).await;
+        assert_eq!(dropped.receipt_key(), "receipts/spring/shirts.json");
+        assert_eq!(receipt_json["status"], "accepted");
+        assert_eq!(receipt_json["request_id"], dropped.request_id().to_string());
+        assert_eq!(receipt_json["images"], 2);
+        assert_eq!(receipt_json["output_csv_key"], output_csv_key(dropped.request_id()));
+
+        let again = accept_dropped_csv(fakes.ports(), &dropped, &limits).await.unwrap();
+        assert_eq!(again, DropOutcome::AlreadyAccepted(dropped.request_id()));
+        // The request was not made twice; its fan-out was queued again (harmless, and needed
+        // when the first delivery stopped before queueing it).
+        assert_eq!(fakes.queue.fan_outs.lock().unwrap().clone(), vec![dropped.request_id(); 2]);
+    }
+
+    #[tokio::test]
+    async fn a_new_version_of_the_same_file_is_a_new_request() {
+        let fakes = Fakes::default();
+        let first = drop_file(&fakes, "incoming/shirts.csv", CSV, "01").await;
+        let second = drop_file(&fakes, "incoming/shirts.csv", CSV, "02").await;
+        assert_ne!(first.request_id(), second.request_id());
+        for dropped in [&first, &second] {
+            accept_dropped_csv(fakes.ports(), dropped, &CsvLimits::default()).await.unwrap();
+            assert!(fakes.table.get(dropped.request_id()).await.unwrap().is_some());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_bad_csv_gets_a_receipt_with_its_problems_and_no_request() {
+        let fakes = Fakes::default();
+        let bad = "S. No.,Product Name,Input Image Urls\n1,Shirt,not-a-url\n";
+        let dropped = drop_file(&fakes, "incoming/bad.csv", bad, "01").await;
+        let outcome = accept_dropped_csv(fakes.ports(), &dropped, &CsvLimits::default()).await.unwrap();
+
+        assert_eq!(outcome, DropOutcome::Rejected);
+        let receipt_json = receipt(&fakes, &dropped).await;
+        assert_eq!(receipt_json["status"], "rejected");
+        assert_eq!(receipt_json["problems"][0]["line"], 2, "{receipt_json}");
+        assert!(fakes.table.get(dropped.request_id()).await.unwrap().is_none());
+        assert!(fakes.queue.fan_outs.lock().unwrap().clone().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_file_over_the_size_limit_is_refused_unread() {
+        let fakes = Fakes::default();
+        let mut dropped = drop_file(&fakes, "incoming/huge.csv", CSV, "01").await;
+        dropped.size = 10 * 1024 * 1024 * 1024;
+        let outcome = accept_dropped_csv(fakes.ports(), &dropped, &CsvLimits::default()).await.unwrap();
+        assert_eq!(outcome, DropOutcome::Rejected);
+        assert!(receipt(&fakes, &dropped).await["error"].as_str().unwrap().contains("larger than the limit"));
+    }
+
+    #[tokio::test]
+    async fn a_file_deleted_before_it_was_read_is_left_alone() {
+        let fakes = Fakes::default();
+        let dropped = DroppedCsv { bucket: "b".into(), key: "incoming/gone.csv".into(), size: 10, version: "1".into() };
+        let outcome = accept_dropped_csv(fakes.ports(), &dropped, &CsvLimits::default()).await.unwrap();
+        assert_eq!(outcome, DropOutcome::Gone);
+        assert!(fakes.blobs.get(&dropped.receipt_key()).await.unwrap().is_none());
+    }
+}
