@@ -16,6 +16,8 @@ use imgpipe_core::request::{ImageJob, ImageOutcome, ImageState, RequestRecord, R
 use imgpipe_core::request_id::RequestId;
 use imgpipe_tests::stack::LocalStack;
 
+/// A fresh table with the schema of template.yaml's `Table` (keys and the `OpenRequests`
+/// index): keep the two the same.
 async fn table() -> DynamoTable {
     let stack = LocalStack::shared();
     let sdk = stack.sdk_config().await;
@@ -34,12 +36,12 @@ async fn table() -> DynamoTable {
         .attribute_definitions(attribute("pk"))
         .attribute_definitions(attribute("sk"))
         .attribute_definitions(attribute("open_shard"))
-        .attribute_definitions(attribute("updated_at"))
+        .attribute_definitions(attribute("created_at"))
         .global_secondary_indexes(
             GlobalSecondaryIndex::builder()
                 .index_name("OpenRequests")
                 .key_schema(key("open_shard", KeyType::Hash))
-                .key_schema(key("updated_at", KeyType::Range))
+                .key_schema(key("created_at", KeyType::Range))
                 .projection(Projection::builder().projection_type(ProjectionType::KeysOnly).build())
                 .build()
                 .unwrap(),
