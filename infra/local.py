@@ -35,7 +35,7 @@ FUNCTIONS = {"functions/api": "api", "functions/worker": "worker", "functions/no
 # Template parameters for the local stack: crashed or retried jobs come back in seconds
 # rather than minutes, so that tests can watch recovery happen. Everything else is as deployed.
 LOCAL_PARAMETERS = {"WorkerTimeout": "20", "JobsVisibilityTimeout": "25", "RetryBaseSeconds": "1",
-                    "FetchTimeoutSeconds": "5"}
+                    "FetchTimeoutSeconds": "5", "WebhookRedeliverySeconds": "1"}
 
 
 def fail(message):

@@ -193,6 +193,33 @@ async fn queue_delivers_every_job_of_a_fan_out() {
 }
 
 #[tokio::test]
+async fn a_deferred_webhook_is_listed_apart_from_open_requests_until_it_ends() {
+    let table = table().await;
+    let id = request_with_images(&table, 1).await;
+    let open = request_with_images(&table, 1).await;
+    table.record(&job(id, 0), &done(0), Utc::now()).await.unwrap();
+    table.finish(id, RequestStatus::Completed, None, Utc::now()).await.unwrap();
+    let next_at = Utc::now() + chrono::Duration::seconds(60);
+    table.defer_webhook(id, 1, next_at).await.unwrap();
+    // Not final: nothing to deliver yet, so it is not deferred.
+    table.defer_webhook(open, 1, next_at).await.unwrap();
+
+    assert_eq!(table.deferred_webhooks().await.unwrap(), vec![id]);
+    let request = table.get(id).await.unwrap().unwrap();
+    assert_eq!(
+        (request.webhook_attempts, request.webhook_next_at.map(|t| t.timestamp())),
+        (1, Some(next_at.timestamp()))
+    );
+    let far_future = Utc::now() + chrono::Duration::days(1);
+    let idle = table.idle_requests(far_future).await.unwrap();
+    assert!(idle.contains(&open) && !idle.contains(&id), "a final request is not idle: {idle:?}");
+
+    table.end_webhook(id).await.unwrap();
+    assert!(table.deferred_webhooks().await.unwrap().is_empty());
+    assert_eq!(table.get(id).await.unwrap().unwrap().webhook_next_at, None);
+}
+
+#[tokio::test]
 async fn idle_requests_are_the_open_ones_without_recent_progress() {
     let table = table().await;
     let idle = request_with_images(&table, 1).await;

@@ -270,3 +270,44 @@ async fn a_csv_dropped_into_the_bucket_is_processed_and_a_bad_one_gets_its_probl
         assert!(s3.head_object().bucket(&stack.bucket_name).key(key).send().await.is_err(), "{key} exists");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_receiver_that_was_down_gets_it_later_from_the_sweeper() {
+    let stack = LocalStack::shared();
+    let api = ApiClient::new(stack);
+    let _in_flight = STACK_USE.read().await;
+    let files = HashMap::from([("a.jpg".to_string(), (photo_jpeg(320, 240, 5), "image/jpeg"))]);
+    let server = ImageServer::start(files, Duration::ZERO).await;
+    let hooks = WebhookReceiver::start().await;
+    hooks.set_down(true);
+    let csv = format!("S. No.,Product Name,Input Image Urls\n1,Lamp,{}\n", server.url("img/a.jpg"));
+    let accepted = api.upload(csv.as_bytes(), Some(&hooks.url("late"))).await;
+    assert_eq!(accepted.status, 202, "{}", accepted.body);
+    let id = accepted.body["request_id"].as_str().expect("a request id").to_string();
+    let (status, _) = api.wait_until_final(&id, Duration::from_secs(60)).await;
+    assert_eq!(status["status"], "completed", "{status}");
+
+    // The notifier's own attempts (3, over about 3 s) all meet the receiver down.
+    for _ in 0..150 {
+        if hooks.refused() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(hooks.refused() >= 3, "the notifier tried {} times", hooks.refused());
+    assert!(hooks.received("late").is_empty());
+
+    // Back up. The redelivery is due a second later on the local stack; the sweep delivers it
+    // (or the scheduled one, every minute, got there first).
+    hooks.set_down(false);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stack.invoke(&stack.notifier_function_name, &serde_json::json!({"sweep": {"idle_seconds": 900}})).await;
+    let hook = wait_for_one_webhook(&hooks, "late").await;
+    assert_eq!((hook["request_id"].as_str(), hook["status"].as_str()), (Some(id.as_str()), Some("completed")));
+    let secret = WebhookSecret::parse(accepted.body["webhook_secret"].as_str().expect("a signing secret")).unwrap();
+    let delivery = &hooks.deliveries("late")[0];
+    let header = |name: &str| delivery.headers[name].to_str().unwrap().to_string();
+    assert_eq!(header("webhook-id"), format!("msg_{id}"), "the same id as the first attempts");
+    let timestamp: i64 = header("webhook-timestamp").parse().unwrap();
+    assert_eq!(header("webhook-signature"), secret.sign(&header("webhook-id"), timestamp, &delivery.body));
+}

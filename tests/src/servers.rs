@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -108,27 +108,55 @@ pub struct Delivery {
 /// Every POST received: the `<token>` of its path, and what came.
 type WebhookLog = Arc<Mutex<Vec<(String, Delivery)>>>;
 
-/// Records every POST to `/hook/<token>` and answers 204.
+/// Records every POST to `/hook/<token>` and answers 204; while `set_down(true)`, answers 503
+/// and records nothing (it only counts the refused POSTs).
 pub struct WebhookReceiver {
     pub address: SocketAddr,
     received: WebhookLog,
+    down: Arc<AtomicBool>,
+    refused: Arc<AtomicUsize>,
+}
+
+#[derive(Clone)]
+struct ReceiverState {
+    log: WebhookLog,
+    down: Arc<AtomicBool>,
+    refused: Arc<AtomicUsize>,
 }
 
 impl WebhookReceiver {
     pub async fn start() -> Self {
-        let received: WebhookLog = Arc::default();
-        let app = Router::new()
-            .route(
-                "/hook/{token}",
-                post(
-                    |State(log): State<WebhookLog>, Path(token): Path<String>, headers: HeaderMap, body: Bytes| async move {
-                        log.lock().unwrap().push((token, Delivery { headers, body }));
-                        StatusCode::NO_CONTENT
-                    },
-                ),
-            )
-            .with_state(received.clone());
-        Self { address: serve(LocalStack::shared().allowed_listener(), app).await, received }
+        let state = ReceiverState { log: Arc::default(), down: Arc::default(), refused: Arc::default() };
+        let app =
+            Router::new()
+                .route(
+                    "/hook/{token}",
+                    post(
+                        |State(state): State<ReceiverState>,
+                         Path(token): Path<String>,
+                         headers: HeaderMap,
+                         body: Bytes| async move {
+                            if state.down.load(Ordering::SeqCst) {
+                                state.refused.fetch_add(1, Ordering::SeqCst);
+                                return StatusCode::SERVICE_UNAVAILABLE;
+                            }
+                            state.log.lock().unwrap().push((token, Delivery { headers, body }));
+                            StatusCode::NO_CONTENT
+                        },
+                    ),
+                )
+                .with_state(state.clone());
+        let address = serve(LocalStack::shared().allowed_listener(), app).await;
+        Self { address, received: state.log, down: state.down, refused: state.refused }
+    }
+
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+
+    /// POSTs answered 503 while down.
+    pub fn refused(&self) -> usize {
+        self.refused.load(Ordering::SeqCst)
     }
 
     pub fn url(&self, token: &str) -> String {

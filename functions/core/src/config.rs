@@ -148,6 +148,8 @@ pub struct NotifierConfig {
     pub links: Links,
     pub webhook_timeout: Duration,
     pub webhook_attempts: u32,
+    /// Wait before a failed webhook is delivered again, doubling each time (`webhook_outbox`).
+    pub webhook_redelivery_base: Duration,
     /// Like FETCH_ALLOW_HOSTS, for webhook receivers: local stack and tests only.
     pub webhook_allowed_hosts: Vec<String>,
     pub item_lifetime: Duration,
@@ -164,6 +166,7 @@ impl NotifierConfig {
             },
             webhook_timeout: seconds("WEBHOOK_TIMEOUT_SECS", 10)?,
             webhook_attempts: or_default("WEBHOOK_ATTEMPTS", 3)?,
+            webhook_redelivery_base: seconds("WEBHOOK_REDELIVERY_BASE_SECS", 60)?,
             webhook_allowed_hosts: allowed_hosts("WEBHOOK_ALLOW_HOSTS")?,
             item_lifetime: item_lifetime()?,
         })

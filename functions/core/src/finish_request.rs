@@ -7,11 +7,10 @@ use chrono::Utc;
 
 use crate::csv_rules::{CsvLimits, ValidatedCsv, write_errors_csv, write_output_csv};
 use crate::errors::StoreError;
-use crate::ports::{BlobStore, RequestTable, WebhookPayload, WebhookSender};
-use crate::request::{
-    ImageState, RequestStatus, Transition, errors_csv_key, errors_csv_path, image_path, output_csv_key, output_csv_path,
-};
+use crate::ports::{BlobStore, RequestTable, WebhookSender};
+use crate::request::{ImageState, RequestStatus, Transition, errors_csv_key, image_path, output_csv_key};
 use crate::request_id::RequestId;
+use crate::webhook_outbox;
 
 /// How the output CSV and the webhook link to what was produced.
 #[derive(Clone, Debug)]
@@ -25,7 +24,7 @@ pub enum Links {
 }
 
 impl Links {
-    async fn link(&self, blobs: &dyn BlobStore, path: String, key: &str) -> Result<String, StoreError> {
+    pub(crate) async fn link(&self, blobs: &dyn BlobStore, path: String, key: &str) -> Result<String, StoreError> {
         match self {
             Self::Api { base_url } => Ok(format!("{}{path}", base_url.trim_end_matches('/'))),
             Self::Presigned { lifetime } => blobs.presigned_get_url(key, *lifetime).await,
@@ -113,30 +112,10 @@ pub async fn finish_request(
         return Ok(Finished::Already);
     }
 
-    if let (Some(webhook_url), Some(secret)) = (&request.webhook_url, &request.webhook_secret) {
-        let errors_csv_url = if failures.is_empty() {
-            None
-        } else {
-            Some(links.link(ports.blobs, errors_csv_path(request_id), &errors_csv_key(request_id)).await?)
-        };
-        let payload = WebhookPayload {
-            request_id,
-            status,
-            total: request.total,
-            succeeded: request.succeeded,
-            failed: request.failed,
-            output_csv_url: links.link(ports.blobs, output_csv_path(request_id), &csv_key).await?,
-            errors_csv_url,
-        };
-        // The state flip above already happened once; a failed delivery is logged, not
-        // retried through the stream, which would not send it again anyway.
-        match ports.webhooks.send(webhook_url, secret, &payload).await {
-            Ok(()) => tracing::info!(request_id = %request_id, stage = "webhook", "delivered"),
-            Err(error) => {
-                tracing::warn!(request_id = %request_id, stage = "webhook", error = %error)
-            }
-        }
-    }
+    // The state flip above happened once: this is the webhook's first delivery. A failed one
+    // is kept for the sweeper to try again later (`webhook_outbox`), not retried through the
+    // stream, which would find the request final and send nothing.
+    webhook_outbox::deliver(&ports, &request, status, links, 1, now).await?;
     Ok(Finished::Now(status))
 }
 

@@ -22,4 +22,5 @@ pub mod request;
 pub mod request_id;
 pub mod sweep;
 pub mod webhook;
+pub mod webhook_outbox;
 pub mod webhook_signature;

@@ -118,6 +118,29 @@ impl RequestTable for MemoryTable {
         Ok(idle.map(|request| request.request_id).collect())
     }
 
+    async fn defer_webhook(&self, id: RequestId, attempts: u32, next_at: DateTime<Utc>) -> Result<(), StoreError> {
+        let mut state = self.state.lock().unwrap();
+        let request = state
+            .requests
+            .get_mut(&id)
+            .ok_or_else(|| StoreError::Refused { service: "table", detail: "no such request".into() })?;
+        request.webhook_attempts = attempts;
+        request.webhook_next_at = Some(next_at);
+        Ok(())
+    }
+
+    async fn deferred_webhooks(&self) -> Result<Vec<RequestId>, StoreError> {
+        let state = self.state.lock().unwrap();
+        Ok(state.requests.values().filter(|r| r.webhook_next_at.is_some()).map(|r| r.request_id).collect())
+    }
+
+    async fn end_webhook(&self, id: RequestId) -> Result<(), StoreError> {
+        if let Some(request) = self.state.lock().unwrap().requests.get_mut(&id) {
+            request.webhook_next_at = None;
+        }
+        Ok(())
+    }
+
     async fn mark_processing(&self, id: RequestId, now: DateTime<Utc>) -> Result<Transition, StoreError> {
         let mut state = self.state.lock().unwrap();
         match state.requests.get_mut(&id) {
@@ -199,11 +222,24 @@ impl Fetcher for MemoryFetcher {
 #[derive(Default)]
 pub struct MemoryWebhooks {
     pub sent: Mutex<Vec<(String, WebhookPayload)>>,
+    /// While set, every delivery fails as an unreachable receiver's would (transient).
+    pub down: std::sync::atomic::AtomicBool,
+    /// While set, every delivery is refused as a private address would be (permanent).
+    pub refused: std::sync::atomic::AtomicBool,
+    /// Deliveries tried, failed ones included.
+    pub tries: std::sync::atomic::AtomicU32,
 }
 
 #[async_trait]
 impl WebhookSender for MemoryWebhooks {
     async fn send(&self, url: &HttpUrl, _secret: &WebhookSecret, payload: &WebhookPayload) -> Result<(), WebhookError> {
+        self.tries.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if self.refused.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(WebhookError { message: "a non-public network address".into(), permanent: true });
+        }
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(WebhookError { message: "the receiver answered HTTP 503".into(), permanent: false });
+        }
         self.sent.lock().unwrap().push((url.as_str().into(), payload.clone()));
         Ok(())
     }

@@ -48,6 +48,13 @@ pub trait RequestTable: Send + Sync {
     ) -> Result<Vec<ImageRecord>, StoreError>;
     /// Requests not final yet whose last progress (`updated_at`) is before `cutoff`.
     async fn idle_requests(&self, cutoff: DateTime<Utc>) -> Result<Vec<RequestId>, StoreError>;
+    /// Puts a final request's webhook up for another delivery at `next_at`, after `attempts`
+    /// failed deliveries (see `webhook_outbox`).
+    async fn defer_webhook(&self, id: RequestId, attempts: u32, next_at: DateTime<Utc>) -> Result<(), StoreError>;
+    /// The requests whose webhook is waiting for another delivery, due or not.
+    async fn deferred_webhooks(&self) -> Result<Vec<RequestId>, StoreError>;
+    /// The webhook was delivered, or given up on: no more deliveries.
+    async fn end_webhook(&self, id: RequestId) -> Result<(), StoreError>;
     /// `pending -> processing`, once its jobs are queued. Does nothing if the request has
     /// moved on already (its images may all be done before this call).
     async fn mark_processing(&self, id: RequestId, now: DateTime<Utc>) -> Result<Transition, StoreError>;
@@ -93,11 +100,21 @@ pub struct WebhookPayload {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("webhook delivery failed: {0}")]
-pub struct WebhookError(pub String);
+#[error("webhook delivery failed: {message}")]
+pub struct WebhookError {
+    pub message: String,
+    /// No later delivery can succeed (the receiver's address is refused, say).
+    pub permanent: bool,
+}
 
 #[async_trait]
 pub trait WebhookSender: Send + Sync {
     /// Delivers `payload`, signed with `secret` (Standard Webhooks).
     async fn send(&self, url: &HttpUrl, secret: &WebhookSecret, payload: &WebhookPayload) -> Result<(), WebhookError>;
+
+    /// The wait before the first redelivery of a webhook whose delivery failed; later ones
+    /// double it, up to 60 times it (`webhook_outbox`).
+    fn redelivery_base(&self) -> Duration {
+        Duration::from_secs(60)
+    }
 }

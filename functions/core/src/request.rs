@@ -92,6 +92,11 @@ pub struct RequestRecord {
     /// Signs the webhook; given to the client once, in the upload's answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_secret: Option<WebhookSecret>,
+    /// Failed deliveries of the webhook so far, and when the next one is due (`webhook_outbox`).
+    #[serde(default)]
+    pub webhook_attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_next_at: Option<DateTime<Utc>>,
 }
 
 impl RequestRecord {
@@ -110,6 +115,8 @@ impl RequestRecord {
             output_csv_key: None,
             webhook_url,
             webhook_secret: None,
+            webhook_attempts: 0,
+            webhook_next_at: None,
         }
     }
 

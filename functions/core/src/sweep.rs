@@ -1,7 +1,9 @@
 //! Ending requests that stopped making progress, so none waits forever: images still
 //! PENDING long after the request's last progress (their jobs lost, or stuck retrying) are
 //! failed as `timed_out`, and a request whose last result was recorded but which never
-//! reached its final state (its stream record lost) is finished.
+//! reached its final state (its stream record lost) is finished. The same run gives the
+//! webhooks that could not be delivered earlier their next delivery when it is due
+//! (`webhook_outbox`).
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -14,6 +16,7 @@ use crate::finish_request::{FinishPorts, Finished, Links, finish_request};
 use crate::ports::{ImageResults, RequestTable};
 use crate::request::{ImageJob, ImageOutcome, RequestStatus, Transition, image_jobs};
 use crate::request_id::RequestId;
+use crate::webhook_outbox;
 
 /// The code recorded for images failed by the sweeper.
 pub const TIMED_OUT: &str = "timed_out";
@@ -27,6 +30,8 @@ pub struct SweepPorts<'a> {
 pub struct SweepReport {
     pub requests_finished: usize,
     pub images_timed_out: usize,
+    /// Deferred webhooks whose next delivery was tried.
+    pub webhooks_tried: usize,
 }
 
 /// Ends every request with no progress for `idle`. Safe to run at any time and as often as
@@ -68,6 +73,7 @@ pub async fn sweep_idle_requests(
         }
         tracing::info!(request_id = %request_id, stage = "swept");
     }
+    report.webhooks_tried = webhook_outbox::deliver_due_webhooks(&ports.finish, links, Utc::now()).await?;
     Ok(report)
 }
 
@@ -118,7 +124,7 @@ mod tests {
 
         let report = sweep(&table, &blobs, &webhooks).await;
 
-        assert_eq!(report, SweepReport { requests_finished: 1, images_timed_out: 1 });
+        assert_eq!(report, SweepReport { requests_finished: 1, images_timed_out: 1, webhooks_tried: 0 });
         let stuck_request = table.get(stuck).await.unwrap().unwrap();
         assert_eq!(stuck_request.status, RequestStatus::CompletedWithErrors);
         let images = table.recorded_images(stuck).await.unwrap();
@@ -144,7 +150,7 @@ mod tests {
 
         let report = sweep(&table, &blobs, &webhooks).await;
 
-        assert_eq!(report, SweepReport { requests_finished: 1, images_timed_out: 0 });
+        assert_eq!(report, SweepReport { requests_finished: 1, images_timed_out: 0, webhooks_tried: 0 });
         assert_eq!(table.get(id).await.unwrap().unwrap().status, RequestStatus::Completed);
         assert_eq!(sweep(&table, &blobs, &webhooks).await, SweepReport::default(), "a second sweep changes nothing");
     }

@@ -16,6 +16,7 @@ use crate::webhook_signature::WebhookSecret;
 pub struct HttpWebhookSender {
     client: GuardedClient,
     attempts: u32,
+    redelivery_base: Duration,
 }
 
 /// Why one attempt failed, and whether another could do better.
@@ -44,7 +45,12 @@ impl HttpWebhookSender {
         let client = GuardedClient::new(allowed_hosts, Arc::new(SystemLookup), |builder| {
             builder.timeout(timeout).user_agent(concat!("imgpipe/", env!("CARGO_PKG_VERSION")))
         })?;
-        Ok(Self { client, attempts: attempts.max(1) })
+        Ok(Self { client, attempts: attempts.max(1), redelivery_base: Duration::from_secs(60) })
+    }
+
+    /// See `WebhookSender::redelivery_base`; a minute unless set.
+    pub fn with_redelivery_base(self, redelivery_base: Duration) -> Self {
+        Self { redelivery_base, ..self }
     }
 
     /// One delivery, signed afresh: the timestamp is the time of this attempt.
@@ -79,7 +85,7 @@ struct Signed<'a> {
 #[async_trait]
 impl WebhookSender for HttpWebhookSender {
     async fn send(&self, url: &HttpUrl, secret: &WebhookSecret, payload: &WebhookPayload) -> Result<(), WebhookError> {
-        let body = serde_json::to_vec(payload).map_err(|e| WebhookError(e.to_string()))?;
+        let body = serde_json::to_vec(payload).map_err(|e| WebhookError { message: e.to_string(), permanent: true })?;
         let signed = Signed { message_id: format!("msg_{}", payload.request_id), body, secret };
         let mut last_error = String::new();
         for attempt in 0..self.attempts {
@@ -88,11 +94,15 @@ impl WebhookSender for HttpWebhookSender {
             }
             match self.attempt(url, &signed).await {
                 Ok(()) => return Ok(()),
-                Err(Failure::Refused) => return Err(WebhookError(REFUSED.into())),
+                Err(Failure::Refused) => return Err(WebhookError { message: REFUSED.into(), permanent: true }),
                 Err(Failure::Failed(error)) => last_error = error,
             }
         }
-        Err(WebhookError(format!("{} attempts: {last_error}", self.attempts)))
+        Err(WebhookError { message: format!("{} attempts: {last_error}", self.attempts), permanent: false })
+    }
+
+    fn redelivery_base(&self) -> Duration {
+        self.redelivery_base
     }
 }
 
@@ -124,7 +134,7 @@ mod tests {
             let started = std::time::Instant::now();
             let secret = WebhookSecret::generate().unwrap();
             let error = sender.send(&url, &secret, &payload()).await.expect_err("refused");
-            assert_eq!(error.0, REFUSED, "{url}");
+            assert_eq!((error.message.as_str(), error.permanent), (REFUSED, true), "{url}");
             assert!(started.elapsed() < Duration::from_millis(400), "{url} was retried");
         }
     }

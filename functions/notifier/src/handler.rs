@@ -55,7 +55,12 @@ impl Notifier {
             let ports = SweepPorts { finish: self.finish_ports(), results: &self.table };
             let idle = Duration::from_secs(sweep.sweep.idle_seconds);
             let report = sweep_idle_requests(ports, idle, &self.config.links).await?;
-            tracing::info!(stage = "sweep", finished = report.requests_finished, timed_out = report.images_timed_out);
+            tracing::info!(
+                stage = "sweep",
+                finished = report.requests_finished,
+                timed_out = report.images_timed_out,
+                webhooks_tried = report.webhooks_tried
+            );
             return Ok(serde_json::to_value(report)?);
         }
         let records: Event = serde_json::from_value(event)?;

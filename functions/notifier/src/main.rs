@@ -20,7 +20,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             config.webhook_timeout,
             config.webhook_attempts,
             &config.webhook_allowed_hosts,
-        )?,
+        )?
+        .with_redelivery_base(config.webhook_redelivery_base),
         config,
     };
     lambda_runtime::run(service_fn(|event: LambdaEvent<_>| notifier.handle(event.payload))).await

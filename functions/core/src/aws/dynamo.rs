@@ -23,6 +23,8 @@ const REQUEST_SK: &str = "REQUEST";
 /// entry (2 more write units per image, all on the one `OPEN` partition of the index).
 const OPEN_REQUESTS_INDEX: &str = "OpenRequests";
 const OPEN_SHARD: &str = "OPEN";
+/// Final requests whose webhook waits for another delivery (`webhook_outbox`).
+const WEBHOOK_SHARD: &str = "WEBHOOK";
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -178,10 +180,7 @@ impl RequestTable for DynamoTable {
             .send();
         let items: Vec<Item> = pages.try_collect().await.map_err(|e| store_error("DynamoDB", e))?;
         let mut idle = Vec::new();
-        for id in items.iter().filter_map(|item| match item.get("pk") {
-            Some(AttributeValue::S(pk)) => pk.strip_prefix("REQ#")?.parse::<RequestId>().ok(),
-            _ => None,
-        }) {
+        for id in items.iter().filter_map(request_id_of) {
             if self.get(id).await?.is_some_and(|request| !request.status.is_final() && request.updated_at < cutoff) {
                 idle.push(id);
             }
@@ -219,6 +218,58 @@ impl RequestTable for DynamoTable {
         // Final requests leave the idle-request index.
         update.push_str(" REMOVE open_shard");
         self.conditional_update(id, &update, "#status IN (:pending, :processing)", values).await
+    }
+
+    async fn defer_webhook(&self, id: RequestId, attempts: u32, next_at: DateTime<Utc>) -> Result<(), StoreError> {
+        // Back into the sparse index, under its own shard: the sweeper finds the deferred
+        // webhooks with one query, apart from the open requests.
+        let values = HashMap::from([
+            (":webhook".into(), s(WEBHOOK_SHARD)),
+            (":attempts".into(), n(attempts)),
+            (":next".into(), s(timestamp(next_at))),
+            (":completed".into(), s(RequestStatus::Completed.as_str())),
+            (":with_errors".into(), s(RequestStatus::CompletedWithErrors.as_str())),
+            (":failed".into(), s(RequestStatus::Failed.as_str())),
+        ]);
+        let update = "SET open_shard = :webhook, webhook_attempts = :attempts, webhook_next_at = :next";
+        self.conditional_update(id, update, "#status IN (:completed, :with_errors, :failed)", values).await?;
+        Ok(())
+    }
+
+    async fn deferred_webhooks(&self) -> Result<Vec<RequestId>, StoreError> {
+        let pages = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(OPEN_REQUESTS_INDEX)
+            .key_condition_expression("open_shard = :webhook")
+            .expression_attribute_values(":webhook", s(WEBHOOK_SHARD))
+            .into_paginator()
+            .items()
+            .send();
+        let items: Vec<Item> = pages.try_collect().await.map_err(|e| store_error("DynamoDB", e))?;
+        Ok(items.iter().filter_map(request_id_of).collect())
+    }
+
+    async fn end_webhook(&self, id: RequestId) -> Result<(), StoreError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::request_key(id)))
+            .update_expression("REMOVE open_shard, webhook_next_at")
+            .condition_expression("attribute_exists(pk)")
+            .send()
+            .await
+            .map_err(|e| store_error("DynamoDB", e))?;
+        Ok(())
+    }
+}
+
+/// The request id of an index entry (its `pk`, `REQ#<id>`).
+fn request_id_of(item: &Item) -> Option<RequestId> {
+    match item.get("pk") {
+        Some(AttributeValue::S(pk)) => pk.strip_prefix("REQ#")?.parse().ok(),
+        _ => None,
     }
 }
 
