@@ -37,12 +37,22 @@ async fn table() -> DynamoTable {
         .attribute_definitions(attribute("sk"))
         .attribute_definitions(attribute("open_shard"))
         .attribute_definitions(attribute("created_at"))
+        .attribute_definitions(attribute("failed_pk"))
         .global_secondary_indexes(
             GlobalSecondaryIndex::builder()
                 .index_name("OpenRequests")
                 .key_schema(key("open_shard", KeyType::Hash))
                 .key_schema(key("created_at", KeyType::Range))
                 .projection(Projection::builder().projection_type(ProjectionType::KeysOnly).build())
+                .build()
+                .unwrap(),
+        )
+        .global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name("FailedImages")
+                .key_schema(key("failed_pk", KeyType::Hash))
+                .key_schema(key("sk", KeyType::Range))
+                .projection(Projection::builder().projection_type(ProjectionType::All).build())
                 .build()
                 .unwrap(),
         )
@@ -111,6 +121,26 @@ async fn table_records_each_image_once_and_counts_exactly() {
     assert_eq!(images[1].state, ImageState::Failed);
     assert_eq!(images[1].error_code.as_deref(), Some("http_status_404"));
     assert_eq!(images.len(), 2, "image 2 has no result yet");
+}
+
+#[tokio::test]
+async fn failed_images_are_listed_in_order_without_the_successes() {
+    let table = table().await;
+    let id = request_with_images(&table, 30).await;
+    let other = request_with_images(&table, 1).await;
+    let failed = |i: u32| ImageOutcome::Failed { error_code: format!("code_{i}"), error_message: "gone".into() };
+    for i in (0..30).rev() {
+        let outcome = if i % 7 == 3 { failed(i) } else { done(i) };
+        table.record(&job(id, i), &outcome, Utc::now()).await.unwrap();
+    }
+    table.record(&job(other, 0), &failed(0), Utc::now()).await.unwrap();
+
+    let listed = table.failed_images(id, 100).await.unwrap();
+    let indexes: Vec<u32> = listed.iter().map(|image| image.image_index).collect();
+    assert_eq!(indexes, vec![3, 10, 17, 24], "only this request's failures, in image order");
+    assert_eq!(listed[1].error_code.as_deref(), Some("code_10"));
+    assert_eq!(listed[1].input_url, url(10));
+    assert_eq!(table.failed_images(id, 2).await.unwrap().len(), 2, "limited");
 }
 
 #[tokio::test]

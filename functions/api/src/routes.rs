@@ -155,11 +155,9 @@ async fn status(State(state): State<Arc<AppState>>, Path(raw_id): Path<String>, 
 }
 
 async fn failures(state: &AppState, id: RequestId) -> Result<Value, imgpipe_core::errors::StoreError> {
-    let images = state.table.recorded_images(id).await?;
+    let images = state.table.failed_images(id, MAX_LISTED_FAILURES).await?;
     let failed: Vec<Value> = images
         .iter()
-        .filter(|image| image.state == ImageState::Failed)
-        .take(MAX_LISTED_FAILURES)
         .map(|image| {
             json!({
                 "image_index": image.image_index,

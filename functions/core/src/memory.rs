@@ -112,6 +112,12 @@ impl RequestTable for MemoryTable {
         Ok(images.map(Iterator::collect).unwrap_or_default())
     }
 
+    async fn failed_images(&self, id: RequestId, limit: usize) -> Result<Vec<ImageRecord>, StoreError> {
+        let state = self.state.lock().unwrap();
+        let failed = state.images.get(&id).into_iter().flat_map(|images| images.values());
+        Ok(failed.filter(|image| image.state == ImageState::Failed).take(limit).cloned().collect())
+    }
+
     async fn idle_requests(&self, cutoff: DateTime<Utc>) -> Result<Vec<RequestId>, StoreError> {
         let state = self.state.lock().unwrap();
         let idle = state.requests.values().filter(|r| !r.status.is_final() && r.updated_at < cutoff);

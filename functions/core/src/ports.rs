@@ -39,6 +39,9 @@ pub trait RequestTable: Send + Sync {
     async fn get(&self, id: RequestId) -> Result<Option<RequestRecord>, StoreError>;
     /// The images of the request that have a result, in `image_index` order.
     async fn recorded_images(&self, id: RequestId) -> Result<Vec<ImageRecord>, StoreError>;
+    /// The first `limit` images that failed, in image order: read without reading the
+    /// successes (a request of 10,000 images with 3 failures reads 3 items).
+    async fn failed_images(&self, id: RequestId, limit: usize) -> Result<Vec<ImageRecord>, StoreError>;
     /// The same, for indexes `first..=last` only.
     async fn recorded_images_between(
         &self,

@@ -23,6 +23,9 @@ const REQUEST_SK: &str = "REQUEST";
 /// entry (2 more write units per image, all on the one `OPEN` partition of the index).
 const OPEN_REQUESTS_INDEX: &str = "OpenRequests";
 const OPEN_SHARD: &str = "OPEN";
+/// A sparse index of the failed image items only (they carry `failed_pk`, their request's
+/// `pk`), sorted by `sk`: the status lists failures without reading the successes.
+const FAILED_IMAGES_INDEX: &str = "FailedImages";
 /// Final requests whose webhook waits for another delivery (`webhook_outbox`).
 const WEBHOOK_SHARD: &str = "WEBHOOK";
 
@@ -140,6 +143,23 @@ impl RequestTable for DynamoTable {
 
     async fn recorded_images(&self, id: RequestId) -> Result<Vec<ImageRecord>, StoreError> {
         self.recorded_images_between(id, 0, u32::MAX).await
+    }
+
+    async fn failed_images(&self, id: RequestId, limit: usize) -> Result<Vec<ImageRecord>, StoreError> {
+        let limit = i32::try_from(limit).unwrap_or(i32::MAX).max(1);
+        let response = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(FAILED_IMAGES_INDEX)
+            .key_condition_expression("failed_pk = :pk")
+            .expression_attribute_values(":pk", pk(id))
+            .limit(limit)
+            .send()
+            .await
+            .map_err(|e| store_error("DynamoDB", e))?;
+        let items = response.items.unwrap_or_default();
+        items.into_iter().map(|item| serde_dynamo::from_item(item).map_err(corrupt)).collect()
     }
 
     async fn recorded_images_between(
@@ -284,6 +304,9 @@ impl ImageResults for DynamoTable {
         let id = job.request_id;
         let mut item = self.item(&ImageRecord::with_outcome(job, outcome), pk(id), image_sk(job.image_index))?;
         item.insert("updated_at".into(), s(timestamp(now)));
+        if outcome.state() == ImageState::Failed {
+            item.insert("failed_pk".into(), pk(id));
+        }
         // The item exists only once the image has its result: its absence is PENDING.
         let image = Put::builder()
             .table_name(&self.table)
