@@ -152,6 +152,7 @@ The stack stays up for your own CSVs (`make stop` stops it):
   curl -F file=@products.csv -F webhook_url=https://example.com/hook {api}/api/upload/
   curl {api}/api/status/<request_id>/
   curl -L {api}/api/requests/<request_id>/output.csv
+or put a CSV into s3://{outputs['BucketName']}/incoming/<name>.csv: its receipt appears as receipts/<name>.json.
 AWS CLI or SDKs reach the emulator with: eval "$(.venv/bin/python infra/local.py env)"
 """)
 
