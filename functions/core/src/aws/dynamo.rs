@@ -108,6 +108,36 @@ impl DynamoTable {
             Err(error) => Err(store_error("DynamoDB", error)),
         }
     }
+
+    /// The requests under one `open_shard` of the sparse `OpenRequests` index (open ones, or
+    /// final ones with a webhook waiting), those created before `created_before` if given.
+    async fn shard_ids(
+        &self,
+        shard: &str,
+        created_before: Option<DateTime<Utc>>,
+    ) -> Result<Vec<RequestId>, StoreError> {
+        let condition = match created_before {
+            Some(_) => "open_shard = :shard AND created_at < :cutoff",
+            None => "open_shard = :shard",
+        };
+        let mut query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(OPEN_REQUESTS_INDEX)
+            .key_condition_expression(condition)
+            .expression_attribute_values(":shard", s(shard));
+        if let Some(cutoff) = created_before {
+            query = query.expression_attribute_values(":cutoff", s(timestamp(cutoff)));
+        }
+        let pages = query.into_paginator().items().send();
+        let items: Vec<Item> = pages.try_collect().await.map_err(|e| store_error("DynamoDB", e))?;
+        let ids = items.iter().filter_map(|item| match item.get("pk") {
+            Some(AttributeValue::S(pk)) => pk.strip_prefix("REQ#")?.parse().ok(),
+            _ => None,
+        });
+        Ok(ids.collect())
+    }
 }
 
 #[async_trait]
@@ -187,20 +217,9 @@ impl RequestTable for DynamoTable {
     async fn idle_requests(&self, cutoff: DateTime<Utc>) -> Result<Vec<RequestId>, StoreError> {
         // The index holds the open requests by creation time: only one created before the
         // cutoff can have been idle since. Whether it was is on its own item.
-        let pages = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(OPEN_REQUESTS_INDEX)
-            .key_condition_expression("open_shard = :open AND created_at < :cutoff")
-            .expression_attribute_values(":open", s(OPEN_SHARD))
-            .expression_attribute_values(":cutoff", s(timestamp(cutoff)))
-            .into_paginator()
-            .items()
-            .send();
-        let items: Vec<Item> = pages.try_collect().await.map_err(|e| store_error("DynamoDB", e))?;
+        let ids = self.shard_ids(OPEN_SHARD, Some(cutoff)).await?;
         let mut idle = Vec::new();
-        for id in items.iter().filter_map(request_id_of) {
+        for id in ids {
             if self.get(id).await?.is_some_and(|request| !request.status.is_final() && request.updated_at < cutoff) {
                 idle.push(id);
             }
@@ -257,18 +276,7 @@ impl RequestTable for DynamoTable {
     }
 
     async fn deferred_webhooks(&self) -> Result<Vec<RequestId>, StoreError> {
-        let pages = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(OPEN_REQUESTS_INDEX)
-            .key_condition_expression("open_shard = :webhook")
-            .expression_attribute_values(":webhook", s(WEBHOOK_SHARD))
-            .into_paginator()
-            .items()
-            .send();
-        let items: Vec<Item> = pages.try_collect().await.map_err(|e| store_error("DynamoDB", e))?;
-        Ok(items.iter().filter_map(request_id_of).collect())
+        self.shard_ids(WEBHOOK_SHARD, None).await
     }
 
     async fn end_webhook(&self, id: RequestId) -> Result<(), StoreError> {
@@ -282,14 +290,6 @@ impl RequestTable for DynamoTable {
             .await
             .map_err(|e| store_error("DynamoDB", e))?;
         Ok(())
-    }
-}
-
-/// The request id of an index entry (its `pk`, `REQ#<id>`).
-fn request_id_of(item: &Item) -> Option<RequestId> {
-    match item.get("pk") {
-        Some(AttributeValue::S(pk)) => pk.strip_prefix("REQ#")?.parse().ok(),
-        _ => None,
     }
 }
 
