@@ -4,6 +4,7 @@
 pub mod api_client;
 pub mod fixtures;
 pub mod hostile_server;
+pub mod processes;
 pub mod servers;
 pub mod stack;
 

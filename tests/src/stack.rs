@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::Deserialize;
 
+use crate::processes::function_pids;
+
 /// Loopback ports the functions may reach (the fetcher and the webhook sender refuse every
 /// other private address), handed to the test servers one by one.
 const ALLOWED_PORTS: usize = 48;
@@ -101,18 +103,10 @@ impl LocalStack {
     /// Kills every running process of a deployed function (the emulator runs each as a host
     /// process with AWS_LAMBDA_FUNCTION_NAME in its environment). Returns how many.
     pub fn kill_function_processes(&self, function_name: &str) -> usize {
-        let wanted = format!("AWS_LAMBDA_FUNCTION_NAME={function_name}");
-        let mut killed = 0;
-        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Ok(environ) = std::fs::read(entry.path().join("environ")) else { continue };
-            if environ.split(|b| *b == 0).any(|var| var == wanted.as_bytes()) {
-                let pid = entry.file_name().to_string_lossy().to_string();
-                if Command::new("kill").args(["-KILL", &pid]).status().is_ok_and(|s| s.success()) {
-                    killed += 1;
-                }
-            }
-        }
-        killed
+        let killed = function_pids(function_name)
+            .into_iter()
+            .filter(|pid| Command::new("kill").args(["-KILL", pid]).status().is_ok_and(|s| s.success()));
+        killed.count()
     }
 
     /// A listener on one of the ports the functions may reach (an image host or webhook

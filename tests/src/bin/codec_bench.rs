@@ -14,6 +14,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use imgpipe_core::codec::{CodecLimits, compress};
+use imgpipe_tests::processes::vm_hwm_kib;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -23,7 +24,7 @@ fn main() {
         let input = std::fs::read(file).expect("read input");
         let out = compress(&input, &CodecLimits::default()).expect("compress");
         std::hint::black_box(&out.jpeg);
-        println!("{}", vm_hwm_kib());
+        println!("{}", vm_hwm_kib("self").expect("VmHWM in /proc/self/status"));
         return;
     }
 
@@ -92,14 +93,4 @@ fn child_peak_rss_kib(file: &Path) -> u64 {
     let out = Command::new(exe).arg("--one").arg(file).output().expect("run child");
     assert!(out.status.success(), "child failed on {}: {}", file.display(), String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).trim().parse().expect("child prints KiB")
-}
-
-/// This process's peak resident set size so far, from /proc (Linux only, as Lambda).
-fn vm_hwm_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM in /proc/self/status")
 }

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use imgpipe_tests::api_client::ApiClient;
 use imgpipe_tests::fixtures::photo_jpeg;
+use imgpipe_tests::processes::{function_pids, vm_hwm_kib};
 use imgpipe_tests::servers::ImageServer;
 use imgpipe_tests::stack::{LocalStack, workspace_root};
 
@@ -245,19 +246,9 @@ struct WorkerPeaks {
 
 impl WorkerPeaks {
     fn sample(&mut self, function_name: &str) {
-        let wanted = format!("AWS_LAMBDA_FUNCTION_NAME={function_name}");
-        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Ok(environ) = std::fs::read(entry.path().join("environ")) else { continue };
-            if !environ.split(|b| *b == 0).any(|var| var == wanted.as_bytes()) {
-                continue;
-            }
-            let Ok(status) = std::fs::read_to_string(entry.path().join("status")) else { continue };
-            let hwm = status
-                .lines()
-                .find_map(|line| line.strip_prefix("VmHWM:"))
-                .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok());
-            if let Some(hwm) = hwm {
-                let peak = self.peaks.entry(entry.file_name().to_string_lossy().into_owned()).or_default();
+        for pid in function_pids(function_name) {
+            if let Some(hwm) = vm_hwm_kib(&pid) {
+                let peak = self.peaks.entry(pid).or_default();
                 *peak = (*peak).max(hwm);
             }
         }
