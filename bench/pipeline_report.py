@@ -14,6 +14,8 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+from report import replace_block
+
 RESULTS = Path(__file__).parent / "results"
 STAGES = ["fetch", "codec_wait", "decode", "encode", "upload", "record"]
 
@@ -164,14 +166,6 @@ def cost_section(run, chosen_mb):
                 f"{COST['fetch_cap_mb']} MB cap + one 50 MP decode (~{COST['codec_peak_50mp_mb']} MB) = "
                 f"{worst} MB worst case, under {chosen_mb} MB; {math.floor(chosen_mb / FULL_VCPU_MB * 100)}% of a vCPU."]
     return out
-
-
-def replace_block(doc, name, lines):
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    before, found, rest = doc.partition(start)
-    if not found:
-        raise SystemExit(f"{name}: no {start} marker in the document")
-    return before + "\n".join([start, *lines, end]) + rest.partition(end)[2]
 
 
 def main(args):

@@ -13,7 +13,6 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-START, END = "<!-- codec-bench:start -->", "<!-- codec-bench:end -->"
 MB = 1e6
 # Issue 5's acceptance figures.
 TARGETS = {"jpeg": {"speed": 1.5, "bytes": 0.95}, "png": {"speed": 2.0, "bytes": 1.0}, "rss_24mp_jpeg_mb": 300}
@@ -113,13 +112,24 @@ def chart(rows, path):
     fig.savefig(path, dpi=90)
 
 
+def replace_block(doc, name, lines):
+    """`doc` with the lines between its `<!-- NAME:start -->` and `<!-- NAME:end -->` markers
+    replaced (the hand-written text around them stays). Also used by pipeline_report.py."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    before, found, rest = doc.partition(start)
+    if not found:
+        raise SystemExit(f"{name}: no {start} marker in the document")
+    return before + "\n".join([start, *lines, end]) + rest.partition(end)[2]
+
+
 def main(args):
     opts = {a: args[i + 1] for i, a in enumerate(args) if a.startswith("--")}
     rows = load(*args[:3])
     medians = {kind: summary(rows, kind) for kind in ("jpeg", "png") if any(r["kind"] == kind for r in rows)}
     taken = datetime.now(timezone.utc)
-    block = [START, f"Measured {taken:%Y-%m-%d} on {platform.machine()}, {rows[0]['runs']} timed run(s) per file "
-             "(median) after a warm-up, single thread, on a shared 2-core machine:", "", *table(rows, medians), "", *verdicts(rows, medians), END]
+    block = [f"Measured {taken:%Y-%m-%d} on {platform.machine()}, {rows[0]['runs']} timed run(s) per file "
+             "(median) after a warm-up, single thread, on a shared 2-core machine:", "", *table(rows, medians), "",
+             *verdicts(rows, medians)]
     if "--json" in opts:
         Path(opts["--json"]).write_text(json.dumps(
             {"taken": taken.isoformat(), "machine": platform.platform(), "rows": rows, "medians": medians}, indent=1))
@@ -127,10 +137,9 @@ def main(args):
         chart(rows, opts["--chart"])
     if "--doc" in opts:
         doc = Path(opts["--doc"]).read_text()
-        before, _, rest = doc.partition(START)
-        Path(opts["--doc"]).write_text(before + "\n".join(block) + rest.partition(END)[2])
+        Path(opts["--doc"]).write_text(replace_block(doc, "codec-bench", block))
     else:
-        print("\n".join(block[1:-1]))
+        print("\n".join(block))
 
 
 if __name__ == "__main__":
