@@ -58,7 +58,7 @@ def pipeline_section(run, rss):
     if run:
         stages = run["worker_stages_ms"]
         out += [
-            f"{run['images']} images ({len(run['distinct_files'])} distinct photos, 1-3 MP, mean {run['mean_image_bytes'] / 1e3:.0f} KB; "
+            f"{run['images']} images ({len(run['distinct_files'])} distinct photos, mean {run['mean_image_bytes'] / 1e3:.0f} KB; "
             f"each URL fetched) in one request of {run['images'] // run['urls_per_row']} rows, {run['functions']} builds "
             f"of the functions, {run.get('machine', '')}:",
             "",
