@@ -38,6 +38,8 @@ unsafe extern "C" {
         decode_ns: *mut u64,
     ) -> c_int;
     fn imgpipe_requantize_free(buffer: *mut u8);
+    #[cfg(test)]
+    fn imgpipe_requantize_coefficient(v: c_int, q_in: c_int, q_out: c_int, dc: c_int) -> c_int;
 }
 
 /// A requantised JPEG and its dimensions.
@@ -60,6 +62,13 @@ pub(super) fn requantize(input: &[u8], quality: i32, max_memory: u64) -> Result<
 #[cfg(test)]
 pub(super) fn requantize_with_libjpeg_stats(input: &[u8], quality: i32) -> Result<Option<Requantized>, String> {
     requantize_with(input, quality, 0, LIBJPEG_STATS)
+}
+
+/// The rounding rule alone: coefficient `v` of quantiser `q_in` expressed on `q_out`.
+#[cfg(test)]
+pub(super) fn requantize_coefficient(v: i32, q_in: i32, q_out: i32, dc: bool) -> i32 {
+    // SAFETY: pure arithmetic on its arguments.
+    unsafe { imgpipe_requantize_coefficient(v, q_in, q_out, c_int::from(dc)) }
 }
 
 fn requantize_with(input: &[u8], quality: i32, max_memory: u64, flags: c_int) -> Result<Option<Requantized>, String> {

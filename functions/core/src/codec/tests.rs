@@ -1087,6 +1087,43 @@ fn requantize_survives_damaged_input() {
     assert!(requantize::requantize(&big, JPEG_QUALITY, 64 * 1024).is_err());
 }
 
+/// Requantisation rounds to nearest; an exact tie goes to the smaller magnitude for AC
+/// coefficients (same error, fewer bits) and away from zero for DC (libjpeg's rule). The C
+/// side does it in floats; checked here against exact integer arithmetic over every quantiser
+/// pair of a few target quantisers and every 8-bit coefficient value.
+#[test]
+fn requantized_coefficients_round_to_nearest_and_ac_ties_down() {
+    fn exact(v: i32, q_in: i32, q_out: i32, dc: bool) -> i32 {
+        // |v| q_in / q_out + 1/2, rounded down; at a tie (numerator a multiple of 2 q_out)
+        // one less for AC.
+        let numerator = 2 * v.abs() * q_in + q_out;
+        let mut magnitude = numerator / (2 * q_out);
+        if !dc && numerator % (2 * q_out) == 0 && magnitude > 0 {
+            magnitude -= 1;
+        }
+        magnitude * v.signum()
+    }
+    assert_eq!(requantize::requantize_coefficient(5, 1, 10, false), 0, "0.5, AC");
+    assert_eq!(requantize::requantize_coefficient(-15, 1, 10, false), -1, "-1.5, AC");
+    assert_eq!(requantize::requantize_coefficient(5, 1, 10, true), 1, "0.5, DC");
+    assert_eq!(requantize::requantize_coefficient(-15, 1, 10, true), -2, "-1.5, DC");
+    assert_eq!(requantize::requantize_coefficient(128, 1, 255, false), 1, "1/510 above a tie");
+    assert_eq!(requantize::requantize_coefficient(127, 1, 255, false), 0, "1/510 below a tie");
+    for q_out in [2, 10, 16, 17, 99, 254, 255] {
+        for q_in in 1..=q_out {
+            for v in -2047..=2047 {
+                for dc in [false, true] {
+                    assert_eq!(
+                        requantize::requantize_coefficient(v, q_in, q_out, dc),
+                        exact(v, q_in, q_out, dc),
+                        "v {v}, q_in {q_in}, q_out {q_out}, dc {dc}"
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// Our Huffman statistics give libjpeg's optimised tables: byte-identical output, including
 /// the dummy blocks of MCUs cut by the right and bottom edges (odd luma block counts).
 #[test]
