@@ -7,15 +7,23 @@
 With --json, the medians go to FILE with the size of each function's arm64 zip
 (target/lambda/<function>/bootstrap.zip, from `make package`) when it exists.
 
+Each arm64 zip's bootstrap is also started under qemu's user-mode emulator (Debian's
+qemu-user-static and an arm64 glibc, fetched with `apt-get download` and unpacked into
+bench/.qemu, nothing installed): it shows that the build Lambda would run starts and polls the
+Runtime API. Its time is the emulator's, tens of times a real arm64 CPU's: no Graviton figure.
+
 A local socket plays the Runtime API; the binaries get the environment Lambda would give
 them (credentials and region in variables, so the SDK looks nothing up)."""
+import glob
 import json
 import os
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+import zipfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {
@@ -26,13 +34,37 @@ ENV = {
 }
 
 
-def first_poll_ms(binary):
+QEMU_DIR = os.path.join(ROOT, "bench", ".qemu")
+
+
+def qemu_aarch64():
+    """The command prefix that runs an arm64 Linux binary here, or None when Debian's packages
+    cannot be fetched."""
+    qemu = os.path.join(QEMU_DIR, "usr", "bin", "qemu-aarch64-static")
+    if not os.path.exists(qemu):
+        os.makedirs(QEMU_DIR, exist_ok=True)
+        # Only the parts used: the package has an emulator for every architecture (375 MB).
+        for package, part in (("libc6-arm64-cross", "./usr/aarch64-linux-gnu"),
+                              ("qemu-user-static", "./usr/bin/qemu-aarch64-static")):
+            if subprocess.run(["apt-get", "download", "-q", package], cwd=QEMU_DIR).returncode != 0:
+                print(f"init_time: cannot fetch {package}: no arm64 start", file=sys.stderr)
+                return None
+            [deb] = glob.glob(os.path.join(QEMU_DIR, f"{package}_*.deb"))
+            tar = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", deb], stdout=subprocess.PIPE)
+            subprocess.run(["tar", "-x", "-C", QEMU_DIR, part], stdin=tar.stdout, check=True)
+            if tar.wait() != 0:
+                sys.exit(f"init_time: dpkg-deb failed on {deb}")
+            os.remove(deb)
+    return [qemu, "-L", os.path.join(QEMU_DIR, "usr", "aarch64-linux-gnu")]
+
+
+def first_poll_ms(command):
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         server.listen(1)
         env = dict(ENV, AWS_LAMBDA_RUNTIME_API=f"127.0.0.1:{server.getsockname()[1]}")
         started = time.perf_counter()
-        process = subprocess.Popen([binary], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         server.settimeout(10)
         connection, _ = server.accept()
         with connection:
@@ -41,8 +73,18 @@ def first_poll_ms(binary):
         process.kill()
         process.wait()
         if b"/runtime/invocation/next" not in request:
-            sys.exit(f"{binary}: unexpected first request {request[:80]!r}")
+            sys.exit(f"{command[-1]}: unexpected first request {request[:80]!r}")
         return elapsed
+
+
+QEMU_RUNS = 5
+
+
+def median_of_starts(command, runs):
+    """Times of `runs` starts, after one that warms the page cache (as a Lambda's second start
+    would find it)."""
+    first_poll_ms(command)
+    return [first_poll_ms(command) for _ in range(runs)]
 
 
 def main():
@@ -53,11 +95,11 @@ def main():
         args.remove("--json")
     bin_dir = args[0] if args else os.path.join(ROOT, "target", "release")
     runs = int(args[1]) if len(args) > 1 else 15
+    qemu = None
     result = {"machine": f"{os.cpu_count()} cores, {os.uname().machine}", "runs": runs, "functions": {}}
     for name in ("api", "worker", "notifier"):
         binary = os.path.join(bin_dir, name)
-        first_poll_ms(binary)  # warm the page cache, as a Lambda's second start would be
-        times = [first_poll_ms(binary) for _ in range(runs)]
+        times = median_of_starts([binary], runs)
         print(f"{name:9} init to first poll: median {statistics.median(times):6.1f} ms, "
               f"min {min(times):6.1f}, max {max(times):6.1f} ({runs} starts, {os.path.getsize(binary) // 1024} KiB)")
         entry = {"init_median_ms": statistics.median(times), "init_min_ms": min(times), "init_max_ms": max(times),
@@ -66,6 +108,16 @@ def main():
         if os.path.exists(zipped):
             entry["arm64_zip_bytes"] = os.path.getsize(zipped)
             print(f"{name:9} arm64 zip: {entry['arm64_zip_bytes'] / 1e6:.2f} MB")
+            qemu = qemu if qemu is not None else qemu_aarch64() or []
+            if qemu:
+                with tempfile.TemporaryDirectory() as unzipped:
+                    zipfile.ZipFile(zipped).extract("bootstrap", unzipped)
+                    bootstrap = os.path.join(unzipped, "bootstrap")
+                    os.chmod(bootstrap, 0o755)
+                    emulated = median_of_starts([*qemu, bootstrap], QEMU_RUNS)
+                entry["arm64_qemu_init_median_ms"] = statistics.median(emulated)
+                print(f"{name:9} arm64 bootstrap under qemu-user: first poll after "
+                      f"{entry['arm64_qemu_init_median_ms']:.0f} ms (emulated, median of {QEMU_RUNS})")
         result["functions"][name] = entry
     if json_path:
         with open(json_path, "w") as out:
