@@ -3,10 +3,7 @@
 
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
-    ScalarAttributeType,
-};
+use aws_sdk_dynamodb::types::{BillingMode, GlobalSecondaryIndex};
 use chrono::Utc;
 use futures::future::join_all;
 use imgpipe_core::aws::{DynamoTable, S3Blobs, SqsQueue};
@@ -16,46 +13,40 @@ use imgpipe_core::request::{ImageJob, ImageOutcome, ImageState, RequestRecord, R
 use imgpipe_core::request_id::RequestId;
 use imgpipe_tests::stack::LocalStack;
 
-/// A fresh table with the schema of template.yaml's `Table` (keys and the `OpenRequests`
-/// index): keep the two the same.
+/// A fresh table with the keys and indexes of the deployed one (template.yaml's `Table`, read
+/// back with DescribeTable), so that the tests meet the schema the functions run on.
 async fn table() -> DynamoTable {
     let stack = LocalStack::shared();
     let sdk = stack.sdk_config().await;
+    let client = aws_sdk_dynamodb::Client::new(&sdk);
+    let deployed = client
+        .describe_table()
+        .table_name(&stack.table_name)
+        .send()
+        .await
+        .expect("describe the deployed table")
+        .table
+        .expect("a table description");
+    let indexes = deployed
+        .global_secondary_indexes()
+        .iter()
+        .map(|index| {
+            GlobalSecondaryIndex::builder()
+                .set_index_name(index.index_name.clone())
+                .set_key_schema(index.key_schema.clone())
+                .set_projection(index.projection.clone())
+                .build()
+                .expect("an index definition")
+        })
+        .collect();
     let name = format!("adapter-test-{}", uuid::Uuid::new_v4());
-    let key =
-        |name: &str, key_type| KeySchemaElement::builder().attribute_name(name).key_type(key_type).build().unwrap();
-    let attribute = |name: &str| {
-        AttributeDefinition::builder().attribute_name(name).attribute_type(ScalarAttributeType::S).build().unwrap()
-    };
-    aws_sdk_dynamodb::Client::new(&sdk)
+    client
         .create_table()
         .table_name(&name)
         .billing_mode(BillingMode::PayPerRequest)
-        .key_schema(key("pk", KeyType::Hash))
-        .key_schema(key("sk", KeyType::Range))
-        .attribute_definitions(attribute("pk"))
-        .attribute_definitions(attribute("sk"))
-        .attribute_definitions(attribute("open_shard"))
-        .attribute_definitions(attribute("created_at"))
-        .attribute_definitions(attribute("failed_pk"))
-        .global_secondary_indexes(
-            GlobalSecondaryIndex::builder()
-                .index_name("OpenRequests")
-                .key_schema(key("open_shard", KeyType::Hash))
-                .key_schema(key("created_at", KeyType::Range))
-                .projection(Projection::builder().projection_type(ProjectionType::KeysOnly).build())
-                .build()
-                .unwrap(),
-        )
-        .global_secondary_indexes(
-            GlobalSecondaryIndex::builder()
-                .index_name("FailedImages")
-                .key_schema(key("failed_pk", KeyType::Hash))
-                .key_schema(key("sk", KeyType::Range))
-                .projection(Projection::builder().projection_type(ProjectionType::All).build())
-                .build()
-                .unwrap(),
-        )
+        .set_key_schema(deployed.key_schema)
+        .set_attribute_definitions(deployed.attribute_definitions)
+        .set_global_secondary_indexes(Some(indexes))
         .send()
         .await
         .expect("create a test table");
