@@ -5,7 +5,7 @@ SHELL := bash
 PYTHON := .venv/bin/python
 PORT ?= 4599
 
-.PHONY: setup build up run stop test lint check-template bench-load bench bench-codec bench-pipeline bench-functions bench-smoke package clean
+.PHONY: setup build up run stop test lint check-template bench-load bench bench-codec bench-pipeline bench-functions bench-smoke package sam-build aarch64-std clean
 
 setup:
 	@infra/setup.sh
@@ -73,13 +73,26 @@ bench-smoke: setup
 
 # The deployable zips: release builds for arm64 Lambda (provided.al2023) through cargo-lambda
 # and its zig toolchain, libjpeg-turbo included; target/lambda/<function>/bootstrap.zip.
-# Adds the aarch64 standard library to the toolchain once (rustup target add).
-package: setup
-	@rustup target list --installed 2>/dev/null | grep -qx aarch64-unknown-linux-gnu || \
-	  rustup target add aarch64-unknown-linux-gnu
+package: setup aarch64-std
 	PATH="$$PWD/.venv/bin:$$PATH" cargo lambda build --release --arm64 --output-format zip \
 	  -p imgpipe-api -p imgpipe-worker -p imgpipe-notifier
 	@ls -l target/lambda/*/bootstrap.zip
+
+# What `sam deploy` uploads: the SAM CLI builds template.yaml's functions with cargo-lambda
+# into .aws-sam/build (no AWS account needed). The SAM CLI is pinned in
+# infra/requirements-sam.txt and gets a venv of its own (.venv-sam): only this target uses it.
+sam-build: setup aarch64-std
+	@cmp -s infra/requirements-sam.txt .venv-sam/requirements.txt || { \
+	  python3 -m venv .venv-sam && \
+	  .venv-sam/bin/pip install -q --disable-pip-version-check -r infra/requirements-sam.txt && \
+	  cp infra/requirements-sam.txt .venv-sam/requirements.txt; }
+	PATH="$$PWD/.venv/bin:$$PATH" SAM_CLI_TELEMETRY=0 .venv-sam/bin/sam build --beta-features
+	@ls -l .aws-sam/build/*/bootstrap
+
+# The aarch64 standard library, added to the toolchain once (rustup target add).
+aarch64-std:
+	@rustup target list --installed 2>/dev/null | grep -qx aarch64-unknown-linux-gnu || \
+	  rustup target add aarch64-unknown-linux-gnu
 
 clean: stop
 	rm -rf .stack
