@@ -62,7 +62,8 @@ bench-pipeline: setup
 	@bench/run.sh --pipeline
 
 # Init time (process start to first Runtime API poll) and arm64 zip size of each function,
-# with the cost model that uses them: bench/results/functions.json.
+# with the cost model that uses them: bench/results/functions.json. Then the arm64 codec under
+# qemu-user against the host's, output by output: bench/results/arm64-codec.json.
 bench-functions: setup
 	@bench/run.sh --functions
 

@@ -1,10 +1,11 @@
 """Pipeline, function and cost figures for docs/performance.md, from the benchmark results.
 
     python bench/pipeline_report.py [--doc docs/performance.md] [--pipeline FILE] [--rss FILE] [--functions FILE]
+                                    [--arm64-codec FILE]
 
-Reads bench/results/pipeline.json and worker-24mp.json (tests/src/bin/load.rs) and
-functions.json (bench/init_time.py), whichever exist, and prints the sections, or rewrites
-them between their markers in --doc. The cost model takes the worker's measured per-image
+Reads bench/results/pipeline.json and worker-24mp.json (tests/src/bin/load.rs), functions.json
+(bench/init_time.py) and arm64-codec.json (bench/arm64_codec.py), whichever exist, and prints
+the sections, or rewrites them between their markers in --doc. The cost model takes the worker's measured per-image
 codec time from pipeline.json; every other input is a price or an assumption named in COST.
 """
 
@@ -87,7 +88,7 @@ def pipeline_section(run, rss):
     return out
 
 
-def functions_section(functions):
+def functions_section(functions, arm64_codec):
     if not functions:
         return []
     out = [f"Release builds, {functions['machine']}, median of {functions['runs']} starts:", "",
@@ -98,6 +99,10 @@ def functions_section(functions):
         emulated = f"{f['arm64_qemu_init_median_ms']:.0f} ms" if "arm64_qemu_init_median_ms" in f else "not run"
         out.append(f"| {name} | {f['init_median_ms']:.1f} ms (min {f['init_min_ms']:.1f}, max {f['init_max_ms']:.1f}) | "
                    f"{zipped} | {emulated} |")
+    if arm64_codec:
+        out += ["", f"The arm64 codec (`codec_bench` built like the functions, run under qemu-user) gave output "
+                    f"byte-identical to this machine's build on **{arm64_codec['identical']} of {arm64_codec['total']}** "
+                    f"corpus files."]
     return out
 
 
@@ -175,11 +180,12 @@ def main(args):
     run = load(opts.get("--pipeline", RESULTS / "pipeline.json"))
     rss = load(opts.get("--rss", RESULTS / "worker-24mp.json"))
     functions = load(opts.get("--functions", RESULTS / "functions.json"))
+    arm64_codec = load(opts.get("--arm64-codec", RESULTS / "arm64-codec.json"))
     chosen_mb = int(opts.get("--memory", 1024))
     stamp = f"Generated {datetime.now(timezone.utc):%Y-%m-%d} by bench/pipeline_report.py from bench/results/."
     sections = {
         "pipeline-bench": pipeline_section(run, rss),
-        "functions-bench": functions_section(functions),
+        "functions-bench": functions_section(functions, arm64_codec),
         "cost-model": cost_section(run, chosen_mb),
     }
     if "--doc" in opts:

@@ -2,7 +2,8 @@
 # Benchmarks (not tests), each writing bench/results/ and its part of docs/performance.md:
 #   bench/run.sh --codec       codec vs Pillow on the corpus, release build   (make bench-codec)
 #   bench/run.sh --pipeline    500 photos through the local stack + worker RSS on 24 MP (make bench-pipeline)
-#   bench/run.sh --functions   init time and arm64 zip size per function   (make bench-functions)
+#   bench/run.sh --functions   init time and arm64 zip size per function, and the arm64 codec's
+#                              outputs under qemu-user against the host's  (make bench-functions)
 #   bench/run.sh --smoke       three small files, one run, dev build, stdout only  (make bench-smoke)
 # Needs python3 with venv, apt-get and dpkg-deb (Debian), cmake and nasm (infra/setup.sh).
 set -euo pipefail
@@ -80,6 +81,12 @@ functions() {
     make --no-print-directory package
     release_build
     $py bench/init_time.py target/release 15 --json bench/results/functions.json
+    # The codec as Lambda runs it (arm64: NEON, the portable C of requantize.c) must give the
+    # host's bytes on every corpus file.
+    $py bench/corpus.py bench/.corpus
+    PATH="$PWD/.venv/bin:$PATH" cargo lambda build --release --arm64 -p imgpipe-tests --bin codec_bench
+    $py bench/arm64_codec.py bench/.corpus target/lambda/codec_bench/bootstrap target/release/codec_bench \
+        --json bench/results/arm64-codec.json
     $py bench/pipeline_report.py --doc docs/performance.md
 }
 

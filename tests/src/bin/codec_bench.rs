@@ -1,12 +1,14 @@
 //! Codec benchmark (not a test): `imgpipe_core::codec::compress` on each file, single-threaded.
 //!
-//!   codec_bench [--runs N] [--out DIR] FILE...   one JSON object per file on stdout
+//!   codec_bench [--runs N] [--out DIR] [--no-rss] FILE...   one JSON object per file on stdout
 //!   codec_bench --one FILE                       child: one compress, prints peak RSS (KiB)
 //!
 //! Per file: one warm-up, then the median of N timed runs (input already in memory), MP/s as
 //! input megapixels / median seconds, output bytes; the output JPEG goes to DIR for the quality
 //! comparison. Peak RSS is measured in a fresh child process (VmHWM after one compress), so each
 //! file's figure is its own and includes the input bytes and the binary, as Pillow's does.
+//! `--no-rss` skips that child (under qemu-user the binary cannot start itself again: the
+//! arm64 build's outputs are compared with the host's by bench/arm64_codec.py).
 //! Run by `make bench` (bench/run.sh); see docs/performance.md.
 
 use std::path::{Path, PathBuf};
@@ -30,22 +32,24 @@ fn main() {
 
     let mut runs = 5usize;
     let mut out_dir = PathBuf::from("bench/results/out-ours");
+    let mut rss = true;
     let mut files = Vec::new();
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--runs" => runs = args.next().and_then(|n| n.parse().ok()).expect("--runs N"),
             "--out" => out_dir = args.next().expect("--out DIR").into(),
+            "--no-rss" => rss = false,
             _ => files.push(PathBuf::from(arg)),
         }
     }
     std::fs::create_dir_all(&out_dir).expect("create output dir");
     for file in &files {
-        println!("{}", bench_file(file, runs.max(1), &out_dir));
+        println!("{}", bench_file(file, runs.max(1), &out_dir, rss));
     }
 }
 
-fn bench_file(file: &Path, runs: usize, out_dir: &Path) -> serde_json::Value {
+fn bench_file(file: &Path, runs: usize, out_dir: &Path, rss: bool) -> serde_json::Value {
     let input = std::fs::read(file).expect("read input");
     let limits = CodecLimits::default();
     let warm = compress(&input, &limits).expect("compress");
@@ -77,7 +81,7 @@ fn bench_file(file: &Path, runs: usize, out_dir: &Path) -> serde_json::Value {
         "decode_median_s": median_of(&mut decode),
         "encode_median_s": median_of(&mut encode),
         "mp_per_s": megapixels / median,
-        "peak_rss_kib": child_peak_rss_kib(file),
+        "peak_rss_kib": rss.then(|| child_peak_rss_kib(file)),
         "output": output,
     })
 }
