@@ -83,10 +83,7 @@ package: setup aarch64-std
 # into .aws-sam/build (no AWS account needed). The SAM CLI is pinned in
 # infra/requirements-sam.txt and gets a venv of its own (.venv-sam): only this target uses it.
 sam-build: setup aarch64-std
-	@cmp -s infra/requirements-sam.txt .venv-sam/requirements.txt || { \
-	  python3 -m venv .venv-sam && \
-	  .venv-sam/bin/pip install -q --disable-pip-version-check -r infra/requirements-sam.txt && \
-	  cp infra/requirements-sam.txt .venv-sam/requirements.txt; }
+	@infra/venv.sh .venv-sam infra/requirements-sam.txt
 	PATH="$$PWD/.venv/bin:$$PATH" SAM_CLI_TELEMETRY=0 .venv-sam/bin/sam build --beta-features
 	@ls -l .aws-sam/build/*/bootstrap
 

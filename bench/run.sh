@@ -11,11 +11,7 @@ cd "$(dirname "$0")/.."
 
 mode=${1:---codec}
 py=.venv-bench/bin/python
-if ! cmp -s bench/requirements.txt .venv-bench/requirements.txt; then
-    python3 -m venv .venv-bench
-    .venv-bench/bin/pip install -q --disable-pip-version-check -r bench/requirements.txt
-    cp bench/requirements.txt .venv-bench/requirements.txt
-fi
+infra/venv.sh .venv-bench bench/requirements.txt
 
 # One set of packages for every host release build here and in tests/src/stack.rs: cargo
 # unifies features over the packages it builds, so another set would rebuild the whole SDK.

@@ -22,11 +22,4 @@ if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 10))'; then
   echo "setup: Python >= 3.10 is needed for the emulator (found $("$python" --version 2>&1))" >&2
   exit 1
 fi
-stamp=.venv/.requirements.sha256
-want=$(sha256sum infra/requirements.txt | cut -d' ' -f1)
-if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  echo "setup: installing the local stack's tools into .venv"
-  "$python" -m venv .venv
-  .venv/bin/pip install -q --disable-pip-version-check -r infra/requirements.txt
-  echo "$want" > "$stamp"
-fi
+infra/venv.sh .venv infra/requirements.txt "$python"
