@@ -13,7 +13,9 @@ use imgpipe_core::config::ApiConfig;
 use imgpipe_core::csv_rules::{CsvProblem, CsvRejection};
 use imgpipe_core::image_list::list_images;
 use imgpipe_core::ports::{BlobStore, RequestTable};
-use imgpipe_core::request::{ImageState, RequestRecord, errors_csv_key, errors_csv_path, image_path, output_csv_path};
+use imgpipe_core::request::{
+    ImageState, RequestRecord, errors_csv_key, errors_csv_path, image_path, output_csv_path, status_path,
+};
 use imgpipe_core::request_id::RequestId;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -88,7 +90,7 @@ async fn upload(
             tracing::info!(request_id = %id, stage = "accepted", images = accepted.image_count);
             let body = json!({
                 "request_id": id,
-                "status_url": format!("{}/api/status/{id}/", origin(&headers)),
+                "status_url": format!("{}{}", origin(&headers), status_path(id)),
                 "images": accepted.image_count,
                 // Shown once: the webhook is signed with it (Standard Webhooks).
                 "webhook_secret": accepted.webhook_secret.map(|secret| secret.to_string()),

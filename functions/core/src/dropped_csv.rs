@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use crate::accept::{AcceptError, AcceptPorts, accept_csv_as};
 use crate::csv_rules::{CsvLimits, CsvProblem, CsvRejection};
 use crate::errors::StoreError;
-use crate::request::{RequestStatus, output_csv_key};
+use crate::request::{RequestStatus, output_csv_key, status_path};
 use crate::request_id::RequestId;
 
 /// Where a CSV must be dropped (and end in `.csv`) to be processed.
@@ -138,7 +138,7 @@ fn accepted(dropped: &DroppedCsv, request_id: RequestId, images: u64) -> Receipt
         source: &dropped.key,
         request_id,
         images,
-        status_path: format!("/api/status/{request_id}/"),
+        status_path: status_path(request_id),
         output_csv_key: output_csv_key(request_id),
     }
 }

@@ -248,6 +248,11 @@ pub fn image_path(id: RequestId, image_index: u32) -> String {
     format!("/api/requests/{id}/images/{image_index}")
 }
 
+/// The API path of a request's state and progress.
+pub fn status_path(id: RequestId) -> String {
+    format!("/api/status/{id}/")
+}
+
 /// The API path that redirects to a request's output CSV.
 pub fn output_csv_path(id: RequestId) -> String {
     format!("/api/requests/{id}/output.csv")
