@@ -18,6 +18,12 @@ pub const INCOMING_PREFIX: &str = "incoming/";
 /// Where the receipt of `incoming/<name>.csv` is written, as `<name>.json`.
 pub const RECEIPTS_PREFIX: &str = "receipts/";
 
+/// Whether an object created under `key` is a CSV to accept: under `incoming/`, named `.csv`.
+/// (The bucket's notification filters the same way; this holds if it is set up wider.)
+pub fn is_dropped_csv(key: &str) -> bool {
+    key.starts_with(INCOMING_PREFIX) && key.ends_with(".csv")
+}
+
 /// One version of an object created under `incoming/`, as its S3 event names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DroppedCsv {
@@ -227,6 +233,14 @@ mod tests {
         let outcome = accept_dropped_csv(fakes.ports(), &dropped, &CsvLimits::default()).await.unwrap();
         assert_eq!(outcome, DropOutcome::Rejected);
         assert!(receipt(&fakes, &dropped).await["error"].as_str().unwrap().contains("larger than the limit"));
+    }
+
+    #[test]
+    fn only_csvs_under_incoming_are_dropped_csvs() {
+        assert!(is_dropped_csv("incoming/products.csv") && is_dropped_csv("incoming/a/b.csv"));
+        for key in ["incoming/notes.txt", "receipts/products.csv", "products.csv", "incoming/products.csv.bak"] {
+            assert!(!is_dropped_csv(key), "{key}");
+        }
     }
 
     #[tokio::test]

@@ -7,7 +7,7 @@ use futures::{StreamExt, stream};
 use imgpipe_core::accept::AcceptPorts;
 use imgpipe_core::aws::{DynamoTable, S3Blobs, SqsQueue};
 use imgpipe_core::config::WorkerConfig;
-use imgpipe_core::dropped_csv::{DroppedCsv, INCOMING_PREFIX, accept_dropped_csv};
+use imgpipe_core::dropped_csv::{DroppedCsv, accept_dropped_csv, is_dropped_csv};
 use imgpipe_core::errors::{RETRIES_EXHAUSTED, retry_delay};
 use imgpipe_core::fan_out::{FanOutError, FanOutPorts, fan_out};
 use imgpipe_core::fetch::HttpFetcher;
@@ -198,7 +198,7 @@ fn s3_notification(body: &str) -> Option<Vec<DroppedCsv>> {
                 version: record.s3.object.sequencer.or(record.s3.object.e_tag).unwrap_or_default(),
                 key,
             };
-            (csv.key.starts_with(INCOMING_PREFIX) && csv.key.ends_with(".csv")).then_some(csv)
+            is_dropped_csv(&csv.key).then_some(csv)
         })
         .collect();
     Some(dropped)
