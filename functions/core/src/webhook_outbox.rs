@@ -42,15 +42,9 @@ pub async fn deliver(
     };
     let id = request.request_id;
     let payload = payload(ports, request, status, links).await?;
-    let failure = match ports.webhooks.send(url, secret, &payload).await {
-        Ok(()) => {
-            tracing::info!(request_id = %id, stage = "webhook", delivery, "delivered");
-            None
-        }
-        Err(error) => Some(error),
-    };
-    match failure {
-        Some(error) if !error.permanent => match next_delivery_in(delivery, ports.webhooks.redelivery_base()) {
+    match ports.webhooks.send(url, secret, &payload).await {
+        Ok(()) => tracing::info!(request_id = %id, stage = "webhook", delivery, "delivered"),
+        Err(error) if !error.permanent => match next_delivery_in(delivery, ports.webhooks.redelivery_base()) {
             Some(wait) => {
                 tracing::warn!(request_id = %id, stage = "webhook", delivery, retry_in_s = wait.as_secs(), error = %error);
                 let next_at = now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX);
@@ -58,10 +52,9 @@ pub async fn deliver(
             }
             None => tracing::error!(request_id = %id, stage = "webhook", delivery, error = %error, "given up"),
         },
-        Some(error) => {
+        Err(error) => {
             tracing::error!(request_id = %id, stage = "webhook", delivery, error = %error, "not deliverable")
         }
-        None => {}
     }
     if delivery > 1 { ports.table.end_webhook(id).await } else { Ok(()) }
 }
