@@ -63,6 +63,14 @@ async fn request_with_images(table: &DynamoTable, count: u32) -> RequestId {
     id
 }
 
+/// A request of one image, done, and the request completed.
+async fn completed_request(table: &DynamoTable) -> RequestId {
+    let id = request_with_images(table, 1).await;
+    table.record(&job(id, 0), &done(0), Utc::now()).await.unwrap();
+    table.finish(id, RequestStatus::Completed, None, Utc::now()).await.unwrap();
+    id
+}
+
 fn job(id: RequestId, i: u32) -> ImageJob {
     ImageJob { request_id: id, image_index: i, row: i / 3, url: url(i) }
 }
@@ -216,10 +224,8 @@ async fn queue_delivers_every_job_of_a_fan_out() {
 #[tokio::test]
 async fn a_deferred_webhook_is_listed_apart_from_open_requests_until_it_ends() {
     let table = table().await;
-    let id = request_with_images(&table, 1).await;
+    let id = completed_request(&table).await;
     let open = request_with_images(&table, 1).await;
-    table.record(&job(id, 0), &done(0), Utc::now()).await.unwrap();
-    table.finish(id, RequestStatus::Completed, None, Utc::now()).await.unwrap();
     let next_at = Utc::now() + chrono::Duration::seconds(60);
     table.defer_webhook(id, 1, next_at).await.unwrap();
     // Not final: nothing to deliver yet, so it is not deferred.
@@ -244,9 +250,7 @@ async fn a_deferred_webhook_is_listed_apart_from_open_requests_until_it_ends() {
 async fn idle_requests_are_the_open_ones_without_recent_progress() {
     let table = table().await;
     let idle = request_with_images(&table, 1).await;
-    let finished = request_with_images(&table, 1).await;
-    table.record(&job(finished, 0), &done(0), Utc::now()).await.unwrap();
-    table.finish(finished, RequestStatus::Completed, None, Utc::now()).await.unwrap();
+    let finished = completed_request(&table).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     let cutoff = Utc::now();
     let busy = request_with_images(&table, 2).await;
