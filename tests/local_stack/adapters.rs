@@ -6,11 +6,14 @@ use std::time::Duration;
 use aws_sdk_dynamodb::types::{BillingMode, GlobalSecondaryIndex};
 use chrono::Utc;
 use futures::future::join_all;
-use imgpipe_core::aws::{DynamoTable, S3Blobs, SqsQueue};
-use imgpipe_core::http_url::HttpUrl;
-use imgpipe_core::ports::{BlobStore, ImageResults, JobQueue, RequestTable};
-use imgpipe_core::request::{ImageJob, ImageOutcome, ImageState, RequestRecord, RequestStatus, Transition};
-use imgpipe_core::request_id::RequestId;
+use imgpipe_core::adapters::aws::{DynamoTable, S3Blobs, SqsQueue};
+use imgpipe_core::domain::http_url::HttpUrl;
+use imgpipe_core::domain::request::{ImageJob, ImageOutcome, ImageState, RequestRecord, RequestStatus, Transition};
+use imgpipe_core::domain::request_id::RequestId;
+use imgpipe_core::ports::{
+    BlobStore, CreateRequest, FindIdleRequests, JobQueue, MoveRequest, ReadRequest, ReadResults, RecordResult,
+    WebhookOutbox,
+};
 use imgpipe_tests::stack::LocalStack;
 
 /// A fresh table with the keys and indexes of the deployed one (template.yaml's `Table`, read
@@ -234,7 +237,7 @@ async fn a_deferred_webhook_is_listed_apart_from_open_requests_until_it_ends() {
     assert_eq!(table.deferred_webhooks().await.unwrap(), vec![id]);
     let request = table.get(id).await.unwrap().unwrap();
     assert_eq!(
-        (request.webhook_attempts, request.webhook_next_at.map(|t| t.timestamp())),
+        (request.webhook_failed_deliveries, request.webhook_next_at.map(|t| t.timestamp())),
         (1, Some(next_at.timestamp()))
     );
     let far_future = Utc::now() + chrono::Duration::days(1);

@@ -6,12 +6,12 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use imgpipe_core::aws::{DynamoTable, S3Blobs};
-use imgpipe_core::http_url::HttpUrl;
-use imgpipe_core::ports::{BlobStore, RequestTable};
-use imgpipe_core::request::RequestRecord;
-use imgpipe_core::request_id::RequestId;
-use imgpipe_core::webhook_signature::WebhookSecret;
+use imgpipe_core::adapters::aws::{DynamoTable, S3Blobs};
+use imgpipe_core::domain::http_url::HttpUrl;
+use imgpipe_core::domain::request::RequestRecord;
+use imgpipe_core::domain::request_id::RequestId;
+use imgpipe_core::domain::webhook_signature::WebhookSecret;
+use imgpipe_core::ports::{BlobStore, CreateRequest};
 use imgpipe_tests::api_client::ApiClient;
 use imgpipe_tests::fixtures::photo_jpeg;
 use imgpipe_tests::servers::{Files, ImageServer, WebhookReceiver};

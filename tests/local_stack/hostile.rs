@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use image::{DynamicImage, ImageFormat, Luma, Rgb, Rgba};
-use imgpipe_core::csv_rules::OUTPUT_HEADER;
+use imgpipe_core::domain::csv_rules::OUTPUT_HEADER;
 use imgpipe_tests::api_client::ApiClient;
 use imgpipe_tests::fixtures::{
     animated_gif, cutout_png, encode, palette_png, photo, photo_jpeg, png_bomb, with_exif_orientation, zip_with,

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use image::GenericImageView;
-use imgpipe_core::csv_rules::OUTPUT_HEADER;
-use imgpipe_core::webhook_signature::WebhookSecret;
+use imgpipe_core::domain::csv_rules::OUTPUT_HEADER;
+use imgpipe_core::domain::webhook_signature::WebhookSecret;
 use imgpipe_tests::api_client::ApiClient;
 use imgpipe_tests::fixtures::{cutout_png, photo_jpeg};
 use imgpipe_tests::servers::{Files, ImageServer, WebhookReceiver};

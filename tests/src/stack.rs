@@ -122,7 +122,7 @@ impl LocalStack {
     }
 
     pub async fn sdk_config(&self) -> aws_config::SdkConfig {
-        imgpipe_core::aws::sdk_config().await
+        imgpipe_core::adapters::aws::sdk_config().await
     }
 
     /// An S3 client for the emulator: path-style, as `S3Blobs` addresses it.

@@ -1,9 +1,10 @@
 //! The HTTP API: upload a CSV, poll its status, download its output CSV.
 
+mod answers;
 mod routes;
 mod upload_form;
 
-use imgpipe_core::aws::{DynamoTable, S3Blobs, SqsQueue, sdk_config};
+use imgpipe_core::adapters::aws::{DynamoTable, S3Blobs, SqsQueue, sdk_config};
 use imgpipe_core::config::ApiConfig;
 
 #[tokio::main]

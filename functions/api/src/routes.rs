@@ -7,20 +7,19 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
-use imgpipe_core::accept::{AcceptError, AcceptPorts, accept_csv};
-use imgpipe_core::aws::{DynamoTable, S3Blobs, SqsQueue};
+use imgpipe_core::adapters::aws::{DynamoTable, S3Blobs, SqsQueue};
 use imgpipe_core::config::ApiConfig;
-use imgpipe_core::csv_rules::{CsvProblem, CsvRejection};
-use imgpipe_core::image_list::list_images;
-use imgpipe_core::ports::{BlobStore, RequestTable};
-use imgpipe_core::request::{
-    ImageState, RequestRecord, errors_csv_key, errors_csv_path, image_path, output_csv_path, status_path,
-};
-use imgpipe_core::request_id::RequestId;
+use imgpipe_core::domain::csv_rules::{CsvProblem, CsvRejection};
+use imgpipe_core::domain::locations::errors_csv_key;
+use imgpipe_core::domain::request::{ImageState, RequestRecord};
+use imgpipe_core::domain::request_id::RequestId;
+use imgpipe_core::ports::{BlobStore, ReadRequest, ReadResults};
+use imgpipe_core::use_cases::accept_upload::{AcceptError, AcceptPorts, accept_csv};
+use imgpipe_core::use_cases::list_images::list_images;
 use serde::Deserialize;
-use serde_json::{Value, json};
 use std::sync::Arc;
 
+use crate::answers::{Accepted, Failure, Image, ImagesPage, Status, error, invalid};
 use crate::upload_form::read_upload;
 
 pub struct AppState {
@@ -52,10 +51,6 @@ pub fn router(state: AppState) -> Router {
         .with_state(Arc::new(state))
 }
 
-fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    (status, Json(json!({ "error": code, "message": message.into() }))).into_response()
-}
-
 fn unavailable(what: &str, cause: &dyn std::error::Error) -> Response {
     tracing::error!(stage = what, error = %cause);
     error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the service is unavailable; try again shortly")
@@ -83,18 +78,14 @@ async fn upload(
         Ok(form) => form,
         Err(rejection) => return error(rejection.status, rejection.code, rejection.message),
     };
-    let ports = AcceptPorts { blobs: &state.blobs, table: &state.table, queue: &state.queue };
+    let ports =
+        AcceptPorts { blobs: &state.blobs, new_requests: &state.table, lifecycle: &state.table, queue: &state.queue };
     match accept_csv(ports, &form.csv, form.webhook_url.as_deref(), &state.config.csv_limits).await {
         Ok(accepted) => {
             let id = accepted.request_id;
             tracing::info!(request_id = %id, stage = "accepted", images = accepted.image_count);
-            let body = json!({
-                "request_id": id,
-                "status_url": format!("{}{}", origin(&headers), status_path(id)),
-                "images": accepted.image_count,
-                // Shown once: the webhook is signed with it (Standard Webhooks).
-                "webhook_secret": accepted.webhook_secret.map(|secret| secret.to_string()),
-            });
+            let secret = accepted.webhook_secret.map(|secret| secret.to_string());
+            let body = Accepted::new(&origin(&headers), id, accepted.image_count, secret);
             (StatusCode::ACCEPTED, Json(body)).into_response()
         }
         Err(AcceptError::Csv(CsvRejection::TooLarge { limit })) => {
@@ -107,13 +98,8 @@ async fn upload(
             let problem = CsvProblem { line: None, column: None, message: format!("webhook_url: {reason}") };
             invalid("invalid_webhook_url", "webhook_url is not an absolute http(s) URL", vec![problem])
         }
-        Err(AcceptError::Store(cause)) => unavailable("accept", &cause),
+        Err(cause @ (AcceptError::Store(_) | AcceptError::NoRandomness(_))) => unavailable("accept", &cause),
     }
-}
-
-fn invalid(code: &str, message: &str, problems: Vec<CsvProblem>) -> Response {
-    let body = json!({ "error": code, "message": message, "problems": problems });
-    (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response()
 }
 
 async fn find_request(state: &AppState, raw_id: &str) -> Result<RequestRecord, Response> {
@@ -131,46 +117,15 @@ async fn status(State(state): State<Arc<AppState>>, Path(raw_id): Path<String>, 
         Ok(request) => request,
         Err(response) => return response,
     };
-    let id = request.request_id;
-    let mut body = json!({
-        "request_id": id,
-        "status": request.status,
-        "total": request.total,
-        "succeeded": request.succeeded,
-        "failed": request.failed,
-        "pending": request.pending(),
-        "created_at": request.created_at,
-        "updated_at": request.updated_at,
-        "completed_at": request.completed_at,
-        "output_csv_url": request.output_csv_key.as_ref().map(|_| format!("{}{}", origin(&headers), output_csv_path(id))),
-        "errors_csv_url": (request.output_csv_key.is_some() && request.failed > 0)
-            .then(|| format!("{}{}", origin(&headers), errors_csv_path(id))),
-        "images_url": format!("{}/api/requests/{id}/images", origin(&headers)),
-    });
-    if request.failed > 0 {
-        match failures(&state, id).await {
-            Ok(listed) => body["failures"] = listed,
+    let failures = if request.failed > 0 {
+        match state.table.failed_images(request.request_id, MAX_LISTED_FAILURES).await {
+            Ok(images) => Some(images.into_iter().map(Failure::from).collect()),
             Err(cause) => return unavailable("status", &cause),
         }
-    }
-    Json(body).into_response()
-}
-
-async fn failures(state: &AppState, id: RequestId) -> Result<Value, imgpipe_core::errors::StoreError> {
-    let images = state.table.failed_images(id, MAX_LISTED_FAILURES).await?;
-    let failed: Vec<Value> = images
-        .iter()
-        .map(|image| {
-            json!({
-                "image_index": image.image_index,
-                "row": image.row + 1,
-                "input_url": image.input_url,
-                "error_code": image.error_code,
-                "error_message": image.error_message,
-            })
-        })
-        .collect();
-    Ok(Value::Array(failed))
+    } else {
+        None
+    };
+    Json(Status::new(&origin(&headers), &request, failures)).into_response()
 }
 
 async fn output_csv(State(state): State<Arc<AppState>>, Path(raw_id): Path<String>) -> Response {
@@ -195,15 +150,15 @@ async fn errors_csv(State(state): State<Arc<AppState>>, Path(raw_id): Path<Strin
         Ok(request) => request,
         Err(response) => return response,
     };
+    if request.has_errors_report() {
+        return redirect_to(&state, &errors_csv_key(request.request_id)).await;
+    }
     if request.output_csv_key.is_none() {
         let message =
             format!("the errors report is written when the request finishes (status: {})", request.status.as_str());
         return error(StatusCode::NOT_FOUND, "not_ready", message);
     }
-    if request.failed == 0 {
-        return error(StatusCode::NOT_FOUND, "no_errors", "no image of this request failed");
-    }
-    redirect_to(&state, &errors_csv_key(request.request_id)).await
+    error(StatusCode::NOT_FOUND, "no_errors", "no image of this request failed")
 }
 
 #[derive(Deserialize)]
@@ -224,33 +179,14 @@ async fn images_page(
         Ok(request) => request,
         Err(response) => return response,
     };
-    let id = request.request_id;
     let limit = page.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
     let (images, next_after) = match list_images(&state.table, &state.blobs, &request, page.after, limit).await {
         Ok(page) => page,
         Err(cause) => return unavailable("images", &cause),
     };
     let origin = origin(&headers);
-    let images: Vec<Value> = images
-        .iter()
-        .map(|image| {
-            json!({
-                "image_index": image.image_index,
-                "row": image.row + 1,
-                "input_url": image.input_url,
-                "state": image.state.as_str(),
-                "output_url": (image.state == ImageState::Done)
-                    .then(|| format!("{origin}{}", image_path(id, image.image_index))),
-                "error_code": image.error_code,
-                "error_message": image.error_message,
-                "bytes_in": image.bytes_in,
-                "bytes_out": image.bytes_out,
-                "note": image.note,
-            })
-        })
-        .collect();
-    Json(json!({ "request_id": id, "total": request.total, "images": images, "next_after": next_after }))
-        .into_response()
+    let images = images.into_iter().map(|image| Image::new(&origin, image)).collect();
+    Json(ImagesPage { request_id: request.request_id, total: request.total, images, next_after }).into_response()
 }
 
 /// Redirects to a fresh presigned URL of one output image.

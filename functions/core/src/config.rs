@@ -4,10 +4,11 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::codec::CodecLimits;
-use crate::csv_rules::CsvLimits;
-use crate::fetch::FetchLimits;
-use crate::finish_request::Links;
+use crate::adapters::http_fetch::FetchLimits;
+use crate::domain::codec::CodecLimits;
+use crate::domain::csv_rules::CsvLimits;
+use crate::domain::delivery::RetryPolicy;
+use crate::domain::locations::Links;
 
 #[derive(Debug, thiserror::Error)]
 #[error("environment variable {name}: {problem}")]
@@ -39,7 +40,7 @@ fn seconds(name: &'static str, default: u64) -> Result<Duration, ConfigError> {
 /// Exact `host:port` pairs exempt from the public-address rule: only for the local stack
 /// and tests (a sample-image server on 127.0.0.1); never set in a deployment.
 fn allowed_hosts(name: &'static str) -> Result<Vec<String>, ConfigError> {
-    crate::fetch::parse_allowed_hosts(&std::env::var(name).unwrap_or_default())
+    crate::adapters::http_fetch::parse_allowed_hosts(&std::env::var(name).unwrap_or_default())
         .map_err(|problem| ConfigError { name, problem })
 }
 
@@ -87,19 +88,16 @@ pub struct WorkerConfig {
     pub table: String,
     pub fetch: FetchLimits,
     pub codec: CodecLimits,
-    /// The queue's `maxReceiveCount`: the delivery with this count is the last one.
-    pub max_receives: u32,
+    /// The queue's `maxReceiveCount` (MAX_RECEIVES) and the waits between attempts.
+    pub retry: RetryPolicy,
     /// Images of one batch processed at once (their fetches and uploads overlap).
     pub concurrency: usize,
-    /// Of those, images decoded and encoded at once (see `process_image::CodecPool`).
+    /// Of those, images decoded and encoded at once (see `use_cases::process_image::CodecPool`).
     pub codec_slots: usize,
     /// The jobs queue, whose messages are delayed for their next attempt after a transient failure.
     pub queue_url: String,
     /// Messages from this queue (the jobs' dead-letter queue) are recorded as failed images.
     pub dead_letters_arn: Option<String>,
-    /// First delay before retrying a transient failure; doubles per attempt up to `retry_cap`.
-    pub retry_base: Duration,
-    pub retry_cap: Duration,
     pub item_lifetime: Duration,
     /// For CSVs dropped into the bucket under `incoming/`.
     pub csv_limits: CsvLimits,
@@ -126,13 +124,15 @@ impl WorkerConfig {
                 allowed_hosts: allowed_hosts("FETCH_ALLOW_HOSTS")?,
             },
             codec: CodecLimits { max_pixels: or_default("MAX_IMAGE_PIXELS", codec.max_pixels)?, ..codec },
-            max_receives: or_default("MAX_RECEIVES", 5)?,
+            retry: RetryPolicy {
+                max_receives: or_default("MAX_RECEIVES", 5)?,
+                base: seconds("RETRY_BASE_SECS", 10)?,
+                cap: seconds("RETRY_CAP_SECS", 120)?,
+            },
             concurrency: or_default("WORKER_CONCURRENCY", 10)?,
             codec_slots: or_default("CODEC_SLOTS", 1)?,
             queue_url: required("QUEUE_URL")?,
             dead_letters_arn: std::env::var("DEAD_LETTERS_QUEUE_ARN").ok().filter(|arn| !arn.is_empty()),
-            retry_base: seconds("RETRY_BASE_SECS", 10)?,
-            retry_cap: seconds("RETRY_CAP_SECS", 120)?,
             item_lifetime: item_lifetime()?,
             csv_limits: csv_limits()?,
         })
@@ -147,8 +147,8 @@ pub struct NotifierConfig {
     /// OUTPUT_URL_TTL_SECS (SigV4 allows 7 days at most).
     pub links: Links,
     pub webhook_timeout: Duration,
-    pub webhook_attempts: u32,
-    /// Wait before a failed webhook is delivered again, doubling each time (`webhook_outbox`).
+    pub webhook_tries_per_delivery: u32,
+    /// Wait before a failed webhook is delivered again, doubling each time (`domain::webhook`).
     pub webhook_redelivery_base: Duration,
     /// Like FETCH_ALLOW_HOSTS, for webhook receivers: local stack and tests only.
     pub webhook_allowed_hosts: Vec<String>,
@@ -165,7 +165,7 @@ impl NotifierConfig {
                 _ => Links::Presigned { lifetime: seconds("OUTPUT_URL_TTL_SECS", 7 * 24 * 3600)? },
             },
             webhook_timeout: seconds("WEBHOOK_TIMEOUT_SECS", 10)?,
-            webhook_attempts: or_default("WEBHOOK_ATTEMPTS", 3)?,
+            webhook_tries_per_delivery: or_default("WEBHOOK_ATTEMPTS", 3)?,
             webhook_redelivery_base: seconds("WEBHOOK_REDELIVERY_BASE_SECS", 60)?,
             webhook_allowed_hosts: allowed_hosts("WEBHOOK_ALLOW_HOSTS")?,
             item_lifetime: item_lifetime()?,

@@ -1,26 +1,18 @@
-//! imgpipe's domain: the CSV rules, the request and image state machine, the codec, the
-//! ports (one trait per capability) with their AWS adapters and in-memory fakes, and the use
-//! cases the three functions run.
+//! imgpipe's core, one folder per role; the three functions only translate their events into
+//! calls of `use_cases` and the results into answers.
+//!
+//! - `domain`: what a request, an image, a CSV, a URL and a failure are, and the rules they obey.
+//!   Pure: no I/O, no async.
+//! - `use_cases`: one module per thing the service does (accept an upload, fan out, process an
+//!   image, finish a request, sweep, ...), each taking only the ports it needs.
+//! - `ports`: one small trait per capability the use cases need (store a blob, record a result).
+//! - `adapters`: the ports' implementations: AWS (S3, SQS, DynamoDB), the guarded HTTP fetcher
+//!   and webhook sender, and in-memory fakes for unit tests that keep the same contracts.
+//! - `config` and `logging`: what each function reads at start-up, and how it logs.
 
-pub mod accept;
-pub mod aws;
-pub mod codec;
+pub mod adapters;
 pub mod config;
-pub mod csv_rules;
-pub mod dropped_csv;
-pub mod errors;
-pub mod fan_out;
-pub mod fetch;
-pub mod finish_request;
-pub mod http_url;
-pub mod image_list;
+pub mod domain;
 pub mod logging;
-pub mod memory;
 pub mod ports;
-pub mod process_image;
-pub mod request;
-pub mod request_id;
-pub mod sweep;
-pub mod webhook;
-pub mod webhook_outbox;
-pub mod webhook_signature;
+pub mod use_cases;

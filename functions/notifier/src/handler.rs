@@ -1,14 +1,17 @@
+//! Translates the notifier's two events into use cases: a stream batch of the table's changes
+//! (finish each request whose last image just got its result) and the schedule's sweep.
+
 use std::time::Duration;
 
 use aws_lambda_events::dynamodb::{Event, EventRecord};
 use aws_lambda_events::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
-use imgpipe_core::aws::{DynamoTable, S3Blobs};
+use imgpipe_core::adapters::aws::{DynamoTable, S3Blobs};
+use imgpipe_core::adapters::http_webhook::HttpWebhookSender;
 use imgpipe_core::config::NotifierConfig;
-use imgpipe_core::finish_request::{FinishPorts, Finished, finish_request};
-use imgpipe_core::request::finishes_request;
-use imgpipe_core::request_id::RequestId;
-use imgpipe_core::sweep::{SweepPorts, sweep_idle_requests};
-use imgpipe_core::webhook::HttpWebhookSender;
+use imgpipe_core::domain::request::finishes_request;
+use imgpipe_core::domain::request_id::RequestId;
+use imgpipe_core::use_cases::finish_request::{FinishPorts, Finished, finish_request};
+use imgpipe_core::use_cases::sweep::{SweepPorts, run_sweep};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -46,15 +49,22 @@ fn finished_request(record: &EventRecord) -> Option<RequestId> {
 
 impl Notifier {
     fn finish_ports(&self) -> FinishPorts<'_> {
-        FinishPorts { table: &self.table, blobs: &self.blobs, webhooks: &self.webhooks }
+        FinishPorts {
+            requests: &self.table,
+            results: &self.table,
+            lifecycle: &self.table,
+            outbox: &self.table,
+            blobs: &self.blobs,
+            webhooks: &self.webhooks,
+        }
     }
 
     /// Two event sources: the table's stream, and the schedule that runs the sweeper.
     pub async fn handle(&self, event: Value) -> Result<Value, lambda_runtime::Error> {
         if let Ok(sweep) = serde_json::from_value::<SweepEvent>(event.clone()) {
-            let ports = SweepPorts { finish: self.finish_ports(), results: &self.table };
+            let ports = SweepPorts { idle: &self.table, recorder: &self.table, finish: self.finish_ports() };
             let idle = Duration::from_secs(sweep.sweep.idle_seconds);
-            let report = sweep_idle_requests(ports, idle, &self.config.links).await?;
+            let report = run_sweep(ports, idle, &self.config.links).await?;
             tracing::info!(
                 stage = "sweep",
                 finished = report.requests_finished,

@@ -3,9 +3,9 @@
 
 mod handler;
 
-use imgpipe_core::aws::{DynamoTable, S3Blobs, sdk_config};
+use imgpipe_core::adapters::aws::{DynamoTable, S3Blobs, sdk_config};
+use imgpipe_core::adapters::http_webhook::HttpWebhookSender;
 use imgpipe_core::config::NotifierConfig;
-use imgpipe_core::webhook::HttpWebhookSender;
 use lambda_runtime::{LambdaEvent, service_fn};
 
 #[tokio::main]
@@ -18,7 +18,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         blobs: S3Blobs::new(&sdk, &config.bucket),
         webhooks: HttpWebhookSender::with_allowed_hosts(
             config.webhook_timeout,
-            config.webhook_attempts,
+            config.webhook_tries_per_delivery,
             &config.webhook_allowed_hosts,
         )?
         .with_redelivery_base(config.webhook_redelivery_base),

@@ -3,10 +3,10 @@
 
 mod handler;
 
-use imgpipe_core::aws::{DynamoTable, S3Blobs, SqsQueue, sdk_config};
+use imgpipe_core::adapters::aws::{DynamoTable, S3Blobs, SqsQueue, sdk_config};
+use imgpipe_core::adapters::http_fetch::HttpFetcher;
 use imgpipe_core::config::WorkerConfig;
-use imgpipe_core::fetch::HttpFetcher;
-use imgpipe_core::process_image::CodecPool;
+use imgpipe_core::use_cases::process_image::CodecPool;
 use lambda_runtime::service_fn;
 
 #[tokio::main]

@@ -1,4 +1,4 @@
-//! Codec benchmark (not a test): `imgpipe_core::codec::compress` on each file, single-threaded.
+//! Codec benchmark (not a test): `imgpipe_core::domain::codec::compress` on each file, single-threaded.
 //!
 //!   codec_bench [--runs N] [--out DIR] [--no-rss] FILE...   one JSON object per file on stdout
 //!   codec_bench --one FILE                       child: one compress, prints peak RSS (KiB)
@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use imgpipe_core::codec::{CodecLimits, compress};
+use imgpipe_core::domain::codec::{CodecLimits, compress};
 use imgpipe_tests::processes::vm_hwm_kib;
 
 fn main() {

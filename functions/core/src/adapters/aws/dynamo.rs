@@ -11,10 +11,14 @@ use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
 use chrono::{DateTime, Utc};
 
 use super::store_error;
-use crate::errors::StoreError;
-use crate::ports::{ImageResults, RequestTable};
-use crate::request::{ImageJob, ImageOutcome, ImageRecord, ImageState, RequestRecord, RequestStatus, Transition};
-use crate::request_id::RequestId;
+use crate::domain::errors::StoreError;
+use crate::domain::request::{
+    ImageJob, ImageOutcome, ImageRecord, ImageState, RequestRecord, RequestStatus, Transition,
+};
+use crate::domain::request_id::RequestId;
+use crate::ports::{
+    CreateRequest, FindIdleRequests, MoveRequest, ReadRequest, ReadResults, RecordResult, WebhookOutbox,
+};
 
 const REQUEST_SK: &str = "REQUEST";
 /// A sparse index of the requests that are not final: only they carry `open_shard`, so the
@@ -141,7 +145,7 @@ impl DynamoTable {
 }
 
 #[async_trait]
-impl RequestTable for DynamoTable {
+impl CreateRequest for DynamoTable {
     async fn create(&self, request: &RequestRecord) -> Result<(), StoreError> {
         let mut item = self.item(request, pk(request.request_id), s(REQUEST_SK))?;
         item.insert("open_shard".into(), s(OPEN_SHARD));
@@ -157,7 +161,10 @@ impl RequestTable for DynamoTable {
             .map_err(|e| store_error("DynamoDB", e))?;
         Ok(())
     }
+}
 
+#[async_trait]
+impl ReadRequest for DynamoTable {
     async fn get(&self, id: RequestId) -> Result<Option<RequestRecord>, StoreError> {
         let response = self
             .client
@@ -170,26 +177,12 @@ impl RequestTable for DynamoTable {
             .map_err(|e| store_error("DynamoDB", e))?;
         response.item.map(|item| serde_dynamo::from_item(item).map_err(corrupt)).transpose()
     }
+}
 
+#[async_trait]
+impl ReadResults for DynamoTable {
     async fn recorded_images(&self, id: RequestId) -> Result<Vec<ImageRecord>, StoreError> {
         self.recorded_images_between(id, 0, u32::MAX).await
-    }
-
-    async fn failed_images(&self, id: RequestId, limit: usize) -> Result<Vec<ImageRecord>, StoreError> {
-        let limit = i32::try_from(limit).unwrap_or(i32::MAX).max(1);
-        let response = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(FAILED_IMAGES_INDEX)
-            .key_condition_expression("failed_pk = :pk")
-            .expression_attribute_values(":pk", pk(id))
-            .limit(limit)
-            .send()
-            .await
-            .map_err(|e| store_error("DynamoDB", e))?;
-        let items = response.items.unwrap_or_default();
-        items.into_iter().map(|item| serde_dynamo::from_item(item).map_err(corrupt)).collect()
     }
 
     async fn recorded_images_between(
@@ -214,19 +207,26 @@ impl RequestTable for DynamoTable {
         items.into_iter().map(|item| serde_dynamo::from_item(item).map_err(corrupt)).collect()
     }
 
-    async fn idle_requests(&self, cutoff: DateTime<Utc>) -> Result<Vec<RequestId>, StoreError> {
-        // The index holds the open requests by creation time: only one created before the
-        // cutoff can have been idle since. Whether it was is on its own item.
-        let ids = self.shard_ids(OPEN_SHARD, Some(cutoff)).await?;
-        let mut idle = Vec::new();
-        for id in ids {
-            if self.get(id).await?.is_some_and(|request| !request.status.is_final() && request.updated_at < cutoff) {
-                idle.push(id);
-            }
-        }
-        Ok(idle)
+    async fn failed_images(&self, id: RequestId, limit: usize) -> Result<Vec<ImageRecord>, StoreError> {
+        let limit = i32::try_from(limit).unwrap_or(i32::MAX).max(1);
+        let response = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(FAILED_IMAGES_INDEX)
+            .key_condition_expression("failed_pk = :pk")
+            .expression_attribute_values(":pk", pk(id))
+            .limit(limit)
+            .send()
+            .await
+            .map_err(|e| store_error("DynamoDB", e))?;
+        let items = response.items.unwrap_or_default();
+        items.into_iter().map(|item| serde_dynamo::from_item(item).map_err(corrupt)).collect()
     }
+}
 
+#[async_trait]
+impl MoveRequest for DynamoTable {
     async fn mark_processing(&self, id: RequestId, now: DateTime<Utc>) -> Result<Transition, StoreError> {
         let values = HashMap::from([
             (":processing".into(), s(RequestStatus::Processing.as_str())),
@@ -258,19 +258,44 @@ impl RequestTable for DynamoTable {
         update.push_str(" REMOVE open_shard");
         self.conditional_update(id, &update, "#status IN (:pending, :processing)", values).await
     }
+}
 
-    async fn defer_webhook(&self, id: RequestId, attempts: u32, next_at: DateTime<Utc>) -> Result<(), StoreError> {
+#[async_trait]
+impl FindIdleRequests for DynamoTable {
+    async fn idle_requests(&self, cutoff: DateTime<Utc>) -> Result<Vec<RequestId>, StoreError> {
+        // The index holds the open requests by creation time: only one created before the
+        // cutoff can have been idle since. Whether it was is on its own item.
+        let ids = self.shard_ids(OPEN_SHARD, Some(cutoff)).await?;
+        let mut idle = Vec::new();
+        for id in ids {
+            if self.get(id).await?.is_some_and(|request| !request.status.is_final() && request.updated_at < cutoff) {
+                idle.push(id);
+            }
+        }
+        Ok(idle)
+    }
+}
+
+#[async_trait]
+impl WebhookOutbox for DynamoTable {
+    async fn defer_webhook(
+        &self,
+        id: RequestId,
+        failed_deliveries: u32,
+        next_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         // Back into the sparse index, under its own shard: the sweeper finds the deferred
         // webhooks with one query, apart from the open requests.
         let values = HashMap::from([
             (":webhook".into(), s(WEBHOOK_SHARD)),
-            (":attempts".into(), n(attempts)),
+            (":failed_deliveries".into(), n(failed_deliveries)),
             (":next".into(), s(timestamp(next_at))),
             (":completed".into(), s(RequestStatus::Completed.as_str())),
             (":with_errors".into(), s(RequestStatus::CompletedWithErrors.as_str())),
             (":failed".into(), s(RequestStatus::Failed.as_str())),
         ]);
-        let update = "SET open_shard = :webhook, webhook_attempts = :attempts, webhook_next_at = :next";
+        let update =
+            "SET open_shard = :webhook, webhook_failed_deliveries = :failed_deliveries, webhook_next_at = :next";
         self.conditional_update(id, update, "#status IN (:completed, :with_errors, :failed)", values).await?;
         Ok(())
     }
@@ -294,7 +319,7 @@ impl RequestTable for DynamoTable {
 }
 
 #[async_trait]
-impl ImageResults for DynamoTable {
+impl RecordResult for DynamoTable {
     async fn record(
         &self,
         job: &ImageJob,

@@ -1,38 +1,35 @@
-//! The completion webhook, delivered until it is taken: a receiver that is down when a request
-//! finishes gets it later. The notifier sends it once the request is final (a few quick
-//! attempts, `webhook.rs`); when those fail, the request item keeps the delivery due at a later
-//! time, and the sweeper (every minute) tries again: after 1, 2, 4, ... minutes, at most an hour
-//! apart, `MAX_DELIVERIES` deliveries in all (over about 6 hours), then it is given up and logged.
-//! (The minute is the sender's `redelivery_base`: a second on the local stack, for the tests.)
+//! Delivering the completion webhook until it is taken: a receiver that is down when a request
+//! finishes gets it later. The notifier makes the first delivery once the request is final;
+//! when it fails, the request item keeps the next one due at a later time
+//! (`domain::webhook::next_delivery_in`), and the sweeper (every minute) makes it when it is
+//! due, until it is taken or given up (logged). (The redelivery base is a minute; a second on
+//! the local stack, for the tests.)
 //!
 //! Every delivery carries the same `webhook-id`, so a receiver that got one twice (a sweep that
 //! overlapped another) can tell.
 
-use std::time::Duration;
-
 use chrono::{DateTime, Utc};
 
-use crate::errors::StoreError;
-use crate::finish_request::{FinishPorts, Links};
-use crate::ports::WebhookPayload;
-use crate::request::{RequestRecord, RequestStatus, errors_csv_key, errors_csv_path, output_csv_key, output_csv_path};
+use crate::domain::errors::StoreError;
+use crate::domain::locations::{Links, errors_csv_key, errors_csv_path, output_csv_key, output_csv_path};
+use crate::domain::request::RequestRecord;
+use crate::domain::webhook::{WebhookPayload, next_delivery_in};
+use crate::ports::{BlobStore, ReadRequest, WebhookOutbox, WebhookSender};
+use crate::use_cases::links::link_url;
 
-/// Deliveries of one webhook before it is given up, the first one included.
-pub const MAX_DELIVERIES: u32 = 12;
-
-/// When delivery number `delivered + 1` is due after `delivered` failed ones: `base`, doubling,
-/// at most 60 times `base`; `None` once `MAX_DELIVERIES` have failed.
-pub fn next_delivery_in(delivered: u32, base: Duration) -> Option<Duration> {
-    (delivered < MAX_DELIVERIES).then(|| (base * (1 << (delivered.clamp(1, 7) - 1))).min(base * 60))
+pub struct DeliveryPorts<'a> {
+    pub requests: &'a dyn ReadRequest,
+    pub outbox: &'a dyn WebhookOutbox,
+    pub blobs: &'a dyn BlobStore,
+    pub webhooks: &'a dyn WebhookSender,
 }
 
-/// Delivery number `delivery` (1 from the notifier, more from the sweeper) of a final request's
-/// webhook; schedules the next one when it fails and the receiver may come back. Requests
+/// Delivery number `delivery` (1 from the notifier, more from the sweeper) of the webhook of
+/// `request`, final; schedules the next one when it fails and the receiver may come back. Requests
 /// without a webhook are left alone.
 pub async fn deliver(
-    ports: &FinishPorts<'_>,
+    ports: &DeliveryPorts<'_>,
     request: &RequestRecord,
-    status: RequestStatus,
     links: &Links,
     delivery: u32,
     now: DateTime<Utc>,
@@ -41,14 +38,14 @@ pub async fn deliver(
         return Ok(());
     };
     let id = request.request_id;
-    let payload = payload(ports, request, status, links).await?;
+    let payload = payload(ports, request, links).await?;
     match ports.webhooks.send(url, secret, &payload).await {
         Ok(()) => tracing::info!(request_id = %id, stage = "webhook", delivery, "delivered"),
         Err(error) if !error.permanent => match next_delivery_in(delivery, ports.webhooks.redelivery_base()) {
             Some(wait) => {
                 tracing::warn!(request_id = %id, stage = "webhook", delivery, retry_in_s = wait.as_secs(), error = %error);
                 let next_at = now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX);
-                return ports.table.defer_webhook(id, delivery, next_at).await;
+                return ports.outbox.defer_webhook(id, delivery, next_at).await;
             }
             None => tracing::error!(request_id = %id, stage = "webhook", delivery, error = %error, "given up"),
         },
@@ -56,47 +53,46 @@ pub async fn deliver(
             tracing::error!(request_id = %id, stage = "webhook", delivery, error = %error, "not deliverable")
         }
     }
-    if delivery > 1 { ports.table.end_webhook(id).await } else { Ok(()) }
+    if delivery > 1 { ports.outbox.end_webhook(id).await } else { Ok(()) }
 }
 
 /// The sweeper's part: every deferred webhook that is due gets its next delivery. Returns how
 /// many were tried.
 pub async fn deliver_due_webhooks(
-    ports: &FinishPorts<'_>,
+    ports: &DeliveryPorts<'_>,
     links: &Links,
     now: DateTime<Utc>,
 ) -> Result<usize, StoreError> {
     let mut tried = 0;
-    for id in ports.table.deferred_webhooks().await? {
-        let Some(request) = ports.table.get(id).await? else { continue };
+    for id in ports.outbox.deferred_webhooks().await? {
+        let Some(request) = ports.requests.get(id).await? else { continue };
         if request.webhook_next_at.is_none_or(|due| due > now) || !request.status.is_final() {
             continue;
         }
-        deliver(ports, &request, request.status, links, request.webhook_attempts + 1, now).await?;
+        deliver(ports, &request, links, request.webhook_failed_deliveries + 1, now).await?;
         tried += 1;
     }
     Ok(tried)
 }
 
 async fn payload(
-    ports: &FinishPorts<'_>,
+    ports: &DeliveryPorts<'_>,
     request: &RequestRecord,
-    status: RequestStatus,
     links: &Links,
 ) -> Result<WebhookPayload, StoreError> {
     let id = request.request_id;
-    let errors_csv_url = if request.failed > 0 {
-        Some(links.link(ports.blobs, errors_csv_path(id), &errors_csv_key(id)).await?)
+    let errors_csv_url = if request.has_errors_report() {
+        Some(link_url(ports.blobs, links, errors_csv_path(id), &errors_csv_key(id)).await?)
     } else {
         None
     };
     Ok(WebhookPayload {
         request_id: id,
-        status,
+        status: request.status,
         total: request.total,
         succeeded: request.succeeded,
         failed: request.failed,
-        output_csv_url: links.link(ports.blobs, output_csv_path(id), &output_csv_key(id)).await?,
+        output_csv_url: link_url(ports.blobs, links, output_csv_path(id), &output_csv_key(id)).await?,
         errors_csv_url,
     })
 }
@@ -106,11 +102,14 @@ mod tests {
     use std::sync::atomic::Ordering;
 
     use super::*;
-    use crate::http_url::HttpUrl;
-    use crate::memory::{MemoryBlobs, MemoryTable, MemoryWebhooks};
-    use crate::ports::RequestTable;
-    use crate::request_id::RequestId;
-    use crate::webhook_signature::WebhookSecret;
+    use crate::adapters::memory::{MemoryBlobs, MemoryTable, MemoryWebhooks};
+    use crate::domain::http_url::HttpUrl;
+    use crate::domain::request::RequestStatus;
+    use crate::domain::request_id::RequestId;
+    use crate::domain::webhook::MAX_DELIVERIES;
+    use crate::domain::webhook_signature::WebhookSecret;
+    use crate::ports::{CreateRequest, WebhookOutbox};
+    use std::time::Duration;
 
     #[derive(Default)]
     struct Fixture {
@@ -120,8 +119,8 @@ mod tests {
     }
 
     impl Fixture {
-        fn ports(&self) -> FinishPorts<'_> {
-            FinishPorts { table: &self.table, blobs: &self.blobs, webhooks: &self.webhooks }
+        fn ports(&self) -> DeliveryPorts<'_> {
+            DeliveryPorts { requests: &self.table, outbox: &self.table, blobs: &self.blobs, webhooks: &self.webhooks }
         }
 
         /// A request that just became final, with a webhook.
@@ -131,12 +130,13 @@ mod tests {
             request.webhook_secret = Some(WebhookSecret::generate().unwrap());
             (request.status, request.succeeded, request.failed, request.remaining) =
                 (RequestStatus::CompletedWithErrors, 1, 1, 0);
+            request.output_csv_key = Some(output_csv_key(request.request_id));
             self.table.create(&request).await.unwrap();
             request
         }
 
         async fn first_delivery(&self, request: &RequestRecord, now: DateTime<Utc>) {
-            deliver(&self.ports(), request, request.status, &links(), 1, now).await.unwrap();
+            deliver(&self.ports(), request, &links(), 1, now).await.unwrap();
         }
 
         async fn sweep(&self, now: DateTime<Utc>) -> usize {
@@ -154,16 +154,6 @@ mod tests {
 
     fn after(now: DateTime<Utc>, seconds: i64) -> DateTime<Utc> {
         now + chrono::Duration::seconds(seconds)
-    }
-
-    #[test]
-    fn deliveries_back_off_to_an_hour_and_stop() {
-        let minute = Duration::from_secs(60);
-        let minutes: Vec<Option<u64>> =
-            (1..=MAX_DELIVERIES).map(|n| next_delivery_in(n, minute).map(|d| d.as_secs() / 60)).collect();
-        let hour = Some(60);
-        let expected = [Some(1), Some(2), Some(4), Some(8), Some(16), Some(32), hour, hour, hour, hour, hour, None];
-        assert_eq!(minutes, expected);
     }
 
     #[tokio::test]

@@ -1,20 +1,19 @@
 //! A request's images as users see them: every input URL in output order, with its result
 //! where one is recorded and PENDING elsewhere (results are the only image items stored).
 
-use crate::csv_rules::{CsvLimits, ValidatedCsv};
-use crate::errors::StoreError;
-use crate::ports::{BlobStore, RequestTable};
-use crate::request::{ImageRecord, RequestRecord, image_jobs};
+use crate::domain::request::{ImageRecord, RequestRecord, image_jobs};
+use crate::ports::{BlobStore, ReadResults};
+use crate::use_cases::stored_csv::{StoredCsvError, read_stored_csv};
 
 /// Up to `limit` images after index `after` (from the start if `None`), and the index to
 /// continue after when there are more.
 pub async fn list_images(
-    table: &dyn RequestTable,
+    results: &dyn ReadResults,
     blobs: &dyn BlobStore,
     request: &RequestRecord,
     after: Option<u32>,
     limit: u32,
-) -> Result<(Vec<ImageRecord>, Option<u32>), StoreError> {
+) -> Result<(Vec<ImageRecord>, Option<u32>), StoredCsvError> {
     let total = request.total.min(u32::MAX as u64) as u32;
     let first = after.map_or(0, |index| index.saturating_add(1));
     if first >= total || limit == 0 {
@@ -22,24 +21,19 @@ pub async fn list_images(
     }
     let last = first.saturating_add(limit - 1).min(total - 1);
     let id = request.request_id;
-    let mut recorded = table.recorded_images_between(id, first, last).await?;
+    let mut recorded = results.recorded_images_between(id, first, last).await?;
     let next = (last + 1 < total).then_some(last);
     if recorded.len() == (last - first + 1) as usize {
         return Ok((recorded, next));
     }
     // Some are pending: their URLs and rows come from the stored CSV.
-    let bytes = blobs.get(&request.input_csv_key).await?.ok_or_else(|| StoreError::Refused {
-        service: "S3",
-        detail: format!("the input CSV of request {id} is missing"),
-    })?;
-    let csv = ValidatedCsv::parse(&bytes, &CsvLimits::unlimited())
-        .map_err(|e| StoreError::Refused { service: "S3", detail: format!("the input CSV of request {id}: {e}") })?;
+    let csv = read_stored_csv(blobs, request).await?;
     let mut page = Vec::with_capacity((last - first + 1) as usize);
     let mut recorded = recorded.drain(..).peekable();
     for job in &image_jobs(id, &csv)[first as usize..=last as usize] {
         match recorded.next_if(|image| image.image_index == job.image_index) {
             Some(image) => page.push(image),
-            None => page.push(ImageRecord::pending(job)),
+            None => page.push(ImageRecord::pending_for(job)),
         }
     }
     Ok((page, next))
@@ -50,10 +44,11 @@ mod tests {
     use chrono::Utc;
 
     use super::*;
-    use crate::memory::{MemoryBlobs, MemoryTable};
-    use crate::ports::ImageResults;
-    use crate::request::{ImageOutcome, ImageState};
-    use crate::request_id::RequestId;
+    use crate::adapters::memory::{MemoryBlobs, MemoryTable};
+    use crate::domain::csv_rules::{CsvLimits, ValidatedCsv};
+    use crate::domain::request::{ImageOutcome, ImageState};
+    use crate::domain::request_id::RequestId;
+    use crate::ports::{CreateRequest, RecordResult};
 
     const CSV: &str = "S. No.,Product Name,Input Image Urls\n\
         1,Shirt,\"https://img.example/a.jpg, https://img.example/b.png\"\n\

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 use csv::{ReaderBuilder, StringRecord, Terminator, WriterBuilder};
 
-use crate::http_url::HttpUrl;
+use crate::domain::http_url::HttpUrl;
 
 /// Upper bounds that keep one request within what a single run can process.
 #[derive(Debug, Clone, PartialEq, Eq)]

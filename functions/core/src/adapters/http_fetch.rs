@@ -23,8 +23,8 @@ use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::header::{ACCEPT, HeaderValue, LOCATION};
 use reqwest::{Client, ClientBuilder, StatusCode};
 
-use crate::errors::FetchError;
-use crate::http_url::{HttpUrl, InvalidUrl};
+use crate::domain::errors::FetchError;
+use crate::domain::http_url::{HttpUrl, InvalidUrl};
 use crate::ports::Fetcher;
 
 #[derive(Clone, Debug)]

@@ -12,9 +12,10 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::http_url::HttpUrl;
-use crate::request_id::RequestId;
-use crate::webhook_signature::WebhookSecret;
+use crate::domain::http_url::HttpUrl;
+use crate::domain::locations::input_csv_key;
+use crate::domain::request_id::RequestId;
+use crate::domain::webhook_signature::WebhookSecret;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -94,7 +95,7 @@ pub struct RequestRecord {
     pub webhook_secret: Option<WebhookSecret>,
     /// Failed deliveries of the webhook so far, and when the next one is due (`webhook_outbox`).
     #[serde(default)]
-    pub webhook_attempts: u32,
+    pub webhook_failed_deliveries: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_next_at: Option<DateTime<Utc>>,
 }
@@ -115,14 +116,19 @@ impl RequestRecord {
             output_csv_key: None,
             webhook_url,
             webhook_secret: None,
-            webhook_attempts: 0,
+            webhook_failed_deliveries: 0,
             webhook_next_at: None,
         }
     }
 
     /// Images without a result, derived from the counters so the three always add up to total.
-    pub fn pending(&self) -> u64 {
+    pub fn pending_images(&self) -> u64 {
         self.total.saturating_sub(self.succeeded + self.failed)
+    }
+
+    /// Whether the errors report exists: it is written with the output CSV, when images failed.
+    pub fn has_errors_report(&self) -> bool {
+        self.output_csv_key.is_some() && self.failed > 0
     }
 }
 
@@ -151,7 +157,8 @@ pub struct ImageRecord {
 }
 
 impl ImageRecord {
-    pub fn pending(job: &ImageJob) -> Self {
+    /// An image without a result yet (its item is written only with its result).
+    pub fn pending_for(job: &ImageJob) -> Self {
         Self {
             request_id: job.request_id,
             image_index: job.image_index,
@@ -169,7 +176,7 @@ impl ImageRecord {
 
     /// The item recorded for the job's result.
     pub fn with_outcome(job: &ImageJob, outcome: &ImageOutcome) -> Self {
-        let mut record = Self::pending(job);
+        let mut record = Self::pending_for(job);
         record.state = outcome.state();
         match outcome {
             ImageOutcome::Done { output_key, bytes_in, bytes_out, note } => {
@@ -230,7 +237,7 @@ pub enum QueueMessage {
 }
 
 /// Every image job of a validated CSV, in output order.
-pub fn image_jobs(request_id: RequestId, csv: &crate::csv_rules::ValidatedCsv) -> Vec<ImageJob> {
+pub fn image_jobs(request_id: RequestId, csv: &crate::domain::csv_rules::ValidatedCsv) -> Vec<ImageJob> {
     csv.images()
         .map(|(index, row, url)| ImageJob { request_id, image_index: index as u32, row: row as u32, url: url.clone() })
         .collect()
@@ -240,47 +247,6 @@ pub fn image_jobs(request_id: RequestId, csv: &crate::csv_rules::ValidatedCsv) -
 /// that transition, not on the state, means replays and later writes never finish it twice.
 pub fn finishes_request(old_remaining: Option<u64>, new_remaining: Option<u64>) -> bool {
     matches!((old_remaining, new_remaining), (Some(old), Some(0)) if old > 0)
-}
-
-/// The API path that redirects to an output image. Links in output CSVs use it rather than
-/// presigned S3 URLs, which stop working when the credentials that signed them expire.
-pub fn image_path(id: RequestId, image_index: u32) -> String {
-    format!("/api/requests/{id}/images/{image_index}")
-}
-
-/// The API path of a request's state and progress.
-pub fn status_path(id: RequestId) -> String {
-    format!("/api/status/{id}/")
-}
-
-/// The API path that redirects to a request's output CSV.
-pub fn output_csv_path(id: RequestId) -> String {
-    format!("/api/requests/{id}/output.csv")
-}
-
-/// The API path that redirects to a request's errors report (only when images failed).
-pub fn errors_csv_path(id: RequestId) -> String {
-    format!("/api/requests/{id}/errors.csv")
-}
-
-/// Where the errors report is written: beside the output CSV, when images failed.
-pub fn errors_csv_key(id: RequestId) -> String {
-    format!("requests/{id}/errors.csv")
-}
-
-/// Where the uploaded CSV is kept.
-pub fn input_csv_key(id: RequestId) -> String {
-    format!("requests/{id}/input.csv")
-}
-
-/// Where the output CSV is written when the request finishes.
-pub fn output_csv_key(id: RequestId) -> String {
-    format!("requests/{id}/output.csv")
-}
-
-/// Deterministic, so a redelivered job overwrites its own output instead of adding one.
-pub fn output_image_key(id: RequestId, image_index: u32) -> String {
-    format!("output/{id}/{image_index:05}.jpg")
 }
 
 #[cfg(test)]
@@ -308,7 +274,7 @@ mod tests {
         let mut request = RequestRecord::new(RequestId::new_random(), 5, None, Utc::now());
         request.succeeded = 2;
         request.failed = 1;
-        assert_eq!(request.pending() + request.succeeded + request.failed, request.total);
+        assert_eq!(request.pending_images() + request.succeeded + request.failed, request.total);
     }
 
     #[test]
@@ -332,11 +298,5 @@ mod tests {
             let body = serde_json::to_string(&message).unwrap();
             assert_eq!(serde_json::from_str::<QueueMessage>(&body).unwrap(), message, "{body}");
         }
-    }
-
-    #[test]
-    fn output_keys_are_deterministic() {
-        let id: RequestId = "6f1c1f7e-8a3e-4a47-9b7e-0d6b7b0f3a11".parse().unwrap();
-        assert_eq!(output_image_key(id, 7), "output/6f1c1f7e-8a3e-4a47-9b7e-0d6b7b0f3a11/00007.jpg");
     }
 }

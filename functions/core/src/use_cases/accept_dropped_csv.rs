@@ -5,60 +5,15 @@
 //! found in the CSV, by line. A rejected file leaves no request behind.
 
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
-use crate::accept::{AcceptError, AcceptPorts, accept_csv_as};
-use crate::csv_rules::{CsvLimits, CsvProblem, CsvRejection};
-use crate::errors::StoreError;
-use crate::request::{RequestStatus, output_csv_key, status_path};
-use crate::request_id::RequestId;
-
-/// Where a CSV must be dropped (and end in `.csv`) to be processed.
-pub const INCOMING_PREFIX: &str = "incoming/";
-/// Where the receipt of `incoming/<name>.csv` is written, as `<name>.json`.
-pub const RECEIPTS_PREFIX: &str = "receipts/";
-
-/// Whether an object created under `key` is a CSV to accept: under `incoming/`, named `.csv`.
-/// (The bucket's notification filters the same way; this holds if it is set up wider.)
-pub fn is_dropped_csv(key: &str) -> bool {
-    key.starts_with(INCOMING_PREFIX) && key.ends_with(".csv")
-}
-
-/// One version of an object created under `incoming/`, as its S3 event names it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DroppedCsv {
-    pub bucket: String,
-    /// Decoded (events carry the key URL-encoded).
-    pub key: String,
-    pub size: u64,
-    /// The event's `sequencer`, which tells this version from any other under the same key.
-    pub version: String,
-}
-
-impl DroppedCsv {
-    /// The same for every delivery of this version's event, so a redelivered event finds the
-    /// request the first delivery made instead of making a second one. SHA-256 of bucket, key
-    /// and sequencer, as a version-8 UUID: not guessable from the file name alone.
-    pub fn request_id(&self) -> RequestId {
-        let digest = Sha256::new()
-            .chain_update(self.bucket.as_bytes())
-            .chain_update([0])
-            .chain_update(self.key.as_bytes())
-            .chain_update([0])
-            .chain_update(self.version.as_bytes())
-            .finalize();
-        let mut bytes = [0u8; 16];
-        bytes.copy_from_slice(&digest[..16]);
-        RequestId::from_bytes_v8(bytes)
-    }
-
-    /// `incoming/a/b.csv` -> `receipts/a/b.json`.
-    pub fn receipt_key(&self) -> String {
-        let name = self.key.strip_prefix(INCOMING_PREFIX).unwrap_or(&self.key);
-        let stem = name.strip_suffix(".csv").unwrap_or(name);
-        format!("{RECEIPTS_PREFIX}{stem}.json")
-    }
-}
+use crate::domain::csv_rules::{CsvLimits, CsvProblem, CsvRejection};
+use crate::domain::dropped_csv::DroppedCsv;
+use crate::domain::errors::StoreError;
+use crate::domain::locations::{output_csv_key, status_path};
+use crate::domain::request::RequestStatus;
+use crate::domain::request_id::RequestId;
+use crate::ports::ReadRequest;
+use crate::use_cases::accept_upload::{AcceptError, AcceptPorts, accept_csv_as};
 
 /// What the receipt says; `status` is "accepted" or "rejected".
 #[derive(Debug, Serialize)]
@@ -91,15 +46,23 @@ pub enum DropOutcome {
     Gone,
 }
 
-/// Accepts one dropped CSV and writes its receipt. An `Err` is a store outage: the event
-/// should be delivered again.
+#[derive(Clone, Copy)]
+pub struct DropPorts<'a> {
+    pub accept: AcceptPorts<'a>,
+    /// To find the request an earlier delivery of the same event made.
+    pub requests: &'a dyn ReadRequest,
+}
+
+/// Accepts one dropped CSV and writes its receipt. An `Err` is an outage: the event should be
+/// delivered again.
 pub async fn accept_dropped_csv(
-    ports: AcceptPorts<'_>,
+    ports: DropPorts<'_>,
     dropped: &DroppedCsv,
     limits: &CsvLimits,
-) -> Result<DropOutcome, StoreError> {
+) -> Result<DropOutcome, AcceptError> {
     let request_id = dropped.request_id();
-    if let Some(request) = ports.table.get(request_id).await? {
+    let DropPorts { accept: ports, requests } = ports;
+    if let Some(request) = requests.get(request_id).await? {
         // The first delivery may have stopped between recording the request and queueing its
         // fan-out; queueing it again is harmless (a fan-out never resets a result).
         if request.status == RequestStatus::Pending {
@@ -131,11 +94,8 @@ pub async fn accept_dropped_csv(
             write_receipt(&ports, dropped, &receipt).await?;
             Ok(DropOutcome::Rejected)
         }
-        Err(AcceptError::Store(error)) => Err(error),
-        // No webhook URL is passed.
-        Err(AcceptError::WebhookUrl(error)) => {
-            Err(StoreError::Refused { service: "accept", detail: format!("unexpected webhook error: {error}") })
-        }
+        // An outage; no webhook URL is passed, so no other error can come.
+        Err(error) => Err(error),
     }
 }
 
@@ -150,16 +110,21 @@ fn accepted(dropped: &DroppedCsv, request_id: RequestId, images: u64) -> Receipt
 }
 
 async fn write_receipt(ports: &AcceptPorts<'_>, dropped: &DroppedCsv, receipt: &Receipt<'_>) -> Result<(), StoreError> {
-    let body = serde_json::to_vec_pretty(receipt)
-        .map_err(|e| StoreError::Refused { service: "receipt", detail: e.to_string() })?;
+    let body = serde_json::to_vec_pretty(receipt).expect("a receipt is plain data that always serialises");
     ports.blobs.put(&dropped.receipt_key(), body, "application/json").await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::accept::tests::Fakes;
-    use crate::ports::{BlobStore, RequestTable};
+    use crate::ports::BlobStore;
+    use crate::use_cases::accept_upload::tests::Fakes;
+
+    impl Fakes {
+        fn drop_ports(&self) -> DropPorts<'_> {
+            DropPorts { accept: self.ports(), requests: &self.table }
+        }
+    }
 
     const CSV: &str =
         "S. No.,Product Name,Input Image Urls\n1,Shirt,\"https://img.example/a.jpg, https://img.example/b.png\"\n";
@@ -180,7 +145,7 @@ mod tests {
         let dropped = drop_file(&fakes, "incoming/spring/shirts.csv", CSV, "0055AED6DCD90281E5").await;
         let limits = CsvLimits::default();
 
-        let first = accept_dropped_csv(fakes.ports(), &dropped, &limits).await.unwrap();
+        let first = accept_dropped_csv(fakes.drop_ports(), &dropped, &limits).await.unwrap();
         assert_eq!(first, DropOutcome::Accepted(dropped.request_id()));
         let request = fakes.table.get(dropped.request_id()).await.unwrap().unwrap();
         assert_eq!((request.total, request.status), (2, RequestStatus::Pending));
@@ -191,7 +156,7 @@ mod tests {
         assert_eq!(receipt_json["images"], 2);
         assert_eq!(receipt_json["output_csv_key"], output_csv_key(dropped.request_id()));
 
-        let again = accept_dropped_csv(fakes.ports(), &dropped, &limits).await.unwrap();
+        let again = accept_dropped_csv(fakes.drop_ports(), &dropped, &limits).await.unwrap();
         assert_eq!(again, DropOutcome::AlreadyAccepted(dropped.request_id()));
         // The request was not made twice; its fan-out was queued again (harmless, and needed
         // when the first delivery stopped before queueing it).
@@ -205,7 +170,7 @@ mod tests {
         let second = drop_file(&fakes, "incoming/shirts.csv", CSV, "02").await;
         assert_ne!(first.request_id(), second.request_id());
         for dropped in [&first, &second] {
-            accept_dropped_csv(fakes.ports(), dropped, &CsvLimits::default()).await.unwrap();
+            accept_dropped_csv(fakes.drop_ports(), dropped, &CsvLimits::default()).await.unwrap();
             assert!(fakes.table.get(dropped.request_id()).await.unwrap().is_some());
         }
     }
@@ -215,7 +180,7 @@ mod tests {
         let fakes = Fakes::default();
         let bad = "S. No.,Product Name,Input Image Urls\n1,Shirt,not-a-url\n";
         let dropped = drop_file(&fakes, "incoming/bad.csv", bad, "01").await;
-        let outcome = accept_dropped_csv(fakes.ports(), &dropped, &CsvLimits::default()).await.unwrap();
+        let outcome = accept_dropped_csv(fakes.drop_ports(), &dropped, &CsvLimits::default()).await.unwrap();
 
         assert_eq!(outcome, DropOutcome::Rejected);
         let receipt_json = receipt(&fakes, &dropped).await;
@@ -230,24 +195,16 @@ mod tests {
         let fakes = Fakes::default();
         let mut dropped = drop_file(&fakes, "incoming/huge.csv", CSV, "01").await;
         dropped.size = 10 * 1024 * 1024 * 1024;
-        let outcome = accept_dropped_csv(fakes.ports(), &dropped, &CsvLimits::default()).await.unwrap();
+        let outcome = accept_dropped_csv(fakes.drop_ports(), &dropped, &CsvLimits::default()).await.unwrap();
         assert_eq!(outcome, DropOutcome::Rejected);
         assert!(receipt(&fakes, &dropped).await["error"].as_str().unwrap().contains("larger than the limit"));
-    }
-
-    #[test]
-    fn only_csvs_under_incoming_are_dropped_csvs() {
-        assert!(is_dropped_csv("incoming/products.csv") && is_dropped_csv("incoming/a/b.csv"));
-        for key in ["incoming/notes.txt", "receipts/products.csv", "products.csv", "incoming/products.csv.bak"] {
-            assert!(!is_dropped_csv(key), "{key}");
-        }
     }
 
     #[tokio::test]
     async fn a_file_deleted_before_it_was_read_is_left_alone() {
         let fakes = Fakes::default();
         let dropped = DroppedCsv { bucket: "b".into(), key: "incoming/gone.csv".into(), size: 10, version: "1".into() };
-        let outcome = accept_dropped_csv(fakes.ports(), &dropped, &CsvLimits::default()).await.unwrap();
+        let outcome = accept_dropped_csv(fakes.drop_ports(), &dropped, &CsvLimits::default()).await.unwrap();
         assert_eq!(outcome, DropOutcome::Gone);
         assert!(fakes.blobs.get(&dropped.receipt_key()).await.unwrap().is_none());
     }

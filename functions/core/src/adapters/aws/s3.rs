@@ -5,7 +5,7 @@ use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
 
 use super::store_error;
-use crate::errors::StoreError;
+use crate::domain::errors::StoreError;
 use crate::ports::BlobStore;
 
 pub struct S3Blobs {

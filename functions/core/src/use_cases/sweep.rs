@@ -1,29 +1,33 @@
-//! Ending requests that stopped making progress, so none waits forever: images still
-//! PENDING long after the request's last progress (their jobs lost, or stuck retrying) are
-//! failed as `timed_out`, and a request whose last result was recorded but which never
-//! reached its final state (its stream record lost) is finished. The same run gives the
-//! webhooks that could not be delivered earlier their next delivery when it is due
-//! (`webhook_outbox`).
+//! The sweeper, run every minute by the schedule: it ends requests that stopped making
+//! progress, so none waits forever, then gives the webhooks that could not be delivered earlier
+//! their next delivery when it is due (`deliver_webhook`).
+//!
+//! Ending an idle request: images still PENDING long after the request's last progress (their
+//! jobs lost, or stuck retrying) are failed as `timed_out`, and a request whose last result was
+//! recorded but which never reached its final state (its stream record lost) is finished.
 
 use std::collections::HashSet;
 use std::time::Duration;
 
 use chrono::Utc;
 
-use crate::csv_rules::{CsvLimits, ValidatedCsv};
-use crate::errors::StoreError;
-use crate::finish_request::{FinishPorts, Finished, Links, finish_request};
-use crate::ports::{ImageResults, RequestTable};
-use crate::request::{ImageJob, ImageOutcome, RequestStatus, Transition, image_jobs};
-use crate::request_id::RequestId;
-use crate::webhook_outbox;
+use crate::domain::errors::StoreError;
+use crate::domain::locations::Links;
+use crate::domain::request::{ImageJob, ImageOutcome, Transition, image_jobs};
+use crate::domain::request_id::RequestId;
+use crate::ports::{FindIdleRequests, RecordResult};
+use crate::use_cases::deliver_webhook;
+use crate::use_cases::fail_request::fail_request;
+use crate::use_cases::finish_request::{FinishError, FinishPorts, Finished, finish_request};
+use crate::use_cases::stored_csv::{StoredCsvError, read_stored_csv};
 
 /// The code recorded for images failed by the sweeper.
 pub const TIMED_OUT: &str = "timed_out";
 
 pub struct SweepPorts<'a> {
+    pub idle: &'a dyn FindIdleRequests,
+    pub recorder: &'a dyn RecordResult,
     pub finish: FinishPorts<'a>,
-    pub results: &'a dyn ImageResults,
 }
 
 #[derive(Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -34,63 +38,66 @@ pub struct SweepReport {
     pub webhooks_tried: usize,
 }
 
-/// Ends every request with no progress for `idle`. Safe to run at any time and as often as
-/// wanted: each image and request moves once, whoever moves it.
-pub async fn sweep_idle_requests(
-    ports: SweepPorts<'_>,
-    idle: Duration,
-    links: &Links,
-) -> Result<SweepReport, StoreError> {
+#[derive(Debug, thiserror::Error)]
+pub enum SweepError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Finish(FinishError),
+}
+
+/// Ends every request with no progress for `idle`, then makes the due webhook deliveries. Safe
+/// to run at any time and as often as wanted: each image and request moves once, whoever moves it.
+pub async fn run_sweep(ports: SweepPorts<'_>, idle: Duration, links: &Links) -> Result<SweepReport, SweepError> {
     let cutoff = Utc::now() - chrono::Duration::from_std(idle).unwrap_or(chrono::Duration::MAX);
-    let table: &dyn RequestTable = ports.finish.table;
     let mut report = SweepReport::default();
-    for request_id in table.idle_requests(cutoff).await? {
+    for request_id in ports.idle.idle_requests(cutoff).await? {
         let Some(jobs) = image_jobs_of(&ports, request_id).await? else {
             // Without its CSV there is nothing to fail image by image or to write out.
-            tracing::error!(request_id = %request_id, stage = "sweep", "input CSV missing or unreadable");
-            if table.finish(request_id, RequestStatus::Failed, None, Utc::now()).await? == Transition::Applied {
+            let why = "input CSV missing or unreadable";
+            if fail_request(ports.finish.lifecycle, request_id, why).await? == Transition::Applied {
                 report.requests_finished += 1;
             }
             continue;
         };
         let recorded: HashSet<u32> =
-            table.recorded_images(request_id).await?.iter().map(|image| image.image_index).collect();
+            ports.finish.results.recorded_images(request_id).await?.iter().map(|image| image.image_index).collect();
         let message = format!("no result within {} s of the request's last progress", idle.as_secs());
         for job in jobs.iter().filter(|job| !recorded.contains(&job.image_index)) {
             let outcome = ImageOutcome::Failed { error_code: TIMED_OUT.into(), error_message: message.clone() };
-            if ports.results.record(job, &outcome, Utc::now()).await? == Transition::Applied {
+            if ports.recorder.record(job, &outcome, Utc::now()).await? == Transition::Applied {
                 report.images_timed_out += 1;
             }
         }
-        let finish = FinishPorts { table, blobs: ports.finish.blobs, webhooks: ports.finish.webhooks };
-        match finish_request(finish, request_id, links).await {
+        match finish_request(ports.finish, request_id, links).await {
             Ok(Finished::Now(_)) => report.requests_finished += 1,
             Ok(Finished::Already) => {}
-            Err(error) if error.is_transient() => {
-                return Err(StoreError::Unavailable { service: "finish", detail: error.to_string() });
-            }
+            Err(error) if error.is_transient() => return Err(SweepError::Finish(error)),
             Err(error) => tracing::error!(request_id = %request_id, stage = "sweep", error = %error),
         }
         tracing::info!(request_id = %request_id, stage = "swept");
     }
-    report.webhooks_tried = webhook_outbox::deliver_due_webhooks(&ports.finish, links, Utc::now()).await?;
+    report.webhooks_tried = deliver_webhook::deliver_due_webhooks(&ports.finish.delivery(), links, Utc::now()).await?;
     Ok(report)
 }
 
 /// The request's image jobs, rebuilt from its stored CSV; `None` if the CSV is gone or unreadable.
 async fn image_jobs_of(ports: &SweepPorts<'_>, request_id: RequestId) -> Result<Option<Vec<ImageJob>>, StoreError> {
-    let Some(request) = ports.finish.table.get(request_id).await? else { return Ok(None) };
-    let Some(bytes) = ports.finish.blobs.get(&request.input_csv_key).await? else { return Ok(None) };
-    Ok(ValidatedCsv::parse(&bytes, &CsvLimits::unlimited()).ok().map(|csv| image_jobs(request_id, &csv)))
+    let Some(request) = ports.finish.requests.get(request_id).await? else { return Ok(None) };
+    match read_stored_csv(ports.finish.blobs, &request).await {
+        Ok(csv) => Ok(Some(image_jobs(request_id, &csv))),
+        Err(StoredCsvError::Store(error)) => Err(error),
+        Err(StoredCsvError::Missing | StoredCsvError::Unreadable(_)) => Ok(None),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http_url::HttpUrl;
-    use crate::memory::{MemoryBlobs, MemoryTable, MemoryWebhooks};
-    use crate::ports::BlobStore;
-    use crate::request::{ImageState, RequestRecord};
+    use crate::adapters::memory::{MemoryBlobs, MemoryTable, MemoryWebhooks};
+    use crate::domain::http_url::HttpUrl;
+    use crate::domain::request::{ImageState, RequestRecord, RequestStatus};
+    use crate::ports::{BlobStore, CreateRequest, ReadRequest, ReadResults};
 
     const CSV: &str =
         "S. No.,Product Name,Input Image Urls\n1,Shirt,\"https://img.example/a.jpg,https://img.example/b.jpg\"\n";
@@ -109,9 +116,10 @@ mod tests {
     }
 
     async fn sweep(table: &MemoryTable, blobs: &MemoryBlobs, webhooks: &MemoryWebhooks) -> SweepReport {
-        let ports = SweepPorts { finish: FinishPorts { table, blobs, webhooks }, results: table };
+        let finish = FinishPorts { requests: table, results: table, lifecycle: table, outbox: table, blobs, webhooks };
+        let ports = SweepPorts { idle: table, recorder: table, finish };
         let links = Links::Presigned { lifetime: Duration::from_secs(60) };
-        sweep_idle_requests(ports, Duration::from_secs(900), &links).await.unwrap()
+        run_sweep(ports, Duration::from_secs(900), &links).await.unwrap()
     }
 
     #[tokio::test]

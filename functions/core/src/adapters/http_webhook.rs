@@ -1,25 +1,28 @@
 //! Delivering the completion webhook: JSON POST, only 2xx counts, a few quick retries.
 //!
 //! The URL comes from whoever uploaded the CSV, so it gets the image fetcher's address checks
-//! (`crate::fetch::GuardedClient`): no loopback, link-local, private or reserved addresses.
+//! (`crate::adapters::http_fetch::GuardedClient`): no loopback, link-local, private or reserved addresses.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::fetch::{GuardedClient, SystemLookup, refused_address};
-use crate::http_url::HttpUrl;
-use crate::ports::{WebhookError, WebhookPayload, WebhookSender};
-use crate::webhook_signature::WebhookSecret;
+use crate::adapters::http_fetch::{GuardedClient, SystemLookup, refused_address};
+use crate::domain::http_url::HttpUrl;
+use crate::domain::webhook::WebhookPayload;
+use crate::domain::webhook_signature::WebhookSecret;
+use crate::ports::{WebhookError, WebhookSender};
 
 pub struct HttpWebhookSender {
     client: GuardedClient,
-    attempts: u32,
+    /// Quick tries within one delivery (WEBHOOK_ATTEMPTS); a delivery whose tries all fail is
+    /// delivered again later (`use_cases::deliver_webhook`).
+    tries_per_delivery: u32,
     redelivery_base: Duration,
 }
 
-/// Why one attempt failed, and whether another could do better.
+/// Why one try failed, and whether another could do better.
 enum Failure {
     /// The receiver is not a public address: no retry will change that.
     Refused,
@@ -29,15 +32,15 @@ enum Failure {
 const REFUSED: &str = "the webhook URL leads to a non-public network address";
 
 impl HttpWebhookSender {
-    pub fn new(timeout: Duration, attempts: u32) -> Result<Self, reqwest::Error> {
-        Self::with_allowed_hosts(timeout, attempts, &[])
+    pub fn new(timeout: Duration, tries_per_delivery: u32) -> Result<Self, reqwest::Error> {
+        Self::with_allowed_hosts(timeout, tries_per_delivery, &[])
     }
 
     /// `allowed_hosts`: exact `host:port` pairs delivered to although not public, for the local
     /// stack's receiver on loopback. Empty in production.
     pub fn with_allowed_hosts(
         timeout: Duration,
-        attempts: u32,
+        tries_per_delivery: u32,
         allowed_hosts: &[String],
     ) -> Result<Self, reqwest::Error> {
         // A 3xx is a failure, not an instruction to post our payload elsewhere: the guarded
@@ -45,7 +48,7 @@ impl HttpWebhookSender {
         let client = GuardedClient::new(allowed_hosts, Arc::new(SystemLookup), |builder| {
             builder.timeout(timeout).user_agent(concat!("imgpipe/", env!("CARGO_PKG_VERSION")))
         })?;
-        Ok(Self { client, attempts: attempts.max(1), redelivery_base: Duration::from_secs(60) })
+        Ok(Self { client, tries_per_delivery: tries_per_delivery.max(1), redelivery_base: Duration::from_secs(60) })
     }
 
     /// See `WebhookSender::redelivery_base`; a minute unless set.
@@ -53,8 +56,8 @@ impl HttpWebhookSender {
         Self { redelivery_base, ..self }
     }
 
-    /// One delivery, signed afresh: the timestamp is the time of this attempt.
-    async fn attempt(&self, url: &HttpUrl, signed: &Signed<'_>) -> Result<(), Failure> {
+    /// One try, signed afresh: the timestamp is the time of this try.
+    async fn try_once(&self, url: &HttpUrl, signed: &Signed<'_>) -> Result<(), Failure> {
         let client = self.client.client_for(url).map_err(|_| Failure::Refused)?;
         let timestamp = chrono::Utc::now().timestamp();
         let request = client
@@ -74,9 +77,9 @@ impl HttpWebhookSender {
     }
 }
 
-/// What every attempt of one delivery shares.
+/// What every try of one delivery shares.
 struct Signed<'a> {
-    /// The same on every attempt, so receivers can drop repeats.
+    /// The same on every try and every delivery, so receivers can drop repeats.
     message_id: String,
     body: Vec<u8>,
     secret: &'a WebhookSecret,
@@ -88,17 +91,17 @@ impl WebhookSender for HttpWebhookSender {
         let body = serde_json::to_vec(payload).map_err(|e| WebhookError { message: e.to_string(), permanent: true })?;
         let signed = Signed { message_id: format!("msg_{}", payload.request_id), body, secret };
         let mut last_error = String::new();
-        for attempt in 0..self.attempts {
-            if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(500 << attempt)).await;
+        for try_number in 0..self.tries_per_delivery {
+            if try_number > 0 {
+                tokio::time::sleep(Duration::from_millis(500 << try_number)).await;
             }
-            match self.attempt(url, &signed).await {
+            match self.try_once(url, &signed).await {
                 Ok(()) => return Ok(()),
                 Err(Failure::Refused) => return Err(WebhookError { message: REFUSED.into(), permanent: true }),
                 Err(Failure::Failed(error)) => last_error = error,
             }
         }
-        Err(WebhookError { message: format!("{} attempts: {last_error}", self.attempts), permanent: false })
+        Err(WebhookError { message: format!("{} tries: {last_error}", self.tries_per_delivery), permanent: false })
     }
 
     fn redelivery_base(&self) -> Duration {
@@ -109,8 +112,8 @@ impl WebhookSender for HttpWebhookSender {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::request::RequestStatus;
-    use crate::request_id::RequestId;
+    use crate::domain::request::RequestStatus;
+    use crate::domain::request_id::RequestId;
 
     fn payload() -> WebhookPayload {
         WebhookPayload {

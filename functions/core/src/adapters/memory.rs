@@ -8,14 +8,18 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::errors::{FetchError, StoreError};
-use crate::http_url::HttpUrl;
-use crate::ports::{
-    BlobStore, Fetcher, ImageResults, JobQueue, RequestTable, WebhookError, WebhookPayload, WebhookSender,
+use crate::domain::errors::{FetchError, StoreError};
+use crate::domain::http_url::HttpUrl;
+use crate::domain::request::{
+    ImageJob, ImageOutcome, ImageRecord, ImageState, RequestRecord, RequestStatus, Transition,
 };
-use crate::request::{ImageJob, ImageOutcome, ImageRecord, ImageState, RequestRecord, RequestStatus, Transition};
-use crate::request_id::RequestId;
-use crate::webhook_signature::WebhookSecret;
+use crate::domain::request_id::RequestId;
+use crate::domain::webhook::WebhookPayload;
+use crate::domain::webhook_signature::WebhookSecret;
+use crate::ports::{
+    BlobStore, CreateRequest, Fetcher, FindIdleRequests, JobQueue, MoveRequest, ReadRequest, ReadResults, RecordResult,
+    WebhookError, WebhookOutbox, WebhookSender,
+};
 
 #[derive(Default)]
 pub struct MemoryBlobs {
@@ -83,7 +87,7 @@ struct TableState {
 }
 
 #[async_trait]
-impl RequestTable for MemoryTable {
+impl CreateRequest for MemoryTable {
     async fn create(&self, request: &RequestRecord) -> Result<(), StoreError> {
         let mut state = self.state.lock().unwrap();
         if state.requests.contains_key(&request.request_id) {
@@ -92,11 +96,17 @@ impl RequestTable for MemoryTable {
         state.requests.insert(request.request_id, request.clone());
         Ok(())
     }
+}
 
+#[async_trait]
+impl ReadRequest for MemoryTable {
     async fn get(&self, id: RequestId) -> Result<Option<RequestRecord>, StoreError> {
         Ok(self.state.lock().unwrap().requests.get(&id).cloned())
     }
+}
 
+#[async_trait]
+impl ReadResults for MemoryTable {
     async fn recorded_images(&self, id: RequestId) -> Result<Vec<ImageRecord>, StoreError> {
         self.recorded_images_between(id, 0, u32::MAX).await
     }
@@ -117,36 +127,10 @@ impl RequestTable for MemoryTable {
         let failed = state.images.get(&id).into_iter().flat_map(|images| images.values());
         Ok(failed.filter(|image| image.state == ImageState::Failed).take(limit).cloned().collect())
     }
+}
 
-    async fn idle_requests(&self, cutoff: DateTime<Utc>) -> Result<Vec<RequestId>, StoreError> {
-        let state = self.state.lock().unwrap();
-        let idle = state.requests.values().filter(|r| !r.status.is_final() && r.updated_at < cutoff);
-        Ok(idle.map(|request| request.request_id).collect())
-    }
-
-    async fn defer_webhook(&self, id: RequestId, attempts: u32, next_at: DateTime<Utc>) -> Result<(), StoreError> {
-        let mut state = self.state.lock().unwrap();
-        let request = state
-            .requests
-            .get_mut(&id)
-            .ok_or_else(|| StoreError::Refused { service: "table", detail: "no such request".into() })?;
-        request.webhook_attempts = attempts;
-        request.webhook_next_at = Some(next_at);
-        Ok(())
-    }
-
-    async fn deferred_webhooks(&self) -> Result<Vec<RequestId>, StoreError> {
-        let state = self.state.lock().unwrap();
-        Ok(state.requests.values().filter(|r| r.webhook_next_at.is_some()).map(|r| r.request_id).collect())
-    }
-
-    async fn end_webhook(&self, id: RequestId) -> Result<(), StoreError> {
-        if let Some(request) = self.state.lock().unwrap().requests.get_mut(&id) {
-            request.webhook_next_at = None;
-        }
-        Ok(())
-    }
-
+#[async_trait]
+impl MoveRequest for MemoryTable {
     async fn mark_processing(&self, id: RequestId, now: DateTime<Utc>) -> Result<Transition, StoreError> {
         let mut state = self.state.lock().unwrap();
         match state.requests.get_mut(&id) {
@@ -181,7 +165,47 @@ impl RequestTable for MemoryTable {
 }
 
 #[async_trait]
-impl ImageResults for MemoryTable {
+impl FindIdleRequests for MemoryTable {
+    async fn idle_requests(&self, cutoff: DateTime<Utc>) -> Result<Vec<RequestId>, StoreError> {
+        let state = self.state.lock().unwrap();
+        let idle = state.requests.values().filter(|r| !r.status.is_final() && r.updated_at < cutoff);
+        Ok(idle.map(|request| request.request_id).collect())
+    }
+}
+
+#[async_trait]
+impl WebhookOutbox for MemoryTable {
+    async fn defer_webhook(
+        &self,
+        id: RequestId,
+        failed_deliveries: u32,
+        next_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut state = self.state.lock().unwrap();
+        let request = state
+            .requests
+            .get_mut(&id)
+            .ok_or_else(|| StoreError::Refused { service: "table", detail: "no such request".into() })?;
+        request.webhook_failed_deliveries = failed_deliveries;
+        request.webhook_next_at = Some(next_at);
+        Ok(())
+    }
+
+    async fn deferred_webhooks(&self) -> Result<Vec<RequestId>, StoreError> {
+        let state = self.state.lock().unwrap();
+        Ok(state.requests.values().filter(|r| r.webhook_next_at.is_some()).map(|r| r.request_id).collect())
+    }
+
+    async fn end_webhook(&self, id: RequestId) -> Result<(), StoreError> {
+        if let Some(request) = self.state.lock().unwrap().requests.get_mut(&id) {
+            request.webhook_next_at = None;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl RecordResult for MemoryTable {
     async fn record(
         &self,
         job: &ImageJob,

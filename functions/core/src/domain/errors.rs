@@ -2,9 +2,7 @@
 //! retry it (transient) or record it and move on (permanent). Each failure also has a stable
 //! `code` that users see in the status and the output CSV; messages may change, codes don't.
 
-use std::time::Duration;
-
-use crate::codec::CodecError;
+use crate::domain::codec::CodecError;
 
 /// A failure of one of our own backing services (S3, SQS, DynamoDB, the network to them).
 #[derive(Debug, thiserror::Error)]
@@ -116,14 +114,6 @@ impl ImageError {
 /// The code recorded when a transient failure outlived its last allowed attempt.
 pub const RETRIES_EXHAUSTED: &str = "retries_exhausted";
 
-/// How long a job waits before its next attempt after a transient failure on delivery
-/// number `receives` (1 for the first): doubling from `base`, at most `cap`. Without it the
-/// queue's visibility timeout, sized for crashed workers, would space retries minutes apart.
-pub fn retry_delay(receives: u32, base: Duration, cap: Duration) -> Duration {
-    let doublings = receives.saturating_sub(1).min(16);
-    base.saturating_mul(1 << doublings).min(cap)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,14 +125,6 @@ mod tests {
         assert!(ImageError::from(FetchError::Status(408)).is_transient());
         assert!(ImageError::from(FetchError::Status(429)).is_transient());
         assert!(ImageError::from(FetchError::Status(503)).is_transient());
-    }
-
-    #[test]
-    fn retries_back_off_exponentially_up_to_a_cap() {
-        let (base, cap) = (Duration::from_secs(5), Duration::from_secs(60));
-        let delays: Vec<u64> = (1..=6).map(|n| retry_delay(n, base, cap).as_secs()).collect();
-        assert_eq!(delays, [5, 10, 20, 40, 60, 60]);
-        assert_eq!(retry_delay(u32::MAX, base, cap), cap);
     }
 
     #[test]

@@ -1,41 +1,33 @@
-//! Finishing a request once its last image has a result: write the output CSV, flip the
-//! request to its final state (once), then tell the webhook.
-
-use std::time::Duration;
+//! Finishing a request once its last image has a result: write the output CSV (and the errors
+//! report, when images failed), flip the request to its final state (once), then make the
+//! webhook's first delivery.
 
 use chrono::Utc;
 
-use crate::csv_rules::{CsvLimits, ValidatedCsv, write_errors_csv, write_output_csv};
-use crate::errors::StoreError;
-use crate::ports::{BlobStore, RequestTable, WebhookSender};
-use crate::request::{ImageState, RequestStatus, Transition, errors_csv_key, image_path, output_csv_key};
-use crate::request_id::RequestId;
-use crate::webhook_outbox;
+use crate::domain::csv_rules::{write_errors_csv, write_output_csv};
+use crate::domain::errors::StoreError;
+use crate::domain::locations::{Links, errors_csv_key, image_path, output_csv_key};
+use crate::domain::request::{ImageState, RequestStatus, Transition};
+use crate::domain::request_id::RequestId;
+use crate::ports::{BlobStore, MoveRequest, ReadRequest, ReadResults, WebhookOutbox, WebhookSender};
+use crate::use_cases::deliver_webhook::{self, DeliveryPorts};
+use crate::use_cases::links::link_url;
+use crate::use_cases::stored_csv::{StoredCsvError, read_stored_csv};
 
-/// How the output CSV and the webhook link to what was produced.
-#[derive(Clone, Debug)]
-pub enum Links {
-    /// Through the API (its base URL), which redirects to a fresh presigned URL each time:
-    /// links that last as long as the objects do.
-    Api { base_url: String },
-    /// Presigned S3 URLs, for deployments without a public API. They expire after
-    /// `lifetime` or with the credentials that signed them, whichever comes first.
-    Presigned { lifetime: Duration },
-}
-
-impl Links {
-    pub(crate) async fn link(&self, blobs: &dyn BlobStore, path: String, key: &str) -> Result<String, StoreError> {
-        match self {
-            Self::Api { base_url } => Ok(format!("{}{path}", base_url.trim_end_matches('/'))),
-            Self::Presigned { lifetime } => blobs.presigned_get_url(key, *lifetime).await,
-        }
-    }
-}
-
+#[derive(Clone, Copy)]
 pub struct FinishPorts<'a> {
-    pub table: &'a dyn RequestTable,
+    pub requests: &'a dyn ReadRequest,
+    pub results: &'a dyn ReadResults,
+    pub lifecycle: &'a dyn MoveRequest,
+    pub outbox: &'a dyn WebhookOutbox,
     pub blobs: &'a dyn BlobStore,
     pub webhooks: &'a dyn WebhookSender,
+}
+
+impl<'a> FinishPorts<'a> {
+    pub fn delivery(&self) -> DeliveryPorts<'a> {
+        DeliveryPorts { requests: self.requests, outbox: self.outbox, blobs: self.blobs, webhooks: self.webhooks }
+    }
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -70,24 +62,23 @@ pub async fn finish_request(
     links: &Links,
 ) -> Result<Finished, FinishError> {
     let corrupt = |why: &str| FinishError::Corrupt(request_id, why.to_string());
-    let request = ports.table.get(request_id).await?.ok_or_else(|| corrupt("no request item"))?;
+    let mut request = ports.requests.get(request_id).await?.ok_or_else(|| corrupt("no request item"))?;
     if request.status.is_final() {
         return Ok(Finished::Already);
     }
-
-    // The stored CSV passed validation at upload; read it back without limits so a later
-    // change of limits cannot strand a request that was accepted under the old ones.
-    let csv_bytes = ports.blobs.get(&request.input_csv_key).await?.ok_or_else(|| corrupt("input CSV missing"))?;
-    let csv = ValidatedCsv::parse(&csv_bytes, &CsvLimits::unlimited()).map_err(|e| corrupt(&e.to_string()))?;
+    let csv = read_stored_csv(ports.blobs, &request).await.map_err(|error| match error {
+        StoredCsvError::Store(error) => FinishError::Store(error),
+        other => corrupt(&other.to_string()),
+    })?;
 
     // One slot per input URL; an image without a recorded success keeps its slot empty.
     let mut outputs = vec![None; csv.image_count()];
     let mut failures = Vec::new();
-    let recorded = ports.table.recorded_images(request_id).await?;
+    let recorded = ports.results.recorded_images(request_id).await?;
     for image in &recorded {
         match (image.state, &image.output_key, outputs.get_mut(image.image_index as usize)) {
             (ImageState::Done, Some(key), Some(slot)) => {
-                *slot = Some(links.link(ports.blobs, image_path(request_id, image.image_index), key).await?);
+                *slot = Some(link_url(ports.blobs, links, image_path(request_id, image.image_index), key).await?);
             }
             (ImageState::Failed, _, _) => failures.push((
                 image.image_index,
@@ -108,25 +99,28 @@ pub async fn finish_request(
 
     let status = RequestStatus::final_for(request.succeeded, request.failed);
     let now = Utc::now();
-    if ports.table.finish(request_id, status, Some(&csv_key), now).await? == Transition::AlreadyDone {
+    if ports.lifecycle.finish(request_id, status, Some(&csv_key), now).await? == Transition::AlreadyDone {
         return Ok(Finished::Already);
     }
+    (request.status, request.output_csv_key, request.completed_at) = (status, Some(csv_key), Some(now));
 
     // The state flip above happened once: this is the webhook's first delivery. A failed one
-    // is kept for the sweeper to try again later (`webhook_outbox`), not retried through the
+    // is kept for the sweeper to try again later (`deliver_webhook`), not retried through the
     // stream, which would find the request final and send nothing.
-    webhook_outbox::deliver(&ports, &request, status, links, 1, now).await?;
+    deliver_webhook::deliver(&ports.delivery(), &request, links, 1, now).await?;
     Ok(Finished::Now(status))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http_url::HttpUrl;
-    use crate::memory::{MemoryBlobs, MemoryTable, MemoryWebhooks};
-    use crate::ports::ImageResults;
-    use crate::request::{ImageOutcome, RequestRecord, image_jobs};
-    use crate::webhook_signature::WebhookSecret;
+    use crate::adapters::memory::{MemoryBlobs, MemoryTable, MemoryWebhooks};
+    use crate::domain::csv_rules::{CsvLimits, ValidatedCsv};
+    use crate::domain::http_url::HttpUrl;
+    use crate::domain::request::{ImageOutcome, RequestRecord, image_jobs};
+    use crate::domain::webhook_signature::WebhookSecret;
+    use crate::ports::{CreateRequest, RecordResult};
+    use std::time::Duration;
 
     const CSV: &str = "S. No.,Product Name,Input Image Urls\n\
         1,Shirt,\"https://img.example/a.jpg,https://img.example/b.png\"\n\
@@ -174,7 +168,14 @@ mod tests {
         }
 
         async fn finish(&self) -> Finished {
-            let ports = FinishPorts { table: &self.table, blobs: &self.blobs, webhooks: &self.webhooks };
+            let ports = FinishPorts {
+                requests: &self.table,
+                results: &self.table,
+                lifecycle: &self.table,
+                outbox: &self.table,
+                blobs: &self.blobs,
+                webhooks: &self.webhooks,
+            };
             finish_request(ports, self.id, &self.links).await.unwrap()
         }
 

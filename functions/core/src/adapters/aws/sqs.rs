@@ -5,10 +5,10 @@ use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use futures::{StreamExt, TryStreamExt, stream};
 
 use super::store_error;
-use crate::errors::StoreError;
+use crate::domain::errors::StoreError;
+use crate::domain::request::{ImageJob, QueueMessage};
+use crate::domain::request_id::RequestId;
 use crate::ports::JobQueue;
-use crate::request::{ImageJob, QueueMessage};
-use crate::request_id::RequestId;
 
 /// SQS takes at most 10 messages per batch call.
 const BATCH: usize = 10;

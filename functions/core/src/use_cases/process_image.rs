@@ -5,10 +5,11 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use tokio::sync::Semaphore;
 
-use crate::codec::{self, CodecError, CodecLimits, Compressed};
-use crate::errors::{ImageError, RETRIES_EXHAUSTED};
-use crate::ports::{BlobStore, Fetcher, ImageResults};
-use crate::request::{ImageJob, ImageOutcome, Transition, output_image_key};
+use crate::domain::codec::{self, CodecError, CodecLimits, Compressed};
+use crate::domain::errors::{ImageError, RETRIES_EXHAUSTED};
+use crate::domain::locations::output_image_key;
+use crate::domain::request::{ImageJob, ImageOutcome, Transition};
+use crate::ports::{BlobStore, Fetcher, RecordResult};
 
 /// What the queue should do with the job's message.
 #[derive(Debug)]
@@ -24,7 +25,7 @@ pub enum JobResult {
 pub struct ProcessPorts<'a> {
     pub fetcher: &'a dyn Fetcher,
     pub blobs: &'a dyn BlobStore,
-    pub results: &'a dyn ImageResults,
+    pub results: &'a dyn RecordResult,
 }
 
 /// The codec as the worker runs it: its limits, and how many images it decodes at once.
@@ -149,11 +150,11 @@ mod tests {
     use std::io::Cursor;
 
     use super::*;
-    use crate::http_url::HttpUrl;
-    use crate::memory::{MemoryBlobs, MemoryFetcher, MemoryTable};
-    use crate::ports::RequestTable;
-    use crate::request::{ImageState, RequestRecord};
-    use crate::request_id::RequestId;
+    use crate::adapters::memory::{MemoryBlobs, MemoryFetcher, MemoryTable};
+    use crate::domain::http_url::HttpUrl;
+    use crate::domain::request::{ImageState, RequestRecord};
+    use crate::domain::request_id::RequestId;
+    use crate::ports::{CreateRequest, ReadRequest, ReadResults};
 
     fn png_bytes() -> Vec<u8> {
         let image = image::RgbImage::from_fn(64, 48, |x, y| image::Rgb([x as u8 * 3, y as u8 * 5, 90]));

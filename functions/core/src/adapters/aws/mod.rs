@@ -13,7 +13,7 @@ pub use sqs::SqsQueue;
 use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 
-use crate::errors::StoreError;
+use crate::domain::errors::StoreError;
 
 /// Loads region, credentials and endpoint from the environment, once per process.
 pub async fn sdk_config() -> aws_config::SdkConfig {

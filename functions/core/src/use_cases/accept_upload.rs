@@ -1,18 +1,19 @@
 //! Accepting an upload: validate everything first, then store the CSV, record the request
 //! and queue its fan-out, so a bad CSV leaves no trace and a good one is answered at once,
-//! whatever its size. The fan-out (`fan_out.rs`) queues the image jobs.
+//! whatever its size. The fan-out (`fan_out`) queues the image jobs.
 
 use std::time::Instant;
 
 use chrono::Utc;
 
-use crate::csv_rules::{CsvLimits, CsvRejection, ValidatedCsv};
-use crate::errors::StoreError;
-use crate::http_url::{HttpUrl, InvalidUrl};
-use crate::ports::{BlobStore, JobQueue, RequestTable};
-use crate::request::{RequestRecord, RequestStatus};
-use crate::request_id::RequestId;
-use crate::webhook_signature::WebhookSecret;
+use crate::domain::csv_rules::{CsvLimits, CsvRejection, ValidatedCsv};
+use crate::domain::errors::StoreError;
+use crate::domain::http_url::{HttpUrl, InvalidUrl};
+use crate::domain::request::RequestRecord;
+use crate::domain::request_id::RequestId;
+use crate::domain::webhook_signature::WebhookSecret;
+use crate::ports::{BlobStore, CreateRequest, JobQueue, MoveRequest};
+use crate::use_cases::fail_request::fail_request;
 
 pub struct Accepted {
     pub request_id: RequestId,
@@ -30,12 +31,17 @@ pub enum AcceptError {
     /// Nothing usable was accepted; the client should upload again later.
     #[error("the request could not be stored: {0}")]
     Store(#[from] StoreError),
+    /// The system's random source failed (no webhook secret): as unavailable as a store outage.
+    #[error("no random bytes for the webhook secret: {0}")]
+    NoRandomness(getrandom::Error),
 }
 
 #[derive(Clone, Copy)]
 pub struct AcceptPorts<'a> {
     pub blobs: &'a dyn BlobStore,
-    pub table: &'a dyn RequestTable,
+    pub new_requests: &'a dyn CreateRequest,
+    /// To fail a request whose fan-out could not be queued.
+    pub lifecycle: &'a dyn MoveRequest,
     pub queue: &'a dyn JobQueue,
 }
 
@@ -67,17 +73,16 @@ pub(crate) async fn accept_csv_as(
 
     let mut request = RequestRecord::new(request_id, csv.image_count() as u64, webhook_url, Utc::now());
     if request.webhook_url.is_some() {
-        let secret = WebhookSecret::generate()
-            .map_err(|e| StoreError::Unavailable { service: "random", detail: e.to_string() })?;
+        let secret = WebhookSecret::generate().map_err(AcceptError::NoRandomness)?;
         request.webhook_secret = Some(secret);
     }
     log_stage(request_id, "validate", started);
     ports.blobs.put(&request.input_csv_key, csv_bytes.to_vec(), "text/csv").await?;
-    ports.table.create(&request).await?;
+    ports.new_requests.create(&request).await?;
     if let Err(error) = ports.queue.enqueue_fan_out(request_id).await {
         // The request would wait forever for jobs nobody queues: fail it now, and let the
         // client, told to retry, upload again as a new request.
-        ports.table.finish(request_id, RequestStatus::Failed, None, Utc::now()).await?;
+        fail_request(ports.lifecycle, request_id, "its fan-out could not be queued").await?;
         return Err(error.into());
     }
     log_stage(request_id, "accepted", started);
@@ -94,8 +99,10 @@ pub(crate) mod tests {
     use std::sync::atomic::Ordering;
 
     use super::*;
-    use crate::memory::{MemoryBlobs, MemoryQueue, MemoryTable};
-    use crate::request::input_csv_key;
+    use crate::adapters::memory::{MemoryBlobs, MemoryQueue, MemoryTable};
+    use crate::domain::locations::input_csv_key;
+    use crate::domain::request::RequestStatus;
+    use crate::ports::ReadRequest;
 
     const CSV: &str = "S. No.,Product Name,Input Image Urls\n\
         1,Shirt,\"https://img.example/a.jpg, https://img.example/b.png\"\n\
@@ -110,7 +117,7 @@ pub(crate) mod tests {
 
     impl Fakes {
         pub fn ports(&self) -> AcceptPorts<'_> {
-            AcceptPorts { blobs: &self.blobs, table: &self.table, queue: &self.queue }
+            AcceptPorts { blobs: &self.blobs, new_requests: &self.table, lifecycle: &self.table, queue: &self.queue }
         }
     }
 

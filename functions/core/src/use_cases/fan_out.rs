@@ -4,14 +4,16 @@
 
 use chrono::Utc;
 
-use crate::csv_rules::{CsvLimits, ValidatedCsv};
-use crate::errors::StoreError;
-use crate::ports::{BlobStore, JobQueue, RequestTable};
-use crate::request::{RequestStatus, Transition, image_jobs};
-use crate::request_id::RequestId;
+use crate::domain::errors::StoreError;
+use crate::domain::request::{RequestStatus, Transition, image_jobs};
+use crate::domain::request_id::RequestId;
+use crate::ports::{BlobStore, JobQueue, MoveRequest, ReadRequest};
+use crate::use_cases::fail_request::fail_request;
+use crate::use_cases::stored_csv::{StoredCsvError, read_stored_csv};
 
 pub struct FanOutPorts<'a> {
-    pub table: &'a dyn RequestTable,
+    pub requests: &'a dyn ReadRequest,
+    pub lifecycle: &'a dyn MoveRequest,
     pub blobs: &'a dyn BlobStore,
     pub queue: &'a dyn JobQueue,
 }
@@ -27,32 +29,30 @@ pub enum FanOutError {
 
 /// `AlreadyDone` when the request has moved past `pending` (a duplicate fan-out message).
 pub async fn fan_out(ports: FanOutPorts<'_>, request_id: RequestId) -> Result<Transition, FanOutError> {
-    let Some(request) = ports.table.get(request_id).await? else {
+    let Some(request) = ports.requests.get(request_id).await? else {
         return Err(FanOutError::Corrupt(request_id, "no request item".into()));
     };
     if request.status != RequestStatus::Pending {
         return Ok(Transition::AlreadyDone);
     }
-    let csv = match ports.blobs.get(&request.input_csv_key).await? {
-        Some(bytes) => ValidatedCsv::parse(&bytes, &CsvLimits::unlimited()).map_err(|e| e.to_string()),
-        None => Err("the input CSV is missing".into()),
-    };
-    let csv = match csv {
+    let csv = match read_stored_csv(ports.blobs, &request).await {
         Ok(csv) => csv,
-        Err(why) => {
-            ports.table.finish(request_id, RequestStatus::Failed, None, Utc::now()).await?;
-            return Err(FanOutError::Corrupt(request_id, why));
+        Err(StoredCsvError::Store(error)) => return Err(error.into()),
+        Err(corrupt) => {
+            fail_request(ports.lifecycle, request_id, &corrupt.to_string()).await?;
+            return Err(FanOutError::Corrupt(request_id, corrupt.to_string()));
         }
     };
     ports.queue.enqueue(&image_jobs(request_id, &csv)).await?;
-    Ok(ports.table.mark_processing(request_id, Utc::now()).await?)
+    Ok(ports.lifecycle.mark_processing(request_id, Utc::now()).await?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::memory::{MemoryBlobs, MemoryQueue, MemoryTable};
-    use crate::request::RequestRecord;
+    use crate::adapters::memory::{MemoryBlobs, MemoryQueue, MemoryTable};
+    use crate::domain::request::RequestRecord;
+    use crate::ports::CreateRequest;
 
     const CSV: &str = "S. No.,Product Name,Input Image Urls\n\
         1,Shirt,\"https://img.example/a.jpg, https://img.example/b.png\"\n\
@@ -73,7 +73,7 @@ mod tests {
         let (table, blobs, queue) = (MemoryTable::default(), MemoryBlobs::default(), MemoryQueue::default());
         let id = accepted(&table, &blobs, Some(CSV)).await;
 
-        let ports = FanOutPorts { table: &table, blobs: &blobs, queue: &queue };
+        let ports = FanOutPorts { requests: &table, lifecycle: &table, blobs: &blobs, queue: &queue };
         assert_eq!(fan_out(ports, id).await.unwrap(), Transition::Applied);
 
         let jobs = queue.jobs.lock().unwrap().clone();
@@ -93,9 +93,11 @@ mod tests {
     async fn a_duplicate_fan_out_queues_nothing() {
         let (table, blobs, queue) = (MemoryTable::default(), MemoryBlobs::default(), MemoryQueue::default());
         let id = accepted(&table, &blobs, Some(CSV)).await;
-        fan_out(FanOutPorts { table: &table, blobs: &blobs, queue: &queue }, id).await.unwrap();
+        fan_out(FanOutPorts { requests: &table, lifecycle: &table, blobs: &blobs, queue: &queue }, id).await.unwrap();
 
-        let again = fan_out(FanOutPorts { table: &table, blobs: &blobs, queue: &queue }, id).await.unwrap();
+        let again = fan_out(FanOutPorts { requests: &table, lifecycle: &table, blobs: &blobs, queue: &queue }, id)
+            .await
+            .unwrap();
         assert_eq!(again, Transition::AlreadyDone);
         assert_eq!(queue.jobs.lock().unwrap().len(), 3);
     }
@@ -105,7 +107,8 @@ mod tests {
         let (table, blobs, queue) = (MemoryTable::default(), MemoryBlobs::default(), MemoryQueue::default());
         let id = accepted(&table, &blobs, None).await;
 
-        let result = fan_out(FanOutPorts { table: &table, blobs: &blobs, queue: &queue }, id).await;
+        let result =
+            fan_out(FanOutPorts { requests: &table, lifecycle: &table, blobs: &blobs, queue: &queue }, id).await;
         assert!(matches!(result, Err(FanOutError::Corrupt(..))));
         assert_eq!(table.get(id).await.unwrap().unwrap().status, RequestStatus::Failed);
     }

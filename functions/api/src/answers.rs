@@ -1,0 +1,158 @@
+//! Every JSON body the API answers with, as a type: what the README documents (and what an
+//! OpenAPI description will be generated from) is what the code serialises.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use imgpipe_core::domain::csv_rules::CsvProblem;
+use imgpipe_core::domain::http_url::HttpUrl;
+use imgpipe_core::domain::locations::{errors_csv_path, image_path, images_path, output_csv_path, status_path};
+use imgpipe_core::domain::request::{ImageRecord, ImageState, RequestRecord, RequestStatus};
+use imgpipe_core::domain::request_id::RequestId;
+use serde::Serialize;
+
+/// Every error: a stable code, a readable message and, for refused input, each problem by line.
+#[derive(Serialize)]
+pub struct ErrorAnswer {
+    pub error: &'static str,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problems: Option<Vec<CsvProblem>>,
+}
+
+pub fn error(status: StatusCode, code: &'static str, message: impl Into<String>) -> Response {
+    (status, Json(ErrorAnswer { error: code, message: message.into(), problems: None })).into_response()
+}
+
+/// 422: the input was read and broke rules, each listed.
+pub fn invalid(code: &'static str, message: &str, problems: Vec<CsvProblem>) -> Response {
+    let body = ErrorAnswer { error: code, message: message.into(), problems: Some(problems) };
+    (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response()
+}
+
+/// 202 to an accepted upload.
+#[derive(Serialize)]
+pub struct Accepted {
+    pub request_id: RequestId,
+    pub status_url: String,
+    pub images: usize,
+    /// Shown once: the webhook is signed with it (Standard Webhooks). `null` without a webhook.
+    pub webhook_secret: Option<String>,
+}
+
+impl Accepted {
+    pub fn new(origin: &str, request_id: RequestId, images: usize, webhook_secret: Option<String>) -> Self {
+        Self { request_id, status_url: format!("{origin}{}", status_path(request_id)), images, webhook_secret }
+    }
+}
+
+/// `GET /api/status/<id>/`.
+#[derive(Serialize)]
+pub struct Status {
+    pub request_id: RequestId,
+    pub status: RequestStatus,
+    pub total: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub pending: u64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub output_csv_url: Option<String>,
+    pub errors_csv_url: Option<String>,
+    pub images_url: String,
+    /// Only when images failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failures: Option<Vec<Failure>>,
+}
+
+impl Status {
+    pub fn new(origin: &str, request: &RequestRecord, failures: Option<Vec<Failure>>) -> Self {
+        let id = request.request_id;
+        Self {
+            request_id: id,
+            status: request.status,
+            total: request.total,
+            succeeded: request.succeeded,
+            failed: request.failed,
+            pending: request.pending_images(),
+            created_at: request.created_at,
+            updated_at: request.updated_at,
+            completed_at: request.completed_at,
+            output_csv_url: request.output_csv_key.as_ref().map(|_| format!("{origin}{}", output_csv_path(id))),
+            errors_csv_url: request.has_errors_report().then(|| format!("{origin}{}", errors_csv_path(id))),
+            images_url: format!("{origin}{}", images_path(id)),
+            failures,
+        }
+    }
+}
+
+/// One failed image in a status answer.
+#[derive(Serialize)]
+pub struct Failure {
+    pub image_index: u32,
+    /// 1-based data row.
+    pub row: u32,
+    pub input_url: HttpUrl,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+}
+
+impl From<ImageRecord> for Failure {
+    fn from(image: ImageRecord) -> Self {
+        Self {
+            image_index: image.image_index,
+            row: image.row + 1,
+            input_url: image.input_url,
+            error_code: image.error_code,
+            error_message: image.error_message,
+        }
+    }
+}
+
+/// `GET /api/requests/<id>/images`: one page.
+#[derive(Serialize)]
+pub struct ImagesPage {
+    pub request_id: RequestId,
+    pub total: u64,
+    pub images: Vec<Image>,
+    /// The `after` of the next page; `null` on the last.
+    pub next_after: Option<u32>,
+}
+
+/// One image, with its state and result.
+#[derive(Serialize)]
+pub struct Image {
+    pub image_index: u32,
+    /// 1-based data row.
+    pub row: u32,
+    pub input_url: HttpUrl,
+    pub state: ImageState,
+    /// The API link that redirects to the output image, for DONE images.
+    pub output_url: Option<String>,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    pub bytes_in: Option<u64>,
+    pub bytes_out: Option<u64>,
+    pub note: Option<String>,
+}
+
+impl Image {
+    pub fn new(origin: &str, image: ImageRecord) -> Self {
+        let output_url = (image.state == ImageState::Done)
+            .then(|| format!("{origin}{}", image_path(image.request_id, image.image_index)));
+        Self {
+            image_index: image.image_index,
+            row: image.row + 1,
+            input_url: image.input_url,
+            state: image.state,
+            output_url,
+            error_code: image.error_code,
+            error_message: image.error_message,
+            bytes_in: image.bytes_in,
+            bytes_out: image.bytes_out,
+            note: image.note,
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! What the service is about, and every rule about it: requests and images and the states they
+//! move through, CSV rules and limits, URLs, failures and what each means, webhook signatures,
+//! and the codec. Pure: nothing here does I/O or awaits.
+
+pub mod codec;
+pub mod csv_rules;
+pub mod delivery;
+pub mod dropped_csv;
+pub mod errors;
+pub mod http_url;
+pub mod locations;
+pub mod request;
+pub mod request_id;
+pub mod webhook;
+pub mod webhook_signature;

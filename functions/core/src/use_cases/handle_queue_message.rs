@@ -1,0 +1,189 @@
+//! What the worker does with one message of the jobs queue: queue a request's image jobs (the
+//! fan-out), process one image, or accept CSVs dropped into the bucket; and, for a message from
+//! the dead-letter queue, end what it was for rather than let its request wait forever.
+//!
+//! Each message is answered on its own: acknowledged (deleted), or handed back to the queue for
+//! another delivery, so one image never holds up another.
+
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+
+use crate::domain::csv_rules::CsvLimits;
+use crate::domain::delivery::{JobsMessage, RetryPolicy};
+use crate::domain::errors::RETRIES_EXHAUSTED;
+use crate::domain::request::{ImageJob, ImageOutcome};
+use crate::domain::request_id::RequestId;
+use crate::ports::{BlobStore, CreateRequest, Fetcher, JobQueue, MoveRequest, ReadRequest, RecordResult};
+use crate::use_cases::accept_dropped_csv::{DropPorts, accept_dropped_csv};
+use crate::use_cases::accept_upload::AcceptPorts;
+use crate::use_cases::fail_request::fail_request;
+use crate::use_cases::fan_out::{FanOutError, FanOutPorts, fan_out};
+use crate::use_cases::process_image::{CodecPool, JobResult, ProcessPorts, process_image};
+
+#[derive(Clone, Copy)]
+pub struct WorkerPorts<'a> {
+    pub fetcher: &'a dyn Fetcher,
+    pub blobs: &'a dyn BlobStore,
+    pub queue: &'a dyn JobQueue,
+    pub new_requests: &'a dyn CreateRequest,
+    pub requests: &'a dyn ReadRequest,
+    pub recorder: &'a dyn RecordResult,
+    pub lifecycle: &'a dyn MoveRequest,
+}
+
+/// The worker's settings that decide what happens to a message.
+pub struct WorkerRules<'a> {
+    pub retry: &'a RetryPolicy,
+    /// Time a job may need once started; a job is not started with less left.
+    pub job_time_reserve: Duration,
+    /// For CSVs dropped into the bucket.
+    pub csv_limits: &'a CsvLimits,
+}
+
+/// One delivery of a message, as the queue made it.
+pub struct Delivery<'a> {
+    pub body: &'a str,
+    /// `ApproximateReceiveCount`: 1 on the first delivery.
+    pub receives: u32,
+    /// It comes from the jobs' dead-letter queue: every delivery of it went unanswered.
+    pub from_dead_letters: bool,
+    /// Until the Lambda is stopped.
+    pub time_left: Duration,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Done with (or nothing can ever be done with it): delete it.
+    Acknowledge,
+    /// Deliver it again: after `delay` when given, else after the queue's visibility timeout.
+    HandBack { delay: Option<Duration> },
+}
+
+pub async fn handle_queue_message(
+    ports: WorkerPorts<'_>,
+    rules: &WorkerRules<'_>,
+    codec: &CodecPool,
+    delivery: Delivery<'_>,
+) -> Verdict {
+    match JobsMessage::read(delivery.body) {
+        JobsMessage::FanOut(request_id) if delivery.from_dead_letters => {
+            // The fan-out failed on every attempt: fail the request rather than leave it waiting.
+            let failed = fail_request(ports.lifecycle, request_id, "the fan-out failed on every attempt").await;
+            hand_back_if_transient(failed.err().is_some_and(|e| e.is_transient()))
+        }
+        JobsMessage::FanOut(request_id) => run_fan_out(ports, request_id).await,
+        JobsMessage::DroppedCsvs(dropped) => accept_dropped(ports, rules, &dropped).await,
+        JobsMessage::Unreadable(error) => {
+            // Only our API and S3 write this queue; a body we cannot read will never become
+            // readable, and names no image we could record a failure for.
+            tracing::error!(stage = "decode_message", error = %error);
+            Verdict::Acknowledge
+        }
+        JobsMessage::Image(job) if delivery.from_dead_letters => record_dead_letter(ports, &job).await,
+        JobsMessage::Image(job) if delivery.time_left < rules.job_time_reserve => {
+            // Too late to finish it before the Lambda is stopped: hand it back unstarted.
+            tracing::info!(request_id = %job.request_id, image_index = job.image_index, stage = "handed_back");
+            Verdict::HandBack { delay: Some(Duration::ZERO) }
+        }
+        JobsMessage::Image(job) => run_image_job(ports, rules, codec, &job, delivery.receives).await,
+    }
+}
+
+fn hand_back_if_transient(transient: bool) -> Verdict {
+    if transient { Verdict::HandBack { delay: None } } else { Verdict::Acknowledge }
+}
+
+async fn run_image_job(
+    ports: WorkerPorts<'_>,
+    rules: &WorkerRules<'_>,
+    codec: &CodecPool,
+    job: &ImageJob,
+    receives: u32,
+) -> Verdict {
+    let process = ProcessPorts { fetcher: ports.fetcher, blobs: ports.blobs, results: ports.recorder };
+    match process_image(process, job, codec, rules.retry.is_last_attempt(receives)).await {
+        JobResult::Recorded(_) | JobResult::Duplicate => Verdict::Acknowledge,
+        JobResult::Retry(error) => {
+            let delay = rules.retry.delay_after(receives);
+            tracing::warn!(
+                request_id = %job.request_id,
+                image_index = job.image_index,
+                stage = "retry",
+                receives,
+                retry_in_s = delay.as_secs(),
+                error_code = error.code(),
+                error = %error,
+            );
+            Verdict::HandBack { delay: Some(delay) }
+        }
+    }
+}
+
+/// Queues the image jobs of an accepted request.
+async fn run_fan_out(ports: WorkerPorts<'_>, request_id: RequestId) -> Verdict {
+    let started = Instant::now();
+    let fan_out_ports =
+        FanOutPorts { requests: ports.requests, lifecycle: ports.lifecycle, blobs: ports.blobs, queue: ports.queue };
+    match fan_out(fan_out_ports, request_id).await {
+        Ok(transition) => {
+            let duration_ms = started.elapsed().as_millis() as u64;
+            tracing::info!(request_id = %request_id, stage = "fan_out", duration_ms, ?transition);
+            Verdict::Acknowledge
+        }
+        Err(FanOutError::Store(error)) if error.is_transient() => {
+            tracing::warn!(request_id = %request_id, stage = "fan_out", error = %error);
+            Verdict::HandBack { delay: None }
+        }
+        Err(error) => {
+            tracing::error!(request_id = %request_id, stage = "fan_out", error = %error);
+            Verdict::Acknowledge
+        }
+    }
+}
+
+/// CSVs dropped into the bucket under `incoming/`. Handed back on an outage; the receipt says
+/// the rest.
+async fn accept_dropped(
+    ports: WorkerPorts<'_>,
+    rules: &WorkerRules<'_>,
+    dropped: &[crate::domain::dropped_csv::DroppedCsv],
+) -> Verdict {
+    let accept = AcceptPorts {
+        blobs: ports.blobs,
+        new_requests: ports.new_requests,
+        lifecycle: ports.lifecycle,
+        queue: ports.queue,
+    };
+    let drop_ports = DropPorts { accept, requests: ports.requests };
+    let mut verdict = Verdict::Acknowledge;
+    for csv in dropped {
+        match accept_dropped_csv(drop_ports, csv, rules.csv_limits).await {
+            Ok(outcome) => tracing::info!(stage = "dropped_csv", key = csv.key, ?outcome),
+            Err(error) => {
+                tracing::warn!(stage = "dropped_csv", key = csv.key, error = %error);
+                verdict = Verdict::HandBack { delay: None };
+            }
+        }
+    }
+    verdict
+}
+
+/// A job in the dead-letter queue was delivered `maxReceiveCount` times without a result
+/// (the worker crashed or timed out on each): its image fails, so its request can end.
+async fn record_dead_letter(ports: WorkerPorts<'_>, job: &ImageJob) -> Verdict {
+    let outcome = ImageOutcome::Failed {
+        error_code: RETRIES_EXHAUSTED.into(),
+        error_message: "the image could not be processed in any of its attempts".into(),
+    };
+    match ports.recorder.record(job, &outcome, Utc::now()).await {
+        Ok(transition) => {
+            tracing::info!(request_id = %job.request_id, image_index = job.image_index, stage = "dead_letter", ?transition);
+            Verdict::Acknowledge
+        }
+        Err(error) => {
+            tracing::error!(request_id = %job.request_id, image_index = job.image_index, stage = "dead_letter", error = %error);
+            hand_back_if_transient(error.is_transient())
+        }
+    }
+}
