@@ -1,7 +1,9 @@
 //! The HTTP API: upload a CSV, poll its status, download its output CSV.
 
 mod answers;
+mod requests;
 mod routes;
+mod upload;
 mod upload_form;
 
 use imgpipe_core::adapters::aws::{DynamoTable, S3Blobs, SqsQueue, sdk_config};

@@ -1,0 +1,122 @@
+//! The routes that read a request: its status, its images a page at a time, and redirects to
+//! its output CSV, errors report and output images.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use imgpipe_core::domain::locations::errors_csv_key;
+use imgpipe_core::domain::request::ImageState;
+use imgpipe_core::ports::ReadResults;
+use imgpipe_core::use_cases::list_images::list_images;
+use serde::Deserialize;
+
+use crate::answers::{Failure, Image, ImagesPage, Status, error};
+use crate::routes::{AppState, find_request, origin, redirect_to, unavailable};
+
+/// Failed images listed in a status answer, so the reasons are visible without a download.
+const MAX_LISTED_FAILURES: usize = 100;
+/// Images per page of `/images`, by default and at most.
+const DEFAULT_PAGE: u32 = 100;
+const MAX_PAGE: u32 = 1000;
+
+pub async fn status(State(state): State<Arc<AppState>>, Path(raw_id): Path<String>, headers: HeaderMap) -> Response {
+    let request = match find_request(&state, &raw_id).await {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    let failures = if request.failed > 0 {
+        match state.table.failed_images(request.request_id, MAX_LISTED_FAILURES).await {
+            Ok(images) => Some(images.into_iter().map(Failure::from).collect()),
+            Err(cause) => return unavailable("status", &cause),
+        }
+    } else {
+        None
+    };
+    Json(Status::new(&origin(&headers), &request, failures)).into_response()
+}
+
+pub async fn output_csv(State(state): State<Arc<AppState>>, Path(raw_id): Path<String>) -> Response {
+    let request = match find_request(&state, &raw_id).await {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    let Some(key) = request.output_csv_key else {
+        let message =
+            format!("the output CSV is written when the request finishes (status: {})", request.status.as_str());
+        return error(StatusCode::NOT_FOUND, "not_ready", message);
+    };
+    redirect_to(&state, &key).await
+}
+
+/// Redirects to the errors report of a finished request with failed images.
+pub async fn errors_csv(State(state): State<Arc<AppState>>, Path(raw_id): Path<String>) -> Response {
+    let request = match find_request(&state, &raw_id).await {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    if request.has_errors_report() {
+        return redirect_to(&state, &errors_csv_key(request.request_id)).await;
+    }
+    if request.output_csv_key.is_none() {
+        let message =
+            format!("the errors report is written when the request finishes (status: {})", request.status.as_str());
+        return error(StatusCode::NOT_FOUND, "not_ready", message);
+    }
+    error(StatusCode::NOT_FOUND, "no_errors", "no image of this request failed")
+}
+
+#[derive(Deserialize)]
+pub struct PageQuery {
+    pub limit: Option<u32>,
+    /// The `next_after` of the previous page.
+    pub after: Option<u32>,
+}
+
+/// Every image of a request with its state and result, in output order, a page at a time.
+pub async fn images_page(
+    State(state): State<Arc<AppState>>,
+    Path(raw_id): Path<String>,
+    Query(page): Query<PageQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let request = match find_request(&state, &raw_id).await {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    let limit = page.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
+    let (images, next_after) = match list_images(&state.table, &state.blobs, &request, page.after, limit).await {
+        Ok(page) => page,
+        Err(cause) => return unavailable("images", &cause),
+    };
+    let origin = origin(&headers);
+    let images = images.into_iter().map(|image| Image::new(&origin, image)).collect();
+    Json(ImagesPage { request_id: request.request_id, total: request.total, images, next_after }).into_response()
+}
+
+/// Redirects to a fresh presigned URL of one output image.
+pub async fn image(State(state): State<Arc<AppState>>, Path((raw_id, image_index)): Path<(String, u32)>) -> Response {
+    let request = match find_request(&state, &raw_id).await {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    if u64::from(image_index) >= request.total {
+        return error(StatusCode::NOT_FOUND, "not_found", "no image with this index");
+    }
+    let image = match state.table.recorded_images_between(request.request_id, image_index, image_index).await {
+        Ok(images) => images.into_iter().next(),
+        Err(cause) => return unavailable("image", &cause),
+    };
+    let Some(image) = image else { return error(StatusCode::NOT_FOUND, "not_ready", "this image has no result yet") };
+    match (image.state, image.output_key) {
+        (ImageState::Done, Some(key)) => redirect_to(&state, &key).await,
+        (ImageState::Failed, _) => error(
+            StatusCode::NOT_FOUND,
+            "image_failed",
+            format!("this image failed: {}", image.error_message.unwrap_or_default()),
+        ),
+        _ => error(StatusCode::NOT_FOUND, "not_ready", "this image has no result yet"),
+    }
+}
