@@ -8,7 +8,7 @@
 //! deliveries, which bounds the test's run time.
 //!
 //! Not here: a host name that resolves to 10.0.0.1 needs DNS we do not control end to end;
-//! fetch.rs's unit tests cover it with an injected resolver (`names_that_resolve_inside_are_blocked`).
+//! http_fetch's unit tests cover it with an injected resolver (`names_that_resolve_inside_are_blocked`).
 //! Progressive and CMYK JPEGs need libjpeg-turbo to produce, which the test crate does not
 //! link; codec.rs's unit tests cover both.
 
