@@ -8,7 +8,7 @@
 //! deliveries, which bounds the test's run time.
 //!
 //! Not here: a host name that resolves to 10.0.0.1 needs DNS we do not control end to end;
-//! fetch.rs's unit tests cover it with an injected resolver (`names_that_resolve_inside_are_blocked`).
+//! http_fetch's unit tests cover it with an injected resolver (`names_that_resolve_inside_are_blocked`).
 //! Progressive and CMYK JPEGs need libjpeg-turbo to produce, which the test crate does not
 //! link; codec.rs's unit tests cover both.
 
@@ -17,10 +17,11 @@ use std::time::{Duration, Instant};
 
 use image::{DynamicImage, ImageFormat, Luma, Rgb, Rgba};
 use imgpipe_core::domain::csv_rules::OUTPUT_HEADER;
+use imgpipe_fixtures::jpeg::with_exif_orientation;
+use imgpipe_fixtures::png::{palette_png, png_bomb};
+use imgpipe_fixtures::{animated_gif, encoded};
 use imgpipe_tests::api_client::ApiClient;
-use imgpipe_tests::fixtures::{
-    animated_gif, cutout_png, encode, palette_png, photo, photo_jpeg, png_bomb, with_exif_orientation, zip_with,
-};
+use imgpipe_tests::fixtures::{cutout_png, photo, photo_jpeg, zip_with};
 use imgpipe_tests::hostile_server::chain_image;
 use imgpipe_tests::servers::{Files, ImageServer};
 use imgpipe_tests::stack::LocalStack;
@@ -97,18 +98,18 @@ fn fixtures() -> Fixtures {
         .expect("encode q10 JPEG");
     let rotated = with_exif_orientation(&photo_jpeg(300, 200, 23), 6);
     let cutout = cutout_png(120);
-    let rgb16 = encode(
+    let rgb16 = encoded(
         DynamicImage::ImageRgb16(image::ImageBuffer::from_fn(64, 40, |x, y| {
             Rgb([(x * 1000) as u16, (y * 1600) as u16, 40_000])
         })),
         ImageFormat::Png,
     );
-    let palette = palette_png(48, 16);
-    let gray = encode(image::GrayImage::from_fn(80, 60, |x, y| Luma([(x * 3 + y) as u8])), ImageFormat::Png);
+    let palette = palette_png(48, 16, 255);
+    let gray = encoded(image::GrayImage::from_fn(80, 60, |x, y| Luma([(x * 3 + y) as u8])), ImageFormat::Png);
     let gif = animated_gif(32, &[[220, 0, 0], [0, 0, 220], [0, 220, 0]]);
-    let webp = encode(image::RgbaImage::from_pixel(40, 30, Rgba([200, 30, 30, 255])), ImageFormat::WebP);
-    let bmp = encode(DynamicImage::ImageRgb8(photo(50, 40, 24)), ImageFormat::Bmp);
-    let tiff = encode(DynamicImage::ImageRgb8(photo(50, 40, 25)), ImageFormat::Tiff);
+    let webp = encoded(image::RgbaImage::from_pixel(40, 30, Rgba([200, 30, 30, 255])), ImageFormat::WebP);
+    let bmp = encoded(DynamicImage::ImageRgb8(photo(50, 40, 24)), ImageFormat::Bmp);
+    let tiff = encoded(DynamicImage::ImageRgb8(photo(50, 40, 25)), ImageFormat::Tiff);
     let long = photo_jpeg(256, 192, 26);
     let truncated_scan = long[..long.len() / 2].to_vec();
     let truncated_header = long[..200].to_vec();

@@ -5,6 +5,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::adapters::http_fetch::FetchLimits;
+use crate::domain::address_policy::ExemptHosts;
 use crate::domain::codec::CodecLimits;
 use crate::domain::csv_rules::CsvLimits;
 use crate::domain::delivery::RetryPolicy;
@@ -39,9 +40,8 @@ fn seconds(name: &'static str, default: u64) -> Result<Duration, ConfigError> {
 
 /// Exact `host:port` pairs exempt from the public-address rule: only for the local stack
 /// and tests (a sample-image server on 127.0.0.1); never set in a deployment.
-fn allowed_hosts(name: &'static str) -> Result<Vec<String>, ConfigError> {
-    crate::adapters::http_fetch::parse_allowed_hosts(&std::env::var(name).unwrap_or_default())
-        .map_err(|problem| ConfigError { name, problem })
+fn exempt_hosts(name: &'static str) -> Result<ExemptHosts, ConfigError> {
+    ExemptHosts::parse(&std::env::var(name).unwrap_or_default()).map_err(|problem| ConfigError { name, problem })
 }
 
 fn item_lifetime() -> Result<Duration, ConfigError> {
@@ -87,6 +87,8 @@ pub struct WorkerConfig {
     pub bucket: String,
     pub table: String,
     pub fetch: FetchLimits,
+    /// Image hosts fetched from although not public (FETCH_ALLOW_HOSTS): local stack and tests only.
+    pub fetch_exempt_hosts: ExemptHosts,
     pub codec: CodecLimits,
     /// The queue's `maxReceiveCount` (MAX_RECEIVES) and the waits between attempts.
     pub retry: RetryPolicy,
@@ -121,8 +123,8 @@ impl WorkerConfig {
                 total_timeout: seconds("FETCH_TIMEOUT_SECS", fetch.total_timeout.as_secs())?,
                 max_bytes: or_default("MAX_IMAGE_BYTES", fetch.max_bytes)?,
                 max_redirects: fetch.max_redirects,
-                allowed_hosts: allowed_hosts("FETCH_ALLOW_HOSTS")?,
             },
+            fetch_exempt_hosts: exempt_hosts("FETCH_ALLOW_HOSTS")?,
             codec: CodecLimits { max_pixels: or_default("MAX_IMAGE_PIXELS", codec.max_pixels)?, ..codec },
             retry: RetryPolicy {
                 max_receives: or_default("MAX_RECEIVES", 5)?,
@@ -151,7 +153,7 @@ pub struct NotifierConfig {
     /// Wait before a failed webhook is delivered again, doubling each time (`domain::webhook`).
     pub webhook_redelivery_base: Duration,
     /// Like FETCH_ALLOW_HOSTS, for webhook receivers: local stack and tests only.
-    pub webhook_allowed_hosts: Vec<String>,
+    pub webhook_exempt_hosts: ExemptHosts,
     pub item_lifetime: Duration,
 }
 
@@ -167,7 +169,7 @@ impl NotifierConfig {
             webhook_timeout: seconds("WEBHOOK_TIMEOUT_SECS", 10)?,
             webhook_tries_per_delivery: or_default("WEBHOOK_ATTEMPTS", 3)?,
             webhook_redelivery_base: seconds("WEBHOOK_REDELIVERY_BASE_SECS", 60)?,
-            webhook_allowed_hosts: allowed_hosts("WEBHOOK_ALLOW_HOSTS")?,
+            webhook_exempt_hosts: exempt_hosts("WEBHOOK_ALLOW_HOSTS")?,
             item_lifetime: item_lifetime()?,
         })
     }

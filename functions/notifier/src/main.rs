@@ -16,10 +16,10 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let notifier = handler::Notifier {
         table: DynamoTable::new(&sdk, &config.table, config.item_lifetime),
         blobs: S3Blobs::new(&sdk, &config.bucket),
-        webhooks: HttpWebhookSender::with_allowed_hosts(
+        webhooks: HttpWebhookSender::with_exempt_hosts(
             config.webhook_timeout,
             config.webhook_tries_per_delivery,
-            &config.webhook_allowed_hosts,
+            config.webhook_exempt_hosts.clone(),
         )?
         .with_redelivery_base(config.webhook_redelivery_base),
         config,

@@ -15,7 +15,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let config = WorkerConfig::from_env()?;
     let sdk = sdk_config().await;
     let worker = handler::Worker {
-        fetcher: HttpFetcher::new(config.fetch.clone())?,
+        fetcher: HttpFetcher::new(config.fetch.clone(), config.fetch_exempt_hosts.clone())?,
         blobs: S3Blobs::new(&sdk, &config.bucket),
         table: DynamoTable::new(&sdk, &config.table, config.item_lifetime),
         queue: SqsQueue::new(&sdk, &config.queue_url),

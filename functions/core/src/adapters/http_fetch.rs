@@ -2,9 +2,9 @@
 //! never reaching an address inside our own network, whatever the URL, its DNS or its
 //! redirects say.
 //!
-//! Inside Lambda, 127.0.0.1:9001 is the Runtime API and 169.254.0.0/16 holds the X-Ray daemon
-//! and metadata endpoints: a URL that reaches them can act with the function's credentials.
-//! So every destination is checked where it is used, on the first URL and on every redirect:
+//! Which addresses are refused, and why, is `domain::address_policy`; this is where it is
+//! enforced. Every destination is checked where it is used, on the first URL and on every
+//! redirect:
 //! - scheme and credentials: each hop must be a valid [`HttpUrl`];
 //! - IP-literal hosts, here, before the request (reqwest never calls a resolver for them);
 //! - host names, inside the DNS resolver reqwest connects with, so the addresses checked are
@@ -14,7 +14,7 @@
 //! by strangers, uses the same ones.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +23,7 @@ use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::header::{ACCEPT, HeaderValue, LOCATION};
 use reqwest::{Client, ClientBuilder, StatusCode};
 
+use crate::domain::address_policy::{ExemptHosts, is_public};
 use crate::domain::errors::FetchError;
 use crate::domain::http_url::{HttpUrl, InvalidUrl};
 use crate::ports::Fetcher;
@@ -34,10 +35,6 @@ pub struct FetchLimits {
     pub total_timeout: Duration,
     pub max_bytes: u64,
     pub max_redirects: usize,
-    /// Exact `host:port` pairs (`127.0.0.1:8811`, `[::1]:8080`, `images.test:80`) fetched even
-    /// though they are not public: the local stack serves its sample images from loopback.
-    /// Empty by default, and it must stay empty in production (FETCH_ALLOW_HOSTS unset).
-    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for FetchLimits {
@@ -47,77 +44,8 @@ impl Default for FetchLimits {
             total_timeout: Duration::from_secs(15),
             max_bytes: 25 * 1024 * 1024,
             max_redirects: 3,
-            allowed_hosts: Vec::new(),
         }
     }
-}
-
-/// Reads an allowlist such as `127.0.0.1:8811, localhost:9000` (FETCH_ALLOW_HOSTS) into the
-/// form requests are compared in (lower case, IPv6 in brackets, IPv4 dotted). Every entry needs
-/// a port: an entry that could never match would look like protection it isn't.
-pub fn parse_allowed_hosts(list: &str) -> Result<Vec<String>, String> {
-    list.split(',')
-        .map(str::trim)
-        .filter(|entry| !entry.is_empty())
-        .map(|entry| canonical_host_and_port(entry).ok_or_else(|| format!("{entry:?} is not host:port")))
-        .collect()
-}
-
-fn canonical_host_and_port(entry: &str) -> Option<String> {
-    let explicit_port = entry.rsplit_once(':').is_some_and(|(host, port)| {
-        !host.is_empty() && !host.ends_with(':') && !port.starts_with('+') && port.parse::<u16>().is_ok()
-    });
-    let url = HttpUrl::parse(&format!("http://{entry}/")).ok()?;
-    let only_host_and_port = url.as_url().path() == "/" && url.as_url().query().is_none();
-    (explicit_port && only_host_and_port).then(|| host_and_port(&url))
-}
-
-/// The ranges no fetch may reach: private, loopback, link-local, shared, multicast, reserved
-/// and documentation networks, and the IPv6 forms that embed an IPv4 address (mapped,
-/// compatible, NAT64, 6to4), which could otherwise smuggle in any of the IPv4 ranges.
-const BLOCKED_V4: &[(Ipv4Addr, u8)] = &[
-    (Ipv4Addr::new(0, 0, 0, 0), 8),       // "this network"; 0.0.0.0 reaches localhost on Linux
-    (Ipv4Addr::new(10, 0, 0, 0), 8),      // private
-    (Ipv4Addr::new(100, 64, 0, 0), 10),   // carrier-grade NAT, shared
-    (Ipv4Addr::new(127, 0, 0, 0), 8),     // loopback: the Lambda Runtime API
-    (Ipv4Addr::new(169, 254, 0, 0), 16),  // link-local: metadata endpoints, X-Ray
-    (Ipv4Addr::new(172, 16, 0, 0), 12),   // private
-    (Ipv4Addr::new(192, 0, 0, 0), 24),    // IETF protocol assignments
-    (Ipv4Addr::new(192, 0, 2, 0), 24),    // documentation
-    (Ipv4Addr::new(192, 168, 0, 0), 16),  // private
-    (Ipv4Addr::new(198, 18, 0, 0), 15),   // benchmarking
-    (Ipv4Addr::new(198, 51, 100, 0), 24), // documentation
-    (Ipv4Addr::new(203, 0, 113, 0), 24),  // documentation
-    (Ipv4Addr::new(224, 0, 0, 0), 4),     // multicast
-    (Ipv4Addr::new(240, 0, 0, 0), 4),     // reserved, and broadcast 255.255.255.255
-];
-
-const BLOCKED_V6: &[(Ipv6Addr, u8)] = &[
-    (Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 0), 96), // ::, ::1 and IPv4-compatible ::a.b.c.d
-    (Ipv6Addr::new(0, 0, 0, 0, 0, 0xffff, 0, 0), 96), // IPv4-mapped: all of it, public or not
-    (Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, 0, 0), 96), // NAT64, well-known prefix
-    (Ipv6Addr::new(0x64, 0xff9b, 1, 0, 0, 0, 0, 0), 48), // NAT64, local-use prefix
-    (Ipv6Addr::new(0x2002, 0, 0, 0, 0, 0, 0, 0), 16), // 6to4
-    (Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 0), 7), // unique local (private)
-    (Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0), 10), // link-local
-    (Ipv6Addr::new(0xfec0, 0, 0, 0, 0, 0, 0, 0), 10), // site-local (deprecated private)
-    (Ipv6Addr::new(0xff00, 0, 0, 0, 0, 0, 0, 0), 8), // multicast
-];
-
-/// Whether a fetch may connect to `ip`: false for every address in the ranges above.
-pub fn is_public(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(ip) => {
-            !BLOCKED_V4.iter().any(|&(net, len)| same_prefix(ip.to_bits().into(), net.to_bits().into(), len, 32))
-        }
-        IpAddr::V6(ip) => !BLOCKED_V6.iter().any(|&(net, len)| same_prefix(ip.to_bits(), net.to_bits(), len, 128)),
-    }
-}
-
-/// Whether the first `len` of the `width` low bits of `a` and `b` agree.
-fn same_prefix(a: u128, b: u128, len: u8, width: u8) -> bool {
-    let ignored = u32::from(width - len);
-    a.checked_shr(ignored).unwrap_or(0) == b.checked_shr(ignored).unwrap_or(0)
 }
 
 /// A destination refused before any connection: a literal non-public address, or (from inside
@@ -176,23 +104,23 @@ impl Resolve for CheckingResolver {
     }
 }
 
-/// A reqwest client that only reaches public addresses, plus the exact `host:port` pairs of a
-/// (test-only) allowlist. Redirects are never followed by reqwest (each hop must be checked by
-/// the caller, through [`GuardedClient::client_for`]) and proxy variables are ignored (a
-/// proxy would resolve names out of our sight).
+/// A reqwest client that only reaches public addresses, plus the exact `host:port` pairs of
+/// (test-only) [`ExemptHosts`]. Redirects are never followed by reqwest (each hop must be
+/// checked by the caller, through [`GuardedClient::client_for`]) and proxy variables are
+/// ignored (a proxy would resolve names out of our sight).
 #[derive(Clone)]
 pub struct GuardedClient {
     checked: Client,
-    /// Built only when the allowlist is not empty: resolves without checking.
-    allowed: Option<Client>,
-    allowed_hosts: Vec<String>,
+    /// Built only when some hosts are exempt: resolves without checking.
+    unchecked: Option<Client>,
+    exempt_hosts: ExemptHosts,
 }
 
 impl GuardedClient {
     /// `configure` sets timeouts, user agent and the like; redirects, proxies and DNS are
     /// set after it, so it cannot undo them.
     pub fn new(
-        allowed_hosts: &[String],
+        exempt_hosts: ExemptHosts,
         lookup: Arc<dyn HostLookup>,
         configure: impl Fn(ClientBuilder) -> ClientBuilder,
     ) -> Result<Self, reqwest::Error> {
@@ -203,21 +131,17 @@ impl GuardedClient {
                 .dns_resolver(CheckingResolver { lookup: Arc::clone(&lookup), check })
                 .build()
         };
-        // Entries that are not host:port could never match; FETCH_ALLOW_HOSTS is checked by
-        // `parse_allowed_hosts` at start-up, so dropping them here only ever allows less.
-        let allowed_hosts: Vec<String> =
-            allowed_hosts.iter().filter_map(|entry| canonical_host_and_port(entry.trim())).collect();
-        let allowed = if allowed_hosts.is_empty() { None } else { Some(build(false)?) };
-        Ok(Self { checked: build(true)?, allowed, allowed_hosts })
+        let unchecked = if exempt_hosts.is_empty() { None } else { Some(build(false)?) };
+        Ok(Self { checked: build(true)?, unchecked, exempt_hosts })
     }
 
     /// The client to send a request to `url` with, or a refusal if its host is a non-public
     /// IP literal. Host names are checked later, by the client's resolver, at connect time.
     pub fn client_for(&self, url: &HttpUrl) -> Result<&Client, NonPublicAddress> {
-        if let Some(allowed) = &self.allowed
-            && self.allowed_hosts.contains(&host_and_port(url))
+        if let Some(unchecked) = &self.unchecked
+            && self.exempt_hosts.exempts(url)
         {
-            return Ok(allowed);
+            return Ok(unchecked);
         }
         let literal = match url.as_url().host() {
             Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
@@ -229,13 +153,6 @@ impl GuardedClient {
             _ => Ok(&self.checked),
         }
     }
-}
-
-/// `host:port` as the allowlist spells it: `127.0.0.1:8811`, `[::1]:80`, `images.test:443`.
-fn host_and_port(url: &HttpUrl) -> String {
-    let url = url.as_url();
-    let port = url.port_or_known_default().unwrap_or(0);
-    format!("{}:{port}", url.host_str().unwrap_or_default())
 }
 
 /// Whether the request failed because the resolver refused a non-public address.
@@ -260,14 +177,18 @@ pub struct HttpFetcher {
 }
 
 impl HttpFetcher {
-    pub fn new(limits: FetchLimits) -> Result<Self, reqwest::Error> {
-        Self::with_lookup(limits, Arc::new(SystemLookup))
+    pub fn new(limits: FetchLimits, exempt_hosts: ExemptHosts) -> Result<Self, reqwest::Error> {
+        Self::with_lookup(limits, exempt_hosts, Arc::new(SystemLookup))
     }
 
     /// With another way to resolve names (tests); every check still applies to its answers.
-    pub fn with_lookup(limits: FetchLimits, lookup: Arc<dyn HostLookup>) -> Result<Self, reqwest::Error> {
+    pub fn with_lookup(
+        limits: FetchLimits,
+        exempt_hosts: ExemptHosts,
+        lookup: Arc<dyn HostLookup>,
+    ) -> Result<Self, reqwest::Error> {
         let connect_timeout = limits.connect_timeout;
-        let client = GuardedClient::new(&limits.allowed_hosts, lookup, |builder| {
+        let client = GuardedClient::new(exempt_hosts, lookup, |builder| {
             builder.connect_timeout(connect_timeout).user_agent(concat!("imgpipe/", env!("CARGO_PKG_VERSION")))
         })?;
         Ok(Self { client, limits })

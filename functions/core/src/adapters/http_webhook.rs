@@ -1,7 +1,8 @@
 //! Delivering the completion webhook: JSON POST, only 2xx counts, a few quick retries.
 //!
 //! The URL comes from whoever uploaded the CSV, so it gets the image fetcher's address checks
-//! (`crate::adapters::http_fetch::GuardedClient`): no loopback, link-local, private or reserved addresses.
+//! (`crate::adapters::http_fetch::GuardedClient`, enforcing `crate::domain::address_policy`):
+//! no loopback, link-local, private or reserved addresses.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::adapters::http_fetch::{GuardedClient, SystemLookup, refused_address};
+use crate::domain::address_policy::ExemptHosts;
 use crate::domain::http_url::HttpUrl;
 use crate::domain::webhook::WebhookPayload;
 use crate::domain::webhook_signature::WebhookSecret;
@@ -33,19 +35,19 @@ const REFUSED: &str = "the webhook URL leads to a non-public network address";
 
 impl HttpWebhookSender {
     pub fn new(timeout: Duration, tries_per_delivery: u32) -> Result<Self, reqwest::Error> {
-        Self::with_allowed_hosts(timeout, tries_per_delivery, &[])
+        Self::with_exempt_hosts(timeout, tries_per_delivery, ExemptHosts::default())
     }
 
-    /// `allowed_hosts`: exact `host:port` pairs delivered to although not public, for the local
+    /// `exempt_hosts`: exact `host:port` pairs delivered to although not public, for the local
     /// stack's receiver on loopback. Empty in production.
-    pub fn with_allowed_hosts(
+    pub fn with_exempt_hosts(
         timeout: Duration,
         tries_per_delivery: u32,
-        allowed_hosts: &[String],
+        exempt_hosts: ExemptHosts,
     ) -> Result<Self, reqwest::Error> {
         // A 3xx is a failure, not an instruction to post our payload elsewhere: the guarded
         // client never follows redirects, and ignores proxy variables.
-        let client = GuardedClient::new(allowed_hosts, Arc::new(SystemLookup), |builder| {
+        let client = GuardedClient::new(exempt_hosts, Arc::new(SystemLookup), |builder| {
             builder.timeout(timeout).user_agent(concat!("imgpipe/", env!("CARGO_PKG_VERSION")))
         })?;
         Ok(Self { client, tries_per_delivery: tries_per_delivery.max(1), redelivery_base: Duration::from_secs(60) })
@@ -160,8 +162,8 @@ mod tests {
             socket.write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n").await.expect("write");
             String::from_utf8_lossy(&request).into_owned()
         });
-        let allowed = [format!("127.0.0.1:{port}")];
-        let sender = HttpWebhookSender::with_allowed_hosts(Duration::from_secs(5), 1, &allowed).expect("client");
+        let exempt = ExemptHosts::parse(&format!("127.0.0.1:{port}")).expect("host:port");
+        let sender = HttpWebhookSender::with_exempt_hosts(Duration::from_secs(5), 1, exempt).expect("client");
         let url = HttpUrl::parse(&format!("http://127.0.0.1:{port}/hook")).expect("valid URL");
         let secret = WebhookSecret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
         sender.send(&url, &secret, &payload()).await.expect("delivered");

@@ -1,7 +1,8 @@
 //! What the service is about, and every rule about it: requests and images and the states they
-//! move through, CSV rules and limits, URLs, failures and what each means, webhook signatures,
-//! and the codec. Pure: nothing here does I/O or awaits.
+//! move through, CSV rules and limits, URLs and the addresses they may reach, failures and what
+//! each means, webhook signatures, and the codec. Pure: nothing here does I/O or awaits.
 
+pub mod address_policy;
 pub mod codec;
 pub mod csv_rules;
 pub mod delivery;

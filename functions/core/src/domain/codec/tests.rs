@@ -1,7 +1,9 @@
 use super::*;
-use image::codecs::gif::GifEncoder;
 use image::codecs::jpeg::JpegEncoder;
-use image::{Frame, ImageBuffer, Luma, LumaA, Rgb, Rgba, RgbaImage};
+use image::{ImageBuffer, Luma, LumaA, Rgb, Rgba, RgbaImage};
+use imgpipe_fixtures::jpeg::{exif_app1, exif_orientation, insert_after_soi, segment, with_exif_orientation};
+use imgpipe_fixtures::png::{palette_png, png_bomb, png_chunk};
+use imgpipe_fixtures::{animated_gif, encoded};
 
 /// Records, per thread, the largest single allocation, so tests can show that a file
 /// declaring a huge image is refused before any pixel buffer exists.
@@ -49,12 +51,6 @@ mod alloc_probe {
     }
 }
 
-fn encoded(img: &DynamicImage, format: ImageFormat) -> Vec<u8> {
-    let mut out = Cursor::new(Vec::new());
-    img.write_to(&mut out, format).expect("fixture encodes");
-    out.into_inner()
-}
-
 fn jpeg_q(img: &RgbImage, quality: u8) -> Vec<u8> {
     let mut out = Vec::new();
     JpegEncoder::new_with_quality(&mut out, quality).encode_image(img).expect("fixture encodes");
@@ -90,21 +86,6 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 
 // ----- JPEG segment helpers -----
 
-/// `FF marker length payload`.
-fn segment(marker: u8, payload: &[u8]) -> Vec<u8> {
-    let mut segment = vec![0xFF, marker];
-    segment.extend(u16::try_from(2 + payload.len()).expect("small").to_be_bytes());
-    segment.extend(payload);
-    segment
-}
-
-fn insert_after_soi(jpeg: &[u8], segments: &[Vec<u8>]) -> Vec<u8> {
-    let mut out = jpeg[..2].to_vec();
-    segments.iter().for_each(|s| out.extend(s));
-    out.extend(&jpeg[2..]);
-    out
-}
-
 /// The segments before the first scan, as (marker, payload).
 fn header_segments(jpeg: &[u8]) -> Vec<(u8, &[u8])> {
     let mut segments = Vec::new();
@@ -134,18 +115,6 @@ fn without_segments(jpeg: &[u8], marker: u8) -> Vec<u8> {
     }
     out.extend(&jpeg[pos..]);
     out
-}
-
-/// A big-endian TIFF/EXIF block with one IFD entry: Orientation (0x0112), SHORT, `value`.
-fn exif_tiff(value: u16) -> Vec<u8> {
-    let mut tiff = b"MM\0\x2a\0\0\0\x08\0\x01\x01\x12\0\x03\0\0\0\x01".to_vec();
-    tiff.extend(value.to_be_bytes());
-    tiff.extend([0, 0, 0, 0, 0, 0]); // value padding, then "no next IFD"
-    tiff
-}
-
-fn exif_app1(tiff: &[u8]) -> Vec<u8> {
-    segment(0xE1, &[b"Exif\0\0".as_slice(), tiff].concat())
 }
 
 const GPS_SECRET: &[u8] = b"GPS-SECRET-51.5N";
@@ -209,7 +178,7 @@ fn jpeg_in_gives_jpeg_out_with_same_dimensions() {
 #[test]
 fn transparent_pixels_with_hidden_black_come_out_white() {
     let img = RgbaImage::from_fn(32, 32, |x, _| if x < 16 { Rgba([0, 0, 0, 0]) } else { Rgba([0, 0, 255, 255]) });
-    let out = run(&encoded(&img.into(), ImageFormat::Png)).expect("compresses");
+    let out = run(&encoded(img.clone(), ImageFormat::Png)).expect("compresses");
     assert_eq!(out.input_format, InputFormat::Png);
     let px = output_pixels(&out);
     assert_near(*px.get_pixel(4, 16), [255, 255, 255], 6);
@@ -219,28 +188,28 @@ fn transparent_pixels_with_hidden_black_come_out_white() {
 #[test]
 fn half_transparent_red_over_white_is_pink() {
     let img = RgbaImage::from_pixel(32, 32, Rgba([255, 0, 0, 128]));
-    let px = output_pixels(&run(&encoded(&img.into(), ImageFormat::Png)).expect("compresses"));
+    let px = output_pixels(&run(&encoded(img.clone(), ImageFormat::Png)).expect("compresses"));
     assert_near(*px.get_pixel(16, 16), [255, 127, 127], 8);
 }
 
 #[test]
 fn half_transparent_16_bit_red_is_pink_too() {
     let img: ImageBuffer<Rgba<u16>, _> = ImageBuffer::from_pixel(16, 16, Rgba([65535, 0, 0, 32768]));
-    let px = output_pixels(&run(&encoded(&DynamicImage::ImageRgba16(img), ImageFormat::Png)).expect("compresses"));
+    let px = output_pixels(&run(&encoded(DynamicImage::ImageRgba16(img), ImageFormat::Png)).expect("compresses"));
     assert_near(*px.get_pixel(8, 8), [255, 127, 127], 8);
 }
 
 #[test]
 fn sixteen_bit_rgb_is_scaled_to_8_bits() {
     let img: ImageBuffer<Rgb<u16>, _> = ImageBuffer::from_pixel(16, 16, Rgb([65535, 32768, 0]));
-    let px = output_pixels(&run(&encoded(&DynamicImage::ImageRgb16(img), ImageFormat::Png)).expect("compresses"));
+    let px = output_pixels(&run(&encoded(DynamicImage::ImageRgb16(img), ImageFormat::Png)).expect("compresses"));
     assert_near(*px.get_pixel(8, 8), [255, 128, 0], 8);
 }
 
 #[test]
 fn sixteen_bit_grayscale_png_comes_out_gray_not_white() {
     let img: ImageBuffer<Luma<u16>, _> = ImageBuffer::from_pixel(32, 32, Luma([32768]));
-    let out = run(&encoded(&DynamicImage::ImageLuma16(img), ImageFormat::Png)).expect("compresses");
+    let out = run(&encoded(DynamicImage::ImageLuma16(img), ImageFormat::Png)).expect("compresses");
     assert_near(*output_pixels(&out).get_pixel(16, 16), [128, 128, 128], 4);
     assert_eq!(output_colorspace(&out), Colorspace::Gray);
 }
@@ -248,7 +217,7 @@ fn sixteen_bit_grayscale_png_comes_out_gray_not_white() {
 #[test]
 fn grayscale_in_gives_one_component_jpeg_out() {
     let gray = GrayImage::from_fn(64, 32, |x, _| Luma([(x * 4) as u8]));
-    let png = encoded(&gray.clone().into(), ImageFormat::Png);
+    let png = encoded(gray.clone(), ImageFormat::Png);
     let mut gray_jpeg = Vec::new();
     JpegEncoder::new_with_quality(&mut gray_jpeg, 90).encode_image(&gray).expect("fixture encodes");
     let turbo = decode_jpeg_turbo(&gray_jpeg, (64, 32)).expect("libjpeg-turbo path");
@@ -262,59 +231,25 @@ fn grayscale_in_gives_one_component_jpeg_out() {
         assert_near(*output_pixels(&out).get_pixel(32, 16), [128, 128, 128], 6);
     }
     // The same picture as RGB costs more bytes.
-    let as_rgb = run(&encoded(&DynamicImage::ImageLuma8(gray.clone()).to_rgb8().into(), ImageFormat::Png)).expect("ok");
+    let as_rgb = run(&encoded(DynamicImage::ImageLuma8(gray.clone()).to_rgb8(), ImageFormat::Png)).expect("ok");
     assert_eq!(output_colorspace(&as_rgb), Colorspace::YCbCr);
-    assert!(as_rgb.jpeg.len() > run(&encoded(&gray.into(), ImageFormat::Png)).expect("ok").jpeg.len());
+    assert!(as_rgb.jpeg.len() > run(&encoded(gray, ImageFormat::Png)).expect("ok").jpeg.len());
 }
 
 #[test]
 fn transparent_grayscale_is_flattened_onto_white_and_stays_gray() {
     let img = ImageBuffer::from_fn(32, 32, |x, _| if x < 16 { LumaA([0u8, 0]) } else { LumaA([0, 255]) });
-    let out = run(&encoded(&DynamicImage::ImageLumaA8(img), ImageFormat::Png)).expect("compresses");
+    let out = run(&encoded(DynamicImage::ImageLumaA8(img), ImageFormat::Png)).expect("compresses");
     assert_eq!(output_colorspace(&out), Colorspace::Gray);
     let px = output_pixels(&out);
     assert_near(*px.get_pixel(4, 16), [255, 255, 255], 6);
     assert_near(*px.get_pixel(28, 16), [0, 0, 0], 6);
 }
 
-/// zlib stream made of stored (uncompressed) deflate blocks.
-fn zlib_stored(data: &[u8]) -> Vec<u8> {
-    let mut out = vec![0x78, 0x01];
-    let blocks: Vec<&[u8]> = if data.is_empty() { vec![&[]] } else { data.chunks(65535).collect() };
-    for (i, block) in blocks.iter().enumerate() {
-        out.push(u8::from(i + 1 == blocks.len()));
-        let len = block.len() as u16;
-        out.extend(len.to_le_bytes());
-        out.extend((!len).to_le_bytes());
-        out.extend(*block);
-    }
-    let (mut a, mut b) = (1u32, 0u32);
-    for byte in data {
-        a = (a + u32::from(*byte)) % 65521;
-        b = (b + a) % 65521;
-    }
-    out.extend(((b << 16) | a).to_be_bytes());
-    out
-}
-
 #[test]
 fn palette_png_with_transparency_is_expanded_and_flattened() {
     // Index 0 opaque red, 1 fully transparent black, 2 half-transparent blue.
-    let (width, height) = (24u32, 8u32);
-    let mut ihdr = width.to_be_bytes().to_vec();
-    ihdr.extend(height.to_be_bytes());
-    ihdr.extend([8, 3, 0, 0, 0]);
-    let mut rows = Vec::new();
-    for _ in 0..height {
-        rows.push(0); // filter: none
-        rows.extend((0..width).map(|x| (x / 8) as u8));
-    }
-    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
-    png.extend(png_chunk(b"IHDR", &ihdr));
-    png.extend(png_chunk(b"PLTE", &[255, 0, 0, 0, 0, 0, 0, 0, 255]));
-    png.extend(png_chunk(b"tRNS", &[255, 0, 128]));
-    png.extend(png_chunk(b"IDAT", &zlib_stored(&rows)));
-    png.extend(png_chunk(b"IEND", &[]));
+    let png = palette_png(24, 8, 128);
 
     let out = run(&png).expect("compresses");
     let px = output_pixels(&out);
@@ -326,20 +261,14 @@ fn palette_png_with_transparency_is_expanded_and_flattened() {
 #[test]
 fn gif_is_accepted() {
     let img = RgbaImage::from_pixel(20, 10, Rgba([0, 200, 0, 255]));
-    let out = run(&encoded(&img.into(), ImageFormat::Gif)).expect("compresses");
+    let out = run(&encoded(img.clone(), ImageFormat::Gif)).expect("compresses");
     assert_eq!((out.width, out.height, out.input_format), (20, 10, InputFormat::Gif));
     assert_near(*output_pixels(&out).get_pixel(10, 5), [0, 200, 0], 12);
 }
 
 #[test]
 fn animated_gif_gives_its_first_frame() {
-    let mut gif = Vec::new();
-    {
-        let mut encoder = GifEncoder::new(&mut gif);
-        let frames =
-            [[220, 0, 0, 255], [0, 0, 220, 255]].map(|colour| Frame::new(RgbaImage::from_pixel(16, 16, Rgba(colour))));
-        encoder.encode_frames(frames).expect("fixture encodes");
-    }
+    let gif = animated_gif(16, &[[220, 0, 0], [0, 0, 220]]);
     let out = run(&gif).expect("compresses");
     assert_near(*output_pixels(&out).get_pixel(8, 8), [220, 0, 0], 20);
 }
@@ -347,7 +276,7 @@ fn animated_gif_gives_its_first_frame() {
 #[test]
 fn lossless_webp_is_accepted() {
     let img = DynamicImage::ImageRgba8(RgbaImage::from_pixel(20, 10, Rgba([200, 0, 0, 255])));
-    let out = run(&encoded(&img, ImageFormat::WebP)).expect("compresses");
+    let out = run(&encoded(img.clone(), ImageFormat::WebP)).expect("compresses");
     assert_eq!((out.width, out.height, out.input_format), (20, 10, InputFormat::WebP));
     assert_near(*output_pixels(&out).get_pixel(10, 5), [200, 0, 0], 12);
 }
@@ -357,7 +286,7 @@ fn bmp_and_tiff_are_accepted() {
     let img =
         DynamicImage::ImageRgb8(RgbImage::from_fn(20, 10, |x, _| Rgb(if x < 10 { [200, 0, 0] } else { [0, 0, 200] })));
     for (format, expected) in [(ImageFormat::Bmp, InputFormat::Bmp), (ImageFormat::Tiff, InputFormat::Tiff)] {
-        let out = run(&encoded(&img, format)).expect("compresses");
+        let out = run(&encoded(img.clone(), format)).expect("compresses");
         assert_eq!((out.width, out.height, out.input_format), (20, 10, expected));
         let px = output_pixels(&out);
         assert_near(*px.get_pixel(3, 5), [200, 0, 0], 30);
@@ -499,7 +428,7 @@ fn assert_oriented(out: &Compressed, orientation: u16) {
 fn all_eight_exif_orientations_of_a_jpeg_are_applied() {
     let plain = jpeg_q(&marked_corners(), 95);
     for (orientation, ..) in ORIENTATIONS {
-        let jpeg = insert_after_soi(&plain, &[exif_app1(&exif_tiff(orientation))]);
+        let jpeg = with_exif_orientation(&plain, orientation);
         let out = run(&jpeg).expect("compresses");
         assert_oriented(&out, orientation);
         assert!(!out.kept_original, "orientation {orientation}");
@@ -509,17 +438,17 @@ fn all_eight_exif_orientations_of_a_jpeg_are_applied() {
 
 #[test]
 fn png_exif_orientation_is_applied() {
-    let png = encoded(&marked_corners().into(), ImageFormat::Png);
+    let png = encoded(marked_corners(), ImageFormat::Png);
     let ihdr_end = 8 + 25;
-    let png = [&png[..ihdr_end], &png_chunk(b"eXIf", &exif_tiff(6)), &png[ihdr_end..]].concat();
+    let png = [&png[..ihdr_end], &png_chunk(b"eXIf", &exif_orientation(6)), &png[ihdr_end..]].concat();
     assert_oriented(&run(&png).expect("compresses"), 6);
 }
 
 #[test]
 fn webp_exif_orientation_is_applied() {
-    let simple = encoded(&marked_corners().into(), ImageFormat::WebP);
+    let simple = encoded(marked_corners(), ImageFormat::WebP);
     assert_eq!(&simple[12..16], b"VP8L", "image writes the simple lossless format");
-    let tiff = exif_tiff(8);
+    let tiff = exif_orientation(8);
     let mut body = b"WEBP".to_vec();
     body.extend(b"VP8X");
     body.extend(10u32.to_le_bytes());
@@ -552,39 +481,11 @@ fn tiff_orientation_is_applied() {
 
 #[test]
 fn image_over_the_pixel_limit_is_refused() {
-    let png = encoded(&GrayImage::new(3000, 3000).into(), ImageFormat::Png);
+    let png = encoded(GrayImage::new(3000, 3000), ImageFormat::Png);
     let limits = CodecLimits { max_pixels: 1_000_000, ..CodecLimits::default() };
     let err = compress(&png, &limits).err().expect("refused");
     assert!(matches!(err, CodecError::TooManyPixels { pixels: 9_000_000, limit: 1_000_000 }), "{err:?}");
     assert_eq!(err.code(), "too_many_pixels");
-}
-
-fn png_chunk(kind: &[u8; 4], data: &[u8]) -> Vec<u8> {
-    let mut crc_input = kind.to_vec();
-    crc_input.extend(data);
-    let mut crc = !0u32;
-    for byte in &crc_input {
-        crc ^= u32::from(*byte);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
-        }
-    }
-    let mut chunk = u32::try_from(data.len()).expect("small").to_be_bytes().to_vec();
-    chunk.extend(crc_input);
-    chunk.extend((!crc).to_be_bytes());
-    chunk
-}
-
-fn png_bomb() -> Vec<u8> {
-    let mut ihdr = Vec::new();
-    ihdr.extend(30_000u32.to_be_bytes());
-    ihdr.extend(30_000u32.to_be_bytes());
-    ihdr.extend([8, 0, 0, 0, 0]); // 8-bit grayscale, deflate, no filter method, no interlace
-    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
-    png.extend(png_chunk(b"IHDR", &ihdr));
-    png.extend(png_chunk(b"IDAT", &[0x78, 0x9C, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]));
-    png.extend(png_chunk(b"IEND", &[]));
-    png
 }
 
 /// Small files whose headers declare huge images: refused from the header, and the largest
@@ -595,11 +496,11 @@ fn header_bombs_are_refused_without_allocating_pixels() {
     let sof = jpeg.windows(2).position(|w| w == [0xFF, 0xC0]).expect("baseline SOF");
     jpeg[sof + 5..sof + 9].copy_from_slice(&[0xFD, 0xE8, 0xFD, 0xE8]); // 65000 x 65000
 
-    let mut gif = encoded(&RgbaImage::new(1, 1).into(), ImageFormat::Gif);
+    let mut gif = encoded(RgbaImage::new(1, 1), ImageFormat::Gif);
     gif[6..10].copy_from_slice(&[0xFF; 4]); // logical screen 65535 x 65535
     let gif_pixels = 65_535u64 * 65_535;
 
-    let mut webp = encoded(&RgbaImage::new(1, 1).into(), ImageFormat::WebP);
+    let mut webp = encoded(RgbaImage::new(1, 1), ImageFormat::WebP);
     assert_eq!(&webp[12..16], b"VP8L");
     let bits = u32::from_le_bytes(webp[21..25].try_into().expect("4 bytes"));
     // 16383 x 16383: image-webp 0.2.4 reads the largest size, 16384, as 0.
@@ -609,7 +510,7 @@ fn header_bombs_are_refused_without_allocating_pixels() {
     bmp[18..26].copy_from_slice(&[60_000i32.to_le_bytes(), 60_000i32.to_le_bytes()].concat()); // image's own limit is 65535
 
     let cases: [(&str, Vec<u8>, u64); 6] = [
-        ("png", png_bomb(), 900_000_000),
+        ("png", png_bomb(30_000, 30_000), 900_000_000),
         ("tiff", gray_tiff(100_000, 100_000, &[0; 16], None), 10_000_000_000),
         ("jpeg", jpeg, 65_000 * 65_000),
         ("gif", gif, gif_pixels),
@@ -627,7 +528,7 @@ fn header_bombs_are_refused_without_allocating_pixels() {
         assert!(largest < 1 << 20, "{name}: allocated {largest} bytes at once");
     }
     // The probe sees pixel buffers: a real 1200 x 1000 decode allocates at least 1.2 MB at once.
-    let real = encoded(&GrayImage::new(1200, 1000).into(), ImageFormat::Png);
+    let real = encoded(GrayImage::new(1200, 1000), ImageFormat::Png);
     let (result, largest) = alloc_probe::largest_allocation(|| run(&real));
     assert!(result.is_ok() && largest >= 1_200_000, "{largest}");
 }
@@ -670,11 +571,11 @@ fn damaged_inputs_do_not_panic() {
         jpeg_q(&img.to_rgb8(), 80),
         insert_after_soi(&jpeg_q(&img.to_rgb8(), 30), &metadata_segments()),
         cmyk_jpeg(&[0, 255, 255, 0].repeat(24 * 16), 24, 16, Colorspace::YCCK),
-        encoded(&img, ImageFormat::Png),
-        encoded(&img, ImageFormat::Gif),
-        encoded(&img, ImageFormat::WebP),
-        encoded(&img.to_rgb8().into(), ImageFormat::Bmp),
-        encoded(&img, ImageFormat::Tiff),
+        encoded(img.clone(), ImageFormat::Png),
+        encoded(img.clone(), ImageFormat::Gif),
+        encoded(img.clone(), ImageFormat::WebP),
+        encoded(img.to_rgb8(), ImageFormat::Bmp),
+        encoded(img.clone(), ImageFormat::Tiff),
         gray_tiff(24, 16, &gray, Some(5)),
         bmp_header(),
     ];
@@ -1003,8 +904,7 @@ fn fine_420_jpeg_is_requantized_with_q50_tables_and_fewer_bytes() {
 #[test]
 fn both_paths_report_decode_and_encode_times() {
     let requantized = run(&turbo_jpeg_with(&photo_like(200, 150), 90, Subsamp::Sub2x2, false)).expect("compresses");
-    let reencoded =
-        run(&encoded(&DynamicImage::ImageRgb8(photo_like(200, 150)), ImageFormat::Png)).expect("compresses");
+    let reencoded = run(&encoded(DynamicImage::ImageRgb8(photo_like(200, 150)), ImageFormat::Png)).expect("compresses");
     assert_eq!((requantized.path, reencoded.path), (CodecPath::Requantized, CodecPath::Reencoded));
     for out in [requantized, reencoded] {
         assert!(out.timings.decode > Duration::ZERO && out.timings.encode > Duration::ZERO, "{:?}", out.timings);
@@ -1055,7 +955,7 @@ fn other_jpegs_fall_back_to_decode_and_encode() {
     assert!(requantize::requantize(&coarse, JPEG_QUALITY, 1 << 30).expect("no libjpeg error").is_none());
     assert_ne!(run(&coarse).expect("compresses").path, CodecPath::Requantized);
     // Must be rotated.
-    let rotated = insert_after_soi(&turbo_jpeg_with(&photo, 95, Subsamp::Sub2x2, false), &[exif_app1(&exif_tiff(6))]);
+    let rotated = with_exif_orientation(&turbo_jpeg_with(&photo, 95, Subsamp::Sub2x2, false), 6);
     let out = run(&rotated).expect("compresses");
     assert_eq!(out.path, CodecPath::Reencoded);
     assert_eq!((out.width, out.height), (120, 160));
