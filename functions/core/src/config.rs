@@ -8,7 +8,7 @@ use crate::adapters::http_fetch::FetchLimits;
 use crate::domain::address_policy::ExemptHosts;
 use crate::domain::codec::CodecLimits;
 use crate::domain::csv_rules::CsvLimits;
-use crate::domain::delivery::RetryPolicy;
+use crate::domain::delivery::{RetryPolicy, TimeReserves};
 use crate::domain::locations::Links;
 
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +42,11 @@ fn seconds(name: &'static str, default: u64) -> Result<Duration, ConfigError> {
 /// and tests (a sample-image server on 127.0.0.1); never set in a deployment.
 fn exempt_hosts(name: &'static str) -> Result<ExemptHosts, ConfigError> {
     ExemptHosts::parse(&std::env::var(name).unwrap_or_default()).map_err(|problem| ConfigError { name, problem })
+}
+
+/// The longest one AWS SDK call may take, retries included (`adapters::aws::sdk_config`).
+pub fn sdk_operation_timeout() -> Result<Duration, ConfigError> {
+    seconds("SDK_OPERATION_TIMEOUT_SECS", 10)
 }
 
 fn item_lifetime() -> Result<Duration, ConfigError> {
@@ -90,6 +95,8 @@ pub struct WorkerConfig {
     /// Image hosts fetched from although not public (FETCH_ALLOW_HOSTS): local stack and tests only.
     pub fetch_exempt_hosts: ExemptHosts,
     pub codec: CodecLimits,
+    /// What a job must have left before each of its steps (`domain::delivery::TimeReserves`).
+    pub time_reserves: TimeReserves,
     /// The queue's `maxReceiveCount` (MAX_RECEIVES) and the waits between attempts.
     pub retry: RetryPolicy,
     /// Images of one batch processed at once (their fetches and uploads overlap).
@@ -106,12 +113,6 @@ pub struct WorkerConfig {
 }
 
 impl WorkerConfig {
-    /// Time a job may need once started: the whole download, then decoding, upload and the
-    /// transaction. A job is not started with less than this left before the Lambda deadline.
-    pub fn job_time_reserve(&self) -> Duration {
-        self.fetch.total_timeout + Duration::from_secs(5)
-    }
-
     pub fn from_env() -> Result<Self, ConfigError> {
         let fetch = FetchLimits::default();
         let codec = CodecLimits::default();
@@ -126,6 +127,11 @@ impl WorkerConfig {
             },
             fetch_exempt_hosts: exempt_hosts("FETCH_ALLOW_HOSTS")?,
             codec: CodecLimits { max_pixels: or_default("MAX_IMAGE_PIXELS", codec.max_pixels)?, ..codec },
+            time_reserves: TimeReserves {
+                fetch: seconds("FETCH_TIMEOUT_SECS", fetch.total_timeout.as_secs())?,
+                codec: seconds("CODEC_RESERVE_SECS", 15)?,
+                store: 2 * sdk_operation_timeout()?,
+            },
             retry: RetryPolicy {
                 max_receives: or_default("MAX_RECEIVES", 5)?,
                 base: seconds("RETRY_BASE_SECS", 10)?,
@@ -155,6 +161,10 @@ pub struct NotifierConfig {
     /// Like FETCH_ALLOW_HOSTS, for webhook receivers: local stack and tests only.
     pub webhook_exempt_hosts: ExemptHosts,
     pub item_lifetime: Duration,
+    /// The jobs queue, whose backlog keeps the sweeper from timing out images still in it.
+    pub queue_url: String,
+    /// Left of the Lambda's time when a sweep stops starting work, for what is in flight.
+    pub sweep_reserve: Duration,
 }
 
 impl NotifierConfig {
@@ -171,6 +181,8 @@ impl NotifierConfig {
             webhook_redelivery_base: seconds("WEBHOOK_REDELIVERY_BASE_SECS", 60)?,
             webhook_exempt_hosts: exempt_hosts("WEBHOOK_ALLOW_HOSTS")?,
             item_lifetime: item_lifetime()?,
+            queue_url: required("QUEUE_URL")?,
+            sweep_reserve: seconds("SWEEP_RESERVE_SECS", 40)?,
         })
     }
 }

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 
 use crate::domain::errors::{FetchError, StoreError};
 use crate::domain::http_url::HttpUrl;
-use crate::domain::request::{ImageJob, ImageOutcome, ImageRecord, RequestRecord, RequestStatus, Transition};
+use crate::domain::request::{FinalState, ImageJob, ImageOutcome, ImageRecord, Progress, RequestRecord, Transition};
 use crate::domain::request_id::RequestId;
 use crate::domain::webhook::WebhookPayload;
 use crate::domain::webhook_signature::WebhookSecret;
@@ -67,11 +67,14 @@ pub trait ReadResults: Send + Sync {
 pub trait RecordResult: Send + Sync {
     /// Records the image's result (PENDING -> DONE/FAILED) and updates the request's counters
     /// in one atomic write; `AlreadyDone` (nothing changed) if the image had a result already.
+    /// With `Progress::Made` the request's `updated_at` moves to `now`; the sweeper's own
+    /// results (`Progress::None`) leave it, so a request it is timing out stays idle.
     async fn record(
         &self,
         job: &ImageJob,
         outcome: &ImageOutcome,
         now: DateTime<Utc>,
+        progress: Progress,
     ) -> Result<Transition, StoreError>;
 }
 
@@ -80,35 +83,51 @@ pub trait MoveRequest: Send + Sync {
     /// `pending -> processing`, once its jobs are queued. Does nothing if the request has
     /// moved on already (its images may all be done before this call).
     async fn mark_processing(&self, id: RequestId, now: DateTime<Utc>) -> Result<Transition, StoreError>;
-    /// Moves a request that is not final yet to its final `status`, once.
-    async fn finish(
-        &self,
-        id: RequestId,
-        status: RequestStatus,
-        output_csv_key: Option<&str>,
-        now: DateTime<Utc>,
-    ) -> Result<Transition, StoreError>;
+    /// Moves a request that is not final yet to its final state, once, recording in the same
+    /// write a webhook owed (`FinalState::webhook_due_at`).
+    async fn finish(&self, id: RequestId, ending: &FinalState, now: DateTime<Utc>) -> Result<Transition, StoreError>;
 }
 
 #[async_trait]
 pub trait FindIdleRequests: Send + Sync {
     /// Requests not final yet whose last progress (`updated_at`) is before `cutoff`.
     async fn idle_requests(&self, cutoff: DateTime<Utc>) -> Result<Vec<RequestId>, StoreError>;
+    /// Counts one more failed sweep of a request that is not final; the count after it.
+    async fn note_sweep_failure(&self, id: RequestId) -> Result<u32, StoreError>;
+    /// A sweep of it went through: the failed ones before no longer count as in a row.
+    async fn clear_sweep_failures(&self, id: RequestId) -> Result<(), StoreError>;
 }
 
 #[async_trait]
+pub trait QueueBacklog: Send + Sync {
+    /// Messages waiting for a worker (not in flight, not delayed): work that is deliverable but
+    /// has not been taken yet.
+    async fn waiting_messages(&self) -> Result<u64, StoreError>;
+}
+
+/// The webhooks still owed: recorded by the write that makes a request final
+/// (`MoveRequest::finish`), cleared once delivered or given up (see `use_cases::deliver_webhook`).
+#[async_trait]
 pub trait WebhookOutbox: Send + Sync {
-    /// Puts a final request's webhook up for another delivery at `next_at`, after
-    /// `failed_deliveries` failed ones (see `use_cases::deliver_webhook`).
+    /// The final requests whose webhook is owed, due or not.
+    async fn owed_webhooks(&self) -> Result<Vec<RequestId>, StoreError>;
+    /// Takes the delivery due at `due_at` for the caller alone: moves it to `until`, only if it is
+    /// still due at `due_at`. `AlreadyDone` when another sender took it first.
+    async fn claim_webhook(
+        &self,
+        id: RequestId,
+        due_at: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Transition, StoreError>;
+    /// The next delivery is due at `next_at`, after `failed_deliveries` failed ones. Only for a
+    /// final request whose webhook is still owed.
     async fn defer_webhook(
         &self,
         id: RequestId,
         failed_deliveries: u32,
         next_at: DateTime<Utc>,
     ) -> Result<(), StoreError>;
-    /// The requests whose webhook is waiting for another delivery, due or not.
-    async fn deferred_webhooks(&self) -> Result<Vec<RequestId>, StoreError>;
-    /// The webhook was delivered, or given up on: no more deliveries.
+    /// The webhook was delivered, or given up on: nothing more is owed.
     async fn end_webhook(&self, id: RequestId) -> Result<(), StoreError>;
 }
 
@@ -131,8 +150,12 @@ pub trait WebhookSender: Send + Sync {
     async fn send(&self, url: &HttpUrl, secret: &WebhookSecret, payload: &WebhookPayload) -> Result<(), WebhookError>;
 
     /// The wait before the first redelivery of a webhook whose delivery failed; later ones
-    /// double it, up to 60 times it (`use_cases::deliver_webhook`).
+    /// double it, up to 60 times it (`domain::webhook`).
     fn redelivery_base(&self) -> Duration {
         Duration::from_secs(60)
     }
+
+    /// The longest one `send` can take, all its tries included: a delivery claimed this long ago
+    /// and not ended or deferred was lost with its sender.
+    fn longest_send(&self) -> Duration;
 }

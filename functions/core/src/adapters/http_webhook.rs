@@ -21,6 +21,8 @@ pub struct HttpWebhookSender {
     /// Quick tries within one delivery (WEBHOOK_ATTEMPTS); a delivery whose tries all fail is
     /// delivered again later (`use_cases::deliver_webhook`).
     tries_per_delivery: u32,
+    /// Of one try.
+    timeout: Duration,
     redelivery_base: Duration,
 }
 
@@ -50,7 +52,8 @@ impl HttpWebhookSender {
         let client = GuardedClient::new(exempt_hosts, Arc::new(SystemLookup), |builder| {
             builder.timeout(timeout).user_agent(concat!("imgpipe/", env!("CARGO_PKG_VERSION")))
         })?;
-        Ok(Self { client, tries_per_delivery: tries_per_delivery.max(1), redelivery_base: Duration::from_secs(60) })
+        let tries_per_delivery = tries_per_delivery.max(1);
+        Ok(Self { client, tries_per_delivery, timeout, redelivery_base: Duration::from_secs(60) })
     }
 
     /// See `WebhookSender::redelivery_base`; a minute unless set.
@@ -95,7 +98,7 @@ impl WebhookSender for HttpWebhookSender {
         let mut last_error = String::new();
         for try_number in 0..self.tries_per_delivery {
             if try_number > 0 {
-                tokio::time::sleep(Duration::from_millis(500 << try_number)).await;
+                tokio::time::sleep(wait_before_try(try_number)).await;
             }
             match self.try_once(url, &signed).await {
                 Ok(()) => return Ok(()),
@@ -109,6 +112,17 @@ impl WebhookSender for HttpWebhookSender {
     fn redelivery_base(&self) -> Duration {
         self.redelivery_base
     }
+
+    fn longest_send(&self) -> Duration {
+        let waits: Duration = (1..self.tries_per_delivery).map(wait_before_try).sum();
+        // Signing and the payload's links take milliseconds; the margin is for a slow machine.
+        self.timeout * self.tries_per_delivery + waits + Duration::from_secs(5)
+    }
+}
+
+/// The wait before try number `try_number` (from 1; the first try, 0, does not wait): 1 s, 2 s, ...
+fn wait_before_try(try_number: u32) -> Duration {
+    Duration::from_millis(500 << try_number.min(10))
 }
 
 #[cfg(test)]
@@ -124,9 +138,16 @@ mod tests {
             total: 1,
             succeeded: 1,
             failed: 0,
-            output_csv_url: "https://example.com/out.csv".into(),
+            output_csv_url: Some("https://example.com/out.csv".into()),
             errors_csv_url: None,
+            failure_reason: None,
         }
+    }
+
+    #[test]
+    fn a_send_takes_at_most_every_try_with_the_waits_between() {
+        let sender = HttpWebhookSender::new(Duration::from_secs(10), 3).expect("client");
+        assert_eq!(sender.longest_send(), Duration::from_secs(10 * 3 + 1 + 2 + 5));
     }
 
     /// Refused at once (no retry, no sleep), without sending anything: the checks run before

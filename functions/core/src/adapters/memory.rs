@@ -1,8 +1,9 @@
 //! In-memory fakes of the ports for unit tests. They keep the adapters' contracts, the
 //! conditional writes above all: a fake that always succeeds would hide the bugs that matter.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -11,29 +12,49 @@ use chrono::{DateTime, Utc};
 use crate::domain::errors::{FetchError, StoreError};
 use crate::domain::http_url::HttpUrl;
 use crate::domain::request::{
-    ImageJob, ImageOutcome, ImageRecord, ImageState, RequestRecord, RequestStatus, Transition,
+    FinalState, ImageJob, ImageOutcome, ImageRecord, ImageState, Progress, RequestRecord, RequestStatus, Transition,
 };
 use crate::domain::request_id::RequestId;
 use crate::domain::webhook::WebhookPayload;
 use crate::domain::webhook_signature::WebhookSecret;
 use crate::ports::{
-    BlobStore, CreateRequest, Fetcher, FindIdleRequests, JobQueue, MoveRequest, ReadRequest, ReadResults, RecordResult,
-    WebhookError, WebhookOutbox, WebhookSender,
+    BlobStore, CreateRequest, Fetcher, FindIdleRequests, JobQueue, MoveRequest, QueueBacklog, ReadRequest, ReadResults,
+    RecordResult, WebhookError, WebhookOutbox, WebhookSender,
 };
+
+/// A switch that makes a fake fail as its service would during an outage.
+#[derive(Default)]
+pub struct Outage(AtomicBool);
+
+impl Outage {
+    pub fn set(&self, down: bool) {
+        self.0.store(down, Ordering::SeqCst);
+    }
+
+    fn check(&self, service: &'static str) -> Result<(), StoreError> {
+        if self.0.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable { service, detail: "simulated outage".into() });
+        }
+        Ok(())
+    }
+}
 
 #[derive(Default)]
 pub struct MemoryBlobs {
     pub objects: Mutex<HashMap<String, (Vec<u8>, String)>>,
+    pub outage: Outage,
 }
 
 #[async_trait]
 impl BlobStore for MemoryBlobs {
     async fn put(&self, key: &str, body: Vec<u8>, content_type: &str) -> Result<(), StoreError> {
+        self.outage.check("S3")?;
         self.objects.lock().unwrap().insert(key.into(), (body, content_type.into()));
         Ok(())
     }
 
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.outage.check("S3")?;
         Ok(self.objects.lock().unwrap().get(key).map(|(body, _)| body.clone()))
     }
 
@@ -46,37 +67,44 @@ impl BlobStore for MemoryBlobs {
 pub struct MemoryQueue {
     pub jobs: Mutex<Vec<ImageJob>>,
     pub fan_outs: Mutex<Vec<RequestId>>,
-    /// When set, the queue fails as SQS would during an outage.
-    pub unavailable: std::sync::atomic::AtomicBool,
-}
-
-impl MemoryQueue {
-    fn check(&self) -> Result<(), StoreError> {
-        if self.unavailable.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(StoreError::Unavailable { service: "SQS", detail: "simulated outage".into() });
-        }
-        Ok(())
-    }
+    pub outage: Outage,
+    /// What `waiting_messages` answers: messages no worker has taken yet.
+    pub waiting: AtomicU64,
 }
 
 #[async_trait]
 impl JobQueue for MemoryQueue {
     async fn enqueue(&self, jobs: &[ImageJob]) -> Result<(), StoreError> {
-        self.check()?;
+        self.outage.check("SQS")?;
         self.jobs.lock().unwrap().extend_from_slice(jobs);
         Ok(())
     }
 
     async fn enqueue_fan_out(&self, id: RequestId) -> Result<(), StoreError> {
-        self.check()?;
+        self.outage.check("SQS")?;
         self.fan_outs.lock().unwrap().push(id);
         Ok(())
     }
 }
 
+#[async_trait]
+impl QueueBacklog for MemoryQueue {
+    async fn waiting_messages(&self) -> Result<u64, StoreError> {
+        self.outage.check("SQS")?;
+        Ok(self.waiting.load(Ordering::SeqCst))
+    }
+}
+
+/// The request table. Its conditions are the DynamoDB adapter's (`adapters::aws::DynamoTable`),
+/// write for write.
 #[derive(Default)]
 pub struct MemoryTable {
     state: Mutex<TableState>,
+    pub outage: Outage,
+    /// Results of these requests are refused, as DynamoDB refuses an item it cannot store.
+    pub refused_results: Mutex<HashSet<RequestId>>,
+    /// Milliseconds each result takes to record, as a network call does.
+    pub record_delay: AtomicU64,
 }
 
 #[derive(Default)]
@@ -86,12 +114,24 @@ struct TableState {
     images: HashMap<RequestId, BTreeMap<u32, ImageRecord>>,
 }
 
+impl MemoryTable {
+    /// Changes a request as a test needs it (to backdate it, say), outside any port's contract.
+    pub fn edit(&self, id: RequestId, change: impl FnOnce(&mut RequestRecord)) {
+        change(self.state.lock().unwrap().requests.get_mut(&id).expect("no such request"));
+    }
+
+    fn no_such_request() -> StoreError {
+        StoreError::Refused { service: "DynamoDB", detail: "no such request (condition failed)".into() }
+    }
+}
+
 #[async_trait]
 impl CreateRequest for MemoryTable {
     async fn create(&self, request: &RequestRecord) -> Result<(), StoreError> {
+        self.outage.check("DynamoDB")?;
         let mut state = self.state.lock().unwrap();
         if state.requests.contains_key(&request.request_id) {
-            return Err(StoreError::Refused { service: "table", detail: "request exists".into() });
+            return Err(StoreError::Refused { service: "DynamoDB", detail: "request exists".into() });
         }
         state.requests.insert(request.request_id, request.clone());
         Ok(())
@@ -101,6 +141,9 @@ impl CreateRequest for MemoryTable {
 #[async_trait]
 impl ReadRequest for MemoryTable {
     async fn get(&self, id: RequestId) -> Result<Option<RequestRecord>, StoreError> {
+        self.outage.check("DynamoDB")?;
+        // A read takes a while, as a network call does: callers running at once interleave here.
+        tokio::task::yield_now().await;
         Ok(self.state.lock().unwrap().requests.get(&id).cloned())
     }
 }
@@ -117,12 +160,14 @@ impl ReadResults for MemoryTable {
         first: u32,
         last: u32,
     ) -> Result<Vec<ImageRecord>, StoreError> {
+        self.outage.check("DynamoDB")?;
         let state = self.state.lock().unwrap();
         let images = state.images.get(&id).map(|images| images.range(first..=last).map(|(_, image)| image.clone()));
         Ok(images.map(Iterator::collect).unwrap_or_default())
     }
 
     async fn failed_images(&self, id: RequestId, limit: usize) -> Result<Vec<ImageRecord>, StoreError> {
+        self.outage.check("DynamoDB")?;
         let state = self.state.lock().unwrap();
         let failed = state.images.get(&id).into_iter().flat_map(|images| images.values());
         Ok(failed.filter(|image| image.state == ImageState::Failed).take(limit).cloned().collect())
@@ -132,6 +177,7 @@ impl ReadResults for MemoryTable {
 #[async_trait]
 impl MoveRequest for MemoryTable {
     async fn mark_processing(&self, id: RequestId, now: DateTime<Utc>) -> Result<Transition, StoreError> {
+        self.outage.check("DynamoDB")?;
         let mut state = self.state.lock().unwrap();
         match state.requests.get_mut(&id) {
             Some(request) if request.status == RequestStatus::Pending => {
@@ -143,18 +189,15 @@ impl MoveRequest for MemoryTable {
         }
     }
 
-    async fn finish(
-        &self,
-        id: RequestId,
-        status: RequestStatus,
-        output_csv_key: Option<&str>,
-        now: DateTime<Utc>,
-    ) -> Result<Transition, StoreError> {
+    async fn finish(&self, id: RequestId, ending: &FinalState, now: DateTime<Utc>) -> Result<Transition, StoreError> {
+        self.outage.check("DynamoDB")?;
         let mut state = self.state.lock().unwrap();
         match state.requests.get_mut(&id) {
             Some(request) if !request.status.is_final() => {
-                request.status = status;
-                request.output_csv_key = output_csv_key.map(Into::into);
+                request.status = ending.status;
+                request.output_csv_key = ending.output_csv_key.clone();
+                request.failure_reason = ending.failure_reason.clone();
+                request.webhook_next_at = ending.webhook_due_at;
                 request.completed_at = Some(now);
                 request.updated_at = now;
                 Ok(Transition::Applied)
@@ -167,39 +210,83 @@ impl MoveRequest for MemoryTable {
 #[async_trait]
 impl FindIdleRequests for MemoryTable {
     async fn idle_requests(&self, cutoff: DateTime<Utc>) -> Result<Vec<RequestId>, StoreError> {
+        self.outage.check("DynamoDB")?;
         let state = self.state.lock().unwrap();
-        let idle = state.requests.values().filter(|r| !r.status.is_final() && r.updated_at < cutoff);
-        Ok(idle.map(|request| request.request_id).collect())
+        let mut idle: Vec<&RequestRecord> =
+            state.requests.values().filter(|r| !r.status.is_final() && r.updated_at < cutoff).collect();
+        idle.sort_by_key(|request| request.created_at);
+        Ok(idle.into_iter().map(|request| request.request_id).collect())
+    }
+
+    async fn note_sweep_failure(&self, id: RequestId) -> Result<u32, StoreError> {
+        self.outage.check("DynamoDB")?;
+        let mut state = self.state.lock().unwrap();
+        match state.requests.get_mut(&id) {
+            Some(request) if !request.status.is_final() => {
+                request.sweep_failures += 1;
+                Ok(request.sweep_failures)
+            }
+            _ => Err(Self::no_such_request()),
+        }
+    }
+
+    async fn clear_sweep_failures(&self, id: RequestId) -> Result<(), StoreError> {
+        self.outage.check("DynamoDB")?;
+        let mut state = self.state.lock().unwrap();
+        state.requests.get_mut(&id).ok_or_else(Self::no_such_request)?.sweep_failures = 0;
+        Ok(())
     }
 }
 
 #[async_trait]
 impl WebhookOutbox for MemoryTable {
+    async fn owed_webhooks(&self) -> Result<Vec<RequestId>, StoreError> {
+        self.outage.check("DynamoDB")?;
+        let state = self.state.lock().unwrap();
+        Ok(state.requests.values().filter(|r| r.webhook_next_at.is_some()).map(|r| r.request_id).collect())
+    }
+
+    async fn claim_webhook(
+        &self,
+        id: RequestId,
+        due_at: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Transition, StoreError> {
+        self.outage.check("DynamoDB")?;
+        let mut state = self.state.lock().unwrap();
+        match state.requests.get_mut(&id) {
+            Some(request) if request.webhook_next_at == Some(due_at) => {
+                request.webhook_next_at = Some(until);
+                Ok(Transition::Applied)
+            }
+            _ => Ok(Transition::AlreadyDone),
+        }
+    }
+
     async fn defer_webhook(
         &self,
         id: RequestId,
         failed_deliveries: u32,
         next_at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
+        self.outage.check("DynamoDB")?;
         let mut state = self.state.lock().unwrap();
-        let request = state
-            .requests
-            .get_mut(&id)
-            .ok_or_else(|| StoreError::Refused { service: "table", detail: "no such request".into() })?;
-        request.webhook_failed_deliveries = failed_deliveries;
-        request.webhook_next_at = Some(next_at);
+        // The adapter's condition: a final request whose webhook is still owed.
+        if let Some(request) = state.requests.get_mut(&id)
+            && request.status.is_final()
+            && request.webhook_next_at.is_some()
+        {
+            request.webhook_failed_deliveries = failed_deliveries;
+            request.webhook_next_at = Some(next_at);
+        }
         Ok(())
     }
 
-    async fn deferred_webhooks(&self) -> Result<Vec<RequestId>, StoreError> {
-        let state = self.state.lock().unwrap();
-        Ok(state.requests.values().filter(|r| r.webhook_next_at.is_some()).map(|r| r.request_id).collect())
-    }
-
     async fn end_webhook(&self, id: RequestId) -> Result<(), StoreError> {
-        if let Some(request) = self.state.lock().unwrap().requests.get_mut(&id) {
-            request.webhook_next_at = None;
-        }
+        self.outage.check("DynamoDB")?;
+        let mut state = self.state.lock().unwrap();
+        let request = state.requests.get_mut(&id).ok_or_else(Self::no_such_request)?;
+        request.webhook_next_at = None;
         Ok(())
     }
 }
@@ -211,12 +298,16 @@ impl RecordResult for MemoryTable {
         job: &ImageJob,
         outcome: &ImageOutcome,
         now: DateTime<Utc>,
+        progress: Progress,
     ) -> Result<Transition, StoreError> {
+        self.outage.check("DynamoDB")?;
+        tokio::time::sleep(Duration::from_millis(self.record_delay.load(Ordering::SeqCst))).await;
+        if self.refused_results.lock().unwrap().contains(&job.request_id) {
+            return Err(StoreError::Refused { service: "DynamoDB", detail: "simulated refusal of the item".into() });
+        }
         let mut state = self.state.lock().unwrap();
         let TableState { requests, images } = &mut *state;
-        let request = requests
-            .get_mut(&job.request_id)
-            .ok_or_else(|| StoreError::Refused { service: "table", detail: "no such request".into() })?;
+        let request = requests.get_mut(&job.request_id).ok_or_else(Self::no_such_request)?;
         let images = images.entry(job.request_id).or_default();
         if images.contains_key(&job.image_index) {
             return Ok(Transition::AlreadyDone);
@@ -227,7 +318,9 @@ impl RecordResult for MemoryTable {
             _ => request.failed += 1,
         }
         request.remaining -= 1;
-        request.updated_at = now;
+        if progress == Progress::Made {
+            request.updated_at = now;
+        }
         Ok(Transition::Applied)
     }
 }
@@ -236,11 +329,17 @@ impl RecordResult for MemoryTable {
 #[derive(Default)]
 pub struct MemoryFetcher {
     pub responses: HashMap<String, Result<Vec<u8>, u16>>,
+    /// Downloads started.
+    pub fetches: AtomicU32,
+    /// How long each download takes.
+    pub delay: Duration,
 }
 
 #[async_trait]
 impl Fetcher for MemoryFetcher {
     async fn fetch(&self, url: &HttpUrl) -> Result<Vec<u8>, FetchError> {
+        self.fetches.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(self.delay).await;
         match self.responses.get(url.as_str()) {
             Some(Ok(body)) => Ok(body.clone()),
             Some(Err(status)) => Err(FetchError::Status(*status)),
@@ -253,24 +352,33 @@ impl Fetcher for MemoryFetcher {
 pub struct MemoryWebhooks {
     pub sent: Mutex<Vec<(String, WebhookPayload)>>,
     /// While set, every delivery fails as an unreachable receiver's would (transient).
-    pub down: std::sync::atomic::AtomicBool,
+    pub down: AtomicBool,
     /// While set, every delivery is refused as a private address would be (permanent).
-    pub refused: std::sync::atomic::AtomicBool,
+    pub refused: AtomicBool,
+    /// While set, a delivery never returns: its sender dies (is dropped) mid-send.
+    pub hangs: AtomicBool,
     /// Deliveries tried, failed ones included.
-    pub tries: std::sync::atomic::AtomicU32,
+    pub tries: AtomicU32,
 }
 
 #[async_trait]
 impl WebhookSender for MemoryWebhooks {
     async fn send(&self, url: &HttpUrl, _secret: &WebhookSecret, payload: &WebhookPayload) -> Result<(), WebhookError> {
-        self.tries.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        if self.refused.load(std::sync::atomic::Ordering::SeqCst) {
+        self.tries.fetch_add(1, Ordering::SeqCst);
+        if self.hangs.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+        if self.refused.load(Ordering::SeqCst) {
             return Err(WebhookError { message: "a non-public network address".into(), permanent: true });
         }
-        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+        if self.down.load(Ordering::SeqCst) {
             return Err(WebhookError { message: "the receiver answered HTTP 503".into(), permanent: false });
         }
         self.sent.lock().unwrap().push((url.as_str().into(), payload.clone()));
         Ok(())
+    }
+
+    fn longest_send(&self) -> Duration {
+        Duration::from_secs(30)
     }
 }

@@ -58,6 +58,34 @@ impl RetryPolicy {
     }
 }
 
+/// The time an image job needs for what is left of it, checked before each step so that a job
+/// the Lambda would be stopped in the middle of is handed back instead: ten jobs of a batch start
+/// at once and then wait for the one codec slot, so time left at the start says little.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimeReserves {
+    /// The whole download, at most (FETCH_TIMEOUT_SECS).
+    pub fetch: Duration,
+    /// Decoding and encoding the largest image allowed.
+    pub codec: Duration,
+    /// Storing the output and recording the result: two SDK calls, each bounded by the SDK's
+    /// operation timeout.
+    pub store: Duration,
+}
+
+impl TimeReserves {
+    pub fn to_start(&self) -> Duration {
+        self.fetch + self.codec + self.store
+    }
+
+    pub fn to_decode(&self) -> Duration {
+        self.codec + self.store
+    }
+
+    pub fn to_store(&self) -> Duration {
+        self.store
+    }
+}
+
 /// How long a job waits before its next attempt after a transient failure on delivery
 /// number `receives` (1 for the first): doubling from `base`, at most `cap`. Without it the
 /// queue's visibility timeout, sized for crashed workers, would space retries minutes apart.

@@ -93,11 +93,18 @@ pub struct RequestRecord {
     /// Signs the webhook; given to the client once, in the upload's answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_secret: Option<WebhookSecret>,
-    /// Failed deliveries of the webhook so far, and when the next one is due (`webhook_outbox`).
+    /// Failed deliveries of the webhook so far, and when the next one is due while one is owed
+    /// (`use_cases::deliver_webhook`). Set in the same write that makes the request final.
     #[serde(default)]
     pub webhook_failed_deliveries: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_next_at: Option<DateTime<Utc>>,
+    /// Why the request was failed without waiting for its images (`use_cases::fail_request`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_reason: Option<String>,
+    /// Sweeps of this request that failed in a row (`use_cases::sweep`).
+    #[serde(default)]
+    pub sweep_failures: u32,
 }
 
 impl RequestRecord {
@@ -118,6 +125,8 @@ impl RequestRecord {
             webhook_secret: None,
             webhook_failed_deliveries: 0,
             webhook_next_at: None,
+            failure_reason: None,
+            sweep_failures: 0,
         }
     }
 
@@ -208,6 +217,26 @@ impl ImageOutcome {
             Self::Failed { .. } => ImageState::Failed,
         }
     }
+}
+
+/// What the write that makes a request final sets, all in one conditional write, so that
+/// nothing owed after it can be lost: a webhook owed is recorded with it, due at
+/// `webhook_due_at` (left to whoever sends it first; the sweeper delivers it if that one dies).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FinalState {
+    pub status: RequestStatus,
+    pub output_csv_key: Option<String>,
+    /// Set when the request was failed without waiting for its images.
+    pub failure_reason: Option<String>,
+    /// `Some` when the request has a webhook.
+    pub webhook_due_at: Option<DateTime<Utc>>,
+}
+
+/// Whether recording a result counts as progress of its request (see `RecordResult::record`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Progress {
+    Made,
+    None,
 }
 
 /// Whether a conditional write changed anything, or found its work already done

@@ -20,10 +20,14 @@ pub struct WebhookPayload {
     pub total: u64,
     pub succeeded: u64,
     pub failed: u64,
-    pub output_csv_url: String,
+    /// `null` when the request was failed before its output CSV was written.
+    pub output_csv_url: Option<String>,
     /// The errors report, when images failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub errors_csv_url: Option<String>,
+    /// Why the request was failed without waiting for its images.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure_reason: Option<String>,
 }
 
 /// Deliveries of one webhook before it is given up, the first one included.

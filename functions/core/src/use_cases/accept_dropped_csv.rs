@@ -12,7 +12,7 @@ use crate::domain::errors::StoreError;
 use crate::domain::locations::{output_csv_key, status_path};
 use crate::domain::request::RequestStatus;
 use crate::domain::request_id::RequestId;
-use crate::ports::ReadRequest;
+use crate::ports::{BlobStore, ReadRequest};
 use crate::use_cases::accept_upload::{AcceptError, AcceptPorts, accept_csv_as};
 
 /// What the receipt says; `status` is "accepted" or "rejected".
@@ -46,23 +46,15 @@ pub enum DropOutcome {
     Gone,
 }
 
-#[derive(Clone, Copy)]
-pub struct DropPorts<'a> {
-    pub accept: AcceptPorts<'a>,
-    /// To find the request an earlier delivery of the same event made.
-    pub requests: &'a dyn ReadRequest,
-}
-
 /// Accepts one dropped CSV and writes its receipt. An `Err` is an outage: the event should be
 /// delivered again.
 pub async fn accept_dropped_csv(
-    ports: DropPorts<'_>,
+    ports: AcceptPorts<'_>,
     dropped: &DroppedCsv,
     limits: &CsvLimits,
 ) -> Result<DropOutcome, AcceptError> {
     let request_id = dropped.request_id();
-    let DropPorts { accept: ports, requests } = ports;
-    if let Some(request) = requests.get(request_id).await? {
+    if let Some(request) = ports.requests.get(request_id).await? {
         // The first delivery may have stopped between recording the request and queueing its
         // fan-out; queueing it again is harmless (a fan-out never resets a result).
         if request.status == RequestStatus::Pending {
@@ -99,6 +91,25 @@ pub async fn accept_dropped_csv(
     }
 }
 
+/// Gives up on a dropped CSV whose acceptance failed on every delivery (its notification is in
+/// the dead-letter queue): unless a request was made for it, its receipt says to drop it again.
+pub async fn reject_dropped_csv(
+    blobs: &dyn BlobStore,
+    requests: &dyn ReadRequest,
+    dropped: &DroppedCsv,
+) -> Result<DropOutcome, StoreError> {
+    let request_id = dropped.request_id();
+    if requests.get(request_id).await?.is_some() {
+        return Ok(DropOutcome::AlreadyAccepted(request_id));
+    }
+    let error = "the CSV could not be accepted in any of several attempts (a service was unavailable); \
+                 drop the file again"
+        .to_string();
+    let receipt = Receipt::Rejected { source: &dropped.key, error, problems: Vec::new() };
+    put_receipt(blobs, dropped, &receipt).await?;
+    Ok(DropOutcome::Rejected)
+}
+
 fn accepted(dropped: &DroppedCsv, request_id: RequestId, images: u64) -> Receipt<'_> {
     Receipt::Accepted {
         source: &dropped.key,
@@ -110,21 +121,18 @@ fn accepted(dropped: &DroppedCsv, request_id: RequestId, images: u64) -> Receipt
 }
 
 async fn write_receipt(ports: &AcceptPorts<'_>, dropped: &DroppedCsv, receipt: &Receipt<'_>) -> Result<(), StoreError> {
+    put_receipt(ports.blobs, dropped, receipt).await
+}
+
+async fn put_receipt(blobs: &dyn BlobStore, dropped: &DroppedCsv, receipt: &Receipt<'_>) -> Result<(), StoreError> {
     let body = serde_json::to_vec_pretty(receipt).expect("a receipt is plain data that always serialises");
-    ports.blobs.put(&dropped.receipt_key(), body, "application/json").await
+    blobs.put(&dropped.receipt_key(), body, "application/json").await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ports::BlobStore;
     use crate::use_cases::accept_upload::tests::Fakes;
-
-    impl Fakes {
-        fn drop_ports(&self) -> DropPorts<'_> {
-            DropPorts { accept: self.ports(), requests: &self.table }
-        }
-    }
 
     const CSV: &str =
         "S. No.,Product Name,Input Image Urls\n1,Shirt,\"https://img.example/a.jpg, https://img.example/b.png\"\n";
@@ -145,7 +153,7 @@ mod tests {
         let dropped = drop_file(&fakes, "incoming/spring/shirts.csv", CSV, "0055AED6DCD90281E5").await;
         let limits = CsvLimits::default();
 
-        let first = accept_dropped_csv(fakes.drop_ports(), &dropped, &limits).await.unwrap();
+        let first = accept_dropped_csv(fakes.ports(), &dropped, &limits).await.unwrap();
         assert_eq!(first, DropOutcome::Accepted(dropped.request_id()));
         let request = fakes.table.get(dropped.request_id()).await.unwrap().unwrap();
         assert_eq!((request.total, request.status), (2, RequestStatus::Pending));
@@ -156,7 +164,7 @@ mod tests {
         assert_eq!(receipt_json["images"], 2);
         assert_eq!(receipt_json["output_csv_key"], output_csv_key(dropped.request_id()));
 
-        let again = accept_dropped_csv(fakes.drop_ports(), &dropped, &limits).await.unwrap();
+        let again = accept_dropped_csv(fakes.ports(), &dropped, &limits).await.unwrap();
         assert_eq!(again, DropOutcome::AlreadyAccepted(dropped.request_id()));
         // The request was not made twice; its fan-out was queued again (harmless, and needed
         // when the first delivery stopped before queueing it).
@@ -170,7 +178,7 @@ mod tests {
         let second = drop_file(&fakes, "incoming/shirts.csv", CSV, "02").await;
         assert_ne!(first.request_id(), second.request_id());
         for dropped in [&first, &second] {
-            accept_dropped_csv(fakes.drop_ports(), dropped, &CsvLimits::default()).await.unwrap();
+            accept_dropped_csv(fakes.ports(), dropped, &CsvLimits::default()).await.unwrap();
             assert!(fakes.table.get(dropped.request_id()).await.unwrap().is_some());
         }
     }
@@ -180,7 +188,7 @@ mod tests {
         let fakes = Fakes::default();
         let bad = "S. No.,Product Name,Input Image Urls\n1,Shirt,not-a-url\n";
         let dropped = drop_file(&fakes, "incoming/bad.csv", bad, "01").await;
-        let outcome = accept_dropped_csv(fakes.drop_ports(), &dropped, &CsvLimits::default()).await.unwrap();
+        let outcome = accept_dropped_csv(fakes.ports(), &dropped, &CsvLimits::default()).await.unwrap();
 
         assert_eq!(outcome, DropOutcome::Rejected);
         let receipt_json = receipt(&fakes, &dropped).await;
@@ -195,7 +203,7 @@ mod tests {
         let fakes = Fakes::default();
         let mut dropped = drop_file(&fakes, "incoming/huge.csv", CSV, "01").await;
         dropped.size = 10 * 1024 * 1024 * 1024;
-        let outcome = accept_dropped_csv(fakes.drop_ports(), &dropped, &CsvLimits::default()).await.unwrap();
+        let outcome = accept_dropped_csv(fakes.ports(), &dropped, &CsvLimits::default()).await.unwrap();
         assert_eq!(outcome, DropOutcome::Rejected);
         assert!(receipt(&fakes, &dropped).await["error"].as_str().unwrap().contains("larger than the limit"));
     }
@@ -204,7 +212,7 @@ mod tests {
     async fn a_file_deleted_before_it_was_read_is_left_alone() {
         let fakes = Fakes::default();
         let dropped = DroppedCsv { bucket: "b".into(), key: "incoming/gone.csv".into(), size: 10, version: "1".into() };
-        let outcome = accept_dropped_csv(fakes.drop_ports(), &dropped, &CsvLimits::default()).await.unwrap();
+        let outcome = accept_dropped_csv(fakes.ports(), &dropped, &CsvLimits::default()).await.unwrap();
         assert_eq!(outcome, DropOutcome::Gone);
         assert!(fakes.blobs.get(&dropped.receipt_key()).await.unwrap().is_none());
     }

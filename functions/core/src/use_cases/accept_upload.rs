@@ -12,8 +12,8 @@ use crate::domain::http_url::{HttpUrl, InvalidUrl};
 use crate::domain::request::RequestRecord;
 use crate::domain::request_id::RequestId;
 use crate::domain::webhook_signature::WebhookSecret;
-use crate::ports::{BlobStore, CreateRequest, JobQueue, MoveRequest};
-use crate::use_cases::fail_request::fail_request;
+use crate::ports::{BlobStore, CreateRequest, JobQueue, MoveRequest, ReadRequest};
+use crate::use_cases::fail_request::{FailPorts, fail_request};
 
 pub struct Accepted {
     pub request_id: RequestId,
@@ -40,7 +40,9 @@ pub enum AcceptError {
 pub struct AcceptPorts<'a> {
     pub blobs: &'a dyn BlobStore,
     pub new_requests: &'a dyn CreateRequest,
-    /// To fail a request whose fan-out could not be queued.
+    /// To find the request an earlier delivery of a dropped CSV made, and to fail a request
+    /// whose fan-out could not be queued.
+    pub requests: &'a dyn ReadRequest,
     pub lifecycle: &'a dyn MoveRequest,
     pub queue: &'a dyn JobQueue,
 }
@@ -82,7 +84,8 @@ pub(crate) async fn accept_csv_as(
     if let Err(error) = ports.queue.enqueue_fan_out(request_id).await {
         // The request would wait forever for jobs nobody queues: fail it now, and let the
         // client, told to retry, upload again as a new request.
-        fail_request(ports.lifecycle, request_id, "its fan-out could not be queued").await?;
+        let fail = FailPorts { requests: ports.requests, lifecycle: ports.lifecycle };
+        fail_request(fail, request_id, "its image jobs could not be queued", Utc::now()).await?;
         return Err(error.into());
     }
     log_stage(request_id, "accepted", started);
@@ -96,13 +99,10 @@ fn log_stage(request_id: RequestId, stage: &str, since: Instant) {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use std::sync::atomic::Ordering;
-
     use super::*;
     use crate::adapters::memory::{MemoryBlobs, MemoryQueue, MemoryTable};
     use crate::domain::locations::input_csv_key;
     use crate::domain::request::RequestStatus;
-    use crate::ports::ReadRequest;
 
     const CSV: &str = "S. No.,Product Name,Input Image Urls\n\
         1,Shirt,\"https://img.example/a.jpg, https://img.example/b.png\"\n\
@@ -117,7 +117,13 @@ pub(crate) mod tests {
 
     impl Fakes {
         pub fn ports(&self) -> AcceptPorts<'_> {
-            AcceptPorts { blobs: &self.blobs, new_requests: &self.table, lifecycle: &self.table, queue: &self.queue }
+            AcceptPorts {
+                blobs: &self.blobs,
+                new_requests: &self.table,
+                requests: &self.table,
+                lifecycle: &self.table,
+                queue: &self.queue,
+            }
         }
     }
 
@@ -163,7 +169,7 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn a_queue_outage_fails_the_request_instead_of_leaving_it_waiting() {
         let fakes = Fakes::default();
-        fakes.queue.unavailable.store(true, Ordering::SeqCst);
+        fakes.queue.outage.set(true);
         let result = accept_csv(fakes.ports(), CSV.as_bytes(), None, &CsvLimits::default()).await;
 
         let Err(AcceptError::Store(error)) = result else { panic!("expected a store error") };

@@ -1,22 +1,25 @@
-//! Delivering the completion webhook until it is taken: a receiver that is down when a request
-//! finishes gets it later. The notifier makes the first delivery once the request is final;
-//! when it fails, the request item keeps the next one due at a later time
-//! (`domain::webhook::next_delivery_in`), and the sweeper (every minute) makes it when it is
-//! due, until it is taken or given up (logged). (The redelivery base is a minute; a second on
-//! the local stack, for the tests.)
+//! Delivering the completion webhook until it is taken. The write that makes a request final
+//! also records that its webhook is owed (`MoveRequest::finish`), so nothing between that write
+//! and the POST can lose it: the notifier makes the first delivery at once; if it dies before
+//! ending or deferring it, the delivery falls due (`WebhookSender::longest_send` later) and the
+//! sweeper makes it. A failed delivery is due again later (`domain::webhook::next_delivery_in`),
+//! until it is taken or given up (logged). Requests failed without waiting for their images owe
+//! theirs at once, and the sweeper makes it.
 //!
-//! Every delivery carries the same `webhook-id`, so a receiver that got one twice (a sweep that
-//! overlapped another) can tell.
+//! The sweeper claims each due delivery before making it (a conditional write), so two sweeps
+//! never send the same one; every delivery carries the same `webhook-id`, so a receiver can tell
+//! a repeat all the same.
 
 use chrono::{DateTime, Utc};
 
 use crate::domain::errors::StoreError;
-use crate::domain::locations::{Links, errors_csv_key, errors_csv_path, output_csv_key, output_csv_path};
-use crate::domain::request::RequestRecord;
+use crate::domain::locations::{Links, errors_csv_key, errors_csv_path, output_csv_path};
+use crate::domain::request::{RequestRecord, Transition};
 use crate::domain::webhook::{WebhookPayload, next_delivery_in};
 use crate::ports::{BlobStore, ReadRequest, WebhookOutbox, WebhookSender};
 use crate::use_cases::links::link_url;
 
+#[derive(Clone, Copy)]
 pub struct DeliveryPorts<'a> {
     pub requests: &'a dyn ReadRequest,
     pub outbox: &'a dyn WebhookOutbox,
@@ -24,9 +27,14 @@ pub struct DeliveryPorts<'a> {
     pub webhooks: &'a dyn WebhookSender,
 }
 
+/// When a delivery taken at `now` falls due again if its sender dies with it.
+pub fn lost_after(webhooks: &dyn WebhookSender, now: DateTime<Utc>) -> DateTime<Utc> {
+    now + chrono::Duration::from_std(webhooks.longest_send()).unwrap_or(chrono::Duration::MAX)
+}
+
 /// Delivery number `delivery` (1 from the notifier, more from the sweeper) of the webhook of
-/// `request`, final; schedules the next one when it fails and the receiver may come back. Requests
-/// without a webhook are left alone.
+/// `request`, final, already taken by the caller; then ends it, or makes the next one due when
+/// it failed and the receiver may come back. Requests without a webhook are left alone.
 pub async fn deliver(
     ports: &DeliveryPorts<'_>,
     request: &RequestRecord,
@@ -53,20 +61,27 @@ pub async fn deliver(
             tracing::error!(request_id = %id, stage = "webhook", delivery, error = %error, "not deliverable")
         }
     }
-    if delivery > 1 { ports.outbox.end_webhook(id).await } else { Ok(()) }
+    ports.outbox.end_webhook(id).await
 }
 
-/// The sweeper's part: every deferred webhook that is due gets its next delivery. Returns how
-/// many were tried.
+/// The sweeper's part: every owed webhook that is due and not taken by another sender gets its
+/// next delivery, until `deadline`. Returns how many were tried; the rest wait for the next run.
 pub async fn deliver_due_webhooks(
     ports: &DeliveryPorts<'_>,
     links: &Links,
     now: DateTime<Utc>,
+    deadline: std::time::Instant,
 ) -> Result<usize, StoreError> {
     let mut tried = 0;
-    for id in ports.outbox.deferred_webhooks().await? {
+    for id in ports.outbox.owed_webhooks().await? {
+        if std::time::Instant::now() >= deadline {
+            break;
+        }
         let Some(request) = ports.requests.get(id).await? else { continue };
-        if request.webhook_next_at.is_none_or(|due| due > now) || !request.status.is_final() {
+        let Some(due_at) = request.webhook_next_at.filter(|due| *due <= now && request.status.is_final()) else {
+            continue;
+        };
+        if ports.outbox.claim_webhook(id, due_at, lost_after(ports.webhooks, now)).await? == Transition::AlreadyDone {
             continue;
         }
         deliver(ports, &request, links, request.webhook_failed_deliveries + 1, now).await?;
@@ -86,14 +101,19 @@ async fn payload(
     } else {
         None
     };
+    let output_csv_url = match &request.output_csv_key {
+        Some(key) => Some(link_url(ports.blobs, links, output_csv_path(id), key).await?),
+        None => None,
+    };
     Ok(WebhookPayload {
         request_id: id,
         status: request.status,
         total: request.total,
         succeeded: request.succeeded,
         failed: request.failed,
-        output_csv_url: link_url(ports.blobs, links, output_csv_path(id), &output_csv_key(id)).await?,
+        output_csv_url,
         errors_csv_url,
+        failure_reason: request.failure_reason.clone(),
     })
 }
 
@@ -104,6 +124,7 @@ mod tests {
     use super::*;
     use crate::adapters::memory::{MemoryBlobs, MemoryTable, MemoryWebhooks};
     use crate::domain::http_url::HttpUrl;
+    use crate::domain::locations::output_csv_key;
     use crate::domain::request::RequestStatus;
     use crate::domain::request_id::RequestId;
     use crate::domain::webhook::MAX_DELIVERIES;
@@ -131,6 +152,8 @@ mod tests {
             (request.status, request.succeeded, request.failed, request.remaining) =
                 (RequestStatus::CompletedWithErrors, 1, 1, 0);
             request.output_csv_key = Some(output_csv_key(request.request_id));
+            // Owed, and taken by its first delivery, as `finish` leaves it.
+            request.webhook_next_at = Some(lost_after(&self.webhooks, Utc::now()));
             self.table.create(&request).await.unwrap();
             request
         }
@@ -140,7 +163,8 @@ mod tests {
         }
 
         async fn sweep(&self, now: DateTime<Utc>) -> usize {
-            deliver_due_webhooks(&self.ports(), &links(), now).await.unwrap()
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            deliver_due_webhooks(&self.ports(), &links(), now, deadline).await.unwrap()
         }
 
         fn sent(&self) -> usize {
@@ -164,7 +188,7 @@ mod tests {
         fixture.webhooks.down.store(true, Ordering::SeqCst);
         fixture.first_delivery(&request, now).await;
         assert_eq!(fixture.sent(), 0);
-        assert_eq!(fixture.table.deferred_webhooks().await.unwrap(), vec![request.request_id]);
+        assert_eq!(fixture.table.owed_webhooks().await.unwrap(), vec![request.request_id]);
 
         fixture.webhooks.down.store(false, Ordering::SeqCst);
         assert_eq!(fixture.sweep(after(now, 30)).await, 0, "not due before a minute");
@@ -174,7 +198,7 @@ mod tests {
         let payload = &sent[0].1;
         assert_eq!((payload.request_id, payload.status, payload.failed), (request.request_id, request.status, 1));
         assert!(payload.errors_csv_url.is_some(), "an image failed: the report is linked");
-        assert!(fixture.table.deferred_webhooks().await.unwrap().is_empty(), "delivered: nothing left to send");
+        assert!(fixture.table.owed_webhooks().await.unwrap().is_empty(), "delivered: nothing left to send");
         assert_eq!(fixture.sweep(after(now, 3600)).await, 0);
     }
 
@@ -190,7 +214,7 @@ mod tests {
             assert_eq!(fixture.sweep(now).await, 1, "delivery {}", delivered + 1);
         }
         assert_eq!(fixture.webhooks.tries.load(Ordering::SeqCst), MAX_DELIVERIES);
-        assert!(fixture.table.deferred_webhooks().await.unwrap().is_empty(), "given up");
+        assert!(fixture.table.owed_webhooks().await.unwrap().is_empty(), "given up");
         assert_eq!(fixture.sweep(after(now, 7200)).await, 0);
     }
 
@@ -204,6 +228,23 @@ mod tests {
         let delivered = fixture.finished_request().await;
         fixture.first_delivery(&delivered, Utc::now()).await;
         assert_eq!(fixture.sent(), 1);
-        assert!(fixture.table.deferred_webhooks().await.unwrap().is_empty());
+        assert!(fixture.table.owed_webhooks().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn two_sweeps_at_once_deliver_a_due_webhook_once() {
+        let fixture = Fixture::default();
+        let request = fixture.finished_request().await;
+        let later = after(Utc::now(), 3600);
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let (ports, links) = (fixture.ports(), links());
+        let (first, second) = tokio::join!(
+            deliver_due_webhooks(&ports, &links, later, deadline),
+            deliver_due_webhooks(&ports, &links, later, deadline),
+        );
+        assert_eq!(first.unwrap() + second.unwrap(), 1);
+        assert_eq!(fixture.sent(), 1);
+        assert!(fixture.table.owed_webhooks().await.unwrap().is_empty());
+        assert_eq!(fixture.webhooks.sent.lock().unwrap()[0].1.request_id, request.request_id);
     }
 }

@@ -1,16 +1,70 @@
 //! Ending a request as `failed` without waiting for its images: when its jobs can never be
-//! queued (the fan-out could not be sent at upload, or failed on every attempt) or its stored
-//! CSV is gone. Like every final state, it is set once (`MoveRequest::finish`); no output CSV.
+//! queued (the fan-out could not be sent at upload, or failed on every attempt), its stored CSV
+//! is gone, or it could not be swept. Like every final state it is set once
+//! (`MoveRequest::finish`), with no output CSV and with the reason; a webhook owed is recorded in
+//! the same write, due at once, and the sweeper delivers it (`deliver_webhook`).
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 
 use crate::domain::errors::StoreError;
-use crate::domain::request::{RequestStatus, Transition};
+use crate::domain::request::{FinalState, RequestStatus, Transition};
 use crate::domain::request_id::RequestId;
-use crate::ports::MoveRequest;
+use crate::ports::{MoveRequest, ReadRequest};
 
-/// `why` is logged for the person on call; `AlreadyDone` if the request was final already.
-pub async fn fail_request(lifecycle: &dyn MoveRequest, id: RequestId, why: &str) -> Result<Transition, StoreError> {
+#[derive(Clone, Copy)]
+pub struct FailPorts<'a> {
+    /// To know whether a webhook is owed (the URL never changes once accepted).
+    pub requests: &'a dyn ReadRequest,
+    pub lifecycle: &'a dyn MoveRequest,
+}
+
+/// `why` is kept on the request for its status; `AlreadyDone` if the request was final already
+/// (or is gone).
+pub async fn fail_request(
+    ports: FailPorts<'_>,
+    id: RequestId,
+    why: &str,
+    now: DateTime<Utc>,
+) -> Result<Transition, StoreError> {
     tracing::error!(request_id = %id, stage = "fail_request", reason = why);
-    lifecycle.finish(id, RequestStatus::Failed, None, Utc::now()).await
+    let Some(request) = ports.requests.get(id).await? else { return Ok(Transition::AlreadyDone) };
+    let ending = FinalState {
+        status: RequestStatus::Failed,
+        output_csv_key: None,
+        failure_reason: Some(why.to_string()),
+        webhook_due_at: request.webhook_url.is_some().then_some(now),
+    };
+    ports.lifecycle.finish(id, &ending, now).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapters::memory::MemoryTable;
+    use crate::domain::http_url::HttpUrl;
+    use crate::domain::request::RequestRecord;
+    use crate::ports::{CreateRequest, ReadRequest};
+
+    #[tokio::test]
+    async fn a_failed_request_keeps_its_reason_and_owes_its_webhook_at_once() {
+        let table = MemoryTable::default();
+        let hook = HttpUrl::parse("https://hooks.example/done").unwrap();
+        let (with_hook, without) = (RequestId::new_random(), RequestId::new_random());
+        table.create(&RequestRecord::new(with_hook, 2, Some(hook), Utc::now())).await.unwrap();
+        table.create(&RequestRecord::new(without, 2, None, Utc::now())).await.unwrap();
+        let ports = FailPorts { requests: &table, lifecycle: &table };
+        let now = Utc::now();
+
+        for id in [with_hook, without] {
+            assert_eq!(fail_request(ports, id, "the input CSV is missing", now).await.unwrap(), Transition::Applied);
+            assert_eq!(fail_request(ports, id, "again", now).await.unwrap(), Transition::AlreadyDone);
+        }
+        let failed = table.get(with_hook).await.unwrap().unwrap();
+        assert_eq!(
+            (failed.status, failed.failure_reason.as_deref()),
+            (RequestStatus::Failed, Some("the input CSV is missing"))
+        );
+        assert_eq!(failed.webhook_next_at, Some(now), "the webhook is owed, due at once");
+        assert_eq!(table.get(without).await.unwrap().unwrap().webhook_next_at, None);
+    }
 }

@@ -8,7 +8,7 @@ use crate::domain::errors::StoreError;
 use crate::domain::request::{RequestStatus, Transition, image_jobs};
 use crate::domain::request_id::RequestId;
 use crate::ports::{BlobStore, JobQueue, MoveRequest, ReadRequest};
-use crate::use_cases::fail_request::fail_request;
+use crate::use_cases::fail_request::{FailPorts, fail_request};
 use crate::use_cases::stored_csv::{StoredCsvError, read_stored_csv};
 
 pub struct FanOutPorts<'a> {
@@ -39,7 +39,8 @@ pub async fn fan_out(ports: FanOutPorts<'_>, request_id: RequestId) -> Result<Tr
         Ok(csv) => csv,
         Err(StoredCsvError::Store(error)) => return Err(error.into()),
         Err(corrupt) => {
-            fail_request(ports.lifecycle, request_id, &corrupt.to_string()).await?;
+            let fail = FailPorts { requests: ports.requests, lifecycle: ports.lifecycle };
+            fail_request(fail, request_id, &corrupt.to_string(), Utc::now()).await?;
             return Err(FanOutError::Corrupt(request_id, corrupt.to_string()));
         }
     };

@@ -7,10 +7,10 @@ use chrono::Utc;
 use crate::domain::csv_rules::{write_errors_csv, write_output_csv};
 use crate::domain::errors::StoreError;
 use crate::domain::locations::{Links, errors_csv_key, image_path, output_csv_key};
-use crate::domain::request::{ImageState, RequestStatus, Transition};
+use crate::domain::request::{FinalState, ImageState, RequestStatus, Transition};
 use crate::domain::request_id::RequestId;
 use crate::ports::{BlobStore, MoveRequest, ReadRequest, ReadResults, WebhookOutbox, WebhookSender};
-use crate::use_cases::deliver_webhook::{self, DeliveryPorts};
+use crate::use_cases::deliver_webhook::{self, DeliveryPorts, lost_after};
 use crate::use_cases::links::link_url;
 use crate::use_cases::stored_csv::{StoredCsvError, read_stored_csv};
 
@@ -97,16 +97,24 @@ pub async fn finish_request(
     let csv_key = output_csv_key(request_id);
     ports.blobs.put(&csv_key, output_csv, "text/csv").await?;
 
-    let status = RequestStatus::final_for(request.succeeded, request.failed);
     let now = Utc::now();
-    if ports.lifecycle.finish(request_id, status, Some(&csv_key), now).await? == Transition::AlreadyDone {
+    let ending = FinalState {
+        status: RequestStatus::final_for(request.succeeded, request.failed),
+        output_csv_key: Some(csv_key),
+        failure_reason: None,
+        // Owed in this same write, and taken by the delivery below: if this process dies before
+        // ending it, it falls due and the sweeper makes it.
+        webhook_due_at: request.webhook_url.is_some().then(|| lost_after(ports.webhooks, now)),
+    };
+    if ports.lifecycle.finish(request_id, &ending, now).await? == Transition::AlreadyDone {
         return Ok(Finished::Already);
     }
-    (request.status, request.output_csv_key, request.completed_at) = (status, Some(csv_key), Some(now));
+    let status = ending.status;
+    (request.status, request.output_csv_key, request.completed_at) = (status, ending.output_csv_key, Some(now));
 
     // The state flip above happened once: this is the webhook's first delivery. A failed one
-    // is kept for the sweeper to try again later (`deliver_webhook`), not retried through the
-    // stream, which would find the request final and send nothing.
+    // is due again later for the sweeper (`deliver_webhook`), not retried through the stream,
+    // which would find the request final and send nothing.
     deliver_webhook::deliver(&ports.delivery(), &request, links, 1, now).await?;
     Ok(Finished::Now(status))
 }
@@ -117,9 +125,11 @@ mod tests {
     use crate::adapters::memory::{MemoryBlobs, MemoryTable, MemoryWebhooks};
     use crate::domain::csv_rules::{CsvLimits, ValidatedCsv};
     use crate::domain::http_url::HttpUrl;
+    use crate::domain::request::Progress;
     use crate::domain::request::{ImageOutcome, RequestRecord, image_jobs};
     use crate::domain::webhook_signature::WebhookSecret;
     use crate::ports::{CreateRequest, RecordResult};
+    use std::sync::atomic::Ordering;
     use std::time::Duration;
 
     const CSV: &str = "S. No.,Product Name,Input Image Urls\n\
@@ -162,21 +172,24 @@ mod tests {
                 } else {
                     ImageOutcome::Failed { error_code: "http_status_404".into(), error_message: "gone".into() }
                 };
-                fixture.table.record(job, &outcome, Utc::now()).await.unwrap();
+                fixture.table.record(job, &outcome, Utc::now(), Progress::Made).await.unwrap();
             }
             fixture
         }
 
-        async fn finish(&self) -> Finished {
-            let ports = FinishPorts {
+        fn ports(&self) -> FinishPorts<'_> {
+            FinishPorts {
                 requests: &self.table,
                 results: &self.table,
                 lifecycle: &self.table,
                 outbox: &self.table,
                 blobs: &self.blobs,
                 webhooks: &self.webhooks,
-            };
-            finish_request(ports, self.id, &self.links).await.unwrap()
+            }
+        }
+
+        async fn finish(&self) -> Finished {
+            finish_request(self.ports(), self.id, &self.links).await.unwrap()
         }
 
         fn output_rows(&self) -> Vec<Vec<String>> {
@@ -219,7 +232,29 @@ mod tests {
             (payload.status, payload.total, payload.succeeded, payload.failed),
             (RequestStatus::Completed, 3, 3, 0)
         );
-        assert!(payload.output_csv_url.ends_with("/output.csv"));
+        assert!(payload.output_csv_url.as_deref().unwrap().ends_with("/output.csv"));
+    }
+
+    #[tokio::test]
+    async fn a_notifier_that_dies_between_the_final_write_and_the_post_loses_no_webhook() {
+        let fixture = Fixture::with_outcomes(&[true, true, true]).await;
+        fixture.webhooks.hangs.store(true, Ordering::SeqCst);
+        let finishing = tokio::time::timeout(Duration::from_millis(50), fixture.finish());
+        assert!(finishing.await.is_err(), "the notifier died in the POST");
+        assert_eq!(fixture.table.get(fixture.id).await.unwrap().unwrap().status, RequestStatus::Completed);
+        fixture.webhooks.hangs.store(false, Ordering::SeqCst);
+
+        // The sweeper finds the delivery owed once it could no longer be in flight.
+        let ports = fixture.ports().delivery();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let soon = Utc::now() + chrono::Duration::seconds(5);
+        assert_eq!(deliver_webhook::deliver_due_webhooks(&ports, &fixture.links, soon, deadline).await.unwrap(), 0);
+        let later = Utc::now() + chrono::Duration::seconds(31);
+        assert_eq!(deliver_webhook::deliver_due_webhooks(&ports, &fixture.links, later, deadline).await.unwrap(), 1);
+        assert_eq!(deliver_webhook::deliver_due_webhooks(&ports, &fixture.links, later, deadline).await.unwrap(), 0);
+        let sent = fixture.webhooks.sent.lock().unwrap();
+        assert_eq!(sent.len(), 1);
+        assert_eq!((sent[0].1.request_id, sent[0].1.status), (fixture.id, RequestStatus::Completed));
     }
 
     #[tokio::test]
@@ -233,7 +268,7 @@ mod tests {
         assert_eq!(rows[0][3], format!("https://api.example/api/requests/{id}/images/0,"));
         assert_eq!(rows[1][3], format!("https://api.example/api/requests/{id}/images/2"));
         let sent = fixture.webhooks.sent.lock().unwrap();
-        assert_eq!(sent[0].1.output_csv_url, format!("https://api.example/api/requests/{id}/output.csv"));
+        assert_eq!(sent[0].1.output_csv_url, Some(format!("https://api.example/api/requests/{id}/output.csv")));
     }
 
     #[tokio::test]

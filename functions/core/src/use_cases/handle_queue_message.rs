@@ -10,16 +10,17 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 
 use crate::domain::csv_rules::CsvLimits;
-use crate::domain::delivery::{JobsMessage, RetryPolicy};
+use crate::domain::delivery::{JobsMessage, RetryPolicy, TimeReserves};
+use crate::domain::dropped_csv::DroppedCsv;
 use crate::domain::errors::RETRIES_EXHAUSTED;
-use crate::domain::request::{ImageJob, ImageOutcome};
+use crate::domain::request::{ImageJob, ImageOutcome, Progress};
 use crate::domain::request_id::RequestId;
-use crate::ports::{BlobStore, CreateRequest, Fetcher, JobQueue, MoveRequest, ReadRequest, RecordResult};
-use crate::use_cases::accept_dropped_csv::{DropPorts, accept_dropped_csv};
+use crate::ports::{BlobStore, CreateRequest, Fetcher, JobQueue, MoveRequest, ReadRequest, ReadResults, RecordResult};
+use crate::use_cases::accept_dropped_csv::{accept_dropped_csv, reject_dropped_csv};
 use crate::use_cases::accept_upload::AcceptPorts;
-use crate::use_cases::fail_request::fail_request;
+use crate::use_cases::fail_request::{FailPorts, fail_request};
 use crate::use_cases::fan_out::{FanOutError, FanOutPorts, fan_out};
-use crate::use_cases::process_image::{CodecPool, JobResult, ProcessPorts, process_image};
+use crate::use_cases::process_image::{CodecPool, JobClock, JobResult, ProcessPorts, process_image};
 
 #[derive(Clone, Copy)]
 pub struct WorkerPorts<'a> {
@@ -29,14 +30,15 @@ pub struct WorkerPorts<'a> {
     pub new_requests: &'a dyn CreateRequest,
     pub requests: &'a dyn ReadRequest,
     pub recorder: &'a dyn RecordResult,
+    pub results: &'a dyn ReadResults,
     pub lifecycle: &'a dyn MoveRequest,
 }
 
 /// The worker's settings that decide what happens to a message.
 pub struct WorkerRules<'a> {
     pub retry: &'a RetryPolicy,
-    /// Time a job may need once started; a job is not started with less left.
-    pub job_time_reserve: Duration,
+    /// What a job needs left before each step; it is not started with less than all of it.
+    pub reserves: TimeReserves,
     /// For CSVs dropped into the bucket.
     pub csv_limits: &'a CsvLimits,
 }
@@ -66,13 +68,17 @@ pub async fn handle_queue_message(
     codec: &CodecPool,
     delivery: Delivery<'_>,
 ) -> Verdict {
+    let clock = JobClock { deadline: Instant::now() + delivery.time_left, reserves: rules.reserves };
     match JobsMessage::read(delivery.body) {
         JobsMessage::FanOut(request_id) if delivery.from_dead_letters => {
             // The fan-out failed on every attempt: fail the request rather than leave it waiting.
-            let failed = fail_request(ports.lifecycle, request_id, "the fan-out failed on every attempt").await;
+            let ports = FailPorts { requests: ports.requests, lifecycle: ports.lifecycle };
+            let why = "its image jobs could not be queued in any attempt";
+            let failed = fail_request(ports, request_id, why, Utc::now()).await;
             hand_back_if_transient(failed.err().is_some_and(|e| e.is_transient()))
         }
         JobsMessage::FanOut(request_id) => run_fan_out(ports, request_id).await,
+        JobsMessage::DroppedCsvs(dropped) if delivery.from_dead_letters => give_up_on_dropped(ports, &dropped).await,
         JobsMessage::DroppedCsvs(dropped) => accept_dropped(ports, rules, &dropped).await,
         JobsMessage::Unreadable(error) => {
             // Only our API and S3 write this queue; a body we cannot read will never become
@@ -81,13 +87,15 @@ pub async fn handle_queue_message(
             Verdict::Acknowledge
         }
         JobsMessage::Image(job) if delivery.from_dead_letters => record_dead_letter(ports, &job).await,
-        JobsMessage::Image(job) if delivery.time_left < rules.job_time_reserve => {
-            // Too late to finish it before the Lambda is stopped: hand it back unstarted.
-            tracing::info!(request_id = %job.request_id, image_index = job.image_index, stage = "handed_back");
-            Verdict::HandBack { delay: Some(Duration::ZERO) }
-        }
-        JobsMessage::Image(job) => run_image_job(ports, rules, codec, &job, delivery.receives).await,
+        JobsMessage::Image(job) if delivery.time_left < rules.reserves.to_start() => out_of_time(&job),
+        JobsMessage::Image(job) => run_image_job(ports, rules, codec, &job, delivery.receives, &clock).await,
     }
+}
+
+/// Too late to finish it before the Lambda is stopped: hand it back for another delivery now.
+fn out_of_time(job: &ImageJob) -> Verdict {
+    tracing::info!(request_id = %job.request_id, image_index = job.image_index, stage = "handed_back");
+    Verdict::HandBack { delay: Some(Duration::ZERO) }
 }
 
 fn hand_back_if_transient(transient: bool) -> Verdict {
@@ -100,10 +108,13 @@ async fn run_image_job(
     codec: &CodecPool,
     job: &ImageJob,
     receives: u32,
+    clock: &JobClock,
 ) -> Verdict {
-    let process = ProcessPorts { fetcher: ports.fetcher, blobs: ports.blobs, results: ports.recorder };
-    match process_image(process, job, codec, rules.retry.is_last_attempt(receives)).await {
+    let process =
+        ProcessPorts { fetcher: ports.fetcher, blobs: ports.blobs, recorder: ports.recorder, results: ports.results };
+    match process_image(process, job, codec, rules.retry.is_last_attempt(receives), clock).await {
         JobResult::Recorded(_) | JobResult::Duplicate => Verdict::Acknowledge,
+        JobResult::OutOfTime => out_of_time(job),
         JobResult::Retry(error) => {
             let delay = rules.retry.delay_after(receives);
             tracing::warn!(
@@ -144,22 +155,34 @@ async fn run_fan_out(ports: WorkerPorts<'_>, request_id: RequestId) -> Verdict {
 
 /// CSVs dropped into the bucket under `incoming/`. Handed back on an outage; the receipt says
 /// the rest.
-async fn accept_dropped(
-    ports: WorkerPorts<'_>,
-    rules: &WorkerRules<'_>,
-    dropped: &[crate::domain::dropped_csv::DroppedCsv],
-) -> Verdict {
+async fn accept_dropped(ports: WorkerPorts<'_>, rules: &WorkerRules<'_>, dropped: &[DroppedCsv]) -> Verdict {
     let accept = AcceptPorts {
         blobs: ports.blobs,
         new_requests: ports.new_requests,
+        requests: ports.requests,
         lifecycle: ports.lifecycle,
         queue: ports.queue,
     };
-    let drop_ports = DropPorts { accept, requests: ports.requests };
     let mut verdict = Verdict::Acknowledge;
     for csv in dropped {
-        match accept_dropped_csv(drop_ports, csv, rules.csv_limits).await {
+        match accept_dropped_csv(accept, csv, rules.csv_limits).await {
             Ok(outcome) => tracing::info!(stage = "dropped_csv", key = csv.key, ?outcome),
+            Err(error) => {
+                tracing::warn!(stage = "dropped_csv", key = csv.key, error = %error);
+                verdict = Verdict::HandBack { delay: None };
+            }
+        }
+    }
+    verdict
+}
+
+/// A notification of dropped CSVs in the dead-letter queue: accepting them failed on every
+/// delivery. Each one that made no request gets a receipt saying so, to drop the file again.
+async fn give_up_on_dropped(ports: WorkerPorts<'_>, dropped: &[DroppedCsv]) -> Verdict {
+    let mut verdict = Verdict::Acknowledge;
+    for csv in dropped {
+        match reject_dropped_csv(ports.blobs, ports.requests, csv).await {
+            Ok(outcome) => tracing::warn!(stage = "dropped_csv", key = csv.key, ?outcome, "from the dead-letter queue"),
             Err(error) => {
                 tracing::warn!(stage = "dropped_csv", key = csv.key, error = %error);
                 verdict = Verdict::HandBack { delay: None };
@@ -176,7 +199,7 @@ async fn record_dead_letter(ports: WorkerPorts<'_>, job: &ImageJob) -> Verdict {
         error_code: RETRIES_EXHAUSTED.into(),
         error_message: "the image could not be processed in any of its attempts".into(),
     };
-    match ports.recorder.record(job, &outcome, Utc::now()).await {
+    match ports.recorder.record(job, &outcome, Utc::now(), Progress::Made).await {
         Ok(transition) => {
             tracing::info!(request_id = %job.request_id, image_index = job.image_index, stage = "dead_letter", ?transition);
             Verdict::Acknowledge
@@ -195,7 +218,6 @@ mod tests {
     use crate::domain::codec::CodecLimits;
     use crate::domain::http_url::HttpUrl;
     use crate::domain::request::{ImageState, QueueMessage, RequestRecord, RequestStatus};
-    use crate::ports::ReadResults as _;
 
     const CSV: &str = "S. No.,Product Name,Input Image Urls\n1,Shirt,https://img.example/a.png\n";
 
@@ -216,6 +238,7 @@ mod tests {
                 new_requests: &self.table,
                 requests: &self.table,
                 recorder: &self.table,
+                results: &self.table,
                 lifecycle: &self.table,
             }
         }
@@ -233,7 +256,12 @@ mod tests {
         async fn handle(&self, body: &str, receives: u32, from_dead_letters: bool, time_left: Duration) -> Verdict {
             let retry = RetryPolicy { max_receives: 3, base: Duration::from_secs(10), cap: Duration::from_secs(120) };
             let limits = CsvLimits::default();
-            let rules = WorkerRules { retry: &retry, job_time_reserve: Duration::from_secs(20), csv_limits: &limits };
+            let reserves = TimeReserves {
+                fetch: Duration::from_secs(5),
+                codec: Duration::from_secs(5),
+                store: Duration::from_secs(10),
+            };
+            let rules = WorkerRules { retry: &retry, reserves, csv_limits: &limits };
             let codec = CodecPool::new(CodecLimits::default(), 1);
             let delivery = Delivery { body, receives, from_dead_letters, time_left };
             handle_queue_message(self.ports(), &rules, &codec, delivery).await
@@ -312,6 +340,20 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_dropped_csv_from_the_dead_letter_queue_gets_a_receipt_and_no_request() {
+        let fakes = Fakes::default();
+        fakes.blobs.put("incoming/shirts.csv", CSV.into(), "text/csv").await.unwrap();
+        let verdict = fakes.handle(&dropped_notification(), 5, true, PLENTY).await;
+
+        assert_eq!(verdict, Verdict::Acknowledge);
+        let receipt = fakes.blobs.get("receipts/shirts.json").await.unwrap().expect("a receipt");
+        let receipt: serde_json::Value = serde_json::from_slice(&receipt).unwrap();
+        assert_eq!(receipt["status"], "rejected");
+        assert!(receipt["error"].as_str().unwrap().contains("drop the file again"), "{receipt}");
+        assert!(fakes.queue.fan_outs.lock().unwrap().is_empty(), "not accepted as a fresh drop");
+    }
+
+    #[tokio::test]
     async fn a_body_nobody_wrote_is_acknowledged_and_changes_nothing() {
         let fakes = Fakes::default();
         assert_eq!(fakes.handle("{\"hello\": 1}", 1, false, PLENTY).await, Verdict::Acknowledge);
@@ -322,7 +364,17 @@ mod tests {
     async fn a_notification_of_a_dropped_csv_makes_a_request_and_an_outage_hands_it_back() {
         let fakes = Fakes::default();
         fakes.blobs.put("incoming/shirts.csv", CSV.into(), "text/csv").await.unwrap();
-        let notification = serde_json::json!({"Records": [{
+        let notification = dropped_notification();
+
+        fakes.queue.outage.set(true);
+        assert_eq!(fakes.handle(&notification, 1, false, PLENTY).await, Verdict::HandBack { delay: None });
+        fakes.queue.outage.set(false);
+        assert_eq!(fakes.handle(&notification, 2, false, PLENTY).await, Verdict::Acknowledge);
+        assert!(fakes.blobs.get("receipts/shirts.json").await.unwrap().is_some(), "a receipt is written");
+    }
+
+    fn dropped_notification() -> String {
+        serde_json::json!({"Records": [{
             "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
             "eventTime": "2026-11-30T00:00:00.123Z", "eventName": "ObjectCreated:Put",
             "userIdentity": {"principalId": "EXAMPLE"}, "requestParameters": {"sourceIPAddress": "127.0.0.1"},
@@ -333,12 +385,6 @@ mod tests {
                 "object": {"key": "incoming/shirts.csv", "size": CSV.len(), "eTag": "e", "sequencer": "01"}
             }
         }]})
-        .to_string();
-
-        fakes.queue.unavailable.store(true, std::sync::atomic::Ordering::SeqCst);
-        assert_eq!(fakes.handle(&notification, 1, false, PLENTY).await, Verdict::HandBack { delay: None });
-        fakes.queue.unavailable.store(false, std::sync::atomic::Ordering::SeqCst);
-        assert_eq!(fakes.handle(&notification, 2, false, PLENTY).await, Verdict::Acknowledge);
-        assert!(fakes.blobs.get("receipts/shirts.json").await.unwrap().is_some(), "a receipt is written");
+        .to_string()
     }
 }

@@ -46,7 +46,7 @@ mod tests {
     use super::*;
     use crate::adapters::memory::{MemoryBlobs, MemoryTable};
     use crate::domain::csv_rules::{CsvLimits, ValidatedCsv};
-    use crate::domain::request::{ImageOutcome, ImageState};
+    use crate::domain::request::{ImageOutcome, ImageState, Progress};
     use crate::domain::request_id::RequestId;
     use crate::ports::{CreateRequest, RecordResult};
 
@@ -64,7 +64,7 @@ mod tests {
         let csv = ValidatedCsv::parse(CSV.as_bytes(), &CsvLimits::default()).unwrap();
         let jobs = image_jobs(id, &csv);
         let failed = ImageOutcome::Failed { error_code: "http_status_404".into(), error_message: "gone".into() };
-        table.record(&jobs[1], &failed, Utc::now()).await.unwrap();
+        table.record(&jobs[1], &failed, Utc::now(), Progress::Made).await.unwrap();
 
         let (page, next) = list_images(&table, &blobs, &request, None, 3).await.unwrap();
         let states: Vec<(u32, ImageState)> = page.iter().map(|image| (image.image_index, image.state)).collect();

@@ -6,10 +6,11 @@ use chrono::Utc;
 use tokio::sync::Semaphore;
 
 use crate::domain::codec::{self, CodecError, CodecLimits, Compressed};
+use crate::domain::delivery::TimeReserves;
 use crate::domain::errors::{ImageError, RETRIES_EXHAUSTED};
 use crate::domain::locations::output_image_key;
-use crate::domain::request::{ImageJob, ImageOutcome, Transition};
-use crate::ports::{BlobStore, Fetcher, RecordResult};
+use crate::domain::request::{ImageJob, ImageOutcome, Progress, Transition};
+use crate::ports::{BlobStore, Fetcher, ReadResults, RecordResult};
 
 /// What the queue should do with the job's message.
 #[derive(Debug)]
@@ -20,12 +21,29 @@ pub enum JobResult {
     Duplicate,
     /// A transient failure with attempts left: let the queue deliver it again.
     Retry(ImageError),
+    /// Not enough time left before the Lambda is stopped to finish it: deliver it again at once.
+    OutOfTime,
 }
 
 pub struct ProcessPorts<'a> {
     pub fetcher: &'a dyn Fetcher,
     pub blobs: &'a dyn BlobStore,
-    pub results: &'a dyn RecordResult,
+    pub recorder: &'a dyn RecordResult,
+    /// To find a result recorded by an earlier delivery before doing the work again.
+    pub results: &'a dyn ReadResults,
+}
+
+/// When the Lambda running the job is stopped, and what each step needs left of it.
+#[derive(Clone, Copy, Debug)]
+pub struct JobClock {
+    pub deadline: Instant,
+    pub reserves: TimeReserves,
+}
+
+impl JobClock {
+    fn has_left(&self, needed: Duration) -> bool {
+        self.deadline.saturating_duration_since(Instant::now()) >= needed
+    }
 }
 
 /// The codec as the worker runs it: its limits, and how many images it decodes at once.
@@ -44,15 +62,32 @@ impl CodecPool {
         Self { limits, slots: Semaphore::new(slots.max(1)) }
     }
 
-    /// `codec::compress` on a blocking thread once a slot is free; logs the wait.
-    async fn compress(&self, job: &ImageJob, input: Vec<u8>) -> Result<Compressed, CodecError> {
+    /// `codec::compress` on a blocking thread once a slot is free, if the clock still leaves
+    /// time to decode and store; logs the wait.
+    async fn compress(&self, job: &ImageJob, input: Vec<u8>, clock: &JobClock) -> Result<Compressed, Stop> {
         let stage = Stage::start(job, "codec_wait");
         let _slot = self.slots.acquire().await.expect("the codec semaphore is never closed");
         stage.end();
+        if !clock.has_left(clock.reserves.to_decode()) {
+            return Err(Stop::OutOfTime);
+        }
         let limits = self.limits.clone();
-        tokio::task::spawn_blocking(move || codec::compress(&input, &limits))
+        let compressed = tokio::task::spawn_blocking(move || codec::compress(&input, &limits))
             .await
-            .map_err(|panic| CodecError::Decode(format!("the decoder crashed: {panic}")))?
+            .map_err(|panic| CodecError::Decode(format!("the decoder crashed: {panic}")))?;
+        Ok(compressed?)
+    }
+}
+
+/// Why a job stopped before its result.
+enum Stop {
+    Failed(ImageError),
+    OutOfTime,
+}
+
+impl<E: Into<ImageError>> From<E> for Stop {
+    fn from(error: E) -> Self {
+        Self::Failed(error.into())
     }
 }
 
@@ -63,18 +98,26 @@ pub async fn process_image(
     job: &ImageJob,
     codec: &CodecPool,
     last_attempt: bool,
+    clock: &JobClock,
 ) -> JobResult {
-    let outcome = match compress_and_store(&ports, job, codec).await {
+    // A duplicate delivery costs one read, not a download, a decode and an upload.
+    match ports.results.recorded_images_between(job.request_id, job.image_index, job.image_index).await {
+        Ok(recorded) if !recorded.is_empty() => return JobResult::Duplicate,
+        Ok(_) => {}
+        Err(error) => return JobResult::Retry(error.into()),
+    }
+    let outcome = match compress_and_store(&ports, job, codec, clock).await {
         Ok(done) => done,
-        Err(error) if error.is_transient() && !last_attempt => return JobResult::Retry(error),
-        Err(error) if error.is_transient() => ImageOutcome::Failed {
+        Err(Stop::OutOfTime) => return JobResult::OutOfTime,
+        Err(Stop::Failed(error)) if error.is_transient() && !last_attempt => return JobResult::Retry(error),
+        Err(Stop::Failed(error)) if error.is_transient() => ImageOutcome::Failed {
             error_code: RETRIES_EXHAUSTED.into(),
             error_message: format!("gave up after the last attempt: {error}"),
         },
-        Err(error) => ImageOutcome::Failed { error_code: error.code(), error_message: error.to_string() },
+        Err(Stop::Failed(error)) => ImageOutcome::Failed { error_code: error.code(), error_message: error.to_string() },
     };
     let started = Instant::now();
-    let recorded = ports.results.record(job, &outcome, Utc::now()).await;
+    let recorded = ports.recorder.record(job, &outcome, Utc::now(), Progress::Made).await;
     tracing::info!(
         request_id = %job.request_id,
         image_index = job.image_index,
@@ -93,16 +136,20 @@ async fn compress_and_store(
     ports: &ProcessPorts<'_>,
     job: &ImageJob,
     codec: &CodecPool,
-) -> Result<ImageOutcome, ImageError> {
+    clock: &JobClock,
+) -> Result<ImageOutcome, Stop> {
     let stage = Stage::start(job, "fetch");
     let input = ports.fetcher.fetch(&job.url).await?;
     stage.end();
     let bytes_in = input.len() as u64;
 
-    let compressed = codec.compress(job, input).await?;
+    let compressed = codec.compress(job, input, clock).await?;
     log_stage(job, "decode", compressed.timings.decode);
     log_stage(job, "encode", compressed.timings.encode);
 
+    if !clock.has_left(clock.reserves.to_store()) {
+        return Err(Stop::OutOfTime);
+    }
     let stage = Stage::start(job, "upload");
     let output_key = output_image_key(job.request_id, job.image_index);
     let bytes_out = compressed.jpeg.len() as u64;
@@ -177,7 +224,7 @@ mod tests {
             let table = MemoryTable::default();
             let request = RequestRecord::new(request_id, 1, None, Utc::now());
             table.create(&request).await.unwrap();
-            let fetcher = MemoryFetcher { responses: [(url.to_string(), response)].into() };
+            let fetcher = MemoryFetcher { responses: [(url.to_string(), response)].into(), ..Default::default() };
             let job = ImageJob { request_id, image_index: 0, row: 0, url };
             Self { fetcher, blobs: MemoryBlobs::default(), table, job }
         }
@@ -187,13 +234,30 @@ mod tests {
         }
 
         async fn run_with(&self, codec: &CodecPool, last_attempt: bool) -> JobResult {
-            let ports = ProcessPorts { fetcher: &self.fetcher, blobs: &self.blobs, results: &self.table };
-            process_image(ports, &self.job, codec, last_attempt).await
+            self.run_until(codec, last_attempt, &plenty_of_time()).await
+        }
+
+        async fn run_until(&self, codec: &CodecPool, last_attempt: bool, clock: &JobClock) -> JobResult {
+            let ports = ProcessPorts {
+                fetcher: &self.fetcher,
+                blobs: &self.blobs,
+                recorder: &self.table,
+                results: &self.table,
+            };
+            process_image(ports, &self.job, codec, last_attempt, clock).await
         }
 
         async fn request(&self) -> RequestRecord {
             self.table.get(self.job.request_id).await.unwrap().unwrap()
         }
+    }
+
+    fn reserves() -> TimeReserves {
+        TimeReserves { fetch: Duration::from_secs(5), codec: Duration::from_secs(3), store: Duration::from_secs(4) }
+    }
+
+    fn plenty_of_time() -> JobClock {
+        JobClock { deadline: Instant::now() + Duration::from_secs(60), reserves: reserves() }
     }
 
     #[tokio::test]
@@ -230,6 +294,61 @@ mod tests {
         assert!(matches!(fixture.run(false).await, JobResult::Duplicate));
         let request = fixture.request().await;
         assert_eq!((request.succeeded, request.remaining), (1, 0));
+    }
+
+    #[tokio::test]
+    async fn a_duplicate_delivery_is_not_fetched_compressed_or_stored_again() {
+        let fixture = Fixture::new(Ok(png_bytes())).await;
+        fixture.run(false).await;
+        fixture.blobs.objects.lock().unwrap().clear();
+        assert!(matches!(fixture.run(false).await, JobResult::Duplicate));
+        assert_eq!(fixture.fetcher.fetches.load(std::sync::atomic::Ordering::SeqCst), 1, "fetched once");
+        assert!(fixture.blobs.objects.lock().unwrap().is_empty(), "nothing uploaded again");
+    }
+
+    #[tokio::test]
+    async fn a_job_that_waited_too_long_for_the_codec_is_handed_back_before_decoding() {
+        let fixture = Fixture::new(Ok(png_bytes())).await;
+        let codec = CodecPool::new(CodecLimits::default(), 1);
+        let held = codec.slots.acquire().await.unwrap();
+        // Time enough to start, but the codec slot is held until less than decode + store is left.
+        let clock = JobClock { deadline: Instant::now() + Duration::from_millis(7_300), reserves: reserves() };
+        let mut run = std::pin::pin!(fixture.run_until(&codec, false, &clock));
+        assert!(tokio::time::timeout(Duration::from_millis(400), &mut run).await.is_err(), "waits for the slot");
+        drop(held);
+        assert!(matches!(run.await, JobResult::OutOfTime));
+        assert!(fixture.blobs.objects.lock().unwrap().is_empty(), "nothing stored");
+        assert_eq!(fixture.request().await.remaining, 1, "nothing recorded");
+    }
+
+    #[tokio::test]
+    async fn a_slow_download_that_leaves_no_time_to_decode_is_handed_back() {
+        let mut fixture = Fixture::new(Ok(png_bytes())).await;
+        fixture.fetcher.delay = Duration::from_millis(300);
+        let clock = JobClock { deadline: Instant::now() + Duration::from_millis(7_200), reserves: reserves() };
+        let result = fixture.run_until(&CodecPool::new(CodecLimits::default(), 1), false, &clock).await;
+        assert!(matches!(result, JobResult::OutOfTime), "{result:?}");
+        assert!(fixture.blobs.objects.lock().unwrap().is_empty(), "nothing stored");
+        assert_eq!(fixture.request().await.remaining, 1, "nothing recorded");
+    }
+
+    #[tokio::test]
+    async fn a_decode_that_leaves_no_time_to_store_is_handed_back_before_the_upload() {
+        // 9 MP of noise takes well over 50 ms to decode and encode.
+        let mut seed = 1u32;
+        let noise = image::RgbImage::from_fn(3000, 3000, |_, _| {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            image::Rgb([(seed >> 24) as u8, (seed >> 16) as u8, (seed >> 8) as u8])
+        });
+        let mut png = Vec::new();
+        noise.write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
+        let fixture = Fixture::new(Ok(png)).await;
+        let reserves = TimeReserves { codec: Duration::ZERO, ..reserves() };
+        let clock = JobClock { deadline: Instant::now() + reserves.to_store() + Duration::from_millis(50), reserves };
+        let result = fixture.run_until(&CodecPool::new(CodecLimits::default(), 1), false, &clock).await;
+        assert!(matches!(result, JobResult::OutOfTime), "{result:?}");
+        assert!(fixture.blobs.objects.lock().unwrap().is_empty(), "nothing stored");
+        assert_eq!(fixture.request().await.remaining, 1, "nothing recorded");
     }
 
     #[tokio::test]

@@ -1,113 +1,301 @@
 //! The sweeper, run every minute by the schedule: it ends requests that stopped making
-//! progress, so none waits forever, then gives the webhooks that could not be delivered earlier
-//! their next delivery when it is due (`deliver_webhook`).
+//! progress, so none waits forever, then makes the webhook deliveries that are due
+//! (`deliver_webhook`).
 //!
 //! Ending an idle request: images still PENDING long after the request's last progress (their
 //! jobs lost, or stuck retrying) are failed as `timed_out`, and a request whose last result was
 //! recorded but which never reached its final state (its stream record lost) is finished.
+//!
+//! - Each request is swept on its own: an error on one is logged and counted, and the others
+//!   and the webhooks go on. A request that could not be swept `MAX_SWEEP_FAILURES` times in a
+//!   row is failed with the reason, rather than tried every minute for ever.
+//! - A backlog is not idleness: while the jobs queue has messages waiting for a worker, images
+//!   may still be in it, so no image is timed out in that run.
+//! - A run has a time budget (its deadline): half for requests, the rest for webhooks. What it
+//!   does not reach waits for the next run, which resumes where it stopped: the sweeper's own
+//!   `timed_out` results are not progress, so the request stays idle until it is final.
 
 use std::collections::HashSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 
 use crate::domain::errors::StoreError;
 use crate::domain::locations::Links;
-use crate::domain::request::{ImageJob, ImageOutcome, Transition, image_jobs};
+use crate::domain::request::{ImageOutcome, Progress, RequestRecord, Transition, image_jobs};
 use crate::domain::request_id::RequestId;
-use crate::ports::{FindIdleRequests, RecordResult};
+use crate::ports::{FindIdleRequests, QueueBacklog, RecordResult};
 use crate::use_cases::deliver_webhook;
-use crate::use_cases::fail_request::fail_request;
+use crate::use_cases::fail_request::{FailPorts, fail_request};
 use crate::use_cases::finish_request::{FinishError, FinishPorts, Finished, finish_request};
 use crate::use_cases::stored_csv::{StoredCsvError, read_stored_csv};
 
 /// The code recorded for images failed by the sweeper.
 pub const TIMED_OUT: &str = "timed_out";
+/// Failed sweeps in a row after which a request is failed.
+pub const MAX_SWEEP_FAILURES: u32 = 5;
 
 pub struct SweepPorts<'a> {
     pub idle: &'a dyn FindIdleRequests,
     pub recorder: &'a dyn RecordResult,
+    pub backlog: &'a dyn QueueBacklog,
     pub finish: FinishPorts<'a>,
 }
 
 #[derive(Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct SweepReport {
+    /// Requests this run made final (failed ones whose input CSV is gone included).
     pub requests_finished: usize,
     pub images_timed_out: usize,
-    /// Deferred webhooks whose next delivery was tried.
+    /// Requests failed because they could not be swept `MAX_SWEEP_FAILURES` times in a row.
+    pub requests_given_up: usize,
+    /// Requests whose sweep failed in this run (and the listings that failed).
+    pub errors: usize,
+    /// Idle requests left alone because the jobs queue has a backlog.
+    pub waiting_on_backlog: usize,
+    /// Idle requests not finished within the run's budget: the next run goes on with them.
+    pub left_for_next_run: usize,
+    /// Owed webhooks whose delivery was made.
     pub webhooks_tried: usize,
 }
 
+/// What sweeping one request did.
+enum Swept {
+    Finished,
+    Failed,
+    WaitingOnBacklog,
+    OutOfTime,
+    /// It was final, or moved on, already.
+    Nothing,
+}
+
 #[derive(Debug, thiserror::Error)]
-pub enum SweepError {
+enum SweepError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
-    Finish(FinishError),
+    Finish(#[from] FinishError),
 }
 
-/// Ends every request with no progress for `idle`, then makes the due webhook deliveries. Safe
-/// to run at any time and as often as wanted: each image and request moves once, whoever moves it.
-pub async fn run_sweep(ports: SweepPorts<'_>, idle: Duration, links: &Links) -> Result<SweepReport, SweepError> {
-    let cutoff = Utc::now() - chrono::Duration::from_std(idle).unwrap_or(chrono::Duration::MAX);
+/// Ends every request with no progress for `idle` (as of `now`), then makes the due webhook
+/// deliveries, all before `deadline`. Safe to run at any time and as often as wanted: each image
+/// and request moves once, whoever moves it.
+pub async fn run_sweep(
+    ports: SweepPorts<'_>,
+    idle: Duration,
+    links: &Links,
+    now: DateTime<Utc>,
+    deadline: Instant,
+) -> SweepReport {
+    let started = Instant::now();
+    let requests_deadline = started + deadline.saturating_duration_since(started) / 2;
     let mut report = SweepReport::default();
-    for request_id in ports.idle.idle_requests(cutoff).await? {
-        let Some(jobs) = image_jobs_of(&ports, request_id).await? else {
-            // Without its CSV there is nothing to fail image by image or to write out.
-            let why = "input CSV missing or unreadable";
-            if fail_request(ports.finish.lifecycle, request_id, why).await? == Transition::Applied {
-                report.requests_finished += 1;
+    let cutoff = now - chrono::Duration::from_std(idle).unwrap_or(chrono::Duration::MAX);
+    let mut sweep = RequestSweep { ports: &ports, idle, links, now, deadline: requests_deadline, backlog: None };
+    match ports.idle.idle_requests(cutoff).await {
+        Ok(ids) => {
+            for id in ids {
+                sweep.one(id, &mut report).await;
             }
-            continue;
+        }
+        Err(error) => {
+            tracing::error!(stage = "sweep", error = %error, "the idle requests could not be listed");
+            report.errors += 1;
+        }
+    }
+    match deliver_webhook::deliver_due_webhooks(&ports.finish.delivery(), links, now, deadline).await {
+        Ok(tried) => report.webhooks_tried = tried,
+        Err(error) => {
+            tracing::error!(stage = "sweep", error = %error, "owed webhooks");
+            report.errors += 1;
+        }
+    }
+    report
+}
+
+struct RequestSweep<'a> {
+    ports: &'a SweepPorts<'a>,
+    idle: Duration,
+    links: &'a Links,
+    now: DateTime<Utc>,
+    deadline: Instant,
+    /// Whether the jobs queue has messages waiting, asked once per run when first needed.
+    backlog: Option<bool>,
+}
+
+impl RequestSweep<'_> {
+    async fn one(&mut self, id: RequestId, report: &mut SweepReport) {
+        if Instant::now() >= self.deadline {
+            report.left_for_next_run += 1;
+            return;
+        }
+        match self.sweep(id, report).await {
+            Ok(Swept::Finished | Swept::Failed) => report.requests_finished += 1,
+            Ok(Swept::WaitingOnBacklog) => report.waiting_on_backlog += 1,
+            Ok(Swept::OutOfTime) => report.left_for_next_run += 1,
+            Ok(Swept::Nothing) => {}
+            Err(error) => {
+                report.errors += 1;
+                tracing::error!(request_id = %id, stage = "sweep", error = %error);
+                if self.give_up_on(id, &error).await {
+                    report.requests_given_up += 1;
+                }
+            }
+        }
+        tracing::info!(request_id = %id, stage = "swept");
+    }
+
+    async fn sweep(&mut self, id: RequestId, report: &mut SweepReport) -> Result<Swept, SweepError> {
+        let finish = self.ports.finish;
+        let Some(request) = finish.requests.get(id).await? else { return Ok(Swept::Nothing) };
+        if request.status.is_final() {
+            return Ok(Swept::Nothing);
+        }
+        if request.remaining > 0 {
+            if self.has_backlog().await? {
+                return Ok(Swept::WaitingOnBacklog);
+            }
+            if let Some(swept) = self.time_out_pending_images(&request, report).await? {
+                return Ok(swept);
+            }
+        }
+        match finish_request(finish, id, self.links).await {
+            Ok(Finished::Now(_)) => Ok(Swept::Finished),
+            Ok(Finished::Already) => Ok(Swept::Nothing),
+            Err(FinishError::Corrupt(_, why)) => self.fail(id, &why).await,
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Fails every image of `request` without a result as `timed_out`. `Some` when the request
+    /// ends here or must wait for the next run.
+    async fn time_out_pending_images(
+        &self,
+        request: &RequestRecord,
+        report: &mut SweepReport,
+    ) -> Result<Option<Swept>, SweepError> {
+        let id = request.request_id;
+        let csv = match read_stored_csv(self.ports.finish.blobs, request).await {
+            Ok(csv) => csv,
+            Err(StoredCsvError::Store(error)) => return Err(error.into()),
+            // Without its CSV there is nothing to fail image by image or to write out.
+            Err(corrupt) => return self.fail(id, &corrupt.to_string()).await.map(Some),
         };
         let recorded: HashSet<u32> =
-            ports.finish.results.recorded_images(request_id).await?.iter().map(|image| image.image_index).collect();
-        let message = format!("no result within {} s of the request's last progress", idle.as_secs());
-        for job in jobs.iter().filter(|job| !recorded.contains(&job.image_index)) {
+            self.ports.finish.results.recorded_images(id).await?.iter().map(|image| image.image_index).collect();
+        let message = format!("no result within {} s of the request's last progress", self.idle.as_secs());
+        for job in image_jobs(id, &csv).iter().filter(|job| !recorded.contains(&job.image_index)) {
+            if Instant::now() >= self.deadline {
+                return Ok(Some(Swept::OutOfTime));
+            }
             let outcome = ImageOutcome::Failed { error_code: TIMED_OUT.into(), error_message: message.clone() };
-            if ports.recorder.record(job, &outcome, Utc::now()).await? == Transition::Applied {
+            if self.ports.recorder.record(job, &outcome, self.now, Progress::None).await? == Transition::Applied {
                 report.images_timed_out += 1;
             }
         }
-        match finish_request(ports.finish, request_id, links).await {
-            Ok(Finished::Now(_)) => report.requests_finished += 1,
-            Ok(Finished::Already) => {}
-            Err(error) if error.is_transient() => return Err(SweepError::Finish(error)),
-            Err(error) => tracing::error!(request_id = %request_id, stage = "sweep", error = %error),
+        if request.sweep_failures > 0 {
+            self.ports.idle.clear_sweep_failures(id).await?;
         }
-        tracing::info!(request_id = %request_id, stage = "swept");
+        Ok(None)
     }
-    report.webhooks_tried = deliver_webhook::deliver_due_webhooks(&ports.finish.delivery(), links, Utc::now()).await?;
-    Ok(report)
-}
 
-/// The request's image jobs, rebuilt from its stored CSV; `None` if the CSV is gone or unreadable.
-async fn image_jobs_of(ports: &SweepPorts<'_>, request_id: RequestId) -> Result<Option<Vec<ImageJob>>, StoreError> {
-    let Some(request) = ports.finish.requests.get(request_id).await? else { return Ok(None) };
-    match read_stored_csv(ports.finish.blobs, &request).await {
-        Ok(csv) => Ok(Some(image_jobs(request_id, &csv))),
-        Err(StoredCsvError::Store(error)) => Err(error),
-        Err(StoredCsvError::Missing | StoredCsvError::Unreadable(_)) => Ok(None),
+    async fn has_backlog(&mut self) -> Result<bool, StoreError> {
+        if self.backlog.is_none() {
+            self.backlog = Some(self.ports.backlog.waiting_messages().await? > 0);
+        }
+        Ok(self.backlog == Some(true))
+    }
+
+    async fn fail(&self, id: RequestId, why: &str) -> Result<Swept, SweepError> {
+        let ports = FailPorts { requests: self.ports.finish.requests, lifecycle: self.ports.finish.lifecycle };
+        Ok(match fail_request(ports, id, why, self.now).await? {
+            Transition::Applied => Swept::Failed,
+            Transition::AlreadyDone => Swept::Nothing,
+        })
+    }
+
+    /// Counts the failed sweep; fails the request once it has failed `MAX_SWEEP_FAILURES` in a
+    /// row. Whether it was failed now.
+    async fn give_up_on(&self, id: RequestId, error: &SweepError) -> bool {
+        let failures = match self.ports.idle.note_sweep_failure(id).await {
+            Ok(failures) => failures,
+            Err(count_error) => {
+                tracing::error!(request_id = %id, stage = "sweep", error = %count_error, "failed sweep not counted");
+                return false;
+            }
+        };
+        if failures < MAX_SWEEP_FAILURES {
+            return false;
+        }
+        let why = format!("the request could not be swept {failures} times in a row: {error}");
+        matches!(self.fail(id, &why).await, Ok(Swept::Failed))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::Ordering;
+
     use super::*;
-    use crate::adapters::memory::{MemoryBlobs, MemoryTable, MemoryWebhooks};
+    use crate::adapters::memory::{MemoryBlobs, MemoryQueue, MemoryTable, MemoryWebhooks};
     use crate::domain::http_url::HttpUrl;
-    use crate::domain::request::{ImageState, RequestRecord, RequestStatus};
+    use crate::domain::request::{ImageJob, ImageState, RequestStatus};
+    use crate::domain::webhook_signature::WebhookSecret;
     use crate::ports::{BlobStore, CreateRequest, ReadRequest, ReadResults};
 
     const CSV: &str =
         "S. No.,Product Name,Input Image Urls\n1,Shirt,\"https://img.example/a.jpg,https://img.example/b.jpg\"\n";
 
-    async fn request(table: &MemoryTable, blobs: &MemoryBlobs, age: chrono::Duration) -> RequestId {
-        let id = RequestId::new_random();
-        let request = RequestRecord::new(id, 2, None, Utc::now() - age);
-        blobs.put(&request.input_csv_key, CSV.into(), "text/csv").await.unwrap();
-        table.create(&request).await.unwrap();
-        id
+    #[derive(Default)]
+    struct Fakes {
+        table: MemoryTable,
+        blobs: MemoryBlobs,
+        webhooks: MemoryWebhooks,
+        queue: MemoryQueue,
+    }
+
+    impl Fakes {
+        async fn request(&self, age: chrono::Duration) -> RequestId {
+            self.request_with(age, CSV, None).await
+        }
+
+        /// A request of `csv`'s images, created `age` ago with no progress since.
+        async fn request_with(&self, age: chrono::Duration, csv: &str, hook: Option<&str>) -> RequestId {
+            let id = RequestId::new_random();
+            let hook = hook.map(|url| HttpUrl::parse(url).unwrap());
+            let mut request = RequestRecord::new(id, count_images(csv), hook, Utc::now() - age);
+            request.webhook_secret = request.webhook_url.as_ref().map(|_| WebhookSecret::generate().unwrap());
+            self.blobs.put(&request.input_csv_key, csv.into(), "text/csv").await.unwrap();
+            self.table.create(&request).await.unwrap();
+            id
+        }
+
+        async fn sweep(&self) -> SweepReport {
+            self.sweep_within(Duration::from_secs(60)).await
+        }
+
+        async fn sweep_within(&self, budget: Duration) -> SweepReport {
+            let table = &self.table;
+            let finish = FinishPorts {
+                requests: table,
+                results: table,
+                lifecycle: table,
+                outbox: table,
+                blobs: &self.blobs,
+                webhooks: &self.webhooks,
+            };
+            let ports = SweepPorts { idle: table, recorder: table, backlog: &self.queue, finish };
+            let links = Links::Presigned { lifetime: Duration::from_secs(60) };
+            run_sweep(ports, Duration::from_secs(900), &links, Utc::now(), Instant::now() + budget).await
+        }
+
+        async fn status(&self, id: RequestId) -> RequestStatus {
+            self.table.get(id).await.unwrap().unwrap().status
+        }
+    }
+
+    fn count_images(csv: &str) -> u64 {
+        csv.matches("https://").count() as u64
     }
 
     fn job(id: RequestId, index: u32) -> ImageJob {
@@ -115,61 +303,167 @@ mod tests {
         ImageJob { request_id: id, image_index: index, row: 0, url }
     }
 
-    async fn sweep(table: &MemoryTable, blobs: &MemoryBlobs, webhooks: &MemoryWebhooks) -> SweepReport {
-        let finish = FinishPorts { requests: table, results: table, lifecycle: table, outbox: table, blobs, webhooks };
-        let ports = SweepPorts { idle: table, recorder: table, finish };
-        let links = Links::Presigned { lifetime: Duration::from_secs(60) };
-        run_sweep(ports, Duration::from_secs(900), &links).await.unwrap()
+    fn done(index: u32) -> ImageOutcome {
+        ImageOutcome::Done { output_key: format!("out/{index}.jpg"), bytes_in: 9, bytes_out: 4, note: None }
     }
 
     #[tokio::test]
     async fn a_stuck_request_has_its_pending_images_timed_out_and_ends() {
-        let (table, blobs, webhooks) = (MemoryTable::default(), MemoryBlobs::default(), MemoryWebhooks::default());
-        let stuck = request(&table, &blobs, chrono::Duration::minutes(20)).await;
-        let done = ImageOutcome::Done { output_key: "out/0.jpg".into(), bytes_in: 9, bytes_out: 4, note: None };
-        table.record(&job(stuck, 0), &done, Utc::now() - chrono::Duration::minutes(16)).await.unwrap();
-        let recent = request(&table, &blobs, chrono::Duration::minutes(1)).await;
+        let fakes = Fakes::default();
+        let stuck = fakes.request(chrono::Duration::minutes(20)).await;
+        let at = Utc::now() - chrono::Duration::minutes(16);
+        fakes.table.record(&job(stuck, 0), &done(0), at, Progress::Made).await.unwrap();
+        let recent = fakes.request(chrono::Duration::minutes(1)).await;
 
-        let report = sweep(&table, &blobs, &webhooks).await;
+        let report = fakes.sweep().await;
 
-        assert_eq!(report, SweepReport { requests_finished: 1, images_timed_out: 1, webhooks_tried: 0 });
-        let stuck_request = table.get(stuck).await.unwrap().unwrap();
+        assert_eq!(
+            report,
+            SweepReport { requests_finished: 1, images_timed_out: 1, webhooks_tried: 0, ..Default::default() }
+        );
+        let stuck_request = fakes.table.get(stuck).await.unwrap().unwrap();
         assert_eq!(stuck_request.status, RequestStatus::CompletedWithErrors);
-        let images = table.recorded_images(stuck).await.unwrap();
+        let images = fakes.table.recorded_images(stuck).await.unwrap();
         assert_eq!(images[1].input_url.as_str(), "https://img.example/b.jpg", "rebuilt from the CSV");
         assert_eq!(images[1].error_code.as_deref(), Some(TIMED_OUT));
         assert_eq!(images[0].state, ImageState::Done, "recorded results are kept");
-        assert_eq!(
-            table.get(recent).await.unwrap().unwrap().status,
-            RequestStatus::Pending,
-            "recent progress is left alone"
-        );
+        assert_eq!(fakes.status(recent).await, RequestStatus::Pending, "recent progress is left alone");
     }
 
     #[tokio::test]
     async fn a_finished_request_that_missed_its_stream_record_is_finished() {
-        let (table, blobs, webhooks) = (MemoryTable::default(), MemoryBlobs::default(), MemoryWebhooks::default());
-        let id = request(&table, &blobs, chrono::Duration::minutes(30)).await;
+        let fakes = Fakes::default();
+        let id = fakes.request(chrono::Duration::minutes(30)).await;
         for index in 0..2 {
-            let done =
-                ImageOutcome::Done { output_key: format!("out/{index}.jpg"), bytes_in: 9, bytes_out: 4, note: None };
-            table.record(&job(id, index), &done, Utc::now() - chrono::Duration::minutes(20)).await.unwrap();
+            let at = Utc::now() - chrono::Duration::minutes(20);
+            fakes.table.record(&job(id, index), &done(index), at, Progress::Made).await.unwrap();
         }
 
-        let report = sweep(&table, &blobs, &webhooks).await;
+        let report = fakes.sweep().await;
 
-        assert_eq!(report, SweepReport { requests_finished: 1, images_timed_out: 0, webhooks_tried: 0 });
-        assert_eq!(table.get(id).await.unwrap().unwrap().status, RequestStatus::Completed);
-        assert_eq!(sweep(&table, &blobs, &webhooks).await, SweepReport::default(), "a second sweep changes nothing");
+        assert_eq!(
+            report,
+            SweepReport { requests_finished: 1, images_timed_out: 0, webhooks_tried: 0, ..Default::default() }
+        );
+        assert_eq!(fakes.status(id).await, RequestStatus::Completed);
+        assert_eq!(fakes.sweep().await, SweepReport::default(), "a second sweep changes nothing");
     }
 
     #[tokio::test]
     async fn a_request_without_its_csv_is_failed() {
-        let (table, blobs, webhooks) = (MemoryTable::default(), MemoryBlobs::default(), MemoryWebhooks::default());
+        let fakes = Fakes::default();
         let id = RequestId::new_random();
-        table.create(&RequestRecord::new(id, 2, None, Utc::now() - chrono::Duration::hours(1))).await.unwrap();
+        fakes.table.create(&RequestRecord::new(id, 2, None, Utc::now() - chrono::Duration::hours(1))).await.unwrap();
 
-        assert_eq!(sweep(&table, &blobs, &webhooks).await.requests_finished, 1);
-        assert_eq!(table.get(id).await.unwrap().unwrap().status, RequestStatus::Failed);
+        assert_eq!(fakes.sweep().await.requests_finished, 1);
+        assert_eq!(fakes.status(id).await, RequestStatus::Failed);
+    }
+
+    #[tokio::test]
+    async fn one_request_that_cannot_be_swept_holds_up_neither_the_others_nor_the_webhooks() {
+        let fakes = Fakes::default();
+        let broken = fakes.request(chrono::Duration::minutes(40)).await;
+        fakes.table.refused_results.lock().unwrap().insert(broken);
+        let other = fakes.request(chrono::Duration::minutes(30)).await;
+        let hooked = fakes.request_with(chrono::Duration::hours(2), CSV, Some("https://hooks.example/a")).await;
+        fakes.table.edit(hooked, |request| request.status = RequestStatus::Failed);
+        fakes.table.edit(hooked, |request| request.webhook_next_at = Some(Utc::now() - chrono::Duration::minutes(1)));
+
+        let report = fakes.sweep().await;
+
+        assert_eq!((report.errors, report.requests_finished, report.webhooks_tried), (1, 1, 1), "{report:?}");
+        assert_eq!(fakes.status(other).await, RequestStatus::Failed, "its two images timed out");
+        assert_eq!(fakes.status(broken).await, RequestStatus::Pending, "tried again next time");
+        assert_eq!(fakes.webhooks.sent.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_request_that_cannot_be_swept_several_times_in_a_row_is_failed_with_the_reason() {
+        let fakes = Fakes::default();
+        let broken = fakes.request_with(chrono::Duration::minutes(40), CSV, Some("https://hooks.example/a")).await;
+        fakes.table.refused_results.lock().unwrap().insert(broken);
+
+        for run in 1..MAX_SWEEP_FAILURES {
+            assert_eq!(fakes.sweep().await.requests_given_up, 0, "run {run}");
+        }
+        let last = fakes.sweep().await;
+
+        assert_eq!((last.errors, last.requests_given_up), (1, 1));
+        let request = fakes.table.get(broken).await.unwrap().unwrap();
+        assert_eq!(request.status, RequestStatus::Failed);
+        assert!(request.failure_reason.unwrap().contains("could not be swept 5 times in a row"));
+        assert_eq!(fakes.sweep().await, SweepReport::default(), "final: never swept again");
+        let sent = fakes.webhooks.sent.lock().unwrap();
+        assert_eq!(sent.len(), 1, "its webhook is sent once");
+        assert_eq!((sent[0].1.status, sent[0].1.output_csv_url.as_deref()), (RequestStatus::Failed, None));
+    }
+
+    #[tokio::test]
+    async fn a_request_failed_without_its_images_announces_it_once() {
+        let fakes = Fakes::default();
+        let id = RequestId::new_random();
+        let hook = HttpUrl::parse("https://hooks.example/a").unwrap();
+        let mut request = RequestRecord::new(id, 2, Some(hook), Utc::now() - chrono::Duration::hours(1));
+        request.webhook_secret = Some(WebhookSecret::generate().unwrap());
+        fakes.table.create(&request).await.unwrap();
+
+        fakes.sweep().await;
+        fakes.sweep().await;
+
+        let sent = fakes.webhooks.sent.lock().unwrap();
+        assert_eq!(sent.len(), 1);
+        assert_eq!((sent[0].1.request_id, sent[0].1.status), (id, RequestStatus::Failed));
+        assert!(sent[0].1.failure_reason.as_deref().unwrap().contains("input CSV"));
+    }
+
+    #[tokio::test]
+    async fn a_backlog_is_not_idleness_but_lost_jobs_still_end() {
+        let fakes = Fakes::default();
+        let waiting = fakes.request(chrono::Duration::minutes(30)).await;
+        let all_recorded = fakes.request(chrono::Duration::minutes(30)).await;
+        for index in 0..2 {
+            let at = Utc::now() - chrono::Duration::minutes(20);
+            fakes.table.record(&job(all_recorded, index), &done(index), at, Progress::Made).await.unwrap();
+        }
+        fakes.queue.waiting.store(5_000, Ordering::SeqCst);
+
+        let report = fakes.sweep().await;
+
+        assert_eq!((report.waiting_on_backlog, report.images_timed_out, report.requests_finished), (1, 0, 1));
+        assert_eq!(fakes.status(waiting).await, RequestStatus::Pending);
+        assert_eq!(fakes.status(all_recorded).await, RequestStatus::Completed, "it needs nothing from the queue");
+
+        fakes.queue.waiting.store(0, Ordering::SeqCst);
+        let report = fakes.sweep().await;
+        assert_eq!((report.images_timed_out, report.requests_finished), (2, 1));
+        assert_eq!(fakes.status(waiting).await, RequestStatus::Failed);
+    }
+
+    #[tokio::test]
+    async fn a_large_sweep_resumes_where_it_stopped_and_its_own_results_are_not_progress() {
+        let fakes = Fakes::default();
+        let urls: Vec<String> = (0..3_000).map(|i| format!("https://img.example/{i}.jpg")).collect();
+        let csv = format!("S. No.,Product Name,Input Image Urls\n1,Shirt,\"{}\"\n", urls.join(","));
+        let id = fakes.request_with(chrono::Duration::minutes(30), &csv, None).await;
+        let created = fakes.table.get(id).await.unwrap().unwrap().updated_at;
+        fakes.table.record_delay.store(1, Ordering::SeqCst);
+
+        let first = fakes.sweep_within(Duration::from_millis(600)).await;
+
+        assert_eq!(first.left_for_next_run, 1, "{first:?}");
+        assert!(first.images_timed_out > 0 && first.images_timed_out < 3_000, "{first:?}");
+        let request = fakes.table.get(id).await.unwrap().unwrap();
+        assert_eq!((request.status, request.updated_at), (RequestStatus::Pending, created), "still idle");
+
+        let mut timed_out = first.images_timed_out;
+        for _ in 0..100 {
+            if fakes.status(id).await.is_final() {
+                break;
+            }
+            timed_out += fakes.sweep_within(Duration::from_millis(600)).await.images_timed_out;
+        }
+        assert_eq!(timed_out, 3_000, "each image timed out once");
+        assert_eq!(fakes.status(id).await, RequestStatus::Failed);
+        assert_eq!(fakes.table.recorded_images(id).await.unwrap().len(), 3_000);
     }
 }

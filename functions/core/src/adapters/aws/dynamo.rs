@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use super::store_error;
 use crate::domain::errors::StoreError;
 use crate::domain::request::{
-    ImageJob, ImageOutcome, ImageRecord, ImageState, RequestRecord, RequestStatus, Transition,
+    FinalState, ImageJob, ImageOutcome, ImageRecord, ImageState, Progress, RequestRecord, RequestStatus, Transition,
 };
 use crate::domain::request_id::RequestId;
 use crate::ports::{
@@ -30,7 +30,7 @@ const OPEN_SHARD: &str = "OPEN";
 /// A sparse index of the failed image items only (they carry `failed_pk`, their request's
 /// `pk`), sorted by `sk`: the status lists failures without reading the successes.
 const FAILED_IMAGES_INDEX: &str = "FailedImages";
-/// Final requests whose webhook waits for another delivery (`webhook_outbox`).
+/// Final requests whose webhook is still owed (`WebhookOutbox`).
 const WEBHOOK_SHARD: &str = "WEBHOOK";
 
 type Item = HashMap<String, AttributeValue>;
@@ -236,26 +236,34 @@ impl MoveRequest for DynamoTable {
         self.conditional_update(id, "SET #status = :processing, updated_at = :now", "#status = :pending", values).await
     }
 
-    async fn finish(
-        &self,
-        id: RequestId,
-        status: RequestStatus,
-        output_csv_key: Option<&str>,
-        now: DateTime<Utc>,
-    ) -> Result<Transition, StoreError> {
-        let mut update = "SET #status = :final, completed_at = :now, updated_at = :now".to_string();
+    async fn finish(&self, id: RequestId, ending: &FinalState, now: DateTime<Utc>) -> Result<Transition, StoreError> {
+        let mut set = vec!["#status = :final", "completed_at = :now", "updated_at = :now"];
         let mut values = HashMap::from([
-            (":final".into(), s(status.as_str())),
+            (":final".into(), s(ending.status.as_str())),
             (":pending".into(), s(RequestStatus::Pending.as_str())),
             (":processing".into(), s(RequestStatus::Processing.as_str())),
             (":now".into(), s(timestamp(now))),
         ]);
-        if let Some(key) = output_csv_key {
-            update.push_str(", output_csv_key = :key");
+        if let Some(key) = &ending.output_csv_key {
+            set.push("output_csv_key = :key");
             values.insert(":key".into(), s(key));
         }
-        // Final requests leave the idle-request index.
-        update.push_str(" REMOVE open_shard");
+        if let Some(reason) = &ending.failure_reason {
+            set.push("failure_reason = :reason");
+            values.insert(":reason".into(), s(reason));
+        }
+        // A webhook owed moves the request from the open requests' shard of the sparse index
+        // to the webhooks' one, in this same write; without one, it leaves the index.
+        let update = match ending.webhook_due_at {
+            Some(due_at) => {
+                set.extend(["open_shard = :webhook", "webhook_next_at = :due", "webhook_failed_deliveries = :zero"]);
+                values.insert(":webhook".into(), s(WEBHOOK_SHARD));
+                values.insert(":due".into(), s(timestamp(due_at)));
+                values.insert(":zero".into(), n(0));
+                format!("SET {}", set.join(", "))
+            }
+            None => format!("SET {} REMOVE open_shard", set.join(", ")),
+        };
         self.conditional_update(id, &update, "#status IN (:pending, :processing)", values).await
     }
 }
@@ -274,34 +282,77 @@ impl FindIdleRequests for DynamoTable {
         }
         Ok(idle)
     }
+
+    async fn note_sweep_failure(&self, id: RequestId) -> Result<u32, StoreError> {
+        let output = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::request_key(id)))
+            .update_expression("ADD sweep_failures :one")
+            .condition_expression("#status IN (:pending, :processing)")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":pending", s(RequestStatus::Pending.as_str()))
+            .expression_attribute_values(":processing", s(RequestStatus::Processing.as_str()))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedNew)
+            .send()
+            .await
+            .map_err(|e| store_error("DynamoDB", e))?;
+        match output.attributes().and_then(|item| item.get("sweep_failures")) {
+            Some(AttributeValue::N(count)) => Ok(count.parse().unwrap_or(u32::MAX)),
+            _ => Err(StoreError::Refused { service: "DynamoDB", detail: "no sweep_failures in the answer".into() }),
+        }
+    }
+
+    async fn clear_sweep_failures(&self, id: RequestId) -> Result<(), StoreError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::request_key(id)))
+            .update_expression("SET sweep_failures = :zero")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":zero", n(0))
+            .send()
+            .await
+            .map_err(|e| store_error("DynamoDB", e))?;
+        Ok(())
+    }
 }
 
 #[async_trait]
 impl WebhookOutbox for DynamoTable {
+    async fn owed_webhooks(&self) -> Result<Vec<RequestId>, StoreError> {
+        self.shard_ids(WEBHOOK_SHARD, None).await
+    }
+
+    async fn claim_webhook(
+        &self,
+        id: RequestId,
+        due_at: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Transition, StoreError> {
+        let values = HashMap::from([(":due".into(), s(timestamp(due_at))), (":until".into(), s(timestamp(until)))]);
+        self.conditional_update(id, "SET webhook_next_at = :until", "webhook_next_at = :due", values).await
+    }
+
     async fn defer_webhook(
         &self,
         id: RequestId,
         failed_deliveries: u32,
         next_at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        // Back into the sparse index, under its own shard: the sweeper finds the deferred
-        // webhooks with one query, apart from the open requests.
         let values = HashMap::from([
-            (":webhook".into(), s(WEBHOOK_SHARD)),
             (":failed_deliveries".into(), n(failed_deliveries)),
             (":next".into(), s(timestamp(next_at))),
             (":completed".into(), s(RequestStatus::Completed.as_str())),
             (":with_errors".into(), s(RequestStatus::CompletedWithErrors.as_str())),
             (":failed".into(), s(RequestStatus::Failed.as_str())),
         ]);
-        let update =
-            "SET open_shard = :webhook, webhook_failed_deliveries = :failed_deliveries, webhook_next_at = :next";
-        self.conditional_update(id, update, "#status IN (:completed, :with_errors, :failed)", values).await?;
+        let update = "SET webhook_failed_deliveries = :failed_deliveries, webhook_next_at = :next";
+        let condition = "#status IN (:completed, :with_errors, :failed) AND attribute_exists(webhook_next_at)";
+        self.conditional_update(id, update, condition, values).await?;
         Ok(())
-    }
-
-    async fn deferred_webhooks(&self) -> Result<Vec<RequestId>, StoreError> {
-        self.shard_ids(WEBHOOK_SHARD, None).await
     }
 
     async fn end_webhook(&self, id: RequestId) -> Result<(), StoreError> {
@@ -325,6 +376,7 @@ impl RecordResult for DynamoTable {
         job: &ImageJob,
         outcome: &ImageOutcome,
         now: DateTime<Utc>,
+        progress: Progress,
     ) -> Result<Transition, StoreError> {
         let id = job.request_id;
         let mut item = self.item(&ImageRecord::with_outcome(job, outcome), pk(id), image_sk(job.image_index))?;
@@ -343,12 +395,18 @@ impl RecordResult for DynamoTable {
             ImageState::Done => "succeeded",
             _ => "failed",
         };
-        let counters = Update::builder()
+        let counts = format!("ADD remaining :minus_one, {counter} :one");
+        let mut counters = Update::builder()
             .table_name(&self.table)
             .set_key(Some(Self::request_key(id)))
-            .update_expression(format!("SET updated_at = :now ADD remaining :minus_one, {counter} :one"))
-            .condition_expression("attribute_exists(pk)")
-            .expression_attribute_values(":now", s(timestamp(now)))
+            .condition_expression("attribute_exists(pk)");
+        counters = match progress {
+            Progress::Made => counters
+                .update_expression(format!("SET updated_at = :now {counts}"))
+                .expression_attribute_values(":now", s(timestamp(now))),
+            Progress::None => counters.update_expression(counts),
+        };
+        let counters = counters
             .expression_attribute_values(":minus_one", n(-1))
             .expression_attribute_values(":one", n(1))
             .build()

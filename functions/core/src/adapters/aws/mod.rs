@@ -10,14 +10,25 @@ pub use dynamo::DynamoTable;
 pub use s3::S3Blobs;
 pub use sqs::SqsQueue;
 
+use std::time::Duration;
+
+use aws_config::timeout::TimeoutConfig;
 use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 
 use crate::domain::errors::StoreError;
 
-/// Loads region, credentials and endpoint from the environment, once per process.
-pub async fn sdk_config() -> aws_config::SdkConfig {
-    aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
+/// Loads region, credentials and endpoint from the environment, once per process. Every call
+/// is bounded by `operation_timeout` (SDK_OPERATION_TIMEOUT_SECS, `config::sdk_operation_timeout`),
+/// its retries included, and each attempt by half of it: without a bound, a call to a stalled
+/// endpoint waits as long as the Lambda lives, and the jobs of its batch are killed with it
+/// instead of being handed back (`domain::delivery::TimeReserves`).
+pub async fn sdk_config(operation_timeout: Duration) -> aws_config::SdkConfig {
+    let timeouts = TimeoutConfig::builder()
+        .operation_timeout(operation_timeout)
+        .operation_attempt_timeout(operation_timeout / 2)
+        .build();
+    aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(timeouts).load().await
 }
 
 /// Error codes AWS services use for "slow down" or "try again".

@@ -1,14 +1,14 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
 use futures::{StreamExt, TryStreamExt, stream};
 
 use super::store_error;
 use crate::domain::errors::StoreError;
 use crate::domain::request::{ImageJob, QueueMessage};
 use crate::domain::request_id::RequestId;
-use crate::ports::JobQueue;
+use crate::ports::{JobQueue, QueueBacklog};
 
 /// SQS takes at most 10 messages per batch call.
 const BATCH: usize = 10;
@@ -55,7 +55,12 @@ impl SqsQueue {
                     .map_err(|e| StoreError::Refused { service: "SQS", detail: e.to_string() })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        for _ in 0..ENTRY_ATTEMPTS {
+        for attempt in 1..=ENTRY_ATTEMPTS {
+            if attempt > 1 {
+                // SQS refuses entries when it throttles: sending them again at once would be
+                // refused the same way.
+                tokio::time::sleep(entry_retry_delay(attempt)).await;
+            }
             let response = self
                 .client
                 .send_message_batch()
@@ -71,6 +76,31 @@ impl SqsQueue {
             entries.retain(|entry| failed.contains(&entry.id()));
         }
         Err(StoreError::Unavailable { service: "SQS", detail: format!("{} messages not accepted", entries.len()) })
+    }
+}
+
+/// The wait before attempt `attempt` (2 or more) of the entries SQS did not accept: 100-200 ms,
+/// then 200-400 ms, random so that parallel batch calls spread out.
+fn entry_retry_delay(attempt: usize) -> Duration {
+    let base = Duration::from_millis(100) * (1 << (attempt.clamp(2, 8) - 2));
+    let jitter = f64::from(getrandom::u32().unwrap_or(0) % 1000) / 1000.0;
+    base + base.mul_f64(jitter)
+}
+
+#[async_trait]
+impl QueueBacklog for SqsQueue {
+    async fn waiting_messages(&self) -> Result<u64, StoreError> {
+        let output = self
+            .client
+            .get_queue_attributes()
+            .queue_url(&self.queue_url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .send()
+            .await
+            .map_err(|e| store_error("SQS", e))?;
+        let waiting =
+            output.attributes().and_then(|attributes| attributes.get(&QueueAttributeName::ApproximateNumberOfMessages));
+        Ok(waiting.and_then(|count| count.parse().ok()).unwrap_or(0))
     }
 }
 
@@ -94,5 +124,19 @@ impl JobQueue for SqsQueue {
             .await
             .map_err(|e| store_error("SQS", e))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_sqs_refused_are_sent_again_after_a_growing_wait() {
+        for attempt in 2..=ENTRY_ATTEMPTS {
+            let wait = entry_retry_delay(attempt);
+            let base = Duration::from_millis(100) * (1 << (attempt - 2));
+            assert!(wait >= base && wait <= base * 2, "attempt {attempt}: {wait:?}");
+        }
     }
 }
