@@ -35,7 +35,9 @@ FUNCTIONS = {"functions/api": "api", "functions/worker": "worker", "functions/no
 # Template parameters for the local stack: crashed or retried jobs come back in seconds
 # rather than minutes, so that tests can watch recovery happen. Everything else is as deployed.
 LOCAL_PARAMETERS = {"WorkerTimeout": "20", "JobsVisibilityTimeout": "25", "RetryBaseSeconds": "1",
-                    "FetchTimeoutSeconds": "5", "WebhookRedeliverySeconds": "1"}
+                    "FetchTimeoutSeconds": "5", "WebhookRedeliverySeconds": "1",
+                    # A job needs fetch + codec + 2 x SDK call left to start: 5 + 3 + 10 < 20.
+                    "CodecReserveSeconds": "3", "SdkOperationTimeoutSeconds": "5"}
 
 
 def fail(message):
@@ -273,7 +275,8 @@ def main():
     parser.add_argument("command", choices=["up", "down", "env"])
     parser.add_argument("--port", type=int, default=int(os.environ.get("IMGPIPE_PORT", "4599")))
     parser.add_argument("--state", default=os.path.join(ROOT, ".stack", "local"))
-    parser.add_argument("--bin-dir", default=os.path.join(ROOT, "target", "debug"))
+    target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target")
+    parser.add_argument("--bin-dir", default=os.path.join(target, "debug"))
     parser.add_argument("--watch-pid", type=int)
     parser.add_argument("--allow-hosts", default=None,
                         help="comma-separated 127.0.0.1:<port> pairs the functions may reach (default: the "

@@ -8,11 +8,13 @@ use chrono::Utc;
 use futures::future::join_all;
 use imgpipe_core::adapters::aws::{DynamoTable, S3Blobs, SqsQueue};
 use imgpipe_core::domain::http_url::HttpUrl;
-use imgpipe_core::domain::request::{ImageJob, ImageOutcome, ImageState, RequestRecord, RequestStatus, Transition};
+use imgpipe_core::domain::request::{
+    FinalState, ImageJob, ImageOutcome, ImageState, Progress, RequestRecord, RequestStatus, Transition,
+};
 use imgpipe_core::domain::request_id::RequestId;
 use imgpipe_core::ports::{
-    BlobStore, CreateRequest, FindIdleRequests, JobQueue, MoveRequest, ReadRequest, ReadResults, RecordResult,
-    WebhookOutbox,
+    BlobStore, CreateRequest, FindIdleRequests, JobQueue, MoveRequest, QueueBacklog, ReadRequest, ReadResults,
+    RecordResult, WebhookOutbox,
 };
 use imgpipe_tests::stack::LocalStack;
 
@@ -66,12 +68,16 @@ async fn request_with_images(table: &DynamoTable, count: u32) -> RequestId {
     id
 }
 
-/// A request of one image, done, and the request completed.
-async fn completed_request(table: &DynamoTable) -> RequestId {
+/// A request of one image, done, and the request completed; owing its webhook from `webhook_due_at`.
+async fn completed_request(table: &DynamoTable, webhook_due_at: Option<chrono::DateTime<Utc>>) -> RequestId {
     let id = request_with_images(table, 1).await;
-    table.record(&job(id, 0), &done(0), Utc::now()).await.unwrap();
-    table.finish(id, RequestStatus::Completed, None, Utc::now()).await.unwrap();
+    table.record(&job(id, 0), &done(0), Utc::now(), Progress::Made).await.unwrap();
+    table.finish(id, &ending(RequestStatus::Completed, webhook_due_at), Utc::now()).await.unwrap();
     id
+}
+
+fn ending(status: RequestStatus, webhook_due_at: Option<chrono::DateTime<Utc>>) -> FinalState {
+    FinalState { status, output_csv_key: Some("requests/x/output.csv".into()), failure_reason: None, webhook_due_at }
 }
 
 fn job(id: RequestId, i: u32) -> ImageJob {
@@ -92,7 +98,7 @@ async fn table_stores_a_request_and_lists_its_results_in_order() {
     assert!(table.recorded_images(id).await.unwrap().is_empty(), "no result, no image item");
     // Results arrive in any order; they are listed in output order.
     for i in [5, 11, 0, 7, 3] {
-        table.record(&job(id, i), &done(i), Utc::now()).await.unwrap();
+        table.record(&job(id, i), &done(i), Utc::now(), Progress::Made).await.unwrap();
     }
     let images = table.recorded_images(id).await.unwrap();
     assert_eq!(images.iter().map(|image| image.image_index).collect::<Vec<_>>(), [0, 3, 5, 7, 11]);
@@ -108,12 +114,12 @@ async fn table_records_each_image_once_and_counts_exactly() {
     let table = table().await;
     let id = request_with_images(&table, 3).await;
 
-    assert_eq!(table.record(&job(id, 0), &done(0), Utc::now()).await.unwrap(), Transition::Applied);
-    assert_eq!(table.record(&job(id, 0), &done(0), Utc::now()).await.unwrap(), Transition::AlreadyDone);
+    assert_eq!(table.record(&job(id, 0), &done(0), Utc::now(), Progress::Made).await.unwrap(), Transition::Applied);
+    assert_eq!(table.record(&job(id, 0), &done(0), Utc::now(), Progress::Made).await.unwrap(), Transition::AlreadyDone);
     let failed = ImageOutcome::Failed { error_code: "http_status_404".into(), error_message: "gone".into() };
-    assert_eq!(table.record(&job(id, 1), &failed, Utc::now()).await.unwrap(), Transition::Applied);
+    assert_eq!(table.record(&job(id, 1), &failed, Utc::now(), Progress::Made).await.unwrap(), Transition::Applied);
     // A late duplicate with a different result must not change the recorded one.
-    assert_eq!(table.record(&job(id, 1), &done(1), Utc::now()).await.unwrap(), Transition::AlreadyDone);
+    assert_eq!(table.record(&job(id, 1), &done(1), Utc::now(), Progress::Made).await.unwrap(), Transition::AlreadyDone);
 
     let request = table.get(id).await.unwrap().unwrap();
     assert_eq!((request.succeeded, request.failed, request.remaining), (1, 1, 1));
@@ -133,9 +139,9 @@ async fn failed_images_are_listed_in_order_without_the_successes() {
     let failed = |i: u32| ImageOutcome::Failed { error_code: format!("code_{i}"), error_message: "gone".into() };
     for i in (0..30).rev() {
         let outcome = if i % 7 == 3 { failed(i) } else { done(i) };
-        table.record(&job(id, i), &outcome, Utc::now()).await.unwrap();
+        table.record(&job(id, i), &outcome, Utc::now(), Progress::Made).await.unwrap();
     }
-    table.record(&job(other, 0), &failed(0), Utc::now()).await.unwrap();
+    table.record(&job(other, 0), &failed(0), Utc::now(), Progress::Made).await.unwrap();
 
     let listed = table.failed_images(id, 100).await.unwrap();
     let indexes: Vec<u32> = listed.iter().map(|image| image.image_index).collect();
@@ -151,7 +157,7 @@ async fn concurrent_duplicates_are_applied_exactly_once() {
     let id = request_with_images(&table, 1).await;
 
     let (duplicate, outcome) = (job(id, 0), done(0));
-    let attempts: Vec<_> = (0..8).map(|_| table.record(&duplicate, &outcome, Utc::now())).collect();
+    let attempts: Vec<_> = (0..8).map(|_| table.record(&duplicate, &outcome, Utc::now(), Progress::Made)).collect();
     let results = join_all(attempts).await;
     let applied = results.iter().filter(|r| matches!(r, Ok(Transition::Applied))).count();
     assert_eq!(applied, 1, "{results:?}");
@@ -166,7 +172,8 @@ async fn a_request_reaches_its_final_state_once() {
 
     assert_eq!(table.mark_processing(id, Utc::now()).await.unwrap(), Transition::Applied);
     assert_eq!(table.mark_processing(id, Utc::now()).await.unwrap(), Transition::AlreadyDone);
-    let finish = |status| table.finish(id, status, Some("requests/x/output.csv"), Utc::now());
+    let table = &table;
+    let finish = |status| async move { table.finish(id, &ending(status, None), Utc::now()).await };
     assert_eq!(finish(RequestStatus::Completed).await.unwrap(), Transition::Applied);
     assert_eq!(finish(RequestStatus::Failed).await.unwrap(), Transition::AlreadyDone);
     assert_eq!(table.mark_processing(id, Utc::now()).await.unwrap(), Transition::AlreadyDone);
@@ -227,14 +234,14 @@ async fn queue_delivers_every_job_of_a_fan_out() {
 #[tokio::test]
 async fn a_deferred_webhook_is_listed_apart_from_open_requests_until_it_ends() {
     let table = table().await;
-    let id = completed_request(&table).await;
+    let id = completed_request(&table, Some(Utc::now())).await;
     let open = request_with_images(&table, 1).await;
     let next_at = Utc::now() + chrono::Duration::seconds(60);
     table.defer_webhook(id, 1, next_at).await.unwrap();
     // Not final: nothing to deliver yet, so it is not deferred.
     table.defer_webhook(open, 1, next_at).await.unwrap();
 
-    assert_eq!(table.deferred_webhooks().await.unwrap(), vec![id]);
+    assert_eq!(table.owed_webhooks().await.unwrap(), vec![id]);
     let request = table.get(id).await.unwrap().unwrap();
     assert_eq!(
         (request.webhook_failed_deliveries, request.webhook_next_at.map(|t| t.timestamp())),
@@ -245,7 +252,7 @@ async fn a_deferred_webhook_is_listed_apart_from_open_requests_until_it_ends() {
     assert!(idle.contains(&open) && !idle.contains(&id), "a final request is not idle: {idle:?}");
 
     table.end_webhook(id).await.unwrap();
-    assert!(table.deferred_webhooks().await.unwrap().is_empty());
+    assert!(table.owed_webhooks().await.unwrap().is_empty());
     assert_eq!(table.get(id).await.unwrap().unwrap().webhook_next_at, None);
 }
 
@@ -253,7 +260,7 @@ async fn a_deferred_webhook_is_listed_apart_from_open_requests_until_it_ends() {
 async fn idle_requests_are_the_open_ones_without_recent_progress() {
     let table = table().await;
     let idle = request_with_images(&table, 1).await;
-    let finished = completed_request(&table).await;
+    let finished = completed_request(&table, None).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     let cutoff = Utc::now();
     let busy = request_with_images(&table, 2).await;
@@ -264,6 +271,72 @@ async fn idle_requests_are_the_open_ones_without_recent_progress() {
     assert!(!found.contains(&busy), "recent progress is not idle");
 
     // Progress moves a request out of the idle range.
-    table.record(&job(idle, 0), &done(0), Utc::now()).await.unwrap();
+    table.record(&job(idle, 0), &done(0), Utc::now(), Progress::Made).await.unwrap();
     assert!(!table.idle_requests(cutoff).await.unwrap().contains(&idle));
+}
+
+#[tokio::test]
+async fn the_final_write_records_the_webhook_owed_and_one_sender_claims_it() {
+    let table = table().await;
+    let due_at = Utc::now() - chrono::Duration::seconds(1);
+    let id = completed_request(&table, Some(due_at)).await;
+    let quiet = completed_request(&table, None).await;
+
+    let owed = table.owed_webhooks().await.unwrap();
+    assert!(owed.contains(&id) && !owed.contains(&quiet), "{owed:?}");
+    let stored_due = table.get(id).await.unwrap().unwrap().webhook_next_at.expect("owed");
+    let until = Utc::now() + chrono::Duration::seconds(60);
+    assert_eq!(table.claim_webhook(id, stored_due, until).await.unwrap(), Transition::Applied);
+    assert_eq!(table.claim_webhook(id, stored_due, until).await.unwrap(), Transition::AlreadyDone, "taken");
+    table.end_webhook(id).await.unwrap();
+    assert!(!table.owed_webhooks().await.unwrap().contains(&id));
+    table.defer_webhook(id, 1, until).await.unwrap();
+    assert_eq!(table.get(id).await.unwrap().unwrap().webhook_next_at, None, "an ended webhook is not deferred again");
+}
+
+#[tokio::test]
+async fn a_failed_request_keeps_its_reason_and_failed_sweeps_are_counted_while_open() {
+    let table = table().await;
+    let id = request_with_images(&table, 2).await;
+    assert_eq!(table.note_sweep_failure(id).await.unwrap(), 1);
+    assert_eq!(table.note_sweep_failure(id).await.unwrap(), 2);
+    table.clear_sweep_failures(id).await.unwrap();
+    assert_eq!(table.note_sweep_failure(id).await.unwrap(), 1);
+
+    let failed = FinalState {
+        status: RequestStatus::Failed,
+        output_csv_key: None,
+        failure_reason: Some("the input CSV is missing".into()),
+        webhook_due_at: None,
+    };
+    assert_eq!(table.finish(id, &failed, Utc::now()).await.unwrap(), Transition::Applied);
+    let request = table.get(id).await.unwrap().unwrap();
+    assert_eq!(request.failure_reason.as_deref(), Some("the input CSV is missing"));
+    assert!(table.note_sweep_failure(id).await.is_err(), "a final request is not swept");
+}
+
+#[tokio::test]
+async fn the_sweepers_results_do_not_move_the_requests_progress() {
+    let table = table().await;
+    let id = request_with_images(&table, 2).await;
+    let created = table.get(id).await.unwrap().unwrap().updated_at;
+    let timed_out = ImageOutcome::Failed { error_code: "timed_out".into(), error_message: "no result".into() };
+    table.record(&job(id, 0), &timed_out, Utc::now(), Progress::None).await.unwrap();
+    let request = table.get(id).await.unwrap().unwrap();
+    assert_eq!((request.remaining, request.failed, request.updated_at), (1, 1, created));
+    table.record(&job(id, 1), &done(1), Utc::now(), Progress::Made).await.unwrap();
+    assert!(table.get(id).await.unwrap().unwrap().updated_at > created);
+}
+
+#[tokio::test]
+async fn the_queue_reports_the_messages_waiting_for_a_worker() {
+    let stack = LocalStack::shared();
+    let sqs = aws_sdk_sqs::Client::new(&stack.sdk_config().await);
+    let name = format!("backlog-test-{}", uuid::Uuid::new_v4());
+    let queue_url = sqs.create_queue().queue_name(&name).send().await.unwrap().queue_url.unwrap();
+    let queue = SqsQueue::new(&stack.sdk_config().await, &queue_url);
+    assert_eq!(queue.waiting_messages().await.unwrap(), 0);
+    let id = RequestId::new_random();
+    queue.enqueue(&(0..3).map(|i| job(id, i)).collect::<Vec<_>>()).await.unwrap();
+    assert_eq!(queue.waiting_messages().await.unwrap(), 3);
 }

@@ -223,7 +223,8 @@ async fn a_request_whose_jobs_were_lost_is_ended_by_the_sweeper() {
     let again = stack.invoke(&stack.notifier_function_name, &json!({"sweep": {"idle_seconds": 1}})).await;
     assert_eq!(
         again,
-        json!({"requests_finished": 0, "images_timed_out": 0, "webhooks_tried": 0}),
+        json!({"requests_finished": 0, "images_timed_out": 0, "webhooks_tried": 0, "requests_given_up": 0,
+               "errors": 0, "waiting_on_backlog": 0, "left_for_next_run": 0}),
         "a second sweep finds nothing"
     );
 }

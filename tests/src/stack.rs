@@ -54,7 +54,7 @@ impl LocalStack {
     fn start() -> LocalStack {
         let root = workspace_root();
         let release = std::env::var("IMGPIPE_FUNCTIONS").is_ok_and(|profile| profile == "release");
-        let bin_dir = root.join(if release { "target/release" } else { "target/debug" });
+        let bin_dir = target_dir(&root).join(if release { "release" } else { "debug" });
         build_functions(&root, release);
         let port = free_port();
         let allowed_ports = free_ports(ALLOWED_PORTS);
@@ -122,7 +122,7 @@ impl LocalStack {
     }
 
     pub async fn sdk_config(&self) -> aws_config::SdkConfig {
-        imgpipe_core::adapters::aws::sdk_config().await
+        imgpipe_core::adapters::aws::sdk_config(std::time::Duration::from_secs(10)).await
     }
 
     /// An S3 client for the emulator: path-style, as `S3Blobs` addresses it.
@@ -158,6 +158,11 @@ fn free_ports(count: usize) -> Vec<u16> {
 
 /// The end-to-end tests must run the code under test: build the three functions (a no-op
 /// when they are up to date) with the cargo that runs the tests.
+/// Cargo's target directory: CARGO_TARGET_DIR when set (cargo builds there), else `target/`.
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from)
+}
+
 fn build_functions(root: &Path, release: bool) {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = Command::new(cargo)

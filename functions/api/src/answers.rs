@@ -62,6 +62,9 @@ pub struct Status {
     pub output_csv_url: Option<String>,
     pub errors_csv_url: Option<String>,
     pub images_url: String,
+    /// Why the request was failed without waiting for its images (its fan-out could not be
+    /// queued, its CSV was lost, or it could not be swept); `null` otherwise.
+    pub failure_reason: Option<String>,
     /// Only when images failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failures: Option<Vec<Failure>>,
@@ -83,6 +86,7 @@ impl Status {
             output_csv_url: request.output_csv_key.as_ref().map(|_| format!("{origin}{}", output_csv_path(id))),
             errors_csv_url: request.has_errors_report().then(|| format!("{origin}{}", errors_csv_path(id))),
             images_url: format!("{origin}{}", images_path(id)),
+            failure_reason: request.failure_reason.clone(),
             failures,
         }
     }

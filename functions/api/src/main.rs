@@ -7,13 +7,13 @@ mod upload;
 mod upload_form;
 
 use imgpipe_core::adapters::aws::{DynamoTable, S3Blobs, SqsQueue, sdk_config};
-use imgpipe_core::config::ApiConfig;
+use imgpipe_core::config::{ApiConfig, sdk_operation_timeout};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     imgpipe_core::logging::init();
     let config = ApiConfig::from_env()?;
-    let sdk = sdk_config().await;
+    let sdk = sdk_config(sdk_operation_timeout()?).await;
     let state = routes::AppState {
         blobs: S3Blobs::new(&sdk, &config.bucket),
         table: DynamoTable::new(&sdk, &config.table, config.item_lifetime),

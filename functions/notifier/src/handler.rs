@@ -1,23 +1,27 @@
 //! Translates the notifier's two events into use cases: a stream batch of the table's changes
 //! (finish each request whose last image just got its result) and the schedule's sweep.
 
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use aws_lambda_events::dynamodb::{Event, EventRecord};
 use aws_lambda_events::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
-use imgpipe_core::adapters::aws::{DynamoTable, S3Blobs};
+use chrono::Utc;
+use imgpipe_core::adapters::aws::{DynamoTable, S3Blobs, SqsQueue};
 use imgpipe_core::adapters::http_webhook::HttpWebhookSender;
 use imgpipe_core::config::NotifierConfig;
 use imgpipe_core::domain::request::finishes_request;
 use imgpipe_core::domain::request_id::RequestId;
 use imgpipe_core::use_cases::finish_request::{FinishPorts, Finished, finish_request};
 use imgpipe_core::use_cases::sweep::{SweepPorts, run_sweep};
+use lambda_runtime::LambdaEvent;
 use serde::Deserialize;
 use serde_json::Value;
 
 pub struct Notifier {
     pub table: DynamoTable,
     pub blobs: S3Blobs,
+    /// The jobs queue, read for its backlog only.
+    pub queue: SqsQueue,
     pub webhooks: HttpWebhookSender,
     pub config: NotifierConfig,
 }
@@ -60,17 +64,21 @@ impl Notifier {
     }
 
     /// Two event sources: the table's stream, and the schedule that runs the sweeper.
-    pub async fn handle(&self, event: Value) -> Result<Value, lambda_runtime::Error> {
+    pub async fn handle(&self, event: LambdaEvent<Value>) -> Result<Value, lambda_runtime::Error> {
+        let (event, context) = event.into_parts();
         if let Ok(sweep) = serde_json::from_value::<SweepEvent>(event.clone()) {
-            let ports = SweepPorts { idle: &self.table, recorder: &self.table, finish: self.finish_ports() };
+            let ports = SweepPorts {
+                idle: &self.table,
+                recorder: &self.table,
+                backlog: &self.queue,
+                finish: self.finish_ports(),
+            };
             let idle = Duration::from_secs(sweep.sweep.idle_seconds);
-            let report = run_sweep(ports, idle, &self.config.links).await?;
-            tracing::info!(
-                stage = "sweep",
-                finished = report.requests_finished,
-                timed_out = report.images_timed_out,
-                webhooks_tried = report.webhooks_tried
-            );
+            // The sweep stops starting work `sweep_reserve` before the Lambda is stopped.
+            let time_left = context.deadline().duration_since(SystemTime::now()).unwrap_or_default();
+            let deadline = Instant::now() + time_left.saturating_sub(self.config.sweep_reserve);
+            let report = run_sweep(ports, idle, &self.config.links, Utc::now(), deadline).await;
+            tracing::info!(stage = "sweep", report = %serde_json::to_string(&report)?);
             return Ok(serde_json::to_value(report)?);
         }
         let records: Event = serde_json::from_value(event)?;

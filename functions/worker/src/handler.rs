@@ -54,11 +54,12 @@ impl Worker {
             new_requests: &self.table,
             requests: &self.table,
             recorder: &self.table,
+            results: &self.table,
             lifecycle: &self.table,
         };
         let rules = WorkerRules {
             retry: &self.config.retry,
-            job_time_reserve: self.config.job_time_reserve(),
+            reserves: self.config.time_reserves,
             csv_limits: &self.config.csv_limits,
         };
         let delivery = Delivery {

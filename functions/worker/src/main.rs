@@ -5,7 +5,7 @@ mod handler;
 
 use imgpipe_core::adapters::aws::{DynamoTable, S3Blobs, SqsQueue, sdk_config};
 use imgpipe_core::adapters::http_fetch::HttpFetcher;
-use imgpipe_core::config::WorkerConfig;
+use imgpipe_core::config::{WorkerConfig, sdk_operation_timeout};
 use imgpipe_core::use_cases::process_image::CodecPool;
 use lambda_runtime::service_fn;
 
@@ -13,7 +13,7 @@ use lambda_runtime::service_fn;
 async fn main() -> Result<(), lambda_runtime::Error> {
     imgpipe_core::logging::init();
     let config = WorkerConfig::from_env()?;
-    let sdk = sdk_config().await;
+    let sdk = sdk_config(sdk_operation_timeout()?).await;
     let worker = handler::Worker {
         fetcher: HttpFetcher::new(config.fetch.clone(), config.fetch_exempt_hosts.clone())?,
         blobs: S3Blobs::new(&sdk, &config.bucket),

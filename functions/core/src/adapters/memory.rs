@@ -142,9 +142,11 @@ impl CreateRequest for MemoryTable {
 impl ReadRequest for MemoryTable {
     async fn get(&self, id: RequestId) -> Result<Option<RequestRecord>, StoreError> {
         self.outage.check("DynamoDB")?;
-        // A read takes a while, as a network call does: callers running at once interleave here.
+        let request = self.state.lock().unwrap().requests.get(&id).cloned();
+        // The answer takes a while to arrive, as a network call's does: callers running at once
+        // interleave here, and may act on what was true when they asked.
         tokio::task::yield_now().await;
-        Ok(self.state.lock().unwrap().requests.get(&id).cloned())
+        Ok(request)
     }
 }
 

@@ -93,17 +93,19 @@ impl DynamoTable {
         condition: &str,
         values: Item,
     ) -> Result<Transition, StoreError> {
-        let result = self
+        let mut call = self
             .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(Self::request_key(id)))
             .update_expression(update)
             .condition_expression(condition)
-            .expression_attribute_names("#status", "status")
-            .set_expression_attribute_values(Some(values))
-            .send()
-            .await;
+            .set_expression_attribute_values(Some(values));
+        // DynamoDB refuses a name that the expressions do not use.
+        if update.contains("#status") || condition.contains("#status") {
+            call = call.expression_attribute_names("#status", "status");
+        }
+        let result = call.send().await;
         match result {
             Ok(_) => Ok(Transition::Applied),
             Err(error) if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
