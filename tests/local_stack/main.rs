@@ -6,6 +6,7 @@ mod adapters;
 mod api;
 mod faults;
 mod hostile;
+mod limits;
 mod pipeline;
 
 /// Tests with requests in flight hold it shared; tests that act on the whole stack (count

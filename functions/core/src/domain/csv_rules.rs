@@ -19,11 +19,21 @@ pub struct CsvLimits {
     pub max_bytes: usize,
     pub max_rows: usize,
     pub max_images: usize,
+    /// Longest image URL, and webhook URL, in characters as stored (see
+    /// [`HttpUrl::parse_at_most`]); at most [`MAX_URL_LENGTH_CEILING`].
+    pub max_url_length: usize,
 }
+
+/// The most `max_url_length` may be set to. Each URL is written whole into DynamoDB items
+/// (an image's result, the request's webhook) and SQS messages (an image's job): at this
+/// length the largest item is under 10 KB of DynamoDB's 400 KB, and a batch of ten jobs under
+/// 170 KB of SendMessageBatch's 256 KiB even if JSON escaped every character (README,
+/// "Limits", has the arithmetic; `adapters::aws::dynamo::item_size` tests it).
+pub const MAX_URL_LENGTH_CEILING: usize = 8192;
 
 impl Default for CsvLimits {
     fn default() -> Self {
-        CsvLimits { max_bytes: 5 * 1024 * 1024, max_rows: 10_000, max_images: 10_000 }
+        CsvLimits { max_bytes: 5 * 1024 * 1024, max_rows: 10_000, max_images: 10_000, max_url_length: 2048 }
     }
 }
 
@@ -31,7 +41,7 @@ impl CsvLimits {
     /// For re-reading a CSV that was accepted earlier: a later change of the
     /// limits must not strand a request accepted under the old ones.
     pub fn unlimited() -> Self {
-        CsvLimits { max_bytes: usize::MAX, max_rows: usize::MAX, max_images: usize::MAX }
+        CsvLimits { max_bytes: usize::MAX, max_rows: usize::MAX, max_images: usize::MAX, max_url_length: usize::MAX }
     }
 }
 
@@ -278,7 +288,7 @@ fn read_rows(text: &str, limits: &CsvLimits, problems: &mut Problems) -> Vec<Inp
             problems.push(Some(line), None, format!("more than {} rows; split the file", limits.max_rows));
             break;
         }
-        let checked = check_row(&record, line, &columns, &mut seen_serials, problems);
+        let checked = check_row(&record, line, &columns, limits, &mut seen_serials, problems);
         let Some((row, url_count)) = checked else {
             continue;
         };
@@ -347,6 +357,7 @@ fn check_row(
     record: &StringRecord,
     line: u64,
     columns: &Columns,
+    limits: &CsvLimits,
     seen_serials: &mut HashMap<String, u64>,
     problems: &mut Problems,
 ) -> Option<(Option<InputRow>, usize)> {
@@ -390,12 +401,12 @@ fn check_row(
     }
     let mut urls = Vec::with_capacity(pieces.len());
     for (index, piece) in pieces.iter().enumerate() {
-        match HttpUrl::parse(piece) {
+        match HttpUrl::parse_at_most(piece, limits.max_url_length) {
             Ok(url) => urls.push(url),
-            Err(error) => problems.push(
+            Err(problem) => problems.push(
                 url_line,
                 url_column,
-                format!("URL {} of {} (\"{}\"): {error}", index + 1, pieces.len(), shorten(&without_password(piece))),
+                format!("URL {} of {} (\"{}\"): {problem}", index + 1, pieces.len(), shorten(&without_password(piece))),
             ),
         }
     }

@@ -519,3 +519,44 @@ fn a_url_with_a_password_is_quoted_without_it() {
     );
     assert!(problems[0].message.contains("***@img.example"), "{}", problems[0].message);
 }
+
+/// An absolute URL of exactly `length` characters.
+fn url_of_length(length: usize) -> String {
+    let base = "https://img.example.com/";
+    format!("{base}{}", "a".repeat(length - base.len()))
+}
+
+#[test]
+fn a_url_at_the_length_limit_is_accepted_and_one_over_it_refused() {
+    let at_limit = url_of_length(2048);
+    let text = format!("S. No.,Product Name,Input Image Urls\n1,SKU1,{at_limit}\n");
+    let csv = parse(&text).expect("a URL of 2048 characters is accepted");
+    assert_eq!(url_strings(&csv.rows()[0]), [at_limit.as_str()]);
+
+    let over = url_of_length(2049);
+    let text = format!(
+        "S. No.,Product Name,Input Image Urls\n1,SKU1,\"https://img.example.com/a.jpg, {over}\"\n2,SKU2,{at_limit}\n"
+    );
+    assert_eq!(
+        only_problem(parse(&text)),
+        problem(
+            Some(2),
+            Some(3),
+            &format!(
+                "URL 2 of 2 (\"{}…\"): the URL is 2049 characters long, more than the limit of 2048",
+                &over[..100]
+            )
+        )
+    );
+}
+
+#[test]
+fn the_url_length_is_counted_as_the_url_is_stored() {
+    // Non-ASCII is percent-encoded: "é" is stored as "%C3%A9", six characters.
+    let base = "https://img.example.com/";
+    let written = format!("{base}{}", "é".repeat((2048 - base.len()) / 6 + 1));
+    assert!(written.chars().count() < 2048);
+    let text = format!("S. No.,Product Name,Input Image Urls\n1,SKU1,{written}\n");
+    let message = only_problem(parse(&text)).message;
+    assert!(message.ends_with("more than the limit of 2048"), "{message}");
+}
