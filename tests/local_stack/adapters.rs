@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::{BillingMode, GlobalSecondaryIndex};
 use chrono::Utc;
 use futures::future::join_all;
 use imgpipe_core::adapters::aws::{DynamoTable, S3Blobs, SqsQueue};
@@ -17,46 +16,7 @@ use imgpipe_core::ports::{
     RecordResult, WebhookOutbox,
 };
 use imgpipe_tests::stack::LocalStack;
-
-/// A fresh table with the keys and indexes of the deployed one (template.yaml's `Table`, read
-/// back with DescribeTable), so that the tests meet the schema the functions run on.
-async fn table() -> DynamoTable {
-    let stack = LocalStack::shared();
-    let sdk = stack.sdk_config().await;
-    let client = aws_sdk_dynamodb::Client::new(&sdk);
-    let deployed = client
-        .describe_table()
-        .table_name(&stack.table_name)
-        .send()
-        .await
-        .expect("describe the deployed table")
-        .table
-        .expect("a table description");
-    let indexes = deployed
-        .global_secondary_indexes()
-        .iter()
-        .map(|index| {
-            GlobalSecondaryIndex::builder()
-                .set_index_name(index.index_name.clone())
-                .set_key_schema(index.key_schema.clone())
-                .set_projection(index.projection.clone())
-                .build()
-                .expect("an index definition")
-        })
-        .collect();
-    let name = format!("adapter-test-{}", uuid::Uuid::new_v4());
-    client
-        .create_table()
-        .table_name(&name)
-        .billing_mode(BillingMode::PayPerRequest)
-        .set_key_schema(deployed.key_schema)
-        .set_attribute_definitions(deployed.attribute_definitions)
-        .set_global_secondary_indexes(Some(indexes))
-        .send()
-        .await
-        .expect("create a test table");
-    DynamoTable::new(&sdk, name, Duration::from_secs(3600))
-}
+use imgpipe_tests::tables::fresh_table;
 
 fn url(i: u32) -> HttpUrl {
     HttpUrl::parse(&format!("https://img.example/{i}.jpg")).unwrap()
@@ -90,7 +50,7 @@ fn done(i: u32) -> ImageOutcome {
 
 #[tokio::test]
 async fn table_stores_a_request_and_lists_its_results_in_order() {
-    let table = table().await;
+    let table = fresh_table().await;
     let id = request_with_images(&table, 12).await;
 
     let request = table.get(id).await.unwrap().expect("request stored");
@@ -111,7 +71,7 @@ async fn table_stores_a_request_and_lists_its_results_in_order() {
 
 #[tokio::test]
 async fn table_records_each_image_once_and_counts_exactly() {
-    let table = table().await;
+    let table = fresh_table().await;
     let id = request_with_images(&table, 3).await;
 
     assert_eq!(table.record(&job(id, 0), &done(0), Utc::now(), Progress::Made).await.unwrap(), Transition::Applied);
@@ -133,7 +93,7 @@ async fn table_records_each_image_once_and_counts_exactly() {
 
 #[tokio::test]
 async fn failed_images_are_listed_in_order_without_the_successes() {
-    let table = table().await;
+    let table = fresh_table().await;
     let id = request_with_images(&table, 30).await;
     let other = request_with_images(&table, 1).await;
     let failed = |i: u32| ImageOutcome::Failed { error_code: format!("code_{i}"), error_message: "gone".into() };
@@ -153,7 +113,7 @@ async fn failed_images_are_listed_in_order_without_the_successes() {
 
 #[tokio::test]
 async fn concurrent_duplicates_are_applied_exactly_once() {
-    let table = table().await;
+    let table = fresh_table().await;
     let id = request_with_images(&table, 1).await;
 
     let (duplicate, outcome) = (job(id, 0), done(0));
@@ -167,7 +127,7 @@ async fn concurrent_duplicates_are_applied_exactly_once() {
 
 #[tokio::test]
 async fn a_request_reaches_its_final_state_once() {
-    let table = table().await;
+    let table = fresh_table().await;
     let id = request_with_images(&table, 1).await;
 
     assert_eq!(table.mark_processing(id, Utc::now()).await.unwrap(), Transition::Applied);
@@ -233,7 +193,7 @@ async fn queue_delivers_every_job_of_a_fan_out() {
 
 #[tokio::test]
 async fn a_deferred_webhook_is_listed_apart_from_open_requests_until_it_ends() {
-    let table = table().await;
+    let table = fresh_table().await;
     let id = completed_request(&table, Some(Utc::now())).await;
     let open = request_with_images(&table, 1).await;
     let next_at = Utc::now() + chrono::Duration::seconds(60);
@@ -258,7 +218,7 @@ async fn a_deferred_webhook_is_listed_apart_from_open_requests_until_it_ends() {
 
 #[tokio::test]
 async fn idle_requests_are_the_open_ones_without_recent_progress() {
-    let table = table().await;
+    let table = fresh_table().await;
     let idle = request_with_images(&table, 1).await;
     let finished = completed_request(&table, None).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -277,7 +237,7 @@ async fn idle_requests_are_the_open_ones_without_recent_progress() {
 
 #[tokio::test]
 async fn the_final_write_records_the_webhook_owed_and_one_sender_claims_it() {
-    let table = table().await;
+    let table = fresh_table().await;
     let due_at = Utc::now() - chrono::Duration::seconds(1);
     let id = completed_request(&table, Some(due_at)).await;
     let quiet = completed_request(&table, None).await;
@@ -296,7 +256,7 @@ async fn the_final_write_records_the_webhook_owed_and_one_sender_claims_it() {
 
 #[tokio::test]
 async fn a_failed_request_keeps_its_reason_and_failed_sweeps_are_counted_while_open() {
-    let table = table().await;
+    let table = fresh_table().await;
     let id = request_with_images(&table, 2).await;
     assert_eq!(table.note_sweep_failure(id).await.unwrap(), 1);
     assert_eq!(table.note_sweep_failure(id).await.unwrap(), 2);
@@ -317,7 +277,7 @@ async fn a_failed_request_keeps_its_reason_and_failed_sweeps_are_counted_while_o
 
 #[tokio::test]
 async fn the_sweepers_results_do_not_move_the_requests_progress() {
-    let table = table().await;
+    let table = fresh_table().await;
     let id = request_with_images(&table, 2).await;
     let created = table.get(id).await.unwrap().unwrap().updated_at;
     let timed_out = ImageOutcome::Failed { error_code: "timed_out".into(), error_message: "no result".into() };

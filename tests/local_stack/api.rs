@@ -84,3 +84,26 @@ async fn unknown_requests_and_paths_are_404_json() {
     assert_eq!(response.status(), 404);
     assert_eq!(response.json::<serde_json::Value>().await.unwrap()["error"], "not_found");
 }
+
+#[tokio::test]
+async fn urls_separated_by_semicolons_or_line_breaks_are_refused_with_where_and_how_to_fix() {
+    let api = ApiClient::new(LocalStack::shared());
+
+    let csv = "S. No.,Product Name,Input Image Urls\r\n\
+        1,Shirt,\"https://img.example/a.jpg, https://img.example/b.jpg\"\r\n\
+        2,Shoe,https://img.example/c.jpg;https://img.example/d.jpg\r\n\
+        3,Hat,\"https://img.example/e.jpg\r\nhttps://img.example/f.jpg\"\r\n\
+        4,Sock,https://img.example/g.jpg;jsessionid=1\r\n";
+    let answer = api.upload(csv.as_bytes(), None).await;
+
+    assert_eq!((answer.status, answer.body["error"].as_str()), (422, Some("invalid_csv")), "{}", answer.body);
+    let problems = answer.body["problems"].as_array().expect("a list of problems");
+    let places: Vec<(u64, u64)> =
+        problems.iter().map(|p| (p["line"].as_u64().unwrap(), p["column"].as_u64().unwrap())).collect();
+    assert_eq!(places, [(3, 3), (4, 3)], "a `;` inside one URL (line 5) is fine: {problems:?}");
+    for (problem, separator) in problems.iter().zip(["semicolons", "line breaks"]) {
+        let message = problem["message"].as_str().unwrap();
+        assert!(message.contains(&format!("this holds 2 URLs separated by {separator}")), "{message}");
+        assert!(message.contains("separate URLs with commas"), "{message}");
+    }
+}

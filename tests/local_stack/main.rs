@@ -6,7 +6,9 @@ mod adapters;
 mod api;
 mod faults;
 mod hostile;
+mod limits;
 mod pipeline;
+mod promises;
 
 /// Tests with requests in flight hold it shared; tests that act on the whole stack (count
 /// what is stored, sweep every idle request, kill every worker process) hold it alone.

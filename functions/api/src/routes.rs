@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use imgpipe_core::adapters::aws::{DynamoTable, S3Blobs, SqsQueue};
@@ -37,6 +37,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/requests/{request_id}/images", get(images_page))
         .route("/api/requests/{request_id}/images/{image_index}", get(image))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
+        // After the routes: it applies to those registered before it. The framework adds `Allow`.
+        .method_not_allowed_fallback(|method: Method| async move {
+            let message = format!("this endpoint does not accept {method}; the Allow header lists what it does");
+            error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", message)
+        })
         // The CSV rules enforce the size limit with a clear answer; API Gateway caps bodies anyway.
         .layer(DefaultBodyLimit::disable())
         .with_state(Arc::new(state))

@@ -53,7 +53,9 @@ pub async fn upload(
         }
         Err(AcceptError::WebhookUrl(reason)) => {
             let problem = CsvProblem { line: None, column: None, message: format!("webhook_url: {reason}") };
-            invalid("invalid_webhook_url", "webhook_url is not an absolute http(s) URL", vec![problem])
+            let limit = state.config.csv_limits.max_url_length;
+            let message = format!("webhook_url is not an absolute http(s) URL of at most {limit} characters");
+            invalid("invalid_webhook_url", &message, vec![problem])
         }
         Err(cause @ (AcceptError::Store(_) | AcceptError::NoRandomness(_))) => unavailable("accept", &cause),
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::adapters::http_fetch::FetchLimits;
 use crate::domain::address_policy::ExemptHosts;
 use crate::domain::codec::CodecLimits;
-use crate::domain::csv_rules::CsvLimits;
+use crate::domain::csv_rules::{CsvLimits, MAX_URL_LENGTH_CEILING};
 use crate::domain::delivery::{RetryPolicy, TimeReserves};
 use crate::domain::locations::Links;
 
@@ -56,10 +56,16 @@ fn item_lifetime() -> Result<Duration, ConfigError> {
 /// Uploads through the API and CSVs dropped into the bucket obey the same limits.
 fn csv_limits() -> Result<CsvLimits, ConfigError> {
     let defaults = CsvLimits::default();
+    let max_url_length = or_default("MAX_URL_LENGTH", defaults.max_url_length)?;
+    if max_url_length > MAX_URL_LENGTH_CEILING {
+        let problem = format!("{max_url_length} is over {MAX_URL_LENGTH_CEILING}, the most that keeps items writable");
+        return Err(ConfigError { name: "MAX_URL_LENGTH", problem });
+    }
     Ok(CsvLimits {
         max_bytes: or_default("MAX_CSV_BYTES", defaults.max_bytes)?,
         max_rows: or_default("MAX_CSV_ROWS", defaults.max_rows)?,
         max_images: or_default("MAX_CSV_IMAGES", defaults.max_images)?,
+        max_url_length,
     })
 }
 

@@ -19,11 +19,21 @@ pub struct CsvLimits {
     pub max_bytes: usize,
     pub max_rows: usize,
     pub max_images: usize,
+    /// Longest image URL, and webhook URL, in characters as stored (see
+    /// [`HttpUrl::parse_at_most`]); at most [`MAX_URL_LENGTH_CEILING`].
+    pub max_url_length: usize,
 }
+
+/// The most `max_url_length` may be set to. Each URL is written whole into DynamoDB items
+/// (an image's result, the request's webhook) and SQS messages (an image's job): at this
+/// length the largest item is under 10 KB of DynamoDB's 400 KB, and a batch of ten jobs under
+/// 170 KB of SendMessageBatch's 256 KiB even if JSON escaped every character (README,
+/// "Limits", has the arithmetic; `adapters::aws::dynamo::item_size` tests it).
+pub const MAX_URL_LENGTH_CEILING: usize = 8192;
 
 impl Default for CsvLimits {
     fn default() -> Self {
-        CsvLimits { max_bytes: 5 * 1024 * 1024, max_rows: 10_000, max_images: 10_000 }
+        CsvLimits { max_bytes: 5 * 1024 * 1024, max_rows: 10_000, max_images: 10_000, max_url_length: 2048 }
     }
 }
 
@@ -31,7 +41,7 @@ impl CsvLimits {
     /// For re-reading a CSV that was accepted earlier: a later change of the
     /// limits must not strand a request accepted under the old ones.
     pub fn unlimited() -> Self {
-        CsvLimits { max_bytes: usize::MAX, max_rows: usize::MAX, max_images: usize::MAX }
+        CsvLimits { max_bytes: usize::MAX, max_rows: usize::MAX, max_images: usize::MAX, max_url_length: usize::MAX }
     }
 }
 
@@ -278,7 +288,7 @@ fn read_rows(text: &str, limits: &CsvLimits, problems: &mut Problems) -> Vec<Inp
             problems.push(Some(line), None, format!("more than {} rows; split the file", limits.max_rows));
             break;
         }
-        let checked = check_row(&record, line, &columns, &mut seen_serials, problems);
+        let checked = check_row(&record, line, &columns, limits, &mut seen_serials, problems);
         let Some((row, url_count)) = checked else {
             continue;
         };
@@ -347,6 +357,7 @@ fn check_row(
     record: &StringRecord,
     line: u64,
     columns: &Columns,
+    limits: &CsvLimits,
     seen_serials: &mut HashMap<String, u64>,
     problems: &mut Problems,
 ) -> Option<(Option<InputRow>, usize)> {
@@ -390,12 +401,16 @@ fn check_row(
     }
     let mut urls = Vec::with_capacity(pieces.len());
     for (index, piece) in pieces.iter().enumerate() {
-        match HttpUrl::parse(piece) {
+        let checked = match run_together_urls(piece) {
+            Some(several) => Err(several.to_string()),
+            None => HttpUrl::parse_at_most(piece, limits.max_url_length).map_err(|error| error.to_string()),
+        };
+        match checked {
             Ok(url) => urls.push(url),
-            Err(error) => problems.push(
+            Err(problem) => problems.push(
                 url_line,
                 url_column,
-                format!("URL {} of {} (\"{}\"): {error}", index + 1, pieces.len(), shorten(&without_password(piece))),
+                format!("URL {} of {} (\"{}\"): {problem}", index + 1, pieces.len(), shorten(&without_password(piece))),
             ),
         }
     }
@@ -408,6 +423,74 @@ fn check_row(
         urls,
     });
     Some((row, pieces.len()))
+}
+
+/// Several URLs in one comma-separated piece, written with another separator: the piece then
+/// parses as one URL (whitespace is percent-encoded or dropped, `;` is legal in a path) that
+/// fails only when it is fetched.
+#[derive(Debug)]
+struct RunTogetherUrls {
+    count: usize,
+    /// "semicolons", "spaces", "line breaks", or two or three of them.
+    separators: String,
+}
+
+impl std::fmt::Display for RunTogetherUrls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "this holds {} URLs separated by {}; separate URLs with commas, and put the cell in double quotes",
+            self.count, self.separators
+        )
+    }
+}
+
+/// The rule: split on `;` and whitespace (spaces, tabs, line breaks); when two or more of the
+/// parts start with `http://` or `https://` and are each a valid image URL, the piece is
+/// several URLs. A `;` inside one URL (`a.jpg;v=2`, `?a=1;b=2`) leaves at most one such part,
+/// so a single URL is never refused by this rule. What lies between two of those parts names
+/// the separator: a `;` makes it semicolons, else a line break line breaks, else spaces.
+fn run_together_urls(piece: &str) -> Option<RunTogetherUrls> {
+    let is_separator = |c: char| c == ';' || c.is_whitespace();
+    let is_url = |part: &str| {
+        let scheme = part.get(..8).unwrap_or(part).to_ascii_lowercase();
+        (scheme.starts_with("http://") || scheme.starts_with("https://")) && HttpUrl::parse(part).is_ok()
+    };
+    // Byte ranges of the parts that are URLs, in order.
+    let mut urls: Vec<(usize, usize)> = Vec::new();
+    let mut offset = 0;
+    for chunk in piece.split_inclusive(is_separator) {
+        let part = chunk.strip_suffix(is_separator).unwrap_or(chunk);
+        if is_url(part) {
+            urls.push((offset, offset + part.len()));
+        }
+        offset += chunk.len();
+    }
+    if urls.len() < 2 {
+        return None;
+    }
+    let mut used = [false; 3];
+    for pair in urls.windows(2) {
+        let between = &piece[pair[0].1..pair[1].0];
+        let kind = if between.contains(';') {
+            0
+        } else if between.contains(['\r', '\n']) {
+            2
+        } else {
+            1
+        };
+        used[kind] = true;
+    }
+    let names: Vec<&str> = ["semicolons", "spaces", "line breaks"]
+        .into_iter()
+        .zip(used)
+        .filter_map(|(name, on)| on.then_some(name))
+        .collect();
+    let separators = match names.split_last()? {
+        (last, []) => (*last).to_owned(),
+        (last, first) => format!("{} and {last}", first.join(", ")),
+    };
+    Some(RunTogetherUrls { count: urls.len(), separators })
 }
 
 fn column_number(index: usize) -> Option<u32> {

@@ -34,6 +34,8 @@ pub enum InvalidUrl {
     HasCredentials,
     #[error("not a valid URL: {0}")]
     Malformed(String),
+    #[error("the URL is {length} characters long, more than the limit of {limit}")]
+    TooLong { length: usize, limit: usize },
 }
 
 impl HttpUrl {
@@ -59,6 +61,17 @@ impl HttpUrl {
             return Err(InvalidUrl::HasCredentials);
         }
         Ok(HttpUrl(url))
+    }
+
+    /// As [`HttpUrl::parse`], and at most `max_length` characters long as the URL is stored
+    /// and fetched (non-ASCII percent-encoded, so every character is one byte): what a
+    /// request's items and job messages hold must stay within their services' size limits.
+    pub fn parse_at_most(input: &str, max_length: usize) -> Result<HttpUrl, InvalidUrl> {
+        let url = HttpUrl::parse(input)?;
+        match url.as_str().len() {
+            length if length > max_length => Err(InvalidUrl::TooLong { length, limit: max_length }),
+            _ => Ok(url),
+        }
     }
 
     pub fn as_url(&self) -> &url::Url {
@@ -155,6 +168,16 @@ mod tests {
         let error = HttpUrl::parse("https://exa mple.com/a.jpg").unwrap_err();
         assert!(matches!(error, InvalidUrl::Malformed(_)), "{error:?}");
         assert!(error.to_string().starts_with("not a valid URL: "));
+    }
+
+    #[test]
+    fn length_is_limited_on_the_stored_form() {
+        let url = format!("https://example.com/{}", "a".repeat(12));
+        assert_eq!(HttpUrl::parse_at_most(&url, 32).unwrap().as_str(), url);
+        assert_eq!(HttpUrl::parse_at_most(&format!("{url}a"), 32), Err(InvalidUrl::TooLong { length: 33, limit: 32 }));
+        // Five characters written, "%C3%A9" (six) stored for each "é".
+        let error = HttpUrl::parse_at_most("https://example.com/ééééé", 32).unwrap_err();
+        assert_eq!(error.to_string(), "the URL is 50 characters long, more than the limit of 32");
     }
 
     #[test]

@@ -196,11 +196,29 @@ impl ImageRecord {
             }
             ImageOutcome::Failed { error_code, error_message } => {
                 record.error_code = Some(error_code.clone());
-                record.error_message = Some(error_message.clone());
+                record.error_message = Some(bounded_message(error_message));
             }
         }
         record
     }
+}
+
+/// The most of a failure message an image's record keeps, in bytes. Messages quote what
+/// servers and libraries say (a transfer error, a redirect's `Location`), of any length; the
+/// record goes into one DynamoDB item of at most 400 KB, and into the status and errors report.
+pub const MAX_ERROR_MESSAGE_BYTES: usize = 1024;
+
+/// `message`, or as much of it as fits [`MAX_ERROR_MESSAGE_BYTES`] with a closing `…`, cut
+/// at a character boundary. For a request's `failure_reason` too (it quotes errors).
+pub fn bounded_message(message: &str) -> String {
+    if message.len() <= MAX_ERROR_MESSAGE_BYTES {
+        return message.to_owned();
+    }
+    let mut cut = MAX_ERROR_MESSAGE_BYTES - '…'.len_utf8();
+    while !message.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}…", &message[..cut])
 }
 
 /// The result of one image, recorded once.
@@ -230,6 +248,18 @@ pub struct FinalState {
     pub failure_reason: Option<String>,
     /// `Some` when the request has a webhook.
     pub webhook_due_at: Option<DateTime<Utc>>,
+}
+
+impl FinalState {
+    /// A request failed without waiting for its images, for `reason` (kept bounded).
+    pub fn failed(reason: &str, webhook_due_at: Option<DateTime<Utc>>) -> Self {
+        Self {
+            status: RequestStatus::Failed,
+            output_csv_key: None,
+            failure_reason: Some(bounded_message(reason)),
+            webhook_due_at,
+        }
+    }
 }
 
 /// Whether recording a result counts as progress of its request (see `RecordResult::record`).
@@ -312,6 +342,27 @@ mod tests {
         assert_eq!(json, "\"completed_with_errors\"");
         assert_eq!(RequestStatus::CompletedWithErrors.as_str(), "completed_with_errors");
         assert!(!RequestStatus::Processing.is_final());
+    }
+
+    #[test]
+    fn a_failed_image_keeps_at_most_max_error_message_bytes_of_its_message() {
+        let job = ImageJob {
+            request_id: RequestId::new_random(),
+            image_index: 0,
+            row: 0,
+            url: HttpUrl::parse("https://a.example/x.png").unwrap(),
+        };
+        // A transfer error can quote a whole redirect URL or a server's answer: any length.
+        let long = format!("the download failed: {}", "é".repeat(300_000));
+        let outcome = ImageOutcome::Failed { error_code: "download_error".into(), error_message: long.clone() };
+        let stored = ImageRecord::with_outcome(&job, &outcome).error_message.unwrap();
+        assert!(stored.len() <= MAX_ERROR_MESSAGE_BYTES, "{} bytes", stored.len());
+        assert!(stored.ends_with('…'), "{stored}");
+        assert!(long.starts_with(stored.trim_end_matches('…')));
+        assert!(stored.len() > 1000, "cut at the last whole character, not earlier: {} bytes", stored.len());
+
+        let short = ImageOutcome::Failed { error_code: "http_status_404".into(), error_message: "gone".into() };
+        assert_eq!(ImageRecord::with_outcome(&job, &short).error_message.as_deref(), Some("gone"));
     }
 
     #[test]

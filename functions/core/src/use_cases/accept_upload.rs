@@ -69,7 +69,7 @@ pub(crate) async fn accept_csv_as(
     let webhook_url = webhook_url
         .map(str::trim)
         .filter(|url| !url.is_empty())
-        .map(HttpUrl::parse)
+        .map(|url| HttpUrl::parse_at_most(url, limits.max_url_length))
         .transpose()
         .map_err(AcceptError::WebhookUrl)?;
 
@@ -163,6 +163,22 @@ pub(crate) mod tests {
         let result = accept_csv(fakes.ports(), CSV.as_bytes(), Some("file:///etc/passwd"), &CsvLimits::default()).await;
 
         assert!(matches!(result, Err(AcceptError::WebhookUrl(_))));
+        assert!(fakes.blobs.objects.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_webhook_url_over_the_length_limit_is_refused_before_anything_is_stored() {
+        let fakes = Fakes::default();
+        let base = "https://hooks.example/";
+        let at_limit = format!("{base}{}", "h".repeat(2048 - base.len()));
+        let accepted = accept_csv(fakes.ports(), CSV.as_bytes(), Some(&at_limit), &CsvLimits::default()).await;
+        assert!(accepted.is_ok(), "a webhook URL of 2048 characters is accepted");
+
+        let fakes = Fakes::default();
+        let over = format!("{at_limit}h");
+        let result = accept_csv(fakes.ports(), CSV.as_bytes(), Some(&over), &CsvLimits::default()).await;
+        let Err(AcceptError::WebhookUrl(reason)) = result else { panic!("expected a refused webhook URL") };
+        assert_eq!(reason.to_string(), "the URL is 2049 characters long, more than the limit of 2048");
         assert!(fakes.blobs.objects.lock().unwrap().is_empty());
     }
 

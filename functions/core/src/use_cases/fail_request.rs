@@ -7,7 +7,7 @@
 use chrono::{DateTime, Utc};
 
 use crate::domain::errors::StoreError;
-use crate::domain::request::{FinalState, RequestStatus, Transition};
+use crate::domain::request::{FinalState, Transition};
 use crate::domain::request_id::RequestId;
 use crate::ports::{MoveRequest, ReadRequest};
 
@@ -28,12 +28,7 @@ pub async fn fail_request(
 ) -> Result<Transition, StoreError> {
     tracing::error!(request_id = %id, stage = "fail_request", reason = why);
     let Some(request) = ports.requests.get(id).await? else { return Ok(Transition::AlreadyDone) };
-    let ending = FinalState {
-        status: RequestStatus::Failed,
-        output_csv_key: None,
-        failure_reason: Some(why.to_string()),
-        webhook_due_at: request.webhook_url.is_some().then_some(now),
-    };
+    let ending = FinalState::failed(why, request.webhook_url.is_some().then_some(now));
     ports.lifecycle.finish(id, &ending, now).await
 }
 
@@ -42,7 +37,7 @@ mod tests {
     use super::*;
     use crate::adapters::memory::MemoryTable;
     use crate::domain::http_url::HttpUrl;
-    use crate::domain::request::RequestRecord;
+    use crate::domain::request::{RequestRecord, RequestStatus};
     use crate::ports::{CreateRequest, ReadRequest};
 
     #[tokio::test]

@@ -81,6 +81,26 @@ impl DynamoTable {
         Ok(item)
     }
 
+    /// The request item as `create` writes it.
+    fn request_item(&self, request: &RequestRecord) -> Result<Item, StoreError> {
+        let mut item = self.item(request, pk(request.request_id), s(REQUEST_SK))?;
+        item.insert("open_shard".into(), s(OPEN_SHARD));
+        item.insert("created_at".into(), s(timestamp(request.created_at)));
+        item.insert("updated_at".into(), s(timestamp(request.updated_at)));
+        Ok(item)
+    }
+
+    /// An image's item as `record` writes it, with its result.
+    fn result_item(&self, job: &ImageJob, outcome: &ImageOutcome, now: DateTime<Utc>) -> Result<Item, StoreError> {
+        let id = job.request_id;
+        let mut item = self.item(&ImageRecord::with_outcome(job, outcome), pk(id), image_sk(job.image_index))?;
+        item.insert("updated_at".into(), s(timestamp(now)));
+        if outcome.state() == ImageState::Failed {
+            item.insert("failed_pk".into(), pk(id));
+        }
+        Ok(item)
+    }
+
     fn request_key(id: RequestId) -> Item {
         HashMap::from([("pk".into(), pk(id)), ("sk".into(), s(REQUEST_SK))])
     }
@@ -149,10 +169,7 @@ impl DynamoTable {
 #[async_trait]
 impl CreateRequest for DynamoTable {
     async fn create(&self, request: &RequestRecord) -> Result<(), StoreError> {
-        let mut item = self.item(request, pk(request.request_id), s(REQUEST_SK))?;
-        item.insert("open_shard".into(), s(OPEN_SHARD));
-        item.insert("created_at".into(), s(timestamp(request.created_at)));
-        item.insert("updated_at".into(), s(timestamp(request.updated_at)));
+        let item = self.request_item(request)?;
         self.client
             .put_item()
             .table_name(&self.table)
@@ -381,11 +398,7 @@ impl RecordResult for DynamoTable {
         progress: Progress,
     ) -> Result<Transition, StoreError> {
         let id = job.request_id;
-        let mut item = self.item(&ImageRecord::with_outcome(job, outcome), pk(id), image_sk(job.image_index))?;
-        item.insert("updated_at".into(), s(timestamp(now)));
-        if outcome.state() == ImageState::Failed {
-            item.insert("failed_pk".into(), pk(id));
-        }
+        let item = self.result_item(job, outcome, now)?;
         // The item exists only once the image has its result: its absence is PENDING.
         let image = Put::builder()
             .table_name(&self.table)
@@ -480,6 +493,9 @@ fn conflict_backoff(attempt: u32) -> Duration {
     let jitter = getrandom::u32().unwrap_or(0) % 1000;
     Duration::from_micros(u64::from(attempt) * (10_000 + u64::from(jitter) * 30))
 }
+
+#[cfg(test)]
+mod item_size;
 
 #[cfg(test)]
 mod tests {

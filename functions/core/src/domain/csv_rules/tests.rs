@@ -519,3 +519,95 @@ fn a_url_with_a_password_is_quoted_without_it() {
     );
     assert!(problems[0].message.contains("***@img.example"), "{}", problems[0].message);
 }
+
+/// An absolute URL of exactly `length` characters.
+fn url_of_length(length: usize) -> String {
+    let base = "https://img.example.com/";
+    format!("{base}{}", "a".repeat(length - base.len()))
+}
+
+#[test]
+fn a_url_at_the_length_limit_is_accepted_and_one_over_it_refused() {
+    let at_limit = url_of_length(2048);
+    let text = format!("S. No.,Product Name,Input Image Urls\n1,SKU1,{at_limit}\n");
+    let csv = parse(&text).expect("a URL of 2048 characters is accepted");
+    assert_eq!(url_strings(&csv.rows()[0]), [at_limit.as_str()]);
+
+    let over = url_of_length(2049);
+    let text = format!(
+        "S. No.,Product Name,Input Image Urls\n1,SKU1,\"https://img.example.com/a.jpg, {over}\"\n2,SKU2,{at_limit}\n"
+    );
+    assert_eq!(
+        only_problem(parse(&text)),
+        problem(
+            Some(2),
+            Some(3),
+            &format!(
+                "URL 2 of 2 (\"{}…\"): the URL is 2049 characters long, more than the limit of 2048",
+                &over[..100]
+            )
+        )
+    );
+}
+
+#[test]
+fn the_url_length_is_counted_as_the_url_is_stored() {
+    // Non-ASCII is percent-encoded: "é" is stored as "%C3%A9", six characters.
+    let base = "https://img.example.com/";
+    let written = format!("{base}{}", "é".repeat((2048 - base.len()) / 6 + 1));
+    assert!(written.chars().count() < 2048);
+    let text = format!("S. No.,Product Name,Input Image Urls\n1,SKU1,{written}\n");
+    let message = only_problem(parse(&text)).message;
+    assert!(message.ends_with("more than the limit of 2048"), "{message}");
+}
+
+#[test]
+fn urls_separated_by_semicolons_spaces_or_line_breaks_are_refused() {
+    let cases = [
+        ("https://img.example.com/a.jpg;https://img.example.com/b.jpg", "semicolons"),
+        ("https://img.example.com/a.jpg; https://img.example.com/b.jpg", "semicolons"),
+        ("https://img.example.com/a.jpg https://img.example.com/b.jpg", "spaces"),
+        ("https://img.example.com/a.jpg\thttps://img.example.com/b.jpg", "spaces"),
+        ("https://img.example.com/a.jpg\nhttps://img.example.com/b.jpg", "line breaks"),
+        ("https://img.example.com/a.jpg\r\nhttps://img.example.com/b.jpg", "line breaks"),
+    ];
+    for (cell, separator) in cases {
+        let text = format!("S. No.,Product Name,Input Image Urls\n1,SKU1,\"{cell}\"\n");
+        assert_eq!(
+            only_problem(parse(&text)),
+            problem(
+                Some(2),
+                Some(3),
+                &format!(
+                    "URL 1 of 1 (\"{cell}\"): this holds 2 URLs separated by {separator}; separate URLs with \
+                     commas, and put the cell in double quotes"
+                )
+            ),
+            "{cell:?}"
+        );
+    }
+    // Counted per comma-separated piece: the second piece is the one at fault.
+    let text = "S. No.,Product Name,Input Image Urls\n\
+        1,SKU1,\"https://img.example.com/a.jpg, http://img.example.com/b.jpg http://img.example.com/c.jpg;HTTPS://img.example.com/d.jpg\"\n";
+    let message = only_problem(parse(text)).message;
+    assert!(message.starts_with("URL 2 of 2 (\"http://img.example.com/b.jpg "), "{message}");
+    assert!(message.contains("this holds 3 URLs separated by semicolons and spaces;"), "{message}");
+}
+
+#[test]
+fn semicolons_and_spaces_inside_one_url_are_kept() {
+    for url in [
+        "https://img.example.com/a.jpg;jsessionid=0A1B2C",
+        "https://img.example.com/a;v=2/b.jpg?w=200;h=100",
+        "https://img.example.com/proxy?a=1;u=https://cdn.example.com/b.jpg",
+        "https://img.example.com/redirect?to=https://cdn.example.com/b.jpg",
+    ] {
+        let text = format!("S. No.,Product Name,Input Image Urls\n1,SKU1,\"{url}\"\n");
+        let csv = parse(&text).unwrap_or_else(|error| panic!("{url}: {error:?}"));
+        assert_eq!(url_strings(&csv.rows()[0]), [url]);
+    }
+    // A space inside one URL, not between two: kept as one URL, percent-encoded.
+    let text = "S. No.,Product Name,Input Image Urls\n1,SKU1,https://img.example.com/my photo.jpg\n";
+    let csv = parse(text).expect("one URL with a space");
+    assert_eq!(url_strings(&csv.rows()[0]), ["https://img.example.com/my%20photo.jpg"]);
+}
