@@ -4,6 +4,7 @@
 
 mod adapters;
 mod api;
+mod endings;
 mod faults;
 mod hostile;
 mod limits;

@@ -109,12 +109,15 @@ pub struct Delivery {
 type WebhookLog = Arc<Mutex<Vec<(String, Delivery)>>>;
 
 /// Records every POST to `/hook/<token>` and answers 204; while `set_down(true)`, answers 503
-/// and records nothing (it only counts the refused POSTs).
+/// and records nothing (it only counts the refused POSTs); while `set_stalled(true)`, keeps the
+/// POST waiting for an answer that never comes, and records it apart (`stalled`).
 pub struct WebhookReceiver {
     pub address: SocketAddr,
     received: WebhookLog,
     down: Arc<AtomicBool>,
     refused: Arc<AtomicUsize>,
+    stalls: Arc<AtomicBool>,
+    stalled: WebhookLog,
 }
 
 #[derive(Clone)]
@@ -122,11 +125,19 @@ struct ReceiverState {
     log: WebhookLog,
     down: Arc<AtomicBool>,
     refused: Arc<AtomicUsize>,
+    stalls: Arc<AtomicBool>,
+    stalled: WebhookLog,
 }
 
 impl WebhookReceiver {
     pub async fn start() -> Self {
-        let state = ReceiverState { log: Arc::default(), down: Arc::default(), refused: Arc::default() };
+        let state = ReceiverState {
+            log: Arc::default(),
+            down: Arc::default(),
+            refused: Arc::default(),
+            stalls: Arc::default(),
+            stalled: Arc::default(),
+        };
         let app =
             Router::new()
                 .route(
@@ -140,6 +151,10 @@ impl WebhookReceiver {
                                 state.refused.fetch_add(1, Ordering::SeqCst);
                                 return StatusCode::SERVICE_UNAVAILABLE;
                             }
+                            if state.stalls.load(Ordering::SeqCst) {
+                                state.stalled.lock().unwrap().push((token, Delivery { headers, body }));
+                                return std::future::pending().await;
+                            }
                             state.log.lock().unwrap().push((token, Delivery { headers, body }));
                             StatusCode::NO_CONTENT
                         },
@@ -147,7 +162,18 @@ impl WebhookReceiver {
                 )
                 .with_state(state.clone());
         let address = serve(LocalStack::shared().allowed_listener(), app).await;
-        Self { address, received: state.log, down: state.down, refused: state.refused }
+        let ReceiverState { log, down, refused, stalls, stalled } = state;
+        Self { address, received: log, down, refused, stalls, stalled }
+    }
+
+    pub fn set_stalled(&self, stalls: bool) {
+        self.stalls.store(stalls, Ordering::SeqCst);
+    }
+
+    /// The POSTs to `/hook/<token>` held unanswered while stalled.
+    pub fn stalled(&self, token: &str) -> Vec<Delivery> {
+        let log = self.stalled.lock().unwrap();
+        log.iter().filter(|(t, _)| t == token).map(|(_, delivery)| delivery.clone()).collect()
     }
 
     pub fn set_down(&self, down: bool) {

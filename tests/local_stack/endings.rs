@@ -1,0 +1,123 @@
+//! Requests that end without their images, and webhooks whose sender died: each one still
+//! ends and is announced once, through the real functions.
+
+use std::time::{Duration, Instant};
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use chrono::Utc;
+use imgpipe_core::adapters::aws::{DynamoTable, S3Blobs};
+use imgpipe_core::domain::http_url::HttpUrl;
+use imgpipe_core::domain::request::RequestRecord;
+use imgpipe_core::domain::request_id::RequestId;
+use imgpipe_core::domain::webhook_signature::WebhookSecret;
+use imgpipe_core::ports::{BlobStore, CreateRequest};
+use imgpipe_tests::api_client::ApiClient;
+use imgpipe_tests::fixtures::photo_jpeg;
+use imgpipe_tests::servers::{ImageServer, WebhookReceiver};
+use imgpipe_tests::stack::LocalStack;
+use serde_json::{Value, json};
+
+use crate::STACK_USE;
+
+/// Polls `ready` every 100 ms until it holds, for at most `timeout`.
+async fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !ready() {
+        assert!(started.elapsed() < timeout, "still waiting after {timeout:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Makes an owed webhook due now, as if the time its sender could still be sending had passed.
+async fn backdate_owed_webhook(stack: &LocalStack, id: &str) {
+    let dynamo = aws_sdk_dynamodb::Client::new(&stack.sdk_config().await);
+    dynamo
+        .update_item()
+        .table_name(&stack.table_name)
+        .key("pk", AttributeValue::S(format!("REQ#{id}")))
+        .key("sk", AttributeValue::S("REQUEST".into()))
+        .update_expression("SET webhook_next_at = :past")
+        .condition_expression("attribute_exists(webhook_next_at)")
+        .expression_attribute_values(":past", AttributeValue::S("2000-01-01T00:00:00.000000Z".into()))
+        .send()
+        .await
+        .expect("the webhook is owed");
+}
+
+async fn sweep(stack: &LocalStack) -> Value {
+    stack.invoke(&stack.notifier_function_name, &json!({"sweep": {"idle_seconds": 900}})).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notifier_killed_between_the_final_write_and_the_post_still_delivers_the_webhook_once() {
+    let stack = LocalStack::shared();
+    let api = ApiClient::new(stack);
+    // Kills the notifier's processes: no other test may be finishing a request meanwhile.
+    let _alone = STACK_USE.write().await;
+    let server =
+        ImageServer::start([("a.jpg".into(), (photo_jpeg(320, 240, 1), "image/jpeg"))].into(), Duration::ZERO).await;
+    let hooks = WebhookReceiver::start().await;
+    hooks.set_stalled(true);
+    let csv = format!("S. No.,Product Name,Input Image Urls\n1,Shirt,{}\n", server.url("img/a.jpg"));
+    let answer = api.upload(csv.as_bytes(), Some(&hooks.url("killed"))).await;
+    assert_eq!(answer.status, 202, "{}", answer.body);
+    let id = answer.body["request_id"].as_str().unwrap().to_string();
+
+    // The request is final and the notifier is inside its POST: kill it there.
+    wait_until("the notifier's POST", Duration::from_secs(60), || !hooks.stalled("killed").is_empty()).await;
+    assert!(stack.kill_function_processes(&stack.notifier_function_name) > 0, "a notifier process was running");
+    hooks.set_stalled(false);
+    assert_eq!(api.status(&id).await.body["status"], "completed");
+    assert!(hooks.received("killed").is_empty(), "nothing answered yet");
+
+    // Once it can no longer be in flight, the sweeper makes the delivery.
+    backdate_owed_webhook(stack, &id).await;
+    assert_eq!(sweep(stack).await["webhooks_tried"], 1);
+    assert_eq!(sweep(stack).await["webhooks_tried"], 0, "delivered: nothing owed");
+    let delivered = hooks.deliveries("killed");
+    assert_eq!(delivered.len(), 1, "exactly one delivery answered");
+    let first_try = &hooks.stalled("killed")[0];
+    assert_eq!(delivered[0].headers["webhook-id"], first_try.headers["webhook-id"], "the same webhook-id");
+    assert_eq!(delivered[0].headers["webhook-id"].to_str().unwrap(), format!("msg_{id}"));
+    let body: Value = serde_json::from_slice(&delivered[0].body).unwrap();
+    assert_eq!((body["status"].as_str(), body["succeeded"].as_u64()), (Some("completed"), Some(1)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fan_out_in_the_dead_letter_queue_fails_its_request_and_announces_it_once() {
+    let stack = LocalStack::shared();
+    let api = ApiClient::new(stack);
+    let _in_flight = STACK_USE.read().await;
+    let hooks = WebhookReceiver::start().await;
+    // A request accepted as the API accepts one, whose fan-out then failed on every delivery.
+    let sdk = stack.sdk_config().await;
+    let table = DynamoTable::new(&sdk, &stack.table_name, Duration::from_secs(3600));
+    let blobs = S3Blobs::new(&sdk, &stack.bucket_name);
+    let id = RequestId::new_random();
+    let hook = HttpUrl::parse(&hooks.url("dead-fan-out")).unwrap();
+    let mut request = RequestRecord::new(id, 1, Some(hook), Utc::now());
+    let secret = WebhookSecret::generate().unwrap();
+    request.webhook_secret = Some(secret.clone());
+    let csv = "S. No.,Product Name,Input Image Urls\n1,Shirt,https://img.example/a.jpg\n";
+    blobs.put(&request.input_csv_key, csv.into(), "text/csv").await.unwrap();
+    table.create(&request).await.unwrap();
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let fan_out = json!({"fan_out": id}).to_string();
+    sqs.send_message().queue_url(&stack.jobs_dead_letters_url).message_body(fan_out).send().await.unwrap();
+
+    let (status, _) = api.wait_until_final(&id.to_string(), Duration::from_secs(60)).await;
+    assert_eq!(status["status"], "failed");
+    assert_eq!(status["failure_reason"], "its image jobs could not be queued in any attempt");
+    assert_eq!(status["output_csv_url"], Value::Null);
+
+    // Owed at once, delivered by the sweeper (or the emulator's own schedule: once either way).
+    sweep(stack).await;
+    wait_until("the failed request's webhook", Duration::from_secs(30), || !hooks.received("dead-fan-out").is_empty())
+        .await;
+    sweep(stack).await;
+    let received = hooks.received("dead-fan-out");
+    assert_eq!(received.len(), 1, "announced once");
+    let body: Value = serde_json::from_slice(&received[0]).unwrap();
+    assert_eq!((body["status"].as_str(), &body["output_csv_url"]), (Some("failed"), &Value::Null));
+    assert!(body["failure_reason"].as_str().unwrap().contains("could not be queued"), "{body}");
+}
