@@ -30,13 +30,7 @@ pub async fn upload(
         Ok(form) => form,
         Err(rejection) => return error(rejection.status, rejection.code, rejection.message),
     };
-    let ports = AcceptPorts {
-        blobs: &state.blobs,
-        new_requests: &state.table,
-        requests: &state.table,
-        lifecycle: &state.table,
-        queue: &state.queue,
-    };
+    let ports = AcceptPorts::with_table(&state.blobs, &state.queue, &state.table);
     match accept_csv(ports, &form.csv, form.webhook_url.as_deref(), &state.config.csv_limits).await {
         Ok(accepted) => {
             let id = accepted.request_id;

@@ -53,14 +53,7 @@ fn finished_request(record: &EventRecord) -> Option<RequestId> {
 
 impl Notifier {
     fn finish_ports(&self) -> FinishPorts<'_> {
-        FinishPorts {
-            requests: &self.table,
-            results: &self.table,
-            lifecycle: &self.table,
-            outbox: &self.table,
-            blobs: &self.blobs,
-            webhooks: &self.webhooks,
-        }
+        FinishPorts::with_table(&self.table, &self.blobs, &self.webhooks)
     }
 
     /// Two event sources: the table's stream, and the schedule that runs the sweeper.

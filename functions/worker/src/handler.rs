@@ -47,16 +47,7 @@ impl Worker {
 
     /// The message id when the message goes back to the queue.
     async fn handle_message(&self, message: SqsMessage, deadline: SystemTime) -> Option<String> {
-        let ports = WorkerPorts {
-            fetcher: &self.fetcher,
-            blobs: &self.blobs,
-            queue: &self.queue,
-            new_requests: &self.table,
-            requests: &self.table,
-            recorder: &self.table,
-            results: &self.table,
-            lifecycle: &self.table,
-        };
+        let ports = WorkerPorts::with_table(&self.fetcher, &self.blobs, &self.queue, &self.table);
         let rules = WorkerRules {
             retry: &self.config.retry,
             reserves: self.config.time_reserves,

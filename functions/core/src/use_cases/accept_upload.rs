@@ -47,6 +47,16 @@ pub struct AcceptPorts<'a> {
     pub queue: &'a dyn JobQueue,
 }
 
+impl<'a> AcceptPorts<'a> {
+    /// Every table capability from one table (the DynamoDB adapter, or the fake).
+    pub fn with_table<T>(blobs: &'a dyn BlobStore, queue: &'a dyn JobQueue, table: &'a T) -> Self
+    where
+        T: CreateRequest + ReadRequest + MoveRequest,
+    {
+        Self { blobs, new_requests: table, requests: table, lifecycle: table, queue }
+    }
+}
+
 pub async fn accept_csv(
     ports: AcceptPorts<'_>,
     csv_bytes: &[u8],
@@ -117,13 +127,7 @@ pub(crate) mod tests {
 
     impl Fakes {
         pub fn ports(&self) -> AcceptPorts<'_> {
-            AcceptPorts {
-                blobs: &self.blobs,
-                new_requests: &self.table,
-                requests: &self.table,
-                lifecycle: &self.table,
-                queue: &self.queue,
-            }
+            AcceptPorts::with_table(&self.blobs, &self.queue, &self.table)
         }
     }
 

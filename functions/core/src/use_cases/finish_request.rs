@@ -25,6 +25,14 @@ pub struct FinishPorts<'a> {
 }
 
 impl<'a> FinishPorts<'a> {
+    /// Every table capability from one table (the DynamoDB adapter, or the fake).
+    pub fn with_table<T>(table: &'a T, blobs: &'a dyn BlobStore, webhooks: &'a dyn WebhookSender) -> Self
+    where
+        T: ReadRequest + ReadResults + MoveRequest + WebhookOutbox,
+    {
+        Self { requests: table, results: table, lifecycle: table, outbox: table, blobs, webhooks }
+    }
+
     pub fn delivery(&self) -> DeliveryPorts<'a> {
         DeliveryPorts { requests: self.requests, outbox: self.outbox, blobs: self.blobs, webhooks: self.webhooks }
     }
@@ -178,14 +186,7 @@ mod tests {
         }
 
         fn ports(&self) -> FinishPorts<'_> {
-            FinishPorts {
-                requests: &self.table,
-                results: &self.table,
-                lifecycle: &self.table,
-                outbox: &self.table,
-                blobs: &self.blobs,
-                webhooks: &self.webhooks,
-            }
+            FinishPorts::with_table(&self.table, &self.blobs, &self.webhooks)
         }
 
         async fn finish(&self) -> Finished {

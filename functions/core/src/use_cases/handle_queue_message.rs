@@ -34,6 +34,40 @@ pub struct WorkerPorts<'a> {
     pub lifecycle: &'a dyn MoveRequest,
 }
 
+impl<'a> WorkerPorts<'a> {
+    /// Every table capability from one table (the DynamoDB adapter, or the fake).
+    pub fn with_table<T>(
+        fetcher: &'a dyn Fetcher,
+        blobs: &'a dyn BlobStore,
+        queue: &'a dyn JobQueue,
+        table: &'a T,
+    ) -> Self
+    where
+        T: CreateRequest + ReadRequest + RecordResult + ReadResults + MoveRequest,
+    {
+        Self {
+            fetcher,
+            blobs,
+            queue,
+            new_requests: table,
+            requests: table,
+            recorder: table,
+            results: table,
+            lifecycle: table,
+        }
+    }
+
+    fn accept(&self) -> AcceptPorts<'a> {
+        AcceptPorts {
+            blobs: self.blobs,
+            new_requests: self.new_requests,
+            requests: self.requests,
+            lifecycle: self.lifecycle,
+            queue: self.queue,
+        }
+    }
+}
+
 /// The worker's settings that decide what happens to a message.
 pub struct WorkerRules<'a> {
     pub retry: &'a RetryPolicy,
@@ -156,13 +190,7 @@ async fn run_fan_out(ports: WorkerPorts<'_>, request_id: RequestId) -> Verdict {
 /// CSVs dropped into the bucket under `incoming/`. Handed back on an outage; the receipt says
 /// the rest.
 async fn accept_dropped(ports: WorkerPorts<'_>, rules: &WorkerRules<'_>, dropped: &[DroppedCsv]) -> Verdict {
-    let accept = AcceptPorts {
-        blobs: ports.blobs,
-        new_requests: ports.new_requests,
-        requests: ports.requests,
-        lifecycle: ports.lifecycle,
-        queue: ports.queue,
-    };
+    let accept = ports.accept();
     let mut verdict = Verdict::Acknowledge;
     for csv in dropped {
         match accept_dropped_csv(accept, csv, rules.csv_limits).await {

@@ -16,16 +16,7 @@ struct Fakes {
 
 impl Fakes {
     fn ports(&self) -> WorkerPorts<'_> {
-        WorkerPorts {
-            fetcher: &self.fetcher,
-            blobs: &self.blobs,
-            queue: &self.queue,
-            new_requests: &self.table,
-            requests: &self.table,
-            recorder: &self.table,
-            results: &self.table,
-            lifecycle: &self.table,
-        }
+        WorkerPorts::with_table(&self.fetcher, &self.blobs, &self.queue, &self.table)
     }
 
     /// A request of one image, whose CSV is stored.

@@ -40,14 +40,7 @@ impl Fakes {
 
     async fn sweep_within(&self, budget: Duration) -> SweepReport {
         let table = &self.table;
-        let finish = FinishPorts {
-            requests: table,
-            results: table,
-            lifecycle: table,
-            outbox: table,
-            blobs: &self.blobs,
-            webhooks: &self.webhooks,
-        };
+        let finish = FinishPorts::with_table(table, &self.blobs, &self.webhooks);
         let ports = SweepPorts { idle: table, recorder: table, backlog: &self.queue, finish };
         let links = Links::Presigned { lifetime: Duration::from_secs(60) };
         run_sweep(ports, Duration::from_secs(900), &links, Utc::now(), Instant::now() + budget).await
