@@ -7,10 +7,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use crate::domain::api_key::KeyRecord;
 use crate::domain::errors::{FetchError, StoreError};
 use crate::domain::http_url::HttpUrl;
 use crate::domain::request::{FinalState, ImageJob, ImageOutcome, ImageRecord, Progress, RequestRecord, Transition};
 use crate::domain::request_id::RequestId;
+use crate::domain::tenant::TenantId;
 use crate::domain::webhook::WebhookPayload;
 use crate::domain::webhook_signature::WebhookSecret;
 
@@ -129,6 +131,32 @@ pub trait WebhookOutbox: Send + Sync {
     ) -> Result<(), StoreError>;
     /// The webhook was delivered, or given up on: nothing more is owed.
     async fn end_webhook(&self, id: RequestId) -> Result<(), StoreError>;
+}
+
+// API keys and tenants (`domain::api_key`, `domain::tenant`), kept in the same table.
+
+#[async_trait]
+pub trait AuthenticateKeys: Send + Sync {
+    /// The key's record, whatever its status.
+    async fn key(&self, key_id: &str) -> Result<Option<KeyRecord>, StoreError>;
+    /// Writes down that the key was used at `now` (`KeyRecord::use_worth_recording` decides when).
+    async fn record_key_use(&self, key_id: &str, now: DateTime<Utc>) -> Result<(), StoreError>;
+}
+
+#[async_trait]
+pub trait ManageKeys: Send + Sync {
+    /// Writes a new key, refused if its id exists, and makes its tenant known.
+    async fn add_key(&self, record: &KeyRecord) -> Result<(), StoreError>;
+    /// `AlreadyDone` when the key was revoked already; an error when there is no such key.
+    async fn revoke_key(&self, key_id: &str) -> Result<Transition, StoreError>;
+    /// Every key, of every tenant (an operator's listing: a scan).
+    async fn keys(&self) -> Result<Vec<KeyRecord>, StoreError>;
+}
+
+#[async_trait]
+pub trait KnownTenants: Send + Sync {
+    /// Whether the tenant was ever given a key.
+    async fn is_known(&self, tenant: &TenantId) -> Result<bool, StoreError>;
 }
 
 #[async_trait]

@@ -9,17 +9,19 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use crate::domain::api_key::{KeyRecord, KeyStatus};
 use crate::domain::errors::{FetchError, StoreError};
 use crate::domain::http_url::HttpUrl;
 use crate::domain::request::{
     FinalState, ImageJob, ImageOutcome, ImageRecord, ImageState, Progress, RequestRecord, RequestStatus, Transition,
 };
 use crate::domain::request_id::RequestId;
+use crate::domain::tenant::TenantId;
 use crate::domain::webhook::WebhookPayload;
 use crate::domain::webhook_signature::WebhookSecret;
 use crate::ports::{
-    BlobStore, CreateRequest, Fetcher, FindIdleRequests, JobQueue, MoveRequest, QueueBacklog, ReadRequest, ReadResults,
-    RecordResult, WebhookError, WebhookOutbox, WebhookSender,
+    AuthenticateKeys, BlobStore, CreateRequest, Fetcher, FindIdleRequests, JobQueue, KnownTenants, ManageKeys,
+    MoveRequest, QueueBacklog, ReadRequest, ReadResults, RecordResult, WebhookError, WebhookOutbox, WebhookSender,
 };
 
 /// A switch that makes a fake fail as its service would during an outage.
@@ -109,6 +111,8 @@ pub struct MemoryTable {
 
 #[derive(Default)]
 struct TableState {
+    keys: HashMap<String, KeyRecord>,
+    tenants: HashSet<TenantId>,
     requests: HashMap<RequestId, RequestRecord>,
     /// Result items, by request and image index.
     images: HashMap<RequestId, BTreeMap<u32, ImageRecord>>,
@@ -308,7 +312,7 @@ impl RecordResult for MemoryTable {
             return Err(StoreError::Refused { service: "DynamoDB", detail: "simulated refusal of the item".into() });
         }
         let mut state = self.state.lock().unwrap();
-        let TableState { requests, images } = &mut *state;
+        let TableState { requests, images, .. } = &mut *state;
         let request = requests.get_mut(&job.request_id).ok_or_else(Self::no_such_request)?;
         let images = images.entry(job.request_id).or_default();
         if images.contains_key(&job.image_index) {
@@ -324,6 +328,60 @@ impl RecordResult for MemoryTable {
             request.updated_at = now;
         }
         Ok(Transition::Applied)
+    }
+}
+
+#[async_trait]
+impl AuthenticateKeys for MemoryTable {
+    async fn key(&self, key_id: &str) -> Result<Option<KeyRecord>, StoreError> {
+        self.outage.check("DynamoDB")?;
+        Ok(self.state.lock().unwrap().keys.get(key_id).cloned())
+    }
+
+    async fn record_key_use(&self, key_id: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+        self.outage.check("DynamoDB")?;
+        let mut state = self.state.lock().unwrap();
+        let key = state.keys.get_mut(key_id).ok_or_else(Self::no_such_request)?;
+        key.last_used_at = Some(now);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ManageKeys for MemoryTable {
+    async fn add_key(&self, record: &KeyRecord) -> Result<(), StoreError> {
+        self.outage.check("DynamoDB")?;
+        let mut state = self.state.lock().unwrap();
+        if state.keys.contains_key(&record.key_id) {
+            return Err(StoreError::Refused { service: "DynamoDB", detail: "key exists".into() });
+        }
+        state.keys.insert(record.key_id.clone(), record.clone());
+        state.tenants.insert(record.tenant_id.clone());
+        Ok(())
+    }
+
+    async fn revoke_key(&self, key_id: &str) -> Result<Transition, StoreError> {
+        self.outage.check("DynamoDB")?;
+        let mut state = self.state.lock().unwrap();
+        let key = state.keys.get_mut(key_id).ok_or_else(Self::no_such_request)?;
+        if key.status == KeyStatus::Revoked {
+            return Ok(Transition::AlreadyDone);
+        }
+        key.status = KeyStatus::Revoked;
+        Ok(Transition::Applied)
+    }
+
+    async fn keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
+        self.outage.check("DynamoDB")?;
+        Ok(self.state.lock().unwrap().keys.values().cloned().collect())
+    }
+}
+
+#[async_trait]
+impl KnownTenants for MemoryTable {
+    async fn is_known(&self, tenant: &TenantId) -> Result<bool, StoreError> {
+        self.outage.check("DynamoDB")?;
+        Ok(self.state.lock().unwrap().tenants.contains(tenant))
     }
 }
 

@@ -3,14 +3,18 @@
 //! each means, webhook signatures, and the codec. Pure: nothing here does I/O or awaits.
 
 pub mod address_policy;
+pub mod api_key;
 pub mod codec;
 pub mod csv_rules;
 pub mod delivery;
 pub mod dropped_csv;
 pub mod errors;
 pub mod http_url;
+pub mod idempotency;
 pub mod locations;
+pub mod quota;
 pub mod request;
 pub mod request_id;
+pub mod tenant;
 pub mod webhook;
 pub mod webhook_signature;

@@ -4,6 +4,7 @@
 
 pub mod accept_dropped_csv;
 pub mod accept_upload;
+pub mod authorize;
 pub mod deliver_webhook;
 pub mod fail_request;
 pub mod fan_out;
@@ -11,6 +12,7 @@ pub mod finish_request;
 pub mod handle_queue_message;
 pub mod links;
 pub mod list_images;
+pub mod manage_keys;
 pub mod process_image;
 pub mod stored_csv;
 pub mod sweep;

@@ -494,6 +494,8 @@ fn conflict_backoff(attempt: u32) -> Duration {
     Duration::from_micros(u64::from(attempt) * (10_000 + u64::from(jitter) * 30))
 }
 
+mod keys;
+
 #[cfg(test)]
 mod item_size;
 
