@@ -7,10 +7,12 @@ use chrono::Utc;
 use futures::future::join_all;
 use imgpipe_core::adapters::aws::{DynamoTable, S3Blobs, SqsQueue};
 use imgpipe_core::domain::http_url::HttpUrl;
+use imgpipe_core::domain::quota::TenantQuota;
 use imgpipe_core::domain::request::{
     FinalState, ImageJob, ImageOutcome, ImageState, Progress, RequestRecord, RequestStatus, Transition,
 };
 use imgpipe_core::domain::request_id::RequestId;
+use imgpipe_core::domain::tenant::TenantId;
 use imgpipe_core::ports::{
     BlobStore, CreateRequest, FindIdleRequests, JobQueue, MoveRequest, QueueBacklog, ReadRequest, ReadResults,
     RecordResult, WebhookOutbox,
@@ -18,13 +20,20 @@ use imgpipe_core::ports::{
 use imgpipe_tests::stack::LocalStack;
 use imgpipe_tests::tables::fresh_table;
 
+/// A tenant of these tests' own tables, with no quota in the way.
+fn tenant() -> TenantId {
+    "adapters".parse().unwrap()
+}
+
+const NO_QUOTA: TenantQuota = TenantQuota { max_open_images: u64::MAX };
+
 fn url(i: u32) -> HttpUrl {
     HttpUrl::parse(&format!("https://img.example/{i}.jpg")).unwrap()
 }
 
 async fn request_with_images(table: &DynamoTable, count: u32) -> RequestId {
     let id = RequestId::new_random();
-    table.create(&RequestRecord::new(id, count as u64, None, Utc::now())).await.unwrap();
+    table.create(&RequestRecord::new(id, tenant(), count as u64, None, Utc::now()), &NO_QUOTA).await.unwrap();
     id
 }
 
@@ -37,11 +46,18 @@ async fn completed_request(table: &DynamoTable, webhook_due_at: Option<chrono::D
 }
 
 fn ending(status: RequestStatus, webhook_due_at: Option<chrono::DateTime<Utc>>) -> FinalState {
-    FinalState { status, output_csv_key: Some("requests/x/output.csv".into()), failure_reason: None, webhook_due_at }
+    FinalState {
+        status,
+        output_csv_key: Some("requests/x/output.csv".into()),
+        failure_reason: None,
+        webhook_due_at,
+        tenant_id: tenant(),
+        open_images: 1,
+    }
 }
 
 fn job(id: RequestId, i: u32) -> ImageJob {
-    ImageJob { request_id: id, image_index: i, row: i / 3, url: url(i) }
+    ImageJob { request_id: id, tenant_id: tenant(), image_index: i, row: i / 3, url: url(i) }
 }
 
 fn done(i: u32) -> ImageOutcome {
@@ -263,12 +279,8 @@ async fn a_failed_request_keeps_its_reason_and_failed_sweeps_are_counted_while_o
     table.clear_sweep_failures(id).await.unwrap();
     assert_eq!(table.note_sweep_failure(id).await.unwrap(), 1);
 
-    let failed = FinalState {
-        status: RequestStatus::Failed,
-        output_csv_key: None,
-        failure_reason: Some("the input CSV is missing".into()),
-        webhook_due_at: None,
-    };
+    let request = table.get(id).await.unwrap().unwrap();
+    let failed = FinalState::failed(&request, "the input CSV is missing", Utc::now());
     assert_eq!(table.finish(id, &failed, Utc::now()).await.unwrap(), Transition::Applied);
     let request = table.get(id).await.unwrap().unwrap();
     assert_eq!(request.failure_reason.as_deref(), Some("the input CSV is missing"));

@@ -4,15 +4,9 @@
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use chrono::Utc;
-use imgpipe_core::adapters::aws::{DynamoTable, S3Blobs};
-use imgpipe_core::domain::http_url::HttpUrl;
-use imgpipe_core::domain::request::RequestRecord;
-use imgpipe_core::domain::request_id::RequestId;
-use imgpipe_core::domain::webhook_signature::WebhookSecret;
-use imgpipe_core::ports::{BlobStore, CreateRequest};
 use imgpipe_tests::api_client::ApiClient;
 use imgpipe_tests::fixtures::photo_jpeg;
+use imgpipe_tests::requests::record_accepted_request;
 use imgpipe_tests::servers::{ImageServer, WebhookReceiver};
 use imgpipe_tests::stack::LocalStack;
 use serde_json::{Value, json};
@@ -90,18 +84,9 @@ async fn a_fan_out_in_the_dead_letter_queue_fails_its_request_and_announces_it_o
     let _in_flight = STACK_USE.read().await;
     let hooks = WebhookReceiver::start().await;
     // A request accepted as the API accepts one, whose fan-out then failed on every delivery.
-    let sdk = stack.sdk_config().await;
-    let table = DynamoTable::new(&sdk, &stack.table_name, Duration::from_secs(3600));
-    let blobs = S3Blobs::new(&sdk, &stack.bucket_name);
-    let id = RequestId::new_random();
-    let hook = HttpUrl::parse(&hooks.url("dead-fan-out")).unwrap();
-    let mut request = RequestRecord::new(id, 1, Some(hook), Utc::now());
-    let secret = WebhookSecret::generate().unwrap();
-    request.webhook_secret = Some(secret.clone());
     let csv = "S. No.,Product Name,Input Image Urls\n1,Shirt,https://img.example/a.jpg\n";
-    blobs.put(&request.input_csv_key, csv.into(), "text/csv").await.unwrap();
-    table.create(&request).await.unwrap();
-    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let id = record_accepted_request(stack, csv, 1, Some(&hooks.url("dead-fan-out"))).await;
+    let sqs = aws_sdk_sqs::Client::new(&stack.sdk_config().await);
     let fan_out = json!({"fan_out": id}).to_string();
     sqs.send_message().queue_url(&stack.jobs_dead_letters_url).message_body(fan_out).send().await.unwrap();
 

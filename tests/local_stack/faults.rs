@@ -5,15 +5,9 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
-use imgpipe_core::adapters::aws::{DynamoTable, S3Blobs};
-use imgpipe_core::domain::http_url::HttpUrl;
-use imgpipe_core::domain::request::RequestRecord;
-use imgpipe_core::domain::request_id::RequestId;
-use imgpipe_core::domain::webhook_signature::WebhookSecret;
-use imgpipe_core::ports::{BlobStore, CreateRequest};
 use imgpipe_tests::api_client::ApiClient;
 use imgpipe_tests::fixtures::photo_jpeg;
+use imgpipe_tests::requests::record_accepted_request;
 use imgpipe_tests::servers::{Files, ImageServer, WebhookReceiver};
 use imgpipe_tests::stack::LocalStack;
 use serde_json::{Value, json};
@@ -189,18 +183,11 @@ async fn a_request_whose_jobs_were_lost_is_ended_by_the_sweeper() {
     let api = ApiClient::new(stack);
     let _alone = STACK_USE.write().await;
     let hooks = WebhookReceiver::start().await;
-    let sdk = stack.sdk_config().await;
-    let table = DynamoTable::new(&sdk, &stack.table_name, Duration::from_secs(3600));
-    let blobs = S3Blobs::new(&sdk, &stack.bucket_name);
 
     // A request accepted and recorded whose fan-out never reached the queue.
-    let id = RequestId::new_random();
     let urls = ["https://img.example/a.jpg", "https://img.example/b.jpg"];
-    let webhook = HttpUrl::parse(&hooks.url("swept")).unwrap();
-    let mut request = RequestRecord::new(id, 2, Some(webhook), Utc::now());
-    request.webhook_secret = Some(WebhookSecret::generate().unwrap());
-    blobs.put(&request.input_csv_key, csv_of(&urls.map(String::from)).into_bytes(), "text/csv").await.unwrap();
-    table.create(&request).await.unwrap();
+    let csv = csv_of(&urls.map(String::from));
+    let id = record_accepted_request(stack, &csv, 2, Some(&hooks.url("swept"))).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
     // The schedule's event, with a deadline of one second.

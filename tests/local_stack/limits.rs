@@ -4,8 +4,10 @@
 
 use chrono::Utc;
 use imgpipe_core::domain::http_url::HttpUrl;
+use imgpipe_core::domain::quota::TenantQuota;
 use imgpipe_core::domain::request::{ImageJob, ImageOutcome, ImageState, Progress, RequestRecord};
 use imgpipe_core::domain::request_id::RequestId;
+use imgpipe_core::domain::tenant::TenantId;
 use imgpipe_core::ports::{CreateRequest, ReadRequest, ReadResults, RecordResult};
 use imgpipe_tests::api_client::ApiClient;
 use imgpipe_tests::stack::LocalStack;
@@ -24,11 +26,13 @@ async fn an_image_result_at_the_limits_is_recorded_and_read_back() {
     let table = fresh_table().await;
     let id = RequestId::new_random();
     let webhook = HttpUrl::parse(&url_of_length("https://hooks.example/", URL_LIMIT)).unwrap();
-    table.create(&RequestRecord::new(id, 2, Some(webhook.clone()), Utc::now())).await.unwrap();
+    let tenant: TenantId = "limits".parse().unwrap();
+    let request = RequestRecord::new(id, tenant.clone(), 2, Some(webhook.clone()), Utc::now());
+    table.create(&request, &TenantQuota { max_open_images: u64::MAX }).await.unwrap();
     assert_eq!(table.get(id).await.unwrap().unwrap().webhook_url, Some(webhook));
 
     let url = HttpUrl::parse(&url_of_length("https://img.example/", URL_LIMIT)).unwrap();
-    let job = ImageJob { request_id: id, image_index: 1, row: 0, url: url.clone() };
+    let job = ImageJob { request_id: id, tenant_id: tenant, image_index: 1, row: 0, url: url.clone() };
     // A transfer error that quotes half a megabyte: over DynamoDB's 400 KB item limit as it is.
     let message = format!("the download failed: {}", "x".repeat(500 * 1024));
     let failed = ImageOutcome::Failed { error_code: "download_error".into(), error_message: message.clone() };

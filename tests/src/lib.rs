@@ -5,6 +5,7 @@ pub mod api_client;
 pub mod fixtures;
 pub mod hostile_server;
 pub mod processes;
+pub mod requests;
 pub mod servers;
 pub mod stack;
 pub mod tables;

@@ -44,6 +44,9 @@ pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ sits in the workspace").to_path_buf()
 }
 
+/// The tenant the tests act as, unless a test asks for another.
+pub const TEST_TENANT: &str = "tests";
+
 impl LocalStack {
     /// The one stack of this test process, started on first use.
     pub fn shared() -> &'static LocalStack {

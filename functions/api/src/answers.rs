@@ -4,12 +4,15 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use imgpipe_core::domain::csv_rules::CsvProblem;
 use imgpipe_core::domain::http_url::HttpUrl;
 use imgpipe_core::domain::locations::{errors_csv_path, image_path, images_path, output_csv_path, status_path};
 use imgpipe_core::domain::request::{ImageRecord, ImageState, RequestRecord, RequestStatus};
 use imgpipe_core::domain::request_id::RequestId;
+use imgpipe_core::ports::RequestPage;
 use serde::Serialize;
 
 /// Every error: a stable code, a readable message and, for refused input, each problem by line.
@@ -36,13 +39,13 @@ pub fn invalid(code: &'static str, message: &str, problems: Vec<CsvProblem>) -> 
 pub struct Accepted {
     pub request_id: RequestId,
     pub status_url: String,
-    pub images: usize,
+    pub images: u64,
     /// Shown once: the webhook is signed with it (Standard Webhooks). `null` without a webhook.
     pub webhook_secret: Option<String>,
 }
 
 impl Accepted {
-    pub fn new(origin: &str, request_id: RequestId, images: usize, webhook_secret: Option<String>) -> Self {
+    pub fn new(origin: &str, request_id: RequestId, images: u64, webhook_secret: Option<String>) -> Self {
         Self { request_id, status_url: format!("{origin}{}", status_path(request_id)), images, webhook_secret }
     }
 }
@@ -158,5 +161,66 @@ impl Image {
             bytes_out: image.bytes_out,
             note: image.note,
         }
+    }
+}
+
+/// `GET /api/health`, the one route without a key.
+#[derive(Serialize)]
+pub struct Health {
+    pub status: &'static str,
+}
+
+/// `GET /api/requests`: one page of the caller's requests, newest first.
+#[derive(Serialize)]
+pub struct RequestsPage {
+    pub requests: Vec<RequestSummary>,
+    /// The `after` of the next page; `null` on the last.
+    pub next: Option<String>,
+}
+
+/// One request in a listing; its status answer has the rest.
+#[derive(Serialize)]
+pub struct RequestSummary {
+    pub request_id: RequestId,
+    pub status: RequestStatus,
+    pub total: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub pending: u64,
+    pub created_at: DateTime<Utc>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub status_url: String,
+}
+
+impl RequestSummary {
+    pub fn new(origin: &str, request: &RequestRecord) -> Self {
+        Self {
+            request_id: request.request_id,
+            status: request.status,
+            total: request.total,
+            succeeded: request.succeeded,
+            failed: request.failed,
+            pending: request.pending_images(),
+            created_at: request.created_at,
+            completed_at: request.completed_at,
+            status_url: format!("{origin}{}", status_path(request.request_id)),
+        }
+    }
+}
+
+/// A page's end as the API shows it: opaque text (base64url of the last request's creation time
+/// and id), so callers pass it back and never build one.
+pub struct Cursor;
+
+impl Cursor {
+    pub fn encode(page: &RequestPage) -> String {
+        URL_SAFE_NO_PAD.encode(format!("{}|{}", page.created_at.to_rfc3339(), page.request_id))
+    }
+
+    pub fn decode(text: &str) -> Option<RequestPage> {
+        let decoded = String::from_utf8(URL_SAFE_NO_PAD.decode(text).ok()?).ok()?;
+        let (created_at, request_id) = decoded.split_once('|')?;
+        let created_at = DateTime::parse_from_rfc3339(created_at).ok()?.with_timezone(&Utc);
+        Some(RequestPage { created_at, request_id: request_id.parse().ok()? })
     }
 }

@@ -1,12 +1,13 @@
 //! The HTTP API: upload a CSV, poll its status, download its output CSV.
 
 mod answers;
+mod caller;
 mod requests;
 mod routes;
 mod upload;
 mod upload_form;
 
-use imgpipe_core::adapters::aws::{DynamoTable, S3Blobs, SqsQueue, sdk_config};
+use imgpipe_core::adapters::aws::{DynamoTable, S3Blobs, SqsQueue, sdk_config, webhook_signing_key};
 use imgpipe_core::config::{ApiConfig, sdk_operation_timeout};
 
 #[tokio::main]
@@ -18,6 +19,7 @@ async fn main() -> Result<(), lambda_http::Error> {
         blobs: S3Blobs::new(&sdk, &config.bucket),
         table: DynamoTable::new(&sdk, &config.table, config.item_lifetime),
         queue: SqsQueue::new(&sdk, &config.queue_url),
+        signing_key: webhook_signing_key(&sdk, &config.webhook_signing_secret_id).await?,
         config,
     };
     lambda_http::run(routes::router(state)).await

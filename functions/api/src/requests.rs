@@ -9,11 +9,12 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use imgpipe_core::domain::locations::errors_csv_key;
 use imgpipe_core::domain::request::ImageState;
-use imgpipe_core::ports::ReadResults;
+use imgpipe_core::ports::{ListRequests, ReadResults};
 use imgpipe_core::use_cases::list_images::list_images;
 use serde::Deserialize;
 
-use crate::answers::{Failure, Image, ImagesPage, Status, error};
+use crate::answers::{Cursor, Failure, Image, ImagesPage, RequestSummary, RequestsPage, Status, error};
+use crate::caller::Caller;
 use crate::routes::{AppState, find_request, origin, redirect_to, unavailable};
 
 /// Failed images listed in a status answer, so the reasons are visible without a download.
@@ -22,8 +23,13 @@ const MAX_LISTED_FAILURES: usize = 100;
 const DEFAULT_PAGE: u32 = 100;
 const MAX_PAGE: u32 = 1000;
 
-pub async fn status(State(state): State<Arc<AppState>>, Path(raw_id): Path<String>, headers: HeaderMap) -> Response {
-    let request = match find_request(&state, &raw_id).await {
+pub async fn status(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(raw_id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let request = match find_request(&state, &caller, &raw_id).await {
         Ok(request) => request,
         Err(response) => return response,
     };
@@ -38,8 +44,8 @@ pub async fn status(State(state): State<Arc<AppState>>, Path(raw_id): Path<Strin
     Json(Status::new(&origin(&headers), &request, failures)).into_response()
 }
 
-pub async fn output_csv(State(state): State<Arc<AppState>>, Path(raw_id): Path<String>) -> Response {
-    let request = match find_request(&state, &raw_id).await {
+pub async fn output_csv(State(state): State<Arc<AppState>>, caller: Caller, Path(raw_id): Path<String>) -> Response {
+    let request = match find_request(&state, &caller, &raw_id).await {
         Ok(request) => request,
         Err(response) => return response,
     };
@@ -52,13 +58,13 @@ pub async fn output_csv(State(state): State<Arc<AppState>>, Path(raw_id): Path<S
 }
 
 /// Redirects to the errors report of a finished request with failed images.
-pub async fn errors_csv(State(state): State<Arc<AppState>>, Path(raw_id): Path<String>) -> Response {
-    let request = match find_request(&state, &raw_id).await {
+pub async fn errors_csv(State(state): State<Arc<AppState>>, caller: Caller, Path(raw_id): Path<String>) -> Response {
+    let request = match find_request(&state, &caller, &raw_id).await {
         Ok(request) => request,
         Err(response) => return response,
     };
     if request.has_errors_report() {
-        return redirect_to(&state, &errors_csv_key(request.request_id)).await;
+        return redirect_to(&state, &errors_csv_key(&request.tenant_id, request.request_id)).await;
     }
     if request.output_csv_key.is_none() {
         let message =
@@ -78,11 +84,12 @@ pub struct PageQuery {
 /// Every image of a request with its state and result, in output order, a page at a time.
 pub async fn images_page(
     State(state): State<Arc<AppState>>,
+    caller: Caller,
     Path(raw_id): Path<String>,
     Query(page): Query<PageQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let request = match find_request(&state, &raw_id).await {
+    let request = match find_request(&state, &caller, &raw_id).await {
         Ok(request) => request,
         Err(response) => return response,
     };
@@ -97,8 +104,12 @@ pub async fn images_page(
 }
 
 /// Redirects to a fresh presigned URL of one output image.
-pub async fn image(State(state): State<Arc<AppState>>, Path((raw_id, image_index)): Path<(String, u32)>) -> Response {
-    let request = match find_request(&state, &raw_id).await {
+pub async fn image(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path((raw_id, image_index)): Path<(String, u32)>,
+) -> Response {
+    let request = match find_request(&state, &caller, &raw_id).await {
         Ok(request) => request,
         Err(response) => return response,
     };
@@ -118,5 +129,35 @@ pub async fn image(State(state): State<Arc<AppState>>, Path((raw_id, image_index
             format!("this image failed: {}", image.error_message.unwrap_or_default()),
         ),
         _ => error(StatusCode::NOT_FOUND, "not_ready", "this image has no result yet"),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    pub limit: Option<u32>,
+    /// The `next` of the previous page.
+    pub after: Option<String>,
+}
+
+/// The caller's requests, newest first, a page at a time.
+pub async fn list_requests(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Query(query): Query<ListQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
+    let after = match query.after.as_deref().map(Cursor::decode) {
+        None => None,
+        Some(Some(page)) => Some(page),
+        Some(None) => return error(StatusCode::BAD_REQUEST, "invalid_cursor", "after must be a page's next value"),
+    };
+    match state.table.requests_of(&caller.0, after.as_ref(), limit).await {
+        Ok((requests, next)) => {
+            let origin = origin(&headers);
+            let requests = requests.iter().map(|request| RequestSummary::new(&origin, request)).collect();
+            Json(RequestsPage { requests, next: next.as_ref().map(Cursor::encode) }).into_response()
+        }
+        Err(cause) => unavailable("list_requests", &cause),
     }
 }

@@ -4,25 +4,29 @@
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::{Json, Router};
 use imgpipe_core::adapters::aws::{DynamoTable, S3Blobs, SqsQueue};
 use imgpipe_core::config::ApiConfig;
 use imgpipe_core::domain::request::RequestRecord;
 use imgpipe_core::domain::request_id::RequestId;
+use imgpipe_core::domain::webhook_signature::WebhookSigningKey;
 use imgpipe_core::ports::{BlobStore, ReadRequest};
 
-use crate::answers::error;
-use crate::requests::{errors_csv, image, images_page, output_csv, status};
+use crate::answers::{Health, error};
+use crate::caller::Caller;
+use crate::requests::{errors_csv, image, images_page, list_requests, output_csv, status};
 use crate::upload::upload;
 
 pub struct AppState {
     pub blobs: S3Blobs,
     pub table: DynamoTable,
     pub queue: SqsQueue,
+    /// Each request's webhook secret is derived from it, to show in the upload's answer.
+    pub signing_key: WebhookSigningKey,
     pub config: ApiConfig,
 }
 
@@ -30,6 +34,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/upload/", post(upload))
         .route("/api/upload", post(upload))
+        .route("/api/health", get(|| async { Json(Health { status: "ok" }) }))
+        .route("/api/requests", get(list_requests))
         .route("/api/status/{request_id}/", get(status))
         .route("/api/status/{request_id}", get(status))
         .route("/api/requests/{request_id}/output.csv", get(output_csv))
@@ -59,12 +65,14 @@ pub fn origin(headers: &HeaderMap) -> String {
     format!("{scheme}://{host}")
 }
 
-pub async fn find_request(state: &AppState, raw_id: &str) -> Result<RequestRecord, Response> {
+/// The caller's request `raw_id`. Another tenant's request is as unknown as one that does not
+/// exist (404, not 403), so ids leak nothing.
+pub async fn find_request(state: &AppState, caller: &Caller, raw_id: &str) -> Result<RequestRecord, Response> {
     let not_found = || error(StatusCode::NOT_FOUND, "not_found", "no request with this id");
     let id: RequestId = raw_id.parse().map_err(|_| not_found())?;
     match state.table.get(id).await {
-        Ok(Some(request)) => Ok(request),
-        Ok(None) => Err(not_found()),
+        Ok(Some(request)) if request.tenant_id == caller.0 => Ok(request),
+        Ok(_) => Err(not_found()),
         Err(cause) => Err(unavailable("status", &cause)),
     }
 }

@@ -4,14 +4,16 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use imgpipe_core::domain::csv_rules::{CsvProblem, CsvRejection};
-use imgpipe_core::use_cases::accept_upload::{AcceptError, AcceptPorts, accept_csv};
+use imgpipe_core::domain::idempotency::{IdempotencyKey, InvalidIdempotencyKey};
+use imgpipe_core::use_cases::accept_upload::{AcceptError, AcceptPorts, Upload, UploadRules, accept_upload};
 use serde::Deserialize;
 
 use crate::answers::{Accepted, error, invalid};
+use crate::caller::Caller;
 use crate::routes::{AppState, origin, unavailable};
 use crate::upload_form::read_upload;
 
@@ -20,8 +22,12 @@ pub struct UploadQuery {
     pub webhook_url: Option<String>,
 }
 
+/// How long a caller over its quota is asked to wait: requests end in minutes.
+const QUOTA_RETRY_AFTER_SECS: u32 = 60;
+
 pub async fn upload(
     State(state): State<Arc<AppState>>,
+    caller: Caller,
     Query(query): Query<UploadQuery>,
     headers: HeaderMap,
     body: Bytes,
@@ -30,15 +36,48 @@ pub async fn upload(
         Ok(form) => form,
         Err(rejection) => return error(rejection.status, rejection.code, rejection.message),
     };
+    let idempotency_key = match headers.get("idempotency-key") {
+        None => None,
+        Some(value) => match value.to_str().ok().map(IdempotencyKey::parse) {
+            Some(Ok(key)) => Some(key),
+            _ => return error(StatusCode::BAD_REQUEST, "invalid_idempotency_key", InvalidIdempotencyKey.to_string()),
+        },
+    };
+    let upload = Upload {
+        tenant: &caller.0,
+        csv: &form.csv,
+        webhook_url: form.webhook_url.as_deref(),
+        idempotency_key: idempotency_key.as_ref(),
+    };
+    let rules = UploadRules { limits: &state.config.csv_limits, quota: state.config.quota };
     let ports = AcceptPorts::with_table(&state.blobs, &state.queue, &state.table);
-    match accept_csv(ports, &form.csv, form.webhook_url.as_deref(), &state.config.csv_limits).await {
+    match accept_upload(ports, &upload, &rules, &state.signing_key).await {
         Ok(accepted) => {
             let id = accepted.request_id;
-            tracing::info!(request_id = %id, stage = "accepted", images = accepted.image_count);
+            tracing::info!(request_id = %id, tenant = %caller.0, stage = "accepted", images = accepted.image_count, replayed = accepted.replayed);
             let secret = accepted.webhook_secret.map(|secret| secret.to_string());
-            let body = Accepted::new(&origin(&headers), id, accepted.image_count, secret);
-            (StatusCode::ACCEPTED, Json(body)).into_response()
+            let body = Json(Accepted::new(&origin(&headers), id, accepted.image_count, secret));
+            let replayed = [("idempotent-replayed", if accepted.replayed { "true" } else { "false" })];
+            (StatusCode::ACCEPTED, replayed, body).into_response()
         }
+        Err(AcceptError::OverQuota { max_open_images }) => {
+            let message = format!(
+                "more than {max_open_images} images of yours would be in progress; nothing was stored: \
+                 upload again once some of your requests have ended"
+            );
+            let retry_after = [(header::RETRY_AFTER, QUOTA_RETRY_AFTER_SECS.to_string())];
+            (retry_after, error(StatusCode::TOO_MANY_REQUESTS, "quota_exceeded", message)).into_response()
+        }
+        Err(AcceptError::KeyReused) => error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency_key_reused",
+            "this Idempotency-Key was used for a different upload (another CSV or webhook_url)",
+        ),
+        Err(AcceptError::KeyInProgress) => error(
+            StatusCode::CONFLICT,
+            "idempotency_key_in_progress",
+            "an upload with this Idempotency-Key is still in progress; try again in a moment",
+        ),
         Err(AcceptError::Csv(CsvRejection::TooLarge { limit })) => {
             error(StatusCode::PAYLOAD_TOO_LARGE, "csv_too_large", format!("the CSV is larger than {limit} bytes"))
         }
@@ -51,6 +90,6 @@ pub async fn upload(
             let message = format!("webhook_url is not an absolute http(s) URL of at most {limit} characters");
             invalid("invalid_webhook_url", &message, vec![problem])
         }
-        Err(cause @ (AcceptError::Store(_) | AcceptError::NoRandomness(_))) => unavailable("accept", &cause),
+        Err(cause @ AcceptError::Store(_)) => unavailable("accept", &cause),
     }
 }

@@ -10,6 +10,7 @@ use crate::domain::codec::CodecLimits;
 use crate::domain::csv_rules::{CsvLimits, MAX_URL_LENGTH_CEILING};
 use crate::domain::delivery::{RetryPolicy, TimeReserves};
 use crate::domain::locations::Links;
+use crate::domain::quota::TenantQuota;
 
 #[derive(Debug, thiserror::Error)]
 #[error("environment variable {name}: {problem}")]
@@ -49,6 +50,11 @@ pub fn sdk_operation_timeout() -> Result<Duration, ConfigError> {
     seconds("SDK_OPERATION_TIMEOUT_SECS", 10)
 }
 
+/// Uploads and dropped CSVs count against the same quota.
+fn quota() -> Result<TenantQuota, ConfigError> {
+    Ok(TenantQuota { max_open_images: or_default("MAX_OPEN_IMAGES_PER_TENANT", 50_000)? })
+}
+
 fn item_lifetime() -> Result<Duration, ConfigError> {
     or_default("ITEM_TTL_DAYS", 30u64).map(|days| Duration::from_secs(days * 24 * 3600))
 }
@@ -78,6 +84,9 @@ pub struct ApiConfig {
     pub item_lifetime: Duration,
     /// How long the redirect target of the output CSV link stays valid.
     pub url_lifetime: Duration,
+    pub quota: TenantQuota,
+    /// The Secrets Manager secret each request's webhook secret is derived from.
+    pub webhook_signing_secret_id: String,
 }
 
 impl ApiConfig {
@@ -89,6 +98,8 @@ impl ApiConfig {
             csv_limits: csv_limits()?,
             item_lifetime: item_lifetime()?,
             url_lifetime: seconds("DOWNLOAD_URL_TTL_SECS", 900)?,
+            quota: quota()?,
+            webhook_signing_secret_id: required("WEBHOOK_SIGNING_SECRET_ID")?,
         })
     }
 }
@@ -116,6 +127,7 @@ pub struct WorkerConfig {
     pub item_lifetime: Duration,
     /// For CSVs dropped into the bucket under `incoming/`.
     pub csv_limits: CsvLimits,
+    pub quota: TenantQuota,
 }
 
 impl WorkerConfig {
@@ -149,6 +161,7 @@ impl WorkerConfig {
             dead_letters_arn: std::env::var("DEAD_LETTERS_QUEUE_ARN").ok().filter(|arn| !arn.is_empty()),
             item_lifetime: item_lifetime()?,
             csv_limits: csv_limits()?,
+            quota: quota()?,
         })
     }
 }
@@ -171,6 +184,8 @@ pub struct NotifierConfig {
     pub queue_url: String,
     /// Left of the Lambda's time when a sweep stops starting work, for what is in flight.
     pub sweep_reserve: Duration,
+    /// The Secrets Manager secret each request's webhook secret is derived from.
+    pub webhook_signing_secret_id: String,
 }
 
 impl NotifierConfig {
@@ -189,6 +204,7 @@ impl NotifierConfig {
             item_lifetime: item_lifetime()?,
             queue_url: required("QUEUE_URL")?,
             sweep_reserve: seconds("SWEEP_RESERVE_SECS", 40)?,
+            webhook_signing_secret_id: required("WEBHOOK_SIGNING_SECRET_ID")?,
         })
     }
 }

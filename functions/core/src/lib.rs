@@ -16,3 +16,6 @@ pub mod domain;
 pub mod logging;
 pub mod ports;
 pub mod use_cases;
+
+#[cfg(test)]
+mod test_support;

@@ -10,11 +10,12 @@ use chrono::{DateTime, Utc};
 use crate::domain::api_key::KeyRecord;
 use crate::domain::errors::{FetchError, StoreError};
 use crate::domain::http_url::HttpUrl;
+use crate::domain::idempotency::{IdempotencyRecord, StoredAnswer};
+use crate::domain::quota::TenantQuota;
 use crate::domain::request::{FinalState, ImageJob, ImageOutcome, ImageRecord, Progress, RequestRecord, Transition};
 use crate::domain::request_id::RequestId;
 use crate::domain::tenant::TenantId;
 use crate::domain::webhook::WebhookPayload;
-use crate::domain::webhook_signature::WebhookSecret;
 
 #[async_trait]
 pub trait BlobStore: Send + Sync {
@@ -39,9 +40,54 @@ pub trait JobQueue: Send + Sync {
 
 #[async_trait]
 pub trait CreateRequest: Send + Sync {
-    /// Writes a new request, once: an id that exists is refused. Its images have no items until
-    /// their results are recorded.
-    async fn create(&self, request: &RequestRecord) -> Result<(), StoreError>;
+    /// Writes a new request, once (an id that exists is refused), and takes its images from its
+    /// tenant's quota in the same write: `OverQuota` and nothing written when they do not fit.
+    /// Its images have no items until their results are recorded.
+    async fn create(&self, request: &RequestRecord, quota: &TenantQuota) -> Result<Admission, StoreError>;
+}
+
+/// Whether `CreateRequest::create` made the request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admission {
+    Created,
+    /// The tenant's open images plus these would exceed its quota.
+    OverQuota,
+}
+
+#[async_trait]
+pub trait ListRequests: Send + Sync {
+    /// A tenant's requests, newest first: up to `limit` after the page `after` ended with, and
+    /// where the next page starts when there is one.
+    async fn requests_of(
+        &self,
+        tenant: &TenantId,
+        after: Option<&RequestPage>,
+        limit: u32,
+    ) -> Result<(Vec<RequestRecord>, Option<RequestPage>), StoreError>;
+}
+
+/// Where a page of `ListRequests` ended: the last request's creation time and id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestPage {
+    pub created_at: DateTime<Utc>,
+    pub request_id: RequestId,
+}
+
+/// Upload idempotency keys (`domain::idempotency`), per tenant.
+#[async_trait]
+pub trait IdempotencyKeys: Send + Sync {
+    /// Takes the key for an upload by writing `record`, unless a record that still holds it
+    /// exists (`IdempotencyRecord::meet` decides): then that one, and nothing written.
+    async fn claim_key(
+        &self,
+        record: &IdempotencyRecord,
+        now: DateTime<Utc>,
+    ) -> Result<Option<IdempotencyRecord>, StoreError>;
+    /// The upload that claimed the key was answered: keep the answer for repeats.
+    async fn complete_key(&self, record: &IdempotencyRecord, answer: &StoredAnswer) -> Result<(), StoreError>;
+    /// The upload that claimed the key made no request (refused, or failed): free the key, so a
+    /// corrected upload may use it.
+    async fn release_key(&self, record: &IdempotencyRecord) -> Result<(), StoreError>;
 }
 
 #[async_trait]
@@ -174,8 +220,9 @@ pub struct WebhookError {
 
 #[async_trait]
 pub trait WebhookSender: Send + Sync {
-    /// Delivers `payload`, signed with `secret` (Standard Webhooks).
-    async fn send(&self, url: &HttpUrl, secret: &WebhookSecret, payload: &WebhookPayload) -> Result<(), WebhookError>;
+    /// Delivers `payload`, signed with its request's secret (Standard Webhooks,
+    /// `WebhookSigningKey::secret_for`).
+    async fn send(&self, url: &HttpUrl, payload: &WebhookPayload) -> Result<(), WebhookError>;
 
     /// The wait before the first redelivery of a webhook whose delivery failed; later ones
     /// double it, up to 60 times it (`domain::webhook`).

@@ -3,7 +3,7 @@
 
 mod handler;
 
-use imgpipe_core::adapters::aws::{DynamoTable, S3Blobs, SqsQueue, sdk_config};
+use imgpipe_core::adapters::aws::{DynamoTable, S3Blobs, SqsQueue, sdk_config, webhook_signing_key};
 use imgpipe_core::adapters::http_webhook::HttpWebhookSender;
 use imgpipe_core::config::{NotifierConfig, sdk_operation_timeout};
 use lambda_runtime::{LambdaEvent, service_fn};
@@ -21,6 +21,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             config.webhook_timeout,
             config.webhook_tries_per_delivery,
             config.webhook_exempt_hosts.clone(),
+            webhook_signing_key(&sdk, &config.webhook_signing_secret_id).await?,
         )?
         .with_redelivery_base(config.webhook_redelivery_base),
         config,

@@ -8,6 +8,7 @@ use futures::{StreamExt, stream};
 use imgpipe_core::adapters::aws::{DynamoTable, S3Blobs, SqsQueue};
 use imgpipe_core::adapters::http_fetch::HttpFetcher;
 use imgpipe_core::config::WorkerConfig;
+use imgpipe_core::use_cases::accept_upload::UploadRules;
 use imgpipe_core::use_cases::handle_queue_message::{
     Delivery, Verdict, WorkerPorts, WorkerRules, handle_queue_message,
 };
@@ -51,7 +52,7 @@ impl Worker {
         let rules = WorkerRules {
             retry: &self.config.retry,
             reserves: self.config.time_reserves,
-            csv_limits: &self.config.csv_limits,
+            upload: UploadRules { limits: &self.config.csv_limits, quota: self.config.quota },
         };
         let delivery = Delivery {
             body: message.body.as_deref().unwrap_or(""),

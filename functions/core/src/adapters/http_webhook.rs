@@ -13,7 +13,7 @@ use crate::adapters::http_fetch::{GuardedClient, SystemLookup, refused_address};
 use crate::domain::address_policy::ExemptHosts;
 use crate::domain::http_url::HttpUrl;
 use crate::domain::webhook::WebhookPayload;
-use crate::domain::webhook_signature::WebhookSecret;
+use crate::domain::webhook_signature::{WebhookSecret, WebhookSigningKey};
 use crate::ports::{WebhookError, WebhookSender};
 
 pub struct HttpWebhookSender {
@@ -24,6 +24,8 @@ pub struct HttpWebhookSender {
     /// Of one try.
     timeout: Duration,
     redelivery_base: Duration,
+    /// Each request's secret is derived from it.
+    signing_key: WebhookSigningKey,
 }
 
 /// Why one try failed, and whether another could do better.
@@ -36,8 +38,12 @@ enum Failure {
 const REFUSED: &str = "the webhook URL leads to a non-public network address";
 
 impl HttpWebhookSender {
-    pub fn new(timeout: Duration, tries_per_delivery: u32) -> Result<Self, reqwest::Error> {
-        Self::with_exempt_hosts(timeout, tries_per_delivery, ExemptHosts::default())
+    pub fn new(
+        timeout: Duration,
+        tries_per_delivery: u32,
+        signing_key: WebhookSigningKey,
+    ) -> Result<Self, reqwest::Error> {
+        Self::with_exempt_hosts(timeout, tries_per_delivery, ExemptHosts::default(), signing_key)
     }
 
     /// `exempt_hosts`: exact `host:port` pairs delivered to although not public, for the local
@@ -46,6 +52,7 @@ impl HttpWebhookSender {
         timeout: Duration,
         tries_per_delivery: u32,
         exempt_hosts: ExemptHosts,
+        signing_key: WebhookSigningKey,
     ) -> Result<Self, reqwest::Error> {
         // A 3xx is a failure, not an instruction to post our payload elsewhere: the guarded
         // client never follows redirects, and ignores proxy variables.
@@ -53,7 +60,7 @@ impl HttpWebhookSender {
             builder.timeout(timeout).user_agent(concat!("imgpipe/", env!("CARGO_PKG_VERSION")))
         })?;
         let tries_per_delivery = tries_per_delivery.max(1);
-        Ok(Self { client, tries_per_delivery, timeout, redelivery_base: Duration::from_secs(60) })
+        Ok(Self { client, tries_per_delivery, timeout, redelivery_base: Duration::from_secs(60), signing_key })
     }
 
     /// See `WebhookSender::redelivery_base`; a minute unless set.
@@ -62,7 +69,7 @@ impl HttpWebhookSender {
     }
 
     /// One try, signed afresh: the timestamp is the time of this try.
-    async fn try_once(&self, url: &HttpUrl, signed: &Signed<'_>) -> Result<(), Failure> {
+    async fn try_once(&self, url: &HttpUrl, signed: &Signed) -> Result<(), Failure> {
         let client = self.client.client_for(url).map_err(|_| Failure::Refused)?;
         let timestamp = chrono::Utc::now().timestamp();
         let request = client
@@ -83,16 +90,17 @@ impl HttpWebhookSender {
 }
 
 /// What every try of one delivery shares.
-struct Signed<'a> {
+struct Signed {
     /// The same on every try and every delivery, so receivers can drop repeats.
     message_id: String,
     body: Vec<u8>,
-    secret: &'a WebhookSecret,
+    secret: WebhookSecret,
 }
 
 #[async_trait]
 impl WebhookSender for HttpWebhookSender {
-    async fn send(&self, url: &HttpUrl, secret: &WebhookSecret, payload: &WebhookPayload) -> Result<(), WebhookError> {
+    async fn send(&self, url: &HttpUrl, payload: &WebhookPayload) -> Result<(), WebhookError> {
+        let secret = self.signing_key.secret_for(payload.request_id);
         let body = serde_json::to_vec(payload).map_err(|e| WebhookError { message: e.to_string(), permanent: true })?;
         let signed = Signed { message_id: format!("msg_{}", payload.request_id), body, secret };
         let mut last_error = String::new();
@@ -131,6 +139,10 @@ mod tests {
     use crate::domain::request::RequestStatus;
     use crate::domain::request_id::RequestId;
 
+    fn signing_key() -> WebhookSigningKey {
+        WebhookSigningKey::new(b"a test signing key of at least 32 bytes").unwrap()
+    }
+
     fn payload() -> WebhookPayload {
         WebhookPayload {
             request_id: RequestId::new_random(),
@@ -146,7 +158,7 @@ mod tests {
 
     #[test]
     fn a_send_takes_at_most_every_try_with_the_waits_between() {
-        let sender = HttpWebhookSender::new(Duration::from_secs(10), 3).expect("client");
+        let sender = HttpWebhookSender::new(Duration::from_secs(10), 3, signing_key()).expect("client");
         assert_eq!(sender.longest_send(), Duration::from_secs(10 * 3 + 1 + 2 + 5));
     }
 
@@ -154,12 +166,11 @@ mod tests {
     /// connecting, for IP literals here and for names (`localhost`) in the resolver.
     #[tokio::test]
     async fn internal_receivers_are_refused_without_retrying() {
-        let sender = HttpWebhookSender::new(Duration::from_secs(5), 3).expect("client");
+        let sender = HttpWebhookSender::new(Duration::from_secs(5), 3, signing_key()).expect("client");
         for url in ["http://127.0.0.1:9001/", "http://169.254.169.254/latest/meta-data/", "http://localhost:9/hook"] {
             let url = HttpUrl::parse(url).expect("valid URL");
             let started = std::time::Instant::now();
-            let secret = WebhookSecret::generate().unwrap();
-            let error = sender.send(&url, &secret, &payload()).await.expect_err("refused");
+            let error = sender.send(&url, &payload()).await.expect_err("refused");
             assert_eq!((error.message.as_str(), error.permanent), (REFUSED, true), "{url}");
             assert!(started.elapsed() < Duration::from_millis(400), "{url} was retried");
         }
@@ -184,10 +195,12 @@ mod tests {
             String::from_utf8_lossy(&request).into_owned()
         });
         let exempt = ExemptHosts::parse(&format!("127.0.0.1:{port}")).expect("host:port");
-        let sender = HttpWebhookSender::with_exempt_hosts(Duration::from_secs(5), 1, exempt).expect("client");
+        let sender =
+            HttpWebhookSender::with_exempt_hosts(Duration::from_secs(5), 1, exempt, signing_key()).expect("client");
         let url = HttpUrl::parse(&format!("http://127.0.0.1:{port}/hook")).expect("valid URL");
-        let secret = WebhookSecret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
-        sender.send(&url, &secret, &payload()).await.expect("delivered");
+        let payload = payload();
+        sender.send(&url, &payload).await.expect("delivered");
+        let secret = signing_key().secret_for(payload.request_id);
 
         let request = receiver.await.expect("receiver");
         assert!(request.starts_with("POST /hook "));

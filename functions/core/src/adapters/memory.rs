@@ -12,16 +12,18 @@ use chrono::{DateTime, Utc};
 use crate::domain::api_key::{KeyRecord, KeyStatus};
 use crate::domain::errors::{FetchError, StoreError};
 use crate::domain::http_url::HttpUrl;
+use crate::domain::idempotency::{IdempotencyRecord, Repeat, StoredAnswer};
+use crate::domain::quota::TenantQuota;
 use crate::domain::request::{
     FinalState, ImageJob, ImageOutcome, ImageRecord, ImageState, Progress, RequestRecord, RequestStatus, Transition,
 };
 use crate::domain::request_id::RequestId;
 use crate::domain::tenant::TenantId;
 use crate::domain::webhook::WebhookPayload;
-use crate::domain::webhook_signature::WebhookSecret;
 use crate::ports::{
-    AuthenticateKeys, BlobStore, CreateRequest, Fetcher, FindIdleRequests, JobQueue, KnownTenants, ManageKeys,
-    MoveRequest, QueueBacklog, ReadRequest, ReadResults, RecordResult, WebhookError, WebhookOutbox, WebhookSender,
+    Admission, AuthenticateKeys, BlobStore, CreateRequest, Fetcher, FindIdleRequests, IdempotencyKeys, JobQueue,
+    KnownTenants, ListRequests, ManageKeys, MoveRequest, QueueBacklog, ReadRequest, ReadResults, RecordResult,
+    RequestPage, WebhookError, WebhookOutbox, WebhookSender,
 };
 
 /// A switch that makes a fake fail as its service would during an outage.
@@ -113,6 +115,9 @@ pub struct MemoryTable {
 struct TableState {
     keys: HashMap<String, KeyRecord>,
     tenants: HashSet<TenantId>,
+    /// Each tenant's images in requests not final yet (`domain::quota`).
+    open_images: HashMap<TenantId, u64>,
+    idempotency: HashMap<(TenantId, String), IdempotencyRecord>,
     requests: HashMap<RequestId, RequestRecord>,
     /// Result items, by request and image index.
     images: HashMap<RequestId, BTreeMap<u32, ImageRecord>>,
@@ -131,13 +136,94 @@ impl MemoryTable {
 
 #[async_trait]
 impl CreateRequest for MemoryTable {
-    async fn create(&self, request: &RequestRecord) -> Result<(), StoreError> {
+    async fn create(&self, request: &RequestRecord, quota: &TenantQuota) -> Result<Admission, StoreError> {
         self.outage.check("DynamoDB")?;
         let mut state = self.state.lock().unwrap();
         if state.requests.contains_key(&request.request_id) {
             return Err(StoreError::Refused { service: "DynamoDB", detail: "request exists".into() });
         }
+        let open = state.open_images.entry(request.tenant_id.clone()).or_default();
+        if !quota.admits(*open, request.total) {
+            return Ok(Admission::OverQuota);
+        }
+        *open += request.total;
         state.requests.insert(request.request_id, request.clone());
+        Ok(Admission::Created)
+    }
+}
+
+impl MemoryTable {
+    /// A tenant's images in requests not final yet.
+    pub fn open_images(&self, tenant: &TenantId) -> u64 {
+        self.state.lock().unwrap().open_images.get(tenant).copied().unwrap_or(0)
+    }
+}
+
+#[async_trait]
+impl ListRequests for MemoryTable {
+    async fn requests_of(
+        &self,
+        tenant: &TenantId,
+        after: Option<&RequestPage>,
+        limit: u32,
+    ) -> Result<(Vec<RequestRecord>, Option<RequestPage>), StoreError> {
+        self.outage.check("DynamoDB")?;
+        let state = self.state.lock().unwrap();
+        let mut theirs: Vec<&RequestRecord> = state.requests.values().filter(|r| &r.tenant_id == tenant).collect();
+        theirs.sort_by_key(|r| std::cmp::Reverse((r.created_at, r.request_id.to_string())));
+        let start = after.map_or(0, |page| {
+            let after = (page.created_at, page.request_id.to_string());
+            theirs.iter().position(|r| (r.created_at, r.request_id.to_string()) < after).unwrap_or(theirs.len())
+        });
+        let page: Vec<RequestRecord> = theirs.iter().skip(start).take(limit as usize).map(|r| (*r).clone()).collect();
+        let more = start + page.len() < theirs.len();
+        let next =
+            page.last().filter(|_| more).map(|r| RequestPage { created_at: r.created_at, request_id: r.request_id });
+        Ok((page, next))
+    }
+}
+
+#[async_trait]
+impl IdempotencyKeys for MemoryTable {
+    async fn claim_key(
+        &self,
+        record: &IdempotencyRecord,
+        now: DateTime<Utc>,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        self.outage.check("DynamoDB")?;
+        let mut state = self.state.lock().unwrap();
+        let slot = (record.tenant_id.clone(), record.key.clone());
+        // The adapter's condition: no record, or one that holds the key no more.
+        if let Some(existing) = state.idempotency.get(&slot)
+            && existing.meet(&existing.fingerprint, now) != Repeat::Expired
+        {
+            return Ok(Some(existing.clone()));
+        }
+        state.idempotency.insert(slot, record.clone());
+        Ok(None)
+    }
+
+    async fn complete_key(&self, record: &IdempotencyRecord, answer: &StoredAnswer) -> Result<(), StoreError> {
+        self.outage.check("DynamoDB")?;
+        let mut state = self.state.lock().unwrap();
+        match state.idempotency.get_mut(&(record.tenant_id.clone(), record.key.clone())) {
+            Some(held) if held.started_at == record.started_at => {
+                held.answer = Some(answer.clone());
+                Ok(())
+            }
+            _ => Err(StoreError::Refused { service: "DynamoDB", detail: "the key is held by another upload".into() }),
+        }
+    }
+
+    async fn release_key(&self, record: &IdempotencyRecord) -> Result<(), StoreError> {
+        self.outage.check("DynamoDB")?;
+        let mut state = self.state.lock().unwrap();
+        if let Some(held) = state.idempotency.get_mut(&(record.tenant_id.clone(), record.key.clone()))
+            && held.started_at == record.started_at
+            && held.answer.is_none()
+        {
+            held.replay_until = held.started_at;
+        }
         Ok(())
     }
 }
@@ -198,8 +284,11 @@ impl MoveRequest for MemoryTable {
     async fn finish(&self, id: RequestId, ending: &FinalState, now: DateTime<Utc>) -> Result<Transition, StoreError> {
         self.outage.check("DynamoDB")?;
         let mut state = self.state.lock().unwrap();
-        match state.requests.get_mut(&id) {
+        let TableState { requests, open_images, .. } = &mut *state;
+        match requests.get_mut(&id) {
             Some(request) if !request.status.is_final() => {
+                let open = open_images.entry(ending.tenant_id.clone()).or_default();
+                *open = open.saturating_sub(ending.open_images);
                 request.status = ending.status;
                 request.output_csv_key = ending.output_csv_key.clone();
                 request.failure_reason = ending.failure_reason.clone();
@@ -423,7 +512,7 @@ pub struct MemoryWebhooks {
 
 #[async_trait]
 impl WebhookSender for MemoryWebhooks {
-    async fn send(&self, url: &HttpUrl, _secret: &WebhookSecret, payload: &WebhookPayload) -> Result<(), WebhookError> {
+    async fn send(&self, url: &HttpUrl, payload: &WebhookPayload) -> Result<(), WebhookError> {
         self.tries.fetch_add(1, Ordering::SeqCst);
         if self.hangs.load(Ordering::SeqCst) {
             std::future::pending::<()>().await;

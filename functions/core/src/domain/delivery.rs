@@ -119,6 +119,7 @@ mod tests {
     fn messages_are_read_as_fan_outs_jobs_dropped_csvs_or_unreadable() {
         let id: RequestId = "6f1c1f7e-8a3e-4a47-9b7e-0d6b7b0f3a11".parse().unwrap();
         let job = ImageJob {
+            tenant_id: crate::test_support::tenant(),
             request_id: id,
             image_index: 3,
             row: 1,

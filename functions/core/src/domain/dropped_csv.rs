@@ -5,6 +5,7 @@ use aws_lambda_events::s3::S3Event;
 use sha2::{Digest, Sha256};
 
 use crate::domain::request_id::RequestId;
+use crate::domain::tenant::TenantId;
 
 /// Where a CSV must be dropped (and end in `.csv`) to be processed.
 pub const INCOMING_PREFIX: &str = "incoming/";
@@ -43,6 +44,16 @@ impl DroppedCsv {
         let mut bytes = [0u8; 16];
         bytes.copy_from_slice(&digest[..16]);
         RequestId::from_bytes_v8(bytes)
+    }
+
+    /// The tenant the key names: `incoming/<tenant>/<name>.csv`. The reason for the receipt
+    /// when it names none.
+    pub fn tenant(&self) -> Result<TenantId, String> {
+        let name = self.key.strip_prefix(INCOMING_PREFIX).unwrap_or(&self.key);
+        let Some((tenant, _)) = name.split_once('/') else {
+            return Err("no tenant named: drop CSVs under incoming/<your tenant>/".into());
+        };
+        tenant.parse().map_err(|error: crate::domain::tenant::InvalidTenantId| error.to_string())
     }
 
     /// `incoming/a/b.csv` -> `receipts/a/b.json`.
@@ -84,6 +95,14 @@ pub fn dropped_csvs_in(notification: &str) -> Option<Vec<DroppedCsv>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dropped_csv_names_its_tenant_by_its_folder() {
+        let dropped = |key: &str| DroppedCsv { bucket: "b".into(), key: key.into(), size: 1, version: "1".into() };
+        assert_eq!(dropped("incoming/acme/spring/shirts.csv").tenant(), Ok("acme".parse().unwrap()));
+        assert!(dropped("incoming/shirts.csv").tenant().unwrap_err().contains("no tenant named"));
+        assert!(dropped("incoming/Acme Corp/shirts.csv").tenant().unwrap_err().contains("not a tenant id"));
+    }
 
     #[test]
     fn only_csvs_under_incoming_are_dropped_csvs() {

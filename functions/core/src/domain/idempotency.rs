@@ -45,9 +45,9 @@ impl IdempotencyKey {
 pub struct StoredAnswer {
     pub request_id: RequestId,
     pub images: u64,
-    /// Shown again to the same caller: derived from the request id, nothing new is revealed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub webhook_secret: Option<String>,
+    /// Whether the answer had a webhook secret: derived again from the request id for a replay,
+    /// it is never stored.
+    pub has_webhook: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,7 +57,7 @@ pub struct IdempotencyRecord {
     /// Hex SHA-256 of the upload's body (and webhook URL): a repeat must be the same upload.
     pub fingerprint: String,
     /// When the key may be used again: TTL deletes it some time after; reads check it themselves.
-    pub expires_at: DateTime<Utc>,
+    pub replay_until: DateTime<Utc>,
     /// `None` while the first upload is in progress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub answer: Option<StoredAnswer>,
@@ -90,7 +90,7 @@ impl IdempotencyRecord {
             tenant_id,
             key: key.0.clone(),
             fingerprint,
-            expires_at: now + IDEMPOTENCY_LIFETIME,
+            replay_until: now + IDEMPOTENCY_LIFETIME,
             answer: None,
             started_at: now,
         }
@@ -98,7 +98,7 @@ impl IdempotencyRecord {
 
     /// How an upload with `fingerprint` at `now` meets this record.
     pub fn meet(&self, fingerprint: &str, now: DateTime<Utc>) -> Repeat {
-        if self.expires_at <= now {
+        if self.replay_until <= now {
             return Repeat::Expired;
         }
         match &self.answer {
@@ -127,7 +127,7 @@ mod tests {
         assert_eq!(first.meet(&same, now), Repeat::InProgress);
         assert_eq!(first.meet(&fingerprint(b"csv", Some("https://h.example/")), now), Repeat::DifferentBody);
         assert_eq!(first.meet(&same, now + IN_PROGRESS_LEASE), Repeat::Expired, "its upload died");
-        let answer = StoredAnswer { request_id: RequestId::new_random(), images: 3, webhook_secret: None };
+        let answer = StoredAnswer { request_id: RequestId::new_random(), images: 3, has_webhook: false };
         first.answer = Some(answer.clone());
         assert_eq!(first.meet(&same, now + Duration::hours(23)), Repeat::Replay(answer));
         assert_eq!(first.meet(&fingerprint(b"other", None), now), Repeat::DifferentBody);

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::domain::request_id::RequestId;
+use crate::domain::tenant::TenantId;
 
 /// How the output CSV and the webhook link to what was produced.
 #[derive(Clone, Debug)]
@@ -59,24 +60,29 @@ pub fn errors_csv_path(id: RequestId) -> String {
     format!("/api/requests/{id}/errors.csv")
 }
 
+// Every object of a request lives under its tenant's prefix, `tenants/<tenant>/`, so that a
+// tenant's data can be listed, exported or removed as a whole, and the functions' S3 policies
+// name that prefix. (CSVs dropped into the bucket arrive under `incoming/<tenant>/`, with their
+// receipts under `receipts/<tenant>/`: see `domain::dropped_csv`.)
+
 /// Where the errors report is written: beside the output CSV, when images failed.
-pub fn errors_csv_key(id: RequestId) -> String {
-    format!("requests/{id}/errors.csv")
+pub fn errors_csv_key(tenant: &TenantId, id: RequestId) -> String {
+    format!("tenants/{tenant}/requests/{id}/errors.csv")
 }
 
 /// Where the uploaded CSV is kept.
-pub fn input_csv_key(id: RequestId) -> String {
-    format!("requests/{id}/input.csv")
+pub fn input_csv_key(tenant: &TenantId, id: RequestId) -> String {
+    format!("tenants/{tenant}/requests/{id}/input.csv")
 }
 
 /// Where the output CSV is written when the request finishes.
-pub fn output_csv_key(id: RequestId) -> String {
-    format!("requests/{id}/output.csv")
+pub fn output_csv_key(tenant: &TenantId, id: RequestId) -> String {
+    format!("tenants/{tenant}/requests/{id}/output.csv")
 }
 
 /// Deterministic, so a redelivered job overwrites its own output instead of adding one.
-pub fn output_image_key(id: RequestId, image_index: u32) -> String {
-    format!("output/{id}/{image_index:05}.jpg")
+pub fn output_image_key(tenant: &TenantId, id: RequestId, image_index: u32) -> String {
+    format!("tenants/{tenant}/output/{id}/{image_index:05}.jpg")
 }
 
 #[cfg(test)]
@@ -86,6 +92,10 @@ mod tests {
     #[test]
     fn output_keys_are_deterministic() {
         let id: RequestId = "6f1c1f7e-8a3e-4a47-9b7e-0d6b7b0f3a11".parse().unwrap();
-        assert_eq!(output_image_key(id, 7), "output/6f1c1f7e-8a3e-4a47-9b7e-0d6b7b0f3a11/00007.jpg");
+        let tenant: TenantId = "acme".parse().unwrap();
+        assert_eq!(
+            output_image_key(&tenant, id, 7),
+            "tenants/acme/output/6f1c1f7e-8a3e-4a47-9b7e-0d6b7b0f3a11/00007.jpg"
+        );
     }
 }

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::http_url::HttpUrl;
 use crate::domain::locations::input_csv_key;
 use crate::domain::request_id::RequestId;
-use crate::domain::webhook_signature::WebhookSecret;
+use crate::domain::tenant::TenantId;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -76,6 +76,8 @@ impl ImageState {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequestRecord {
     pub request_id: RequestId,
+    /// Whose request it is: only that tenant's keys see it.
+    pub tenant_id: TenantId,
     pub status: RequestStatus,
     pub total: u64,
     pub remaining: u64,
@@ -90,9 +92,6 @@ pub struct RequestRecord {
     pub output_csv_key: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_url: Option<HttpUrl>,
-    /// Signs the webhook; given to the client once, in the upload's answer.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub webhook_secret: Option<WebhookSecret>,
     /// Failed deliveries of the webhook so far, and when the next one is due while one is owed
     /// (`use_cases::deliver_webhook`). Set in the same write that makes the request final.
     #[serde(default)]
@@ -108,9 +107,17 @@ pub struct RequestRecord {
 }
 
 impl RequestRecord {
-    pub fn new(request_id: RequestId, total: u64, webhook_url: Option<HttpUrl>, now: DateTime<Utc>) -> Self {
+    pub fn new(
+        request_id: RequestId,
+        tenant_id: TenantId,
+        total: u64,
+        webhook_url: Option<HttpUrl>,
+        now: DateTime<Utc>,
+    ) -> Self {
         Self {
+            input_csv_key: input_csv_key(&tenant_id, request_id),
             request_id,
+            tenant_id,
             status: RequestStatus::Pending,
             total,
             remaining: total,
@@ -119,10 +126,8 @@ impl RequestRecord {
             created_at: now,
             updated_at: now,
             completed_at: None,
-            input_csv_key: input_csv_key(request_id),
             output_csv_key: None,
             webhook_url,
-            webhook_secret: None,
             webhook_failed_deliveries: 0,
             webhook_next_at: None,
             failure_reason: None,
@@ -238,8 +243,9 @@ impl ImageOutcome {
 }
 
 /// What the write that makes a request final sets, all in one conditional write, so that
-/// nothing owed after it can be lost: a webhook owed is recorded with it, due at
-/// `webhook_due_at` (left to whoever sends it first; the sweeper delivers it if that one dies).
+/// nothing owed after it can be lost or paid twice: a webhook owed is recorded with it, due at
+/// `webhook_due_at` (left to whoever sends it first; the sweeper delivers it if that one dies),
+/// and the request's images are given back to its tenant's quota (`domain::quota`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FinalState {
     pub status: RequestStatus,
@@ -248,16 +254,35 @@ pub struct FinalState {
     pub failure_reason: Option<String>,
     /// `Some` when the request has a webhook.
     pub webhook_due_at: Option<DateTime<Utc>>,
+    /// The tenant whose open images the request held, and how many (its `total`).
+    pub tenant_id: TenantId,
+    pub open_images: u64,
 }
 
 impl FinalState {
-    /// A request failed without waiting for its images, for `reason` (kept bounded).
-    pub fn failed(reason: &str, webhook_due_at: Option<DateTime<Utc>>) -> Self {
+    /// Every image of `request` has a result and its output CSV is written: the honest summary
+    /// of its counts (`RequestStatus::final_for`).
+    pub fn finished(request: &RequestRecord, output_csv_key: String, webhook_due_at: DateTime<Utc>) -> Self {
+        Self {
+            status: RequestStatus::final_for(request.succeeded, request.failed),
+            output_csv_key: Some(output_csv_key),
+            failure_reason: None,
+            webhook_due_at: request.webhook_url.is_some().then_some(webhook_due_at),
+            tenant_id: request.tenant_id.clone(),
+            open_images: request.total,
+        }
+    }
+
+    /// `request` failed without waiting for its images, for `reason` (kept bounded); nothing
+    /// else will announce it, so its webhook is due at once.
+    pub fn failed(request: &RequestRecord, reason: &str, now: DateTime<Utc>) -> Self {
         Self {
             status: RequestStatus::Failed,
             output_csv_key: None,
             failure_reason: Some(bounded_message(reason)),
-            webhook_due_at,
+            webhook_due_at: request.webhook_url.is_some().then_some(now),
+            tenant_id: request.tenant_id.clone(),
+            open_images: request.total,
         }
     }
 }
@@ -281,6 +306,8 @@ pub enum Transition {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageJob {
     pub request_id: RequestId,
+    /// Its request's tenant, whose part of the bucket the output goes to.
+    pub tenant_id: TenantId,
     pub image_index: u32,
     /// 0-based data row of the input CSV.
     pub row: u32,
@@ -296,9 +323,15 @@ pub enum QueueMessage {
 }
 
 /// Every image job of a validated CSV, in output order.
-pub fn image_jobs(request_id: RequestId, csv: &crate::domain::csv_rules::ValidatedCsv) -> Vec<ImageJob> {
+pub fn image_jobs(request: &RequestRecord, csv: &crate::domain::csv_rules::ValidatedCsv) -> Vec<ImageJob> {
     csv.images()
-        .map(|(index, row, url)| ImageJob { request_id, image_index: index as u32, row: row as u32, url: url.clone() })
+        .map(|(index, row, url)| ImageJob {
+            request_id: request.request_id,
+            tenant_id: request.tenant_id.clone(),
+            image_index: index as u32,
+            row: row as u32,
+            url: url.clone(),
+        })
         .collect()
 }
 
@@ -311,6 +344,7 @@ pub fn finishes_request(old_remaining: Option<u64>, new_remaining: Option<u64>) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::tenant;
 
     #[test]
     fn final_status_is_honest_about_failures() {
@@ -330,7 +364,7 @@ mod tests {
 
     #[test]
     fn counts_always_add_up() {
-        let mut request = RequestRecord::new(RequestId::new_random(), 5, None, Utc::now());
+        let mut request = RequestRecord::new(RequestId::new_random(), tenant(), 5, None, Utc::now());
         request.succeeded = 2;
         request.failed = 1;
         assert_eq!(request.pending_images() + request.succeeded + request.failed, request.total);
@@ -347,6 +381,7 @@ mod tests {
     #[test]
     fn a_failed_image_keeps_at_most_max_error_message_bytes_of_its_message() {
         let job = ImageJob {
+            tenant_id: crate::test_support::tenant(),
             request_id: RequestId::new_random(),
             image_index: 0,
             row: 0,
@@ -369,6 +404,7 @@ mod tests {
     fn queue_messages_tell_fan_outs_from_image_jobs() {
         let id = RequestId::new_random();
         let job = ImageJob {
+            tenant_id: crate::test_support::tenant(),
             request_id: id,
             image_index: 3,
             row: 1,

@@ -6,14 +6,15 @@
 
 use serde::Serialize;
 
-use crate::domain::csv_rules::{CsvLimits, CsvProblem, CsvRejection};
+use crate::domain::csv_rules::{CsvProblem, CsvRejection};
 use crate::domain::dropped_csv::DroppedCsv;
 use crate::domain::errors::StoreError;
 use crate::domain::locations::{output_csv_key, status_path};
 use crate::domain::request::RequestStatus;
 use crate::domain::request_id::RequestId;
+use crate::domain::tenant::TenantId;
 use crate::ports::{BlobStore, ReadRequest};
-use crate::use_cases::accept_upload::{AcceptError, AcceptPorts, accept_csv_as};
+use crate::use_cases::accept_upload::{AcceptError, AcceptPorts, Upload, UploadRules, accept_csv_as};
 
 /// What the receipt says; `status` is "accepted" or "rejected".
 #[derive(Debug, Serialize)]
@@ -51,29 +52,42 @@ pub enum DropOutcome {
 pub async fn accept_dropped_csv(
     ports: AcceptPorts<'_>,
     dropped: &DroppedCsv,
-    limits: &CsvLimits,
+    rules: &UploadRules<'_>,
 ) -> Result<DropOutcome, AcceptError> {
     let request_id = dropped.request_id();
+    let tenant = match dropped.tenant() {
+        Ok(tenant) if ports.tenants.is_known(&tenant).await? => tenant,
+        named => {
+            let error = match named {
+                Ok(tenant) => format!("no tenant {tenant}: drop CSVs under incoming/<your tenant>/"),
+                Err(why) => why,
+            };
+            put_receipt(ports.blobs, dropped, &Receipt::Rejected { source: &dropped.key, error, problems: Vec::new() })
+                .await?;
+            return Ok(DropOutcome::Rejected);
+        }
+    };
     if let Some(request) = ports.requests.get(request_id).await? {
         // The first delivery may have stopped between recording the request and queueing its
         // fan-out; queueing it again is harmless (a fan-out never resets a result).
         if request.status == RequestStatus::Pending {
             ports.queue.enqueue_fan_out(request_id).await?;
         }
-        write_receipt(&ports, dropped, &accepted(dropped, request_id, request.total)).await?;
+        write_receipt(&ports, dropped, &accepted(dropped, &request.tenant_id, request_id, request.total)).await?;
         return Ok(DropOutcome::AlreadyAccepted(request_id));
     }
-    let outcome = if dropped.size > limits.max_bytes as u64 {
-        Err(AcceptError::Csv(CsvRejection::TooLarge { limit: limits.max_bytes }))
+    let outcome = if dropped.size > rules.limits.max_bytes as u64 {
+        Err(AcceptError::Csv(CsvRejection::TooLarge { limit: rules.limits.max_bytes }))
     } else {
         let Some(bytes) = ports.blobs.get(&dropped.key).await? else {
             return Ok(DropOutcome::Gone);
         };
-        accept_csv_as(ports, request_id, &bytes, None, limits).await
+        let upload = Upload { tenant: &tenant, csv: &bytes, webhook_url: None, idempotency_key: None };
+        accept_csv_as(ports, request_id, &upload, rules).await
     };
     match outcome {
         Ok(request) => {
-            let receipt = accepted(dropped, request_id, request.image_count as u64);
+            let receipt = accepted(dropped, &tenant, request_id, request.image_count);
             write_receipt(&ports, dropped, &receipt).await?;
             Ok(DropOutcome::Accepted(request_id))
         }
@@ -86,7 +100,12 @@ pub async fn accept_dropped_csv(
             write_receipt(&ports, dropped, &receipt).await?;
             Ok(DropOutcome::Rejected)
         }
-        // An outage; no webhook URL is passed, so no other error can come.
+        Err(error @ AcceptError::OverQuota { .. }) => {
+            let receipt = Receipt::Rejected { source: &dropped.key, error: error.to_string(), problems: Vec::new() };
+            write_receipt(&ports, dropped, &receipt).await?;
+            Ok(DropOutcome::Rejected)
+        }
+        // An outage; no webhook URL or idempotency key is passed, so no other error can come.
         Err(error) => Err(error),
     }
 }
@@ -110,13 +129,13 @@ pub async fn reject_dropped_csv(
     Ok(DropOutcome::Rejected)
 }
 
-fn accepted(dropped: &DroppedCsv, request_id: RequestId, images: u64) -> Receipt<'_> {
+fn accepted<'a>(dropped: &'a DroppedCsv, tenant: &TenantId, request_id: RequestId, images: u64) -> Receipt<'a> {
     Receipt::Accepted {
         source: &dropped.key,
         request_id,
         images,
         status_path: status_path(request_id),
-        output_csv_key: output_csv_key(request_id),
+        output_csv_key: output_csv_key(tenant, request_id),
     }
 }
 
@@ -132,7 +151,25 @@ async fn put_receipt(blobs: &dyn BlobStore, dropped: &DroppedCsv, receipt: &Rece
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::api_key::{ApiKey, KeyRecord};
+    use crate::domain::csv_rules::CsvLimits;
+    use crate::domain::quota::TenantQuota;
+    use crate::ports::ManageKeys;
+    use crate::test_support::tenant;
     use crate::use_cases::accept_upload::tests::Fakes;
+
+    /// Fakes where the tenant `acme` has a key.
+    async fn fakes() -> Fakes {
+        let fakes = Fakes::default();
+        let key = KeyRecord::new(&ApiKey::generate().unwrap(), tenant(), chrono::Utc::now());
+        fakes.table.add_key(&key).await.unwrap();
+        fakes
+    }
+
+    async fn accept(fakes: &Fakes, dropped: &DroppedCsv) -> DropOutcome {
+        let rules = UploadRules { limits: &CsvLimits::default(), quota: TenantQuota { max_open_images: 1_000 } };
+        accept_dropped_csv(fakes.ports(), dropped, &rules).await.unwrap()
+    }
 
     const CSV: &str =
         "S. No.,Product Name,Input Image Urls\n1,Shirt,\"https://img.example/a.jpg, https://img.example/b.png\"\n";
@@ -149,22 +186,21 @@ mod tests {
 
     #[tokio::test]
     async fn a_dropped_csv_becomes_one_request_even_when_its_event_comes_twice() {
-        let fakes = Fakes::default();
-        let dropped = drop_file(&fakes, "incoming/spring/shirts.csv", CSV, "0055AED6DCD90281E5").await;
-        let limits = CsvLimits::default();
+        let fakes = fakes().await;
+        let dropped = drop_file(&fakes, "incoming/acme/spring/shirts.csv", CSV, "0055AED6DCD90281E5").await;
 
-        let first = accept_dropped_csv(fakes.ports(), &dropped, &limits).await.unwrap();
+        let first = accept(&fakes, &dropped).await;
         assert_eq!(first, DropOutcome::Accepted(dropped.request_id()));
         let request = fakes.table.get(dropped.request_id()).await.unwrap().unwrap();
         assert_eq!((request.total, request.status), (2, RequestStatus::Pending));
         let receipt_json = receipt(&fakes, &dropped).await;
-        assert_eq!(dropped.receipt_key(), "receipts/spring/shirts.json");
+        assert_eq!(dropped.receipt_key(), "receipts/acme/spring/shirts.json");
         assert_eq!(receipt_json["status"], "accepted");
         assert_eq!(receipt_json["request_id"], dropped.request_id().to_string());
         assert_eq!(receipt_json["images"], 2);
-        assert_eq!(receipt_json["output_csv_key"], output_csv_key(dropped.request_id()));
+        assert_eq!(receipt_json["output_csv_key"], output_csv_key(&tenant(), dropped.request_id()));
 
-        let again = accept_dropped_csv(fakes.ports(), &dropped, &limits).await.unwrap();
+        let again = accept(&fakes, &dropped).await;
         assert_eq!(again, DropOutcome::AlreadyAccepted(dropped.request_id()));
         // The request was not made twice; its fan-out was queued again (harmless, and needed
         // when the first delivery stopped before queueing it).
@@ -173,22 +209,22 @@ mod tests {
 
     #[tokio::test]
     async fn a_new_version_of_the_same_file_is_a_new_request() {
-        let fakes = Fakes::default();
-        let first = drop_file(&fakes, "incoming/shirts.csv", CSV, "01").await;
-        let second = drop_file(&fakes, "incoming/shirts.csv", CSV, "02").await;
+        let fakes = fakes().await;
+        let first = drop_file(&fakes, "incoming/acme/shirts.csv", CSV, "01").await;
+        let second = drop_file(&fakes, "incoming/acme/shirts.csv", CSV, "02").await;
         assert_ne!(first.request_id(), second.request_id());
         for dropped in [&first, &second] {
-            accept_dropped_csv(fakes.ports(), dropped, &CsvLimits::default()).await.unwrap();
+            accept(&fakes, dropped).await;
             assert!(fakes.table.get(dropped.request_id()).await.unwrap().is_some());
         }
     }
 
     #[tokio::test]
     async fn a_bad_csv_gets_a_receipt_with_its_problems_and_no_request() {
-        let fakes = Fakes::default();
+        let fakes = fakes().await;
         let bad = "S. No.,Product Name,Input Image Urls\n1,Shirt,not-a-url\n";
-        let dropped = drop_file(&fakes, "incoming/bad.csv", bad, "01").await;
-        let outcome = accept_dropped_csv(fakes.ports(), &dropped, &CsvLimits::default()).await.unwrap();
+        let dropped = drop_file(&fakes, "incoming/acme/bad.csv", bad, "01").await;
+        let outcome = accept(&fakes, &dropped).await;
 
         assert_eq!(outcome, DropOutcome::Rejected);
         let receipt_json = receipt(&fakes, &dropped).await;
@@ -200,20 +236,33 @@ mod tests {
 
     #[tokio::test]
     async fn a_file_over_the_size_limit_is_refused_unread() {
-        let fakes = Fakes::default();
-        let mut dropped = drop_file(&fakes, "incoming/huge.csv", CSV, "01").await;
+        let fakes = fakes().await;
+        let mut dropped = drop_file(&fakes, "incoming/acme/huge.csv", CSV, "01").await;
         dropped.size = 10 * 1024 * 1024 * 1024;
-        let outcome = accept_dropped_csv(fakes.ports(), &dropped, &CsvLimits::default()).await.unwrap();
+        let outcome = accept(&fakes, &dropped).await;
         assert_eq!(outcome, DropOutcome::Rejected);
         assert!(receipt(&fakes, &dropped).await["error"].as_str().unwrap().contains("larger than the limit"));
     }
 
     #[tokio::test]
     async fn a_file_deleted_before_it_was_read_is_left_alone() {
-        let fakes = Fakes::default();
-        let dropped = DroppedCsv { bucket: "b".into(), key: "incoming/gone.csv".into(), size: 10, version: "1".into() };
-        let outcome = accept_dropped_csv(fakes.ports(), &dropped, &CsvLimits::default()).await.unwrap();
+        let fakes = fakes().await;
+        let dropped =
+            DroppedCsv { bucket: "b".into(), key: "incoming/acme/gone.csv".into(), size: 10, version: "1".into() };
+        let outcome = accept(&fakes, &dropped).await;
         assert_eq!(outcome, DropOutcome::Gone);
         assert!(fakes.blobs.get(&dropped.receipt_key()).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_csv_dropped_for_an_unknown_tenant_or_none_is_refused_with_a_receipt() {
+        let fakes = fakes().await;
+        for key in ["incoming/initech/shirts.csv", "incoming/shirts.csv"] {
+            let dropped = drop_file(&fakes, key, CSV, "01").await;
+            assert_eq!(accept(&fakes, &dropped).await, DropOutcome::Rejected, "{key}");
+            let receipt_json = receipt(&fakes, &dropped).await;
+            assert!(receipt_json["error"].as_str().unwrap().contains("incoming/<your tenant>/"), "{receipt_json}");
+            assert!(fakes.table.get(dropped.request_id()).await.unwrap().is_none());
+        }
     }
 }

@@ -42,12 +42,12 @@ pub async fn deliver(
     delivery: u32,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    let (Some(url), Some(secret)) = (&request.webhook_url, &request.webhook_secret) else {
+    let Some(url) = &request.webhook_url else {
         return Ok(());
     };
     let id = request.request_id;
     let payload = payload(ports, request, links).await?;
-    match ports.webhooks.send(url, secret, &payload).await {
+    match ports.webhooks.send(url, &payload).await {
         Ok(()) => tracing::info!(request_id = %id, stage = "webhook", delivery, "delivered"),
         Err(error) if !error.permanent => match next_delivery_in(delivery, ports.webhooks.redelivery_base()) {
             Some(wait) => {
@@ -97,7 +97,7 @@ async fn payload(
 ) -> Result<WebhookPayload, StoreError> {
     let id = request.request_id;
     let errors_csv_url = if request.has_errors_report() {
-        Some(link_url(ports.blobs, links, errors_csv_path(id), &errors_csv_key(id)).await?)
+        Some(link_url(ports.blobs, links, errors_csv_path(id), &errors_csv_key(&request.tenant_id, id)).await?)
     } else {
         None
     };
@@ -128,7 +128,8 @@ mod tests {
     use crate::domain::request::RequestStatus;
     use crate::domain::request_id::RequestId;
     use crate::domain::webhook::MAX_DELIVERIES;
-    use crate::domain::webhook_signature::WebhookSecret;
+    use crate::test_support::{NO_QUOTA, tenant};
+
     use crate::ports::{CreateRequest, WebhookOutbox};
     use std::time::Duration;
 
@@ -147,14 +148,13 @@ mod tests {
         /// A request that just became final, with a webhook.
         async fn finished_request(&self) -> RequestRecord {
             let url = HttpUrl::parse("https://hooks.example/done").unwrap();
-            let mut request = RequestRecord::new(RequestId::new_random(), 2, Some(url), Utc::now());
-            request.webhook_secret = Some(WebhookSecret::generate().unwrap());
+            let mut request = RequestRecord::new(RequestId::new_random(), tenant(), 2, Some(url), Utc::now());
             (request.status, request.succeeded, request.failed, request.remaining) =
                 (RequestStatus::CompletedWithErrors, 1, 1, 0);
-            request.output_csv_key = Some(output_csv_key(request.request_id));
+            request.output_csv_key = Some(output_csv_key(&request.tenant_id, request.request_id));
             // Owed, and taken by its first delivery, as `finish` leaves it.
             request.webhook_next_at = Some(lost_after(&self.webhooks, Utc::now()));
-            self.table.create(&request).await.unwrap();
+            self.table.create(&request, &NO_QUOTA).await.unwrap();
             request
         }
 

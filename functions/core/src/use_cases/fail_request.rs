@@ -28,7 +28,7 @@ pub async fn fail_request(
 ) -> Result<Transition, StoreError> {
     tracing::error!(request_id = %id, stage = "fail_request", reason = why);
     let Some(request) = ports.requests.get(id).await? else { return Ok(Transition::AlreadyDone) };
-    let ending = FinalState::failed(why, request.webhook_url.is_some().then_some(now));
+    let ending = FinalState::failed(&request, why, now);
     ports.lifecycle.finish(id, &ending, now).await
 }
 
@@ -37,7 +37,9 @@ mod tests {
     use super::*;
     use crate::adapters::memory::MemoryTable;
     use crate::domain::http_url::HttpUrl;
+    use crate::domain::quota::TenantQuota;
     use crate::domain::request::{RequestRecord, RequestStatus};
+    use crate::domain::tenant::TenantId;
     use crate::ports::{CreateRequest, ReadRequest};
 
     #[tokio::test]
@@ -45,8 +47,10 @@ mod tests {
         let table = MemoryTable::default();
         let hook = HttpUrl::parse("https://hooks.example/done").unwrap();
         let (with_hook, without) = (RequestId::new_random(), RequestId::new_random());
-        table.create(&RequestRecord::new(with_hook, 2, Some(hook), Utc::now())).await.unwrap();
-        table.create(&RequestRecord::new(without, 2, None, Utc::now())).await.unwrap();
+        let tenant: TenantId = "acme".parse().unwrap();
+        let quota = TenantQuota { max_open_images: 10 };
+        table.create(&RequestRecord::new(with_hook, tenant.clone(), 2, Some(hook), Utc::now()), &quota).await.unwrap();
+        table.create(&RequestRecord::new(without, tenant.clone(), 2, None, Utc::now()), &quota).await.unwrap();
         let ports = FailPorts { requests: &table, lifecycle: &table };
         let now = Utc::now();
 
@@ -61,5 +65,6 @@ mod tests {
         );
         assert_eq!(failed.webhook_next_at, Some(now), "the webhook is owed, due at once");
         assert_eq!(table.get(without).await.unwrap().unwrap().webhook_next_at, None);
+        assert_eq!(table.open_images(&tenant), 0, "the images are given back once");
     }
 }

@@ -44,7 +44,7 @@ pub async fn fan_out(ports: FanOutPorts<'_>, request_id: RequestId) -> Result<Tr
             return Err(FanOutError::Corrupt(request_id, corrupt.to_string()));
         }
     };
-    ports.queue.enqueue(&image_jobs(request_id, &csv)).await?;
+    ports.queue.enqueue(&image_jobs(&request, &csv)).await?;
     Ok(ports.lifecycle.mark_processing(request_id, Utc::now()).await?)
 }
 
@@ -54,6 +54,7 @@ mod tests {
     use crate::adapters::memory::{MemoryBlobs, MemoryQueue, MemoryTable};
     use crate::domain::request::RequestRecord;
     use crate::ports::CreateRequest;
+    use crate::test_support::{NO_QUOTA, tenant};
 
     const CSV: &str = "S. No.,Product Name,Input Image Urls\n\
         1,Shirt,\"https://img.example/a.jpg, https://img.example/b.png\"\n\
@@ -61,11 +62,11 @@ mod tests {
 
     async fn accepted(table: &MemoryTable, blobs: &MemoryBlobs, csv: Option<&str>) -> RequestId {
         let id = RequestId::new_random();
-        let request = RequestRecord::new(id, 3, None, Utc::now());
+        let request = RequestRecord::new(id, tenant(), 3, None, Utc::now());
         if let Some(csv) = csv {
             blobs.put(&request.input_csv_key, csv.into(), "text/csv").await.unwrap();
         }
-        table.create(&request).await.unwrap();
+        table.create(&request, &NO_QUOTA).await.unwrap();
         id
     }
 

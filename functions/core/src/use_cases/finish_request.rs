@@ -99,21 +99,16 @@ pub async fn finish_request(
     // Why each image failed, beside the output CSV (whose columns stay the input's plus one).
     if !failures.is_empty() {
         let report = write_errors_csv(&csv, &failures).map_err(|e| corrupt(&e.to_string()))?;
-        ports.blobs.put(&errors_csv_key(request_id), report, "text/csv").await?;
+        ports.blobs.put(&errors_csv_key(&request.tenant_id, request_id), report, "text/csv").await?;
     }
     let output_csv = write_output_csv(&csv, &outputs).map_err(|e| corrupt(&e.to_string()))?;
-    let csv_key = output_csv_key(request_id);
+    let csv_key = output_csv_key(&request.tenant_id, request_id);
     ports.blobs.put(&csv_key, output_csv, "text/csv").await?;
 
     let now = Utc::now();
-    let ending = FinalState {
-        status: RequestStatus::final_for(request.succeeded, request.failed),
-        output_csv_key: Some(csv_key),
-        failure_reason: None,
-        // Owed in this same write, and taken by the delivery below: if this process dies before
-        // ending it, it falls due and the sweeper makes it.
-        webhook_due_at: request.webhook_url.is_some().then(|| lost_after(ports.webhooks, now)),
-    };
+    // A webhook is owed in this same write, taken by the delivery below: if this process dies
+    // before ending it, it falls due and the sweeper makes it.
+    let ending = FinalState::finished(&request, csv_key, lost_after(ports.webhooks, now));
     if ports.lifecycle.finish(request_id, &ending, now).await? == Transition::AlreadyDone {
         return Ok(Finished::Already);
     }
@@ -135,7 +130,8 @@ mod tests {
     use crate::domain::http_url::HttpUrl;
     use crate::domain::request::Progress;
     use crate::domain::request::{ImageOutcome, RequestRecord, image_jobs};
-    use crate::domain::webhook_signature::WebhookSecret;
+    use crate::test_support::{NO_QUOTA, tenant};
+
     use crate::ports::{CreateRequest, RecordResult};
     use std::sync::atomic::Ordering;
     use std::time::Duration;
@@ -164,11 +160,10 @@ mod tests {
             };
             let csv = ValidatedCsv::parse(CSV.as_bytes(), &CsvLimits::default()).unwrap();
             let hook = HttpUrl::parse("https://hooks.example/done").unwrap();
-            let mut request = RequestRecord::new(fixture.id, 3, Some(hook), Utc::now());
-            request.webhook_secret = Some(WebhookSecret::generate().unwrap());
+            let request = RequestRecord::new(fixture.id, tenant(), 3, Some(hook), Utc::now());
             fixture.blobs.put(&request.input_csv_key, CSV.into(), "text/csv").await.unwrap();
-            fixture.table.create(&request).await.unwrap();
-            for (job, done) in image_jobs(fixture.id, &csv).iter().zip(outcomes) {
+            fixture.table.create(&request, &NO_QUOTA).await.unwrap();
+            for (job, done) in image_jobs(&request, &csv).iter().zip(outcomes) {
                 let index = job.image_index;
                 let outcome = if *done {
                     ImageOutcome::Done {
@@ -195,7 +190,7 @@ mod tests {
 
         fn output_rows(&self) -> Vec<Vec<String>> {
             let objects = self.blobs.objects.lock().unwrap();
-            let (body, _) = objects.get(&output_csv_key(self.id)).expect("output CSV written");
+            let (body, _) = objects.get(&output_csv_key(&tenant(), self.id)).expect("output CSV written");
             csv::Reader::from_reader(body.as_slice())
                 .records()
                 .map(|record| record.unwrap().iter().map(String::from).collect())
@@ -212,9 +207,9 @@ mod tests {
         assert_eq!(rows[0][3], "https://blobs.example/out/0.jpg,");
         assert_eq!(rows[1][3], "https://blobs.example/out/2.jpg");
         let request = fixture.table.get(fixture.id).await.unwrap().unwrap();
-        assert_eq!(request.output_csv_key, Some(output_csv_key(fixture.id)));
+        assert_eq!(request.output_csv_key, Some(output_csv_key(&tenant(), fixture.id)));
         let objects = fixture.blobs.objects.lock().unwrap();
-        let report = String::from_utf8(objects[&errors_csv_key(fixture.id)].0.clone()).unwrap();
+        let report = String::from_utf8(objects[&errors_csv_key(&tenant(), fixture.id)].0.clone()).unwrap();
         assert!(report.lines().nth(1).unwrap().contains("https://img.example/b.png,http_status_404,gone"), "{report}");
         assert!(request.completed_at.is_some());
     }

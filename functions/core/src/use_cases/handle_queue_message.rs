@@ -9,29 +9,28 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 
-use crate::domain::csv_rules::CsvLimits;
 use crate::domain::delivery::{JobsMessage, RetryPolicy, TimeReserves};
 use crate::domain::dropped_csv::DroppedCsv;
 use crate::domain::errors::RETRIES_EXHAUSTED;
 use crate::domain::request::{ImageJob, ImageOutcome, Progress};
 use crate::domain::request_id::RequestId;
-use crate::ports::{BlobStore, CreateRequest, Fetcher, JobQueue, MoveRequest, ReadRequest, ReadResults, RecordResult};
+use crate::ports::{
+    BlobStore, CreateRequest, Fetcher, IdempotencyKeys, JobQueue, KnownTenants, MoveRequest, ReadRequest, ReadResults,
+    RecordResult,
+};
 use crate::use_cases::accept_dropped_csv::{accept_dropped_csv, reject_dropped_csv};
-use crate::use_cases::accept_upload::AcceptPorts;
+use crate::use_cases::accept_upload::{AcceptPorts, UploadRules};
 use crate::use_cases::fail_request::{FailPorts, fail_request};
 use crate::use_cases::fan_out::{FanOutError, FanOutPorts, fan_out};
 use crate::use_cases::process_image::{CodecPool, JobClock, JobResult, ProcessPorts, process_image};
 
+/// The accepting ports (for fan-outs and dropped CSVs), and those of image jobs.
 #[derive(Clone, Copy)]
 pub struct WorkerPorts<'a> {
+    pub accept: AcceptPorts<'a>,
     pub fetcher: &'a dyn Fetcher,
-    pub blobs: &'a dyn BlobStore,
-    pub queue: &'a dyn JobQueue,
-    pub new_requests: &'a dyn CreateRequest,
-    pub requests: &'a dyn ReadRequest,
     pub recorder: &'a dyn RecordResult,
     pub results: &'a dyn ReadResults,
-    pub lifecycle: &'a dyn MoveRequest,
 }
 
 impl<'a> WorkerPorts<'a> {
@@ -43,28 +42,9 @@ impl<'a> WorkerPorts<'a> {
         table: &'a T,
     ) -> Self
     where
-        T: CreateRequest + ReadRequest + RecordResult + ReadResults + MoveRequest,
+        T: CreateRequest + ReadRequest + MoveRequest + IdempotencyKeys + KnownTenants + RecordResult + ReadResults,
     {
-        Self {
-            fetcher,
-            blobs,
-            queue,
-            new_requests: table,
-            requests: table,
-            recorder: table,
-            results: table,
-            lifecycle: table,
-        }
-    }
-
-    fn accept(&self) -> AcceptPorts<'a> {
-        AcceptPorts {
-            blobs: self.blobs,
-            new_requests: self.new_requests,
-            requests: self.requests,
-            lifecycle: self.lifecycle,
-            queue: self.queue,
-        }
+        Self { accept: AcceptPorts::with_table(blobs, queue, table), fetcher, recorder: table, results: table }
     }
 }
 
@@ -74,7 +54,7 @@ pub struct WorkerRules<'a> {
     /// What a job needs left before each step; it is not started with less than all of it.
     pub reserves: TimeReserves,
     /// For CSVs dropped into the bucket.
-    pub csv_limits: &'a CsvLimits,
+    pub upload: UploadRules<'a>,
 }
 
 /// One delivery of a message, as the queue made it.
@@ -106,7 +86,7 @@ pub async fn handle_queue_message(
     match JobsMessage::read(delivery.body) {
         JobsMessage::FanOut(request_id) if delivery.from_dead_letters => {
             // The fan-out failed on every attempt: fail the request rather than leave it waiting.
-            let ports = FailPorts { requests: ports.requests, lifecycle: ports.lifecycle };
+            let ports = FailPorts { requests: ports.accept.requests, lifecycle: ports.accept.lifecycle };
             let why = "its image jobs could not be queued in any attempt";
             let failed = fail_request(ports, request_id, why, Utc::now()).await;
             hand_back_if_transient(failed.err().is_some_and(|e| e.is_transient()))
@@ -144,8 +124,12 @@ async fn run_image_job(
     receives: u32,
     clock: &JobClock,
 ) -> Verdict {
-    let process =
-        ProcessPorts { fetcher: ports.fetcher, blobs: ports.blobs, recorder: ports.recorder, results: ports.results };
+    let process = ProcessPorts {
+        fetcher: ports.fetcher,
+        blobs: ports.accept.blobs,
+        recorder: ports.recorder,
+        results: ports.results,
+    };
     match process_image(process, job, codec, rules.retry.is_last_attempt(receives), clock).await {
         JobResult::Recorded(_) | JobResult::Duplicate => Verdict::Acknowledge,
         JobResult::OutOfTime => out_of_time(job),
@@ -168,8 +152,12 @@ async fn run_image_job(
 /// Queues the image jobs of an accepted request.
 async fn run_fan_out(ports: WorkerPorts<'_>, request_id: RequestId) -> Verdict {
     let started = Instant::now();
-    let fan_out_ports =
-        FanOutPorts { requests: ports.requests, lifecycle: ports.lifecycle, blobs: ports.blobs, queue: ports.queue };
+    let fan_out_ports = FanOutPorts {
+        requests: ports.accept.requests,
+        lifecycle: ports.accept.lifecycle,
+        blobs: ports.accept.blobs,
+        queue: ports.accept.queue,
+    };
     match fan_out(fan_out_ports, request_id).await {
         Ok(transition) => {
             let duration_ms = started.elapsed().as_millis() as u64;
@@ -190,10 +178,9 @@ async fn run_fan_out(ports: WorkerPorts<'_>, request_id: RequestId) -> Verdict {
 /// CSVs dropped into the bucket under `incoming/`. Handed back on an outage; the receipt says
 /// the rest.
 async fn accept_dropped(ports: WorkerPorts<'_>, rules: &WorkerRules<'_>, dropped: &[DroppedCsv]) -> Verdict {
-    let accept = ports.accept();
     let mut verdict = Verdict::Acknowledge;
     for csv in dropped {
-        match accept_dropped_csv(accept, csv, rules.csv_limits).await {
+        match accept_dropped_csv(ports.accept, csv, &rules.upload).await {
             Ok(outcome) => tracing::info!(stage = "dropped_csv", key = csv.key, ?outcome),
             Err(error) => {
                 tracing::warn!(stage = "dropped_csv", key = csv.key, error = %error);
@@ -209,7 +196,7 @@ async fn accept_dropped(ports: WorkerPorts<'_>, rules: &WorkerRules<'_>, dropped
 async fn give_up_on_dropped(ports: WorkerPorts<'_>, dropped: &[DroppedCsv]) -> Verdict {
     let mut verdict = Verdict::Acknowledge;
     for csv in dropped {
-        match reject_dropped_csv(ports.blobs, ports.requests, csv).await {
+        match reject_dropped_csv(ports.accept.blobs, ports.accept.requests, csv).await {
             Ok(outcome) => tracing::warn!(stage = "dropped_csv", key = csv.key, ?outcome, "from the dead-letter queue"),
             Err(error) => {
                 tracing::warn!(stage = "dropped_csv", key = csv.key, error = %error);

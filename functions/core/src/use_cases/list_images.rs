@@ -30,7 +30,7 @@ pub async fn list_images(
     let csv = read_stored_csv(blobs, request).await?;
     let mut page = Vec::with_capacity((last - first + 1) as usize);
     let mut recorded = recorded.drain(..).peekable();
-    for job in &image_jobs(id, &csv)[first as usize..=last as usize] {
+    for job in &image_jobs(request, &csv)[first as usize..=last as usize] {
         match recorded.next_if(|image| image.image_index == job.image_index) {
             Some(image) => page.push(image),
             None => page.push(ImageRecord::pending_for(job)),
@@ -49,6 +49,7 @@ mod tests {
     use crate::domain::request::{ImageOutcome, ImageState, Progress};
     use crate::domain::request_id::RequestId;
     use crate::ports::{CreateRequest, RecordResult};
+    use crate::test_support::{NO_QUOTA, tenant};
 
     const CSV: &str = "S. No.,Product Name,Input Image Urls\n\
         1,Shirt,\"https://img.example/a.jpg, https://img.example/b.png\"\n\
@@ -58,11 +59,11 @@ mod tests {
     async fn pages_merge_recorded_results_with_pending_images_in_order() {
         let (table, blobs) = (MemoryTable::default(), MemoryBlobs::default());
         let id = RequestId::new_random();
-        let request = RequestRecord::new(id, 5, None, Utc::now());
+        let request = RequestRecord::new(id, tenant(), 5, None, Utc::now());
         blobs.put(&request.input_csv_key, CSV.into(), "text/csv").await.unwrap();
-        table.create(&request).await.unwrap();
+        table.create(&request, &NO_QUOTA).await.unwrap();
         let csv = ValidatedCsv::parse(CSV.as_bytes(), &CsvLimits::default()).unwrap();
-        let jobs = image_jobs(id, &csv);
+        let jobs = image_jobs(&request, &csv);
         let failed = ImageOutcome::Failed { error_code: "http_status_404".into(), error_message: "gone".into() };
         table.record(&jobs[1], &failed, Utc::now(), Progress::Made).await.unwrap();
 

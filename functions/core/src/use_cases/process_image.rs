@@ -151,7 +151,7 @@ async fn compress_and_store(
         return Err(Stop::OutOfTime);
     }
     let stage = Stage::start(job, "upload");
-    let output_key = output_image_key(job.request_id, job.image_index);
+    let output_key = output_image_key(&job.tenant_id, job.request_id, job.image_index);
     let bytes_out = compressed.jpeg.len() as u64;
     let note = compressed.note();
     ports.blobs.put(&output_key, compressed.jpeg, "image/jpeg").await?;

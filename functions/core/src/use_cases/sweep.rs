@@ -184,7 +184,7 @@ impl RequestSweep<'_> {
         let recorded: HashSet<u32> =
             self.ports.finish.results.recorded_images(id).await?.iter().map(|image| image.image_index).collect();
         let message = format!("no result within {} s of the request's last progress", self.idle.as_secs());
-        for job in image_jobs(id, &csv).iter().filter(|job| !recorded.contains(&job.image_index)) {
+        for job in image_jobs(request, &csv).iter().filter(|job| !recorded.contains(&job.image_index)) {
             if Instant::now() >= self.deadline {
                 return Ok(Some(Swept::OutOfTime));
             }

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
 use chrono::{DateTime, Utc};
@@ -16,9 +17,7 @@ use crate::domain::request::{
     FinalState, ImageJob, ImageOutcome, ImageRecord, ImageState, Progress, RequestRecord, RequestStatus, Transition,
 };
 use crate::domain::request_id::RequestId;
-use crate::ports::{
-    CreateRequest, FindIdleRequests, MoveRequest, ReadRequest, ReadResults, RecordResult, WebhookOutbox,
-};
+use crate::ports::{FindIdleRequests, MoveRequest, ReadRequest, ReadResults, RecordResult, WebhookOutbox};
 
 const REQUEST_SK: &str = "REQUEST";
 /// A sparse index of the requests that are not final: only they carry `open_shard`, so the
@@ -30,6 +29,10 @@ const OPEN_SHARD: &str = "OPEN";
 /// A sparse index of the failed image items only (they carry `failed_pk`, their request's
 /// `pk`), sorted by `sk`: the status lists failures without reading the successes.
 const FAILED_IMAGES_INDEX: &str = "FailedImages";
+/// A sparse index of the request items by tenant (`tenant_requests`) and `created_at`: a
+/// tenant's requests, newest first. Only request items carry the attribute.
+const TENANT_REQUESTS_INDEX: &str = "TenantRequests";
+const TENANT_REQUESTS_KEY: &str = "tenant_requests";
 /// Final requests whose webhook is still owed (`WebhookOutbox`).
 const WEBHOOK_SHARD: &str = "WEBHOOK";
 
@@ -85,6 +88,7 @@ impl DynamoTable {
     fn request_item(&self, request: &RequestRecord) -> Result<Item, StoreError> {
         let mut item = self.item(request, pk(request.request_id), s(REQUEST_SK))?;
         item.insert("open_shard".into(), s(OPEN_SHARD));
+        item.insert(TENANT_REQUESTS_KEY.into(), s(request.tenant_id.as_str()));
         item.insert("created_at".into(), s(timestamp(request.created_at)));
         item.insert("updated_at".into(), s(timestamp(request.updated_at)));
         Ok(item)
@@ -163,22 +167,6 @@ impl DynamoTable {
             _ => None,
         });
         Ok(ids.collect())
-    }
-}
-
-#[async_trait]
-impl CreateRequest for DynamoTable {
-    async fn create(&self, request: &RequestRecord) -> Result<(), StoreError> {
-        let item = self.request_item(request)?;
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
-            .await
-            .map_err(|e| store_error("DynamoDB", e))?;
-        Ok(())
     }
 }
 
@@ -283,7 +271,32 @@ impl MoveRequest for DynamoTable {
             }
             None => format!("SET {} REMOVE open_shard", set.join(", ")),
         };
-        self.conditional_update(id, &update, "#status IN (:pending, :processing)", values).await
+        let request = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(Self::request_key(id)))
+            .update_expression(update)
+            .condition_expression("#status IN (:pending, :processing)")
+            .expression_attribute_names("#status", "status")
+            .set_expression_attribute_values(Some(values))
+            .build()
+            .map_err(|e| StoreError::Refused { service: "DynamoDB", detail: e.to_string() })?;
+        // Its images go back to its tenant's quota in the same write: once, since the request's
+        // condition lets this write through once.
+        let quota = self.give_back_images(&ending.tenant_id, ending.open_images)?;
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().update(request).build())
+            .transact_items(TransactWriteItem::builder().update(quota).build())
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Transition::Applied),
+            Err(error) if cancellation_codes(&error).first() == Some(&Some("ConditionalCheckFailed")) => {
+                Ok(Transition::AlreadyDone)
+            }
+            Err(error) => Err(store_error("DynamoDB", error)),
+        }
     }
 }
 
@@ -439,13 +452,7 @@ impl RecordResult for DynamoTable {
             let Err(error) = result else {
                 return Ok(Transition::Applied);
             };
-            let reasons: Vec<Option<&str>> = match error.as_service_error() {
-                Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) => {
-                    cancelled.cancellation_reasons().iter().map(|reason| reason.code()).collect()
-                }
-                _ => Vec::new(),
-            };
-            match cancellation(&reasons) {
+            match cancellation(&cancellation_codes(&error)) {
                 Cancellation::Duplicate => return Ok(Transition::AlreadyDone),
                 Cancellation::Conflict if attempt < CONFLICT_ATTEMPTS => {
                     tokio::time::sleep(conflict_backoff(attempt)).await;
@@ -476,6 +483,17 @@ enum Cancellation {
     Other,
 }
 
+/// The code of each item's cancellation reason of a cancelled transaction, in the order of its
+/// items; empty for any other error.
+fn cancellation_codes<R>(error: &SdkError<TransactWriteItemsError, R>) -> Vec<Option<&str>> {
+    match error.as_service_error() {
+        Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) => {
+            cancelled.cancellation_reasons().iter().map(|reason| reason.code()).collect()
+        }
+        _ => Vec::new(),
+    }
+}
+
 /// Reads the cancellation reasons of the result transaction (image Put first, then the
 /// request's counters), one code per item; empty for any other error.
 fn cancellation(reasons: &[Option<&str>]) -> Cancellation {
@@ -495,6 +513,7 @@ fn conflict_backoff(attempt: u32) -> Duration {
 }
 
 mod keys;
+mod tenancy;
 
 #[cfg(test)]
 mod item_size;

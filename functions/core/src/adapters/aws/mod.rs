@@ -4,10 +4,12 @@
 
 mod dynamo;
 mod s3;
+mod secrets;
 mod sqs;
 
 pub use dynamo::DynamoTable;
 pub use s3::S3Blobs;
+pub use secrets::webhook_signing_key;
 pub use sqs::SqsQueue;
 
 use std::time::Duration;

@@ -1,8 +1,12 @@
 use super::*;
 use crate::adapters::memory::{MemoryBlobs, MemoryFetcher, MemoryQueue, MemoryTable};
+use crate::domain::api_key::{ApiKey, KeyRecord};
 use crate::domain::codec::CodecLimits;
+use crate::domain::csv_rules::CsvLimits;
 use crate::domain::http_url::HttpUrl;
 use crate::domain::request::{ImageState, QueueMessage, RequestRecord, RequestStatus};
+use crate::ports::ManageKeys;
+use crate::test_support::{NO_QUOTA, tenant};
 
 const CSV: &str = "S. No.,Product Name,Input Image Urls\n1,Shirt,https://img.example/a.png\n";
 
@@ -22,11 +26,11 @@ impl Fakes {
     /// A request of one image, whose CSV is stored.
     async fn request(&self) -> (RequestId, ImageJob) {
         let id = RequestId::new_random();
-        let request = RequestRecord::new(id, 1, None, Utc::now());
+        let request = RequestRecord::new(id, tenant(), 1, None, Utc::now());
         self.blobs.put(&request.input_csv_key, CSV.into(), "text/csv").await.unwrap();
-        self.table.create(&request).await.unwrap();
+        self.table.create(&request, &NO_QUOTA).await.unwrap();
         let url = HttpUrl::parse("https://img.example/a.png").unwrap();
-        (id, ImageJob { request_id: id, image_index: 0, row: 0, url })
+        (id, ImageJob { request_id: id, tenant_id: tenant(), image_index: 0, row: 0, url })
     }
 
     async fn handle(&self, body: &str, receives: u32, from_dead_letters: bool, time_left: Duration) -> Verdict {
@@ -37,7 +41,8 @@ impl Fakes {
             codec: Duration::from_secs(5),
             store: Duration::from_secs(10),
         };
-        let rules = WorkerRules { retry: &retry, reserves, csv_limits: &limits };
+        let upload = UploadRules { limits: &limits, quota: NO_QUOTA };
+        let rules = WorkerRules { retry: &retry, reserves, upload };
         let codec = CodecPool::new(CodecLimits::default(), 1);
         let delivery = Delivery { body, receives, from_dead_letters, time_left };
         handle_queue_message(self.ports(), &rules, &codec, delivery).await
@@ -115,11 +120,11 @@ async fn a_transient_failure_is_handed_back_with_the_policys_delay_until_the_las
 #[tokio::test]
 async fn a_dropped_csv_from_the_dead_letter_queue_gets_a_receipt_and_no_request() {
     let fakes = Fakes::default();
-    fakes.blobs.put("incoming/shirts.csv", CSV.into(), "text/csv").await.unwrap();
+    fakes.blobs.put("incoming/acme/shirts.csv", CSV.into(), "text/csv").await.unwrap();
     let verdict = fakes.handle(&dropped_notification(), 5, true, PLENTY).await;
 
     assert_eq!(verdict, Verdict::Acknowledge);
-    let receipt = fakes.blobs.get("receipts/shirts.json").await.unwrap().expect("a receipt");
+    let receipt = fakes.blobs.get("receipts/acme/shirts.json").await.unwrap().expect("a receipt");
     let receipt: serde_json::Value = serde_json::from_slice(&receipt).unwrap();
     assert_eq!(receipt["status"], "rejected");
     assert!(receipt["error"].as_str().unwrap().contains("drop the file again"), "{receipt}");
@@ -136,14 +141,16 @@ async fn a_body_nobody_wrote_is_acknowledged_and_changes_nothing() {
 #[tokio::test]
 async fn a_notification_of_a_dropped_csv_makes_a_request_and_an_outage_hands_it_back() {
     let fakes = Fakes::default();
-    fakes.blobs.put("incoming/shirts.csv", CSV.into(), "text/csv").await.unwrap();
+    let key = KeyRecord::new(&ApiKey::generate().unwrap(), tenant(), Utc::now());
+    fakes.table.add_key(&key).await.unwrap();
+    fakes.blobs.put("incoming/acme/shirts.csv", CSV.into(), "text/csv").await.unwrap();
     let notification = dropped_notification();
 
     fakes.queue.outage.set(true);
     assert_eq!(fakes.handle(&notification, 1, false, PLENTY).await, Verdict::HandBack { delay: None });
     fakes.queue.outage.set(false);
     assert_eq!(fakes.handle(&notification, 2, false, PLENTY).await, Verdict::Acknowledge);
-    assert!(fakes.blobs.get("receipts/shirts.json").await.unwrap().is_some(), "a receipt is written");
+    assert!(fakes.blobs.get("receipts/acme/shirts.json").await.unwrap().is_some(), "a receipt is written");
 }
 
 fn dropped_notification() -> String {
@@ -155,7 +162,7 @@ fn dropped_notification() -> String {
         "s3": {
             "s3SchemaVersion": "1.0", "configurationId": "incoming-csv",
             "bucket": {"name": "bucket", "ownerIdentity": {"principalId": "EXAMPLE"}, "arn": "arn:aws:s3:::bucket"},
-            "object": {"key": "incoming/shirts.csv", "size": CSV.len(), "eTag": "e", "sequencer": "01"}
+            "object": {"key": "incoming/acme/shirts.csv", "size": CSV.len(), "eTag": "e", "sequencer": "01"}
         }
     }]})
     .to_string()

@@ -6,6 +6,7 @@ use crate::domain::http_url::HttpUrl;
 use crate::domain::request::{ImageState, RequestRecord};
 use crate::domain::request_id::RequestId;
 use crate::ports::{CreateRequest, ReadRequest, ReadResults};
+use crate::test_support::{NO_QUOTA, tenant};
 
 fn png_bytes() -> Vec<u8> {
     let image = image::RgbImage::from_fn(64, 48, |x, y| image::Rgb([x as u8 * 3, y as u8 * 5, 90]));
@@ -26,10 +27,10 @@ impl Fixture {
         let url = HttpUrl::parse("https://img.example/a.png").unwrap();
         let request_id = RequestId::new_random();
         let table = MemoryTable::default();
-        let request = RequestRecord::new(request_id, 1, None, Utc::now());
-        table.create(&request).await.unwrap();
+        let request = RequestRecord::new(request_id, tenant(), 1, None, Utc::now());
+        table.create(&request, &NO_QUOTA).await.unwrap();
         let fetcher = MemoryFetcher { responses: [(url.to_string(), response)].into(), ..Default::default() };
-        let job = ImageJob { request_id, image_index: 0, row: 0, url };
+        let job = ImageJob { request_id, tenant_id: tenant(), image_index: 0, row: 0, url };
         Self { fetcher, blobs: MemoryBlobs::default(), table, job }
     }
 
@@ -65,7 +66,7 @@ async fn an_image_is_compressed_stored_and_counted() {
     let fixture = Fixture::new(Ok(png_bytes())).await;
     assert!(matches!(fixture.run(false).await, JobResult::Recorded(ImageOutcome::Done { .. })));
 
-    let key = output_image_key(fixture.job.request_id, 0);
+    let key = output_image_key(&tenant(), fixture.job.request_id, 0);
     let stored = fixture.blobs.objects.lock().unwrap().get(&key).cloned().unwrap();
     assert_eq!(stored.1, "image/jpeg");
     assert_eq!(image::guess_format(&stored.0).unwrap(), image::ImageFormat::Jpeg);

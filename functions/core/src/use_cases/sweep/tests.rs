@@ -4,8 +4,8 @@ use super::*;
 use crate::adapters::memory::{MemoryBlobs, MemoryQueue, MemoryTable, MemoryWebhooks};
 use crate::domain::http_url::HttpUrl;
 use crate::domain::request::{ImageJob, ImageState, RequestStatus};
-use crate::domain::webhook_signature::WebhookSecret;
 use crate::ports::{BlobStore, CreateRequest, ReadRequest, ReadResults};
+use crate::test_support::{NO_QUOTA, tenant};
 
 const CSV: &str =
     "S. No.,Product Name,Input Image Urls\n1,Shirt,\"https://img.example/a.jpg,https://img.example/b.jpg\"\n";
@@ -27,10 +27,9 @@ impl Fakes {
     async fn request_with(&self, age: chrono::Duration, csv: &str, hook: Option<&str>) -> RequestId {
         let id = RequestId::new_random();
         let hook = hook.map(|url| HttpUrl::parse(url).unwrap());
-        let mut request = RequestRecord::new(id, count_images(csv), hook, Utc::now() - age);
-        request.webhook_secret = request.webhook_url.as_ref().map(|_| WebhookSecret::generate().unwrap());
+        let request = RequestRecord::new(id, tenant(), count_images(csv), hook, Utc::now() - age);
         self.blobs.put(&request.input_csv_key, csv.into(), "text/csv").await.unwrap();
-        self.table.create(&request).await.unwrap();
+        self.table.create(&request, &NO_QUOTA).await.unwrap();
         id
     }
 
@@ -57,7 +56,7 @@ fn count_images(csv: &str) -> u64 {
 
 fn job(id: RequestId, index: u32) -> ImageJob {
     let url = HttpUrl::parse(&format!("https://img.example/{}.jpg", ["a", "b"][index as usize])).unwrap();
-    ImageJob { request_id: id, image_index: index, row: 0, url }
+    ImageJob { request_id: id, tenant_id: tenant(), image_index: index, row: 0, url }
 }
 
 fn done(index: u32) -> ImageOutcome {
@@ -110,7 +109,11 @@ async fn a_finished_request_that_missed_its_stream_record_is_finished() {
 async fn a_request_without_its_csv_is_failed() {
     let fakes = Fakes::default();
     let id = RequestId::new_random();
-    fakes.table.create(&RequestRecord::new(id, 2, None, Utc::now() - chrono::Duration::hours(1))).await.unwrap();
+    fakes
+        .table
+        .create(&RequestRecord::new(id, tenant(), 2, None, Utc::now() - chrono::Duration::hours(1)), &NO_QUOTA)
+        .await
+        .unwrap();
 
     assert_eq!(fakes.sweep().await.requests_finished, 1);
     assert_eq!(fakes.status(id).await, RequestStatus::Failed);
@@ -160,9 +163,8 @@ async fn a_request_failed_without_its_images_announces_it_once() {
     let fakes = Fakes::default();
     let id = RequestId::new_random();
     let hook = HttpUrl::parse("https://hooks.example/a").unwrap();
-    let mut request = RequestRecord::new(id, 2, Some(hook), Utc::now() - chrono::Duration::hours(1));
-    request.webhook_secret = Some(WebhookSecret::generate().unwrap());
-    fakes.table.create(&request).await.unwrap();
+    let request = RequestRecord::new(id, tenant(), 2, Some(hook), Utc::now() - chrono::Duration::hours(1));
+    fakes.table.create(&request, &NO_QUOTA).await.unwrap();
 
     fakes.sweep().await;
     fakes.sweep().await;

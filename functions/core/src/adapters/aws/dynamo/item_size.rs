@@ -9,7 +9,7 @@ use super::*;
 use crate::domain::csv_rules::{CsvLimits, MAX_URL_LENGTH_CEILING};
 use crate::domain::http_url::HttpUrl;
 use crate::domain::locations::{output_csv_key, output_image_key};
-use crate::domain::webhook_signature::WebhookSecret;
+use crate::test_support::tenant;
 
 /// DynamoDB refuses an item over 400 KB: attribute names and values together.
 const ITEM_LIMIT: usize = 400 * 1024;
@@ -62,15 +62,14 @@ fn largest_request_item(url_length: usize) -> Item {
     let id = RequestId::new_random();
     let now = Utc.with_ymd_and_hms(2026, 11, 24, 0, 15, 41).unwrap();
     let webhook_url = url_of_length("https://hooks.example/", url_length);
-    let mut request = RequestRecord::new(id, u64::MAX, Some(webhook_url), now);
+    let mut request = RequestRecord::new(id, tenant(), u64::MAX, Some(webhook_url), now);
     request.status = RequestStatus::CompletedWithErrors;
     (request.remaining, request.succeeded, request.failed) = (u64::MAX, u64::MAX, u64::MAX);
     request.completed_at = Some(now);
-    request.output_csv_key = Some(output_csv_key(id));
-    request.webhook_secret = Some(WebhookSecret::generate().unwrap());
+    request.output_csv_key = Some(output_csv_key(&request.tenant_id, id));
     request.webhook_failed_deliveries = u32::MAX;
     request.webhook_next_at = Some(now);
-    request.failure_reason = FinalState::failed(&"x".repeat(1 << 20), None).failure_reason;
+    request.failure_reason = FinalState::failed(&request, &"x".repeat(1 << 20), now).failure_reason;
     request.sweep_failures = u32::MAX;
     let mut item = table().request_item(&request).unwrap();
     item.insert("open_shard".into(), s(WEBHOOK_SHARD));
@@ -82,13 +81,14 @@ fn largest_request_item(url_length: usize) -> Item {
 fn largest_image_item(url_length: usize) -> Item {
     let id = RequestId::new_random();
     let job = ImageJob {
+        tenant_id: tenant(),
         request_id: id,
         image_index: u32::MAX,
         row: u32::MAX,
         url: url_of_length("https://img.example/", url_length),
     };
     let done = ImageOutcome::Done {
-        output_key: output_image_key(id, u32::MAX),
+        output_key: output_image_key(&tenant(), id, u32::MAX),
         bytes_in: u64::MAX,
         bytes_out: u64::MAX,
         note: Some("no_gain"),
