@@ -7,6 +7,7 @@ use chrono::Utc;
 use futures::future::join_all;
 use imgpipe_core::adapters::aws::{DynamoTable, S3Blobs, SqsQueue};
 use imgpipe_core::domain::http_url::HttpUrl;
+use imgpipe_core::domain::idempotency::{IdempotencyKey, IdempotencyRecord, Repeat, StoredAnswer, fingerprint};
 use imgpipe_core::domain::quota::TenantQuota;
 use imgpipe_core::domain::request::{
     FinalState, ImageJob, ImageOutcome, ImageState, Progress, RequestRecord, RequestStatus, Transition,
@@ -14,8 +15,8 @@ use imgpipe_core::domain::request::{
 use imgpipe_core::domain::request_id::RequestId;
 use imgpipe_core::domain::tenant::TenantId;
 use imgpipe_core::ports::{
-    BlobStore, CreateRequest, FindIdleRequests, JobQueue, MoveRequest, QueueBacklog, ReadRequest, ReadResults,
-    RecordResult, WebhookOutbox,
+    Admission, BlobStore, CreateRequest, FindIdleRequests, IdempotencyKeys, JobQueue, ListRequests, MoveRequest,
+    QueueBacklog, ReadRequest, ReadResults, RecordResult, WebhookOutbox,
 };
 use imgpipe_tests::stack::LocalStack;
 use imgpipe_tests::tables::fresh_table;
@@ -311,4 +312,70 @@ async fn the_queue_reports_the_messages_waiting_for_a_worker() {
     let id = RequestId::new_random();
     queue.enqueue(&(0..3).map(|i| job(id, i)).collect::<Vec<_>>()).await.unwrap();
     assert_eq!(queue.waiting_messages().await.unwrap(), 3);
+}
+
+#[tokio::test]
+async fn a_request_takes_its_images_from_the_quota_and_its_final_state_gives_them_back_once() {
+    let table = fresh_table().await;
+    let quota = TenantQuota { max_open_images: 5 };
+    let first = RequestRecord::new(RequestId::new_random(), tenant(), 3, None, Utc::now());
+    assert_eq!(table.create(&first, &quota).await.unwrap(), Admission::Created);
+    let second = RequestRecord::new(RequestId::new_random(), tenant(), 3, None, Utc::now());
+    assert_eq!(table.create(&second, &quota).await.unwrap(), Admission::OverQuota);
+    assert!(table.get(second.request_id).await.unwrap().is_none(), "nothing written over quota");
+
+    let ending = FinalState::failed(&first, "test", Utc::now());
+    assert_eq!(table.finish(first.request_id, &ending, Utc::now()).await.unwrap(), Transition::Applied);
+    assert_eq!(table.finish(first.request_id, &ending, Utc::now()).await.unwrap(), Transition::AlreadyDone);
+    assert_eq!(table.create(&second, &quota).await.unwrap(), Admission::Created, "given back once");
+    let third = RequestRecord::new(RequestId::new_random(), tenant(), 3, None, Utc::now());
+    assert_eq!(table.create(&third, &quota).await.unwrap(), Admission::OverQuota, "not twice");
+}
+
+#[tokio::test]
+async fn a_tenants_requests_are_listed_newest_first_a_page_at_a_time_and_no_one_elses() {
+    let table = fresh_table().await;
+    let other: TenantId = "someone-else".parse().unwrap();
+    let start = Utc::now() - chrono::Duration::minutes(10);
+    let mut mine = Vec::new();
+    for minute in 0..5 {
+        let request =
+            RequestRecord::new(RequestId::new_random(), tenant(), 1, None, start + chrono::Duration::minutes(minute));
+        table.create(&request, &NO_QUOTA).await.unwrap();
+        mine.push(request.request_id);
+    }
+    table.create(&RequestRecord::new(RequestId::new_random(), other, 1, None, start), &NO_QUOTA).await.unwrap();
+
+    let (page, next) = table.requests_of(&tenant(), None, 3).await.unwrap();
+    let (rest, last) = table.requests_of(&tenant(), next.as_ref(), 3).await.unwrap();
+    let listed: Vec<RequestId> = page.iter().chain(&rest).map(|request| request.request_id).collect();
+    mine.reverse();
+    assert_eq!(listed, mine, "newest first, each once, only the tenant's");
+    assert!(next.is_some() && last.is_none());
+}
+
+#[tokio::test]
+async fn an_idempotency_key_is_claimed_once_answered_and_freed_only_by_its_upload() {
+    let table = fresh_table().await;
+    let key = IdempotencyKey::parse("order-7").unwrap();
+    let now = Utc::now();
+    let first = IdempotencyRecord::start(tenant(), &key, fingerprint(b"csv", None), now);
+    assert_eq!(table.claim_key(&first, now).await.unwrap(), None, "claimed");
+    let second = IdempotencyRecord::start(tenant(), &key, fingerprint(b"csv", None), now);
+    let held = table.claim_key(&second, now).await.unwrap().expect("held by the first");
+    assert_eq!(held.meet(&second.fingerprint, now), Repeat::InProgress);
+
+    let answer = StoredAnswer { request_id: RequestId::new_random(), images: 2, has_webhook: false };
+    table.complete_key(&first, &answer).await.unwrap();
+    let held = table.claim_key(&second, now).await.unwrap().expect("answered");
+    assert_eq!(held.meet(&second.fingerprint, now), Repeat::Replay(answer));
+    table.release_key(&second).await.unwrap();
+    assert!(table.claim_key(&second, now).await.unwrap().is_some(), "an answered key is not freed");
+
+    let other_key = IdempotencyKey::parse("order-8").unwrap();
+    let refused = IdempotencyRecord::start(tenant(), &other_key, fingerprint(b"bad", None), now);
+    assert_eq!(table.claim_key(&refused, now).await.unwrap(), None);
+    table.release_key(&refused).await.unwrap();
+    let corrected = IdempotencyRecord::start(tenant(), &other_key, fingerprint(b"good", None), now);
+    assert_eq!(table.claim_key(&corrected, now).await.unwrap(), None, "freed for the corrected upload");
 }
