@@ -156,13 +156,13 @@ fn free_ports(count: usize) -> Vec<u16> {
     listeners.iter().map(|l| l.local_addr().expect("local address").port()).collect()
 }
 
-/// The end-to-end tests must run the code under test: build the three functions (a no-op
-/// when they are up to date) with the cargo that runs the tests.
 /// Cargo's target directory: CARGO_TARGET_DIR when set (cargo builds there), else `target/`.
 fn target_dir(root: &Path) -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from)
 }
 
+/// The end-to-end tests must run the code under test: build the three functions (a no-op
+/// when they are up to date) with the cargo that runs the tests.
 fn build_functions(root: &Path, release: bool) {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = Command::new(cargo)
