@@ -1,7 +1,9 @@
 //! The local stack for tests: the emulator with template.yaml deployed and the function
 //! binaries from `target/debug`, started once per test process on a free port and stopped
 //! when the process ends (infra/local.py watches our pid). With `IMGPIPE_FUNCTIONS=release`
-//! (the pipeline benchmark) the functions are release builds from `target/release`.
+//! (the pipeline benchmark) the functions are release builds from `target/release`. The
+//! sweeper's schedule is deployed disabled: tests that need a sweep send its event themselves,
+//! and no scheduled one can race them.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -72,6 +74,7 @@ impl LocalStack {
             .arg(&bin_dir)
             .args(["--watch-pid", &std::process::id().to_string()])
             .args(["--allow-hosts", &allow_hosts.join(",")])
+            .arg("--no-schedule")
             .status()
             .expect("run infra/local.py");
         assert!(status.success(), "the local stack did not start; see {}/emulator.log", state.display());
