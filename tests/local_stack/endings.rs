@@ -3,7 +3,6 @@
 
 use std::time::{Duration, Instant};
 
-use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::Utc;
 use imgpipe_core::adapters::aws::{DynamoTable, S3Blobs};
 use imgpipe_core::domain::http_url::HttpUrl;
@@ -26,22 +25,6 @@ async fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bo
         assert!(started.elapsed() < timeout, "still waiting after {timeout:?}: {what}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-/// Makes an owed webhook due now, as if the time its sender could still be sending had passed.
-async fn backdate_owed_webhook(stack: &LocalStack, id: &str) {
-    let dynamo = aws_sdk_dynamodb::Client::new(&stack.sdk_config().await);
-    dynamo
-        .update_item()
-        .table_name(&stack.table_name)
-        .key("pk", AttributeValue::S(format!("REQ#{id}")))
-        .key("sk", AttributeValue::S("REQUEST".into()))
-        .update_expression("SET webhook_next_at = :past")
-        .condition_expression("attribute_exists(webhook_next_at)")
-        .expression_attribute_values(":past", AttributeValue::S("2000-01-01T00:00:00.000000Z".into()))
-        .send()
-        .await
-        .expect("the webhook is owed");
 }
 
 async fn sweep(stack: &LocalStack) -> Value {
@@ -71,7 +54,7 @@ async fn a_notifier_killed_between_the_final_write_and_the_post_still_delivers_t
     assert!(hooks.received("killed").is_empty(), "nothing answered yet");
 
     // Once it can no longer be in flight, the sweeper makes the delivery.
-    backdate_owed_webhook(stack, &id).await;
+    stack.make_webhook_due(&id).await;
     assert_eq!(sweep(stack).await["webhooks_tried"], 1);
     assert_eq!(sweep(stack).await["webhooks_tried"], 0, "delivered: nothing owed");
     let delivered = hooks.deliveries("killed");
@@ -110,7 +93,7 @@ async fn a_fan_out_in_the_dead_letter_queue_fails_its_request_and_announces_it_o
     assert_eq!(status["failure_reason"], "its image jobs could not be queued in any attempt");
     assert_eq!(status["output_csv_url"], Value::Null);
 
-    // Owed at once, delivered by the sweeper (or the emulator's own schedule: once either way).
+    // Owed at once, delivered by the sweeper (the emulator's own schedule is off).
     sweep(stack).await;
     wait_until("the failed request's webhook", Duration::from_secs(30), || !hooks.received("dead-fan-out").is_empty())
         .await;

@@ -5,8 +5,6 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::AttributeValue;
-use chrono::{SecondsFormat, Utc};
 use image::GenericImageView;
 use imgpipe_core::domain::csv_rules::OUTPUT_HEADER;
 use imgpipe_core::domain::webhook_signature::WebhookSecret;
@@ -302,7 +300,7 @@ async fn a_webhook_receiver_that_was_down_gets_it_later_from_the_sweeper() {
     // Back up, and the redelivery due (it is kept for a second on the local stack): the sweep
     // delivers it, once.
     hooks.set_down(false);
-    make_webhook_due(stack, &id).await;
+    stack.make_webhook_due(&id).await;
     let sweep = serde_json::json!({"sweep": {"idle_seconds": 900}});
     let report = stack.invoke(&stack.notifier_function_name, &sweep).await;
     assert!(report["webhooks_tried"].as_u64().unwrap() >= 1, "{report}");
@@ -316,21 +314,4 @@ async fn a_webhook_receiver_that_was_down_gets_it_later_from_the_sweeper() {
     assert_eq!(header("webhook-id"), format!("msg_{id}"), "the same id as the first attempts");
     let timestamp: i64 = header("webhook-timestamp").parse().unwrap();
     assert_eq!(header("webhook-signature"), secret.sign(&header("webhook-id"), timestamp, &delivery.body));
-}
-
-/// Moves a deferred webhook's next delivery into the past, as if its wait had passed.
-async fn make_webhook_due(stack: &LocalStack, request_id: &str) {
-    let dynamodb = aws_sdk_dynamodb::Client::new(&stack.sdk_config().await);
-    let past = (Utc::now() - chrono::Duration::minutes(1)).to_rfc3339_opts(SecondsFormat::Micros, true);
-    dynamodb
-        .update_item()
-        .table_name(&stack.table_name)
-        .key("pk", AttributeValue::S(format!("REQ#{request_id}")))
-        .key("sk", AttributeValue::S("REQUEST".into()))
-        .update_expression("SET webhook_next_at = :past")
-        .condition_expression("attribute_exists(webhook_next_at)")
-        .expression_attribute_values(":past", AttributeValue::S(past))
-        .send()
-        .await
-        .expect("a webhook waiting for its next delivery");
 }

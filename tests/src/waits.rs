@@ -1,10 +1,12 @@
 //! Waiting on a condition rather than for a while: each wait polls what it waits for, and after
 //! a generous timeout panics saying what never happened. What the stack shows to wait on: the
-//! functions' log lines and the jobs queue's message counts.
+//! functions' log lines and the jobs queue's message counts. And where a test would wait for a
+//! time to pass, the time is written into the past instead.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_sqs::types::QueueAttributeName;
 
 use crate::stack::LocalStack;
@@ -74,5 +76,22 @@ impl LocalStack {
             assert!(started.elapsed() < timeout, "{left} message(s) still in {queue_url} after {timeout:?}");
             tokio::time::sleep(POLL).await;
         }
+    }
+
+    /// Makes a request's owed webhook due now, as if its wait (for a redelivery, or for a sender
+    /// that may still be sending) had passed.
+    pub async fn make_webhook_due(&self, request_id: &str) {
+        let dynamodb = aws_sdk_dynamodb::Client::new(&self.sdk_config().await);
+        dynamodb
+            .update_item()
+            .table_name(&self.table_name)
+            .key("pk", AttributeValue::S(format!("REQ#{request_id}")))
+            .key("sk", AttributeValue::S("REQUEST".into()))
+            .update_expression("SET webhook_next_at = :past")
+            .condition_expression("attribute_exists(webhook_next_at)")
+            .expression_attribute_values(":past", AttributeValue::S("2000-01-01T00:00:00.000000Z".into()))
+            .send()
+            .await
+            .expect("a webhook owed");
     }
 }
