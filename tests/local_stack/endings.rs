@@ -54,8 +54,10 @@ async fn a_notifier_killed_between_the_final_write_and_the_post_still_delivers_t
     assert!(hooks.received("killed").is_empty(), "nothing answered yet");
 
     // Once it can no longer be in flight, the sweeper makes the delivery.
-    stack.make_webhook_due(&id).await;
+    assert!(stack.make_webhook_due(&id).await, "the webhook is owed");
     assert_eq!(sweep(stack).await["webhooks_tried"], 1);
+    // Were it still owed, it would be delivered again once due.
+    stack.make_webhook_due(&id).await;
     assert_eq!(sweep(stack).await["webhooks_tried"], 0, "delivered: nothing owed");
     let delivered = hooks.deliveries("killed");
     assert_eq!(delivered.len(), 1, "exactly one delivery answered");

@@ -300,11 +300,13 @@ async fn a_webhook_receiver_that_was_down_gets_it_later_from_the_sweeper() {
     // Back up, and the redelivery due (it is kept for a second on the local stack): the sweep
     // delivers it, once.
     hooks.set_down(false);
-    stack.make_webhook_due(&id).await;
+    assert!(stack.make_webhook_due(&id).await, "the webhook is owed");
     let sweep = serde_json::json!({"sweep": {"idle_seconds": 900}});
     let report = stack.invoke(&stack.notifier_function_name, &sweep).await;
     assert!(report["webhooks_tried"].as_u64().unwrap() >= 1, "{report}");
     let hook = wait_for_one_webhook(stack, &hooks, "late", &id).await;
+    // Were it still owed, it would be delivered again once due: make it due if it is, and sweep.
+    stack.make_webhook_due(&id).await;
     stack.invoke(&stack.notifier_function_name, &sweep).await;
     assert_eq!(hooks.received("late").len(), 1, "a delivered webhook is not delivered again");
     assert_eq!((hook["request_id"].as_str(), hook["status"].as_str()), (Some(id.as_str()), Some("completed")));
