@@ -25,10 +25,13 @@ stop:
 
 # Unit tests, adapter tests on the emulator and the end-to-end test through the API; the
 # test binary starts its own emulator on a free port and stops it when it exits. The
-# benchmarks' smoke run comes first, so that `make bench` cannot rot.
+# benchmarks' smoke run comes first, so that `make bench` cannot rot. Everything is built
+# first; the tests then run in a network namespace with only loopback (infra/loopback_only.sh:
+# root or user namespaces, or IMGPIPE_NO_NETNS=1 to run them on the host's network).
 test: build lint bench-smoke
+	cargo test --workspace --no-run
 	@mkdir -p target; set -o pipefail; \
-	cargo test --workspace --no-fail-fast 2>&1 | tee target/test-output.log; status=$$?; \
+	infra/loopback_only.sh cargo test --workspace --no-fail-fast 2>&1 | tee target/test-output.log; status=$$?; \
 	infra/test_summary.sh target/test-output.log; exit $$status
 
 lint: setup check-template

@@ -11,6 +11,8 @@ cd "$(dirname "$0")/.."
 
 mode=${1:---codec}
 py=.venv-bench/bin/python
+# Where cargo puts the builds (a target directory shared by several checkouts, or target/).
+target=${CARGO_TARGET_DIR:-target}
 infra/venv.sh .venv-bench bench/requirements.txt
 
 # One set of packages for every host release build here and in tests/src/stack.rs: cargo
@@ -25,12 +27,12 @@ codec() {
         corpus=bench/.corpus-smoke runs=1 work=bench/.corpus-smoke-out
         $py bench/corpus.py --smoke "$corpus"
         cargo build -q -p imgpipe-tests --bin codec_bench
-        bin=target/debug/codec_bench
+        bin=$target/debug/codec_bench
     else
         corpus=bench/.corpus runs=${RUNS:-7} work=bench/.corpus-out
         $py bench/corpus.py "$corpus"
         release_build
-        bin=target/release/codec_bench
+        bin=$target/release/codec_bench
     fi
     local files=("$corpus"/*.jpg "$corpus"/*.png) file
     mkdir -p "$work"
@@ -66,9 +68,9 @@ pipeline() {
     $py bench/corpus.py --pipeline bench/.corpus-pipeline
     $py bench/corpus.py bench/.corpus
     release_build
-    IMGPIPE_FUNCTIONS=release target/release/load --images "${PIPELINE_IMAGES:-500}" --urls-per-row 5 \
+    IMGPIPE_FUNCTIONS=release $target/release/load --images "${PIPELINE_IMAGES:-500}" --urls-per-row 5 \
         --photos bench/.corpus-pipeline --out bench/results/pipeline.json
-    IMGPIPE_FUNCTIONS=release target/release/load --images 1 --photos bench/.corpus/kleiber-24mp.jpg \
+    IMGPIPE_FUNCTIONS=release $target/release/load --images 1 --photos bench/.corpus/kleiber-24mp.jpg \
         --fresh-workers --out bench/results/worker-24mp.json
     $py bench/pipeline_report.py --doc docs/performance.md
 }
@@ -76,12 +78,12 @@ pipeline() {
 functions() {
     make --no-print-directory package
     release_build
-    $py bench/init_time.py target/release 15 --json bench/results/functions.json
+    $py bench/init_time.py $target/release 15 --json bench/results/functions.json
     # The codec as Lambda runs it (arm64: NEON, the portable C of requantize.c) must give the
     # host's bytes on every corpus file.
     $py bench/corpus.py bench/.corpus
     PATH="$PWD/.venv/bin:$PATH" cargo lambda build --release --arm64 -p imgpipe-tests --bin codec_bench
-    $py bench/arm64_codec.py bench/.corpus target/lambda/codec_bench/bootstrap target/release/codec_bench \
+    $py bench/arm64_codec.py bench/.corpus $target/lambda/codec_bench/bootstrap $target/release/codec_bench \
         --json bench/results/arm64-codec.json
     $py bench/pipeline_report.py --doc docs/performance.md
 }

@@ -2,14 +2,16 @@
 """The local stack: the AWS emulator (ministack) on 127.0.0.1 running imgpipe's own
 template.yaml, with the function binaries built for this host.
 
-  local.py up   [--port P] [--state DIR] [--bin-dir DIR] [--watch-pid PID]
+  local.py up   [--port P] [--state DIR] [--bin-dir DIR] [--watch-pid PID] [--no-schedule]
   local.py down [--state DIR]
   local.py env  [--state DIR]          print shell exports for the running stack
 
 `up` starts the emulator (or reuses the healthy one already started from DIR), deploys
 the template to its CloudFormation and writes the stack's outputs to DIR/outputs.json.
 With --watch-pid, the stack is stopped when that process ends (tests use it so that no
-emulator outlives them). `down` stops the emulator and every function process it ran.
+emulator outlives them). With --no-schedule, the sweeper's per-minute schedule is deployed
+disabled (the tests run the sweep themselves). `down` stops the emulator and every function
+process it ran.
 """
 import argparse
 import hashlib
@@ -169,7 +171,7 @@ def bootstrap_zip(binary):
     return buffer.getvalue()
 
 
-def deploy(state, port, bin_dir):
+def deploy(state, port, bin_dir, schedule=True):
     import boto3
     from botocore.exceptions import ClientError
 
@@ -200,7 +202,8 @@ def deploy(state, port, bin_dir):
             fail(f"template.yaml has no single 'CodeUri: {code_uri}'")
 
     capabilities = ["CAPABILITY_IAM", "CAPABILITY_AUTO_EXPAND"]
-    parameters = [{"ParameterKey": k, "ParameterValue": v} for k, v in LOCAL_PARAMETERS.items()]
+    overrides = dict(LOCAL_PARAMETERS, SweepSchedule="ENABLED" if schedule else "DISABLED")
+    parameters = [{"ParameterKey": k, "ParameterValue": v} for k, v in overrides.items()]
     try:
         status = cfn.describe_stacks(StackName=STACK_NAME)["Stacks"][0]["StackStatus"]
     except ClientError:
@@ -281,6 +284,9 @@ def main():
     parser.add_argument("--allow-hosts", default=None,
                         help="comma-separated 127.0.0.1:<port> pairs the functions may reach (default: the "
                              "sample-image and webhook ports of `make run`, PORT+1 and PORT+2)")
+    parser.add_argument("--no-schedule", action="store_true",
+                        help="deploy with the sweeper's per-minute schedule disabled (the tests run the sweep "
+                             "themselves, so that no scheduled sweep races them)")
     args = parser.parse_args()
     state = os.path.abspath(args.state)
 
@@ -302,7 +308,7 @@ def main():
         fresh = start_emulator(state, args.port, allow_hosts)
         if args.watch_pid:
             watch(state, args.watch_pid)
-        outputs = deploy(state, args.port, os.path.abspath(args.bin_dir))
+        outputs = deploy(state, args.port, os.path.abspath(args.bin_dir), schedule=not args.no_schedule)
         verb = "started and deployed" if fresh else "redeployed"
         print(f"local stack: {verb} in {time.time() - started:.1f} s; API at {outputs['ApiUrl']}")
 

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use futures::future::join_all;
 use imgpipe_core::adapters::aws::{DynamoTable, S3Blobs, SqsQueue};
 use imgpipe_core::domain::http_url::HttpUrl;
@@ -33,8 +33,12 @@ fn url(i: u32) -> HttpUrl {
 }
 
 async fn request_with_images(table: &DynamoTable, count: u32) -> RequestId {
+    request_created_at(table, count, Utc::now()).await
+}
+
+async fn request_created_at(table: &DynamoTable, count: u32, created_at: DateTime<Utc>) -> RequestId {
     let id = RequestId::new_random();
-    table.create(&RequestRecord::new(id, tenant(), count as u64, None, Utc::now()), &NO_QUOTA).await.unwrap();
+    table.create(&RequestRecord::new(id, tenant(), count as u64, None, created_at), &NO_QUOTA).await.unwrap();
     id
 }
 
@@ -236,10 +240,13 @@ async fn a_deferred_webhook_is_listed_apart_from_open_requests_until_it_ends() {
 #[tokio::test]
 async fn idle_requests_are_the_open_ones_without_recent_progress() {
     let table = fresh_table().await;
-    let idle = request_with_images(&table, 1).await;
-    let finished = completed_request(&table, None).await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let cutoff = Utc::now();
+    let an_hour_ago = Utc::now() - chrono::Duration::hours(1);
+    let idle = request_created_at(&table, 1, an_hour_ago).await;
+    // Finished an hour ago too: idle since, but final.
+    let finished = request_created_at(&table, 1, an_hour_ago).await;
+    table.record(&job(finished, 0), &done(0), an_hour_ago, Progress::Made).await.unwrap();
+    table.finish(finished, &ending(RequestStatus::Completed, None), an_hour_ago).await.unwrap();
+    let cutoff = Utc::now() - chrono::Duration::minutes(30);
     let busy = request_with_images(&table, 2).await;
 
     let found = table.idle_requests(cutoff).await.unwrap();

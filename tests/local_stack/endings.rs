@@ -1,42 +1,17 @@
 //! Requests that end without their images, and webhooks whose sender died: each one still
 //! ends and is announced once, through the real functions.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use aws_sdk_dynamodb::types::AttributeValue;
 use imgpipe_tests::api_client::ApiClient;
 use imgpipe_tests::fixtures::photo_jpeg;
 use imgpipe_tests::requests::record_accepted_request;
 use imgpipe_tests::servers::{ImageServer, WebhookReceiver};
 use imgpipe_tests::stack::LocalStack;
+use imgpipe_tests::waits::wait_for;
 use serde_json::{Value, json};
 
 use crate::STACK_USE;
-
-/// Polls `ready` every 100 ms until it holds, for at most `timeout`.
-async fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !ready() {
-        assert!(started.elapsed() < timeout, "still waiting after {timeout:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Makes an owed webhook due now, as if the time its sender could still be sending had passed.
-async fn backdate_owed_webhook(stack: &LocalStack, id: &str) {
-    let dynamo = aws_sdk_dynamodb::Client::new(&stack.sdk_config().await);
-    dynamo
-        .update_item()
-        .table_name(&stack.table_name)
-        .key("pk", AttributeValue::S(format!("REQ#{id}")))
-        .key("sk", AttributeValue::S("REQUEST".into()))
-        .update_expression("SET webhook_next_at = :past")
-        .condition_expression("attribute_exists(webhook_next_at)")
-        .expression_attribute_values(":past", AttributeValue::S("2000-01-01T00:00:00.000000Z".into()))
-        .send()
-        .await
-        .expect("the webhook is owed");
-}
 
 async fn sweep(stack: &LocalStack) -> Value {
     stack.invoke(&stack.notifier_function_name, &json!({"sweep": {"idle_seconds": 900}})).await
@@ -58,15 +33,20 @@ async fn a_notifier_killed_between_the_final_write_and_the_post_still_delivers_t
     let id = answer.body["request_id"].as_str().unwrap().to_string();
 
     // The request is final and the notifier is inside its POST: kill it there.
-    wait_until("the notifier's POST", Duration::from_secs(60), || !hooks.stalled("killed").is_empty()).await;
+    wait_for("the notifier's POST", Duration::from_secs(60), || async {
+        (!hooks.stalled("killed").is_empty()).then_some(())
+    })
+    .await;
     assert!(stack.kill_function_processes(&stack.notifier_function_name) > 0, "a notifier process was running");
     hooks.set_stalled(false);
     assert_eq!(api.status(&id).await.body["status"], "completed");
     assert!(hooks.received("killed").is_empty(), "nothing answered yet");
 
     // Once it can no longer be in flight, the sweeper makes the delivery.
-    backdate_owed_webhook(stack, &id).await;
+    assert!(stack.make_webhook_due(&id).await, "the webhook is owed");
     assert_eq!(sweep(stack).await["webhooks_tried"], 1);
+    // Were it still owed, it would be delivered again once due.
+    stack.make_webhook_due(&id).await;
     assert_eq!(sweep(stack).await["webhooks_tried"], 0, "delivered: nothing owed");
     let delivered = hooks.deliveries("killed");
     assert_eq!(delivered.len(), 1, "exactly one delivery answered");
@@ -85,7 +65,7 @@ async fn a_fan_out_in_the_dead_letter_queue_fails_its_request_and_announces_it_o
     let hooks = WebhookReceiver::start().await;
     // A request accepted as the API accepts one, whose fan-out then failed on every delivery.
     let csv = "S. No.,Product Name,Input Image Urls\n1,Shirt,https://img.example/a.jpg\n";
-    let id = record_accepted_request(stack, csv, 1, Some(&hooks.url("dead-fan-out"))).await;
+    let id = record_accepted_request(stack, csv, 1, Some(&hooks.url("dead-fan-out")), chrono::Utc::now()).await;
     let sqs = aws_sdk_sqs::Client::new(&stack.sdk_config().await);
     let fan_out = json!({"fan_out": id}).to_string();
     sqs.send_message().queue_url(&stack.jobs_dead_letters_url).message_body(fan_out).send().await.unwrap();
@@ -95,10 +75,12 @@ async fn a_fan_out_in_the_dead_letter_queue_fails_its_request_and_announces_it_o
     assert_eq!(status["failure_reason"], "its image jobs could not be queued in any attempt");
     assert_eq!(status["output_csv_url"], Value::Null);
 
-    // Owed at once, delivered by the sweeper (or the emulator's own schedule: once either way).
+    // Owed at once, delivered by the sweeper (the emulator's own schedule is off).
     sweep(stack).await;
-    wait_until("the failed request's webhook", Duration::from_secs(30), || !hooks.received("dead-fan-out").is_empty())
-        .await;
+    wait_for("the failed request's webhook", Duration::from_secs(30), || async {
+        (!hooks.received("dead-fan-out").is_empty()).then_some(())
+    })
+    .await;
     sweep(stack).await;
     let received = hooks.received("dead-fan-out");
     assert_eq!(received.len(), 1, "announced once");

@@ -10,6 +10,7 @@ use imgpipe_tests::fixtures::photo_jpeg;
 use imgpipe_tests::requests::record_accepted_request;
 use imgpipe_tests::servers::{Files, ImageServer, WebhookReceiver};
 use imgpipe_tests::stack::LocalStack;
+use imgpipe_tests::waits::wait_for;
 use serde_json::{Value, json};
 
 use crate::STACK_USE;
@@ -64,7 +65,9 @@ fn finishing_record(request_id: &str) -> Value {
 async fn duplicate_deliveries_and_replayed_records_count_once_and_notify_once() {
     let stack = LocalStack::shared();
     let api = ApiClient::new(stack);
-    let _in_flight = STACK_USE.read().await;
+    // Alone, and after the jobs earlier tests left are done: this test empties the jobs queue.
+    let _alone = STACK_USE.write().await;
+    stack.wait_until_empty(&stack.jobs_queue_url, Duration::from_secs(300)).await;
     let server = ImageServer::start(photos(6), Duration::from_millis(500)).await;
     let hooks = WebhookReceiver::start().await;
     let urls: Vec<String> = (0..6).map(|n| server.url(&format!("slow/p{n}.jpg"))).collect();
@@ -82,21 +85,26 @@ async fn duplicate_deliveries_and_replayed_records_count_once_and_notify_once() 
     let (status, _) = api.wait_until_final(&id, Duration::from_secs(120)).await;
     assert_eq!(status["status"], "completed");
     assert_eq!(counts(&status), (6, 6, 0, 0), "{status}");
-    wait_for_one_webhook(&hooks, "duplicates").await;
+    wait_for_one_webhook(stack, &hooks, "duplicates", &id).await;
 
-    // The finishing stream record, delivered again (twice) to the notifier.
+    // The finishing stream record, delivered again (twice) to the notifier: each is read as the
+    // request's finishing record, and found already finished.
+    let replays = stack.logged(&id, "replay");
     for _ in 0..2 {
         let answer = stack.invoke(&stack.notifier_function_name, &finishing_record(&id)).await;
-        assert_eq!(answer, json!({"batchItemFailures": []}), "the replay was read and handled");
+        assert_eq!(answer, json!({"batchItemFailures": []}), "the replay was handled");
     }
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    stack.wait_for_logged(&id, "replay", replays + 2).await;
     assert_eq!(hooks.received("duplicates").len(), 1, "a replay sends no second webhook");
     let after = api.status(&id).await.body;
     assert_eq!(
         (after["status"].clone(), after["completed_at"].clone()),
         (status["status"].clone(), status["completed_at"].clone())
     );
-    // Each extra delivery was acknowledged, none left to come back later.
+    // Each extra delivery was acknowledged (deleted), none left to come back later. One that was
+    // not would stay in the queue for 5 visibility timeouts (over 2 minutes on the local stack)
+    // before the dead-letter queue took it.
+    stack.wait_until_empty(&stack.jobs_queue_url, Duration::from_secs(60)).await;
     let images = api.get(&format!("/api/requests/{id}/images")).await.json::<Value>().await.unwrap();
     assert!(images["images"].as_array().unwrap().iter().all(|image| image["state"] == "DONE"), "{images}");
 }
@@ -110,13 +118,12 @@ async fn a_worker_killed_mid_batch_loses_nothing_and_counts_once() {
     let urls: Vec<String> = (0..5).map(|n| server.url(&format!("slow/p{n}.jpg"))).collect();
     let id = accept(&api, &urls, None).await;
 
-    // The worker is now waiting for the slow downloads: kill it mid-batch.
-    let started = Instant::now();
-    let mut killed = 0;
-    while killed == 0 && started.elapsed() < Duration::from_secs(3) {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        killed = stack.kill_function_processes(&stack.worker_function_name);
-    }
+    // Once the worker is waiting for all five slow downloads (4 s each), kill it mid-batch.
+    wait_for("the worker to start the five downloads", Duration::from_secs(60), || async {
+        (server.requests() >= 5).then_some(())
+    })
+    .await;
+    let killed = stack.kill_function_processes(&stack.worker_function_name);
     assert!(killed > 0, "no worker process was running");
     assert_eq!(counts(&api.status(&id).await.body).3, 5, "nothing was recorded before the kill");
 
@@ -124,6 +131,7 @@ async fn a_worker_killed_mid_batch_loses_nothing_and_counts_once() {
     let (status, _) = api.wait_until_final(&id, Duration::from_secs(120)).await;
     assert_eq!(status["status"], "completed", "{status}");
     assert_eq!(counts(&status), (5, 5, 0, 0));
+    assert!(server.requests() >= 10, "every image was downloaded again: {} downloads", server.requests());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -181,17 +189,21 @@ async fn an_image_host_that_never_answers_still_lets_the_request_complete() {
 async fn a_request_whose_jobs_were_lost_is_ended_by_the_sweeper() {
     let stack = LocalStack::shared();
     let api = ApiClient::new(stack);
+    // Alone, and once the jobs earlier tests left are done: the sweeper times nothing out
+    // while the jobs queue has a backlog.
     let _alone = STACK_USE.write().await;
+    stack.wait_until_empty(&stack.jobs_queue_url, Duration::from_secs(300)).await;
     let hooks = WebhookReceiver::start().await;
 
-    // A request accepted and recorded whose fan-out never reached the queue.
+    // A request accepted and recorded an hour ago whose fan-out never reached the queue.
     let urls = ["https://img.example/a.jpg", "https://img.example/b.jpg"];
     let csv = csv_of(&urls.map(String::from));
-    let id = record_accepted_request(stack, &csv, 2, Some(&hooks.url("swept"))).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let an_hour_ago = chrono::Utc::now() - chrono::Duration::hours(1);
+    let id = record_accepted_request(stack, &csv, 2, Some(&hooks.url("swept")), an_hour_ago).await;
 
-    // The schedule's event, with a deadline of one second.
-    let report = stack.invoke(&stack.notifier_function_name, &json!({"sweep": {"idle_seconds": 1}})).await;
+    // The schedule's event, with a deadline of ten minutes.
+    let sweep = json!({"sweep": {"idle_seconds": 600}});
+    let report = stack.invoke(&stack.notifier_function_name, &sweep).await;
     assert!(report["images_timed_out"].as_u64().unwrap() >= 2, "{report}");
 
     let status = api.status(&id.to_string()).await.body;
@@ -204,10 +216,10 @@ async fn a_request_whose_jobs_were_lost_is_ended_by_the_sweeper() {
         .map(|f| (f["image_index"].as_u64().unwrap(), f["error_code"].as_str().unwrap()))
         .collect();
     assert_eq!(codes, HashMap::from([(0, "timed_out"), (1, "timed_out")]));
-    let hook = wait_for_one_webhook(&hooks, "swept").await;
+    let hook = wait_for_one_webhook(stack, &hooks, "swept", &id.to_string()).await;
     assert_eq!(hook["status"], "failed");
 
-    let again = stack.invoke(&stack.notifier_function_name, &json!({"sweep": {"idle_seconds": 1}})).await;
+    let again = stack.invoke(&stack.notifier_function_name, &sweep).await;
     assert_eq!(
         again,
         json!({"requests_finished": 0, "images_timed_out": 0, "webhooks_tried": 0, "requests_given_up": 0,

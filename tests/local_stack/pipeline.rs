@@ -12,6 +12,7 @@ use imgpipe_tests::api_client::ApiClient;
 use imgpipe_tests::fixtures::{cutout_png, photo_jpeg};
 use imgpipe_tests::servers::{Files, ImageServer, WebhookReceiver};
 use imgpipe_tests::stack::LocalStack;
+use imgpipe_tests::waits::wait_for;
 use serde_json::Value;
 
 use crate::STACK_USE;
@@ -138,7 +139,7 @@ async fn a_catalogue_with_broken_links_ends_completed_with_errors_and_keeps_ever
     assert!(failed_lines[1].contains("html/login.jpg,not_an_image,"), "{report}");
 
     // Exactly one webhook, with the final counts.
-    let hook = wait_for_one_webhook(&hooks, "catalogue").await;
+    let hook = wait_for_one_webhook(stack, &hooks, "catalogue", &id).await;
     assert_eq!(hook["request_id"], id.as_str());
     assert_eq!(hook["status"], "completed_with_errors");
     assert_eq!(
@@ -170,15 +171,17 @@ async fn assert_compressed(api: &ApiClient, url: &str, source: &[u8]) {
     }
 }
 
-pub async fn wait_for_one_webhook(hooks: &WebhookReceiver, token: &str) -> Value {
-    for _ in 0..300 {
-        if !hooks.received(token).is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    // A second delivery, if any, would come from a replayed stream record: give it time.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+/// The one webhook POST of a request, once the notifier has handled the stream record that
+/// took the request's `remaining` to 0 (it logs `finished`, or `replay` if a sweep finished the
+/// request first): no finishing of the request is then left in flight that could send another.
+/// (The sweeper's schedule is off on the test stack; a test that sweeps waits for its answer.)
+pub async fn wait_for_one_webhook(stack: &LocalStack, hooks: &WebhookReceiver, token: &str, request_id: &str) -> Value {
+    wait_for("a webhook POST", Duration::from_secs(60), || async { hooks.received(token).first().cloned() }).await;
+    let handled = || stack.logged(request_id, "finished") + stack.logged(request_id, "replay");
+    wait_for("the notifier to handle the finishing stream record", Duration::from_secs(60), || async {
+        (handled() > 0).then_some(())
+    })
+    .await;
     let received = hooks.received(token);
     assert_eq!(received.len(), 1, "exactly one webhook POST");
     serde_json::from_slice(&received[0]).expect("a JSON webhook body")
@@ -216,20 +219,19 @@ async fn a_clean_catalogue_sent_as_raw_csv_is_completed() {
 
 /// Waits for an object to appear in the stack's bucket.
 async fn wait_for_object(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Vec<u8> {
-    for _ in 0..300 {
-        if let Ok(object) = s3.get_object().bucket(bucket).key(key).send().await {
-            return object.body.collect().await.expect("the object's body").into_bytes().to_vec();
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("no {key} in the bucket after 30 s");
+    let object = wait_for(&format!("{key} in the bucket"), Duration::from_secs(60), || async {
+        s3.get_object().bucket(bucket).key(key).send().await.ok()
+    })
+    .await;
+    object.body.collect().await.expect("the object's body").into_bytes().to_vec()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_csv_dropped_into_the_bucket_is_processed_and_a_bad_one_gets_its_problems() {
     let stack = LocalStack::shared();
     let api = ApiClient::new(stack);
-    let _in_flight = STACK_USE.read().await;
+    // Alone: that nothing came of two files is seen once the jobs queue is empty.
+    let _alone = STACK_USE.write().await;
     let s3 = stack.s3_client().await;
     let files = HashMap::from([("a.jpg".to_string(), (photo_jpeg(400, 300, 3), "image/jpeg"))]);
     let server = ImageServer::start(files, Duration::ZERO).await;
@@ -242,11 +244,12 @@ async fn a_csv_dropped_into_the_bucket_is_processed_and_a_bad_one_gets_its_probl
     let put = |key: &'static str, body: Vec<u8>| {
         s3.put_object().bucket(&stack.bucket_name).key(key).body(body.into()).content_type("text/csv").send()
     };
-    put("incoming/spring sale.csv", csv.into_bytes()).await.expect("drop the CSV");
-    put("incoming/broken.csv", bad.as_bytes().to_vec()).await.expect("drop the bad CSV");
-    // Not under incoming/, or not a .csv: nothing happens to these.
+    // Not under incoming/, or not a .csv: nothing happens to these (put first, so that any
+    // notification of them is queued before those of the two CSVs).
     put("elsewhere/other.csv", bad.as_bytes().to_vec()).await.expect("put another CSV");
     put("incoming/notes.txt", b"hello".to_vec()).await.expect("put a text file");
+    put("incoming/spring sale.csv", csv.into_bytes()).await.expect("drop the CSV");
+    put("incoming/broken.csv", bad.as_bytes().to_vec()).await.expect("drop the bad CSV");
 
     let receipt: Value =
         serde_json::from_slice(&wait_for_object(&s3, &stack.bucket_name, "receipts/spring sale.json").await).unwrap();
@@ -264,11 +267,12 @@ async fn a_csv_dropped_into_the_bucket_is_processed_and_a_bad_one_gets_its_probl
     assert_eq!(rejected["status"], "rejected", "{rejected}");
     assert_eq!(rejected["problems"][0]["line"], 2, "{rejected}");
 
-    // The two files that do not qualify got no receipt.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    for key in ["receipts/other.json", "receipts/notes.json", "receipts/notes.txt.json"] {
-        assert!(s3.head_object().bucket(&stack.bucket_name).key(key).send().await.is_err(), "{key} exists");
-    }
+    // Every notification handled (the two CSVs' jobs too): the two files that do not qualify
+    // got no receipt.
+    stack.wait_until_empty(&stack.jobs_queue_url, Duration::from_secs(300)).await;
+    let listed = s3.list_objects_v2().bucket(&stack.bucket_name).prefix("receipts/").send().await.unwrap();
+    let receipts: Vec<&str> = listed.contents().iter().filter_map(|object| object.key()).collect();
+    assert_eq!(receipts, ["receipts/broken.json", "receipts/spring sale.json"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -287,22 +291,24 @@ async fn a_webhook_receiver_that_was_down_gets_it_later_from_the_sweeper() {
     let (status, _) = api.wait_until_final(&id, Duration::from_secs(60)).await;
     assert_eq!(status["status"], "completed", "{status}");
 
-    // The notifier's own attempts (3, over about 3 s) all meet the receiver down.
-    for _ in 0..150 {
-        if hooks.refused() >= 3 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // The notifier's own attempts (3, over about 3 s) all meet the receiver down; it then
+    // keeps the webhook for the sweeper and logs the request finished.
+    stack.wait_for_logged(&id, "finished", 1).await;
     assert!(hooks.refused() >= 3, "the notifier tried {} times", hooks.refused());
     assert!(hooks.received("late").is_empty());
 
-    // Back up. The redelivery is due a second later on the local stack; the sweep delivers it
-    // (or the scheduled one, every minute, got there first).
+    // Back up, and the redelivery due (it is kept for a second on the local stack): the sweep
+    // delivers it, once.
     hooks.set_down(false);
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    stack.invoke(&stack.notifier_function_name, &serde_json::json!({"sweep": {"idle_seconds": 900}})).await;
-    let hook = wait_for_one_webhook(&hooks, "late").await;
+    assert!(stack.make_webhook_due(&id).await, "the webhook is owed");
+    let sweep = serde_json::json!({"sweep": {"idle_seconds": 900}});
+    let report = stack.invoke(&stack.notifier_function_name, &sweep).await;
+    assert!(report["webhooks_tried"].as_u64().unwrap() >= 1, "{report}");
+    let hook = wait_for_one_webhook(stack, &hooks, "late", &id).await;
+    // Were it still owed, it would be delivered again once due: make it due if it is, and sweep.
+    stack.make_webhook_due(&id).await;
+    stack.invoke(&stack.notifier_function_name, &sweep).await;
+    assert_eq!(hooks.received("late").len(), 1, "a delivered webhook is not delivered again");
     assert_eq!((hook["request_id"].as_str(), hook["status"].as_str()), (Some(id.as_str()), Some("completed")));
     let secret = WebhookSecret::parse(accepted.body["webhook_secret"].as_str().expect("a signing secret")).unwrap();
     let delivery = &hooks.deliveries("late")[0];

@@ -9,6 +9,7 @@ pub mod requests;
 pub mod servers;
 pub mod stack;
 pub mod tables;
+pub mod waits;
 
 /// A multipart/form-data body as a browser or curl sends it: `(name, filename, bytes)` per
 /// field. Returns the Content-Type (with its boundary) and the body.

@@ -1,7 +1,9 @@
 //! The local stack for tests: the emulator with template.yaml deployed and the function
 //! binaries from `target/debug`, started once per test process on a free port and stopped
 //! when the process ends (infra/local.py watches our pid). With `IMGPIPE_FUNCTIONS=release`
-//! (the pipeline benchmark) the functions are release builds from `target/release`.
+//! (the pipeline benchmark) the functions are release builds from `target/release`. The
+//! sweeper's schedule is deployed disabled: tests that need a sweep send its event themselves,
+//! and no scheduled one can race them.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -75,6 +77,7 @@ impl LocalStack {
             .arg(&bin_dir)
             .args(["--watch-pid", &std::process::id().to_string()])
             .args(["--allow-hosts", &allow_hosts.join(",")])
+            .arg("--no-schedule")
             .status()
             .expect("run infra/local.py");
         assert!(status.success(), "the local stack did not start; see {}/emulator.log", state.display());
@@ -159,13 +162,13 @@ fn free_ports(count: usize) -> Vec<u16> {
     listeners.iter().map(|l| l.local_addr().expect("local address").port()).collect()
 }
 
-/// The end-to-end tests must run the code under test: build the three functions (a no-op
-/// when they are up to date) with the cargo that runs the tests.
 /// Cargo's target directory: CARGO_TARGET_DIR when set (cargo builds there), else `target/`.
 fn target_dir(root: &Path) -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from)
 }
 
+/// The end-to-end tests must run the code under test: build the three functions (a no-op
+/// when they are up to date) with the cargo that runs the tests.
 fn build_functions(root: &Path, release: bool) {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = Command::new(cargo)
