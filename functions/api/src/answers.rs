@@ -50,9 +50,9 @@ impl Accepted {
     }
 }
 
-/// `GET /api/status/<id>/`.
+/// What every view of a request shows: its state and counts.
 #[derive(Serialize)]
-pub struct Status {
+pub struct Progress {
     pub request_id: RequestId,
     pub status: RequestStatus,
     pub total: u64,
@@ -60,8 +60,30 @@ pub struct Status {
     pub failed: u64,
     pub pending: u64,
     pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
     pub completed_at: Option<DateTime<Utc>>,
+}
+
+impl From<&RequestRecord> for Progress {
+    fn from(request: &RequestRecord) -> Self {
+        Self {
+            request_id: request.request_id,
+            status: request.status,
+            total: request.total,
+            succeeded: request.succeeded,
+            failed: request.failed,
+            pending: request.pending_images(),
+            created_at: request.created_at,
+            completed_at: request.completed_at,
+        }
+    }
+}
+
+/// `GET /api/status/<id>/`.
+#[derive(Serialize)]
+pub struct Status {
+    #[serde(flatten)]
+    pub progress: Progress,
+    pub updated_at: DateTime<Utc>,
     pub output_csv_url: Option<String>,
     pub errors_csv_url: Option<String>,
     pub images_url: String,
@@ -77,15 +99,8 @@ impl Status {
     pub fn new(origin: &str, request: &RequestRecord, failures: Option<Vec<Failure>>) -> Self {
         let id = request.request_id;
         Self {
-            request_id: id,
-            status: request.status,
-            total: request.total,
-            succeeded: request.succeeded,
-            failed: request.failed,
-            pending: request.pending_images(),
-            created_at: request.created_at,
+            progress: request.into(),
             updated_at: request.updated_at,
-            completed_at: request.completed_at,
             output_csv_url: request.output_csv_key.as_ref().map(|_| format!("{origin}{}", output_csv_path(id))),
             errors_csv_url: request.has_errors_report().then(|| format!("{origin}{}", errors_csv_path(id))),
             images_url: format!("{origin}{}", images_path(id)),
@@ -181,30 +196,14 @@ pub struct RequestsPage {
 /// One request in a listing; its status answer has the rest.
 #[derive(Serialize)]
 pub struct RequestSummary {
-    pub request_id: RequestId,
-    pub status: RequestStatus,
-    pub total: u64,
-    pub succeeded: u64,
-    pub failed: u64,
-    pub pending: u64,
-    pub created_at: DateTime<Utc>,
-    pub completed_at: Option<DateTime<Utc>>,
+    #[serde(flatten)]
+    pub progress: Progress,
     pub status_url: String,
 }
 
 impl RequestSummary {
     pub fn new(origin: &str, request: &RequestRecord) -> Self {
-        Self {
-            request_id: request.request_id,
-            status: request.status,
-            total: request.total,
-            succeeded: request.succeeded,
-            failed: request.failed,
-            pending: request.pending_images(),
-            created_at: request.created_at,
-            completed_at: request.completed_at,
-            status_url: format!("{origin}{}", status_path(request.request_id)),
-        }
+        Self { progress: request.into(), status_url: format!("{origin}{}", status_path(request.request_id)) }
     }
 }
 

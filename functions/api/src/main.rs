@@ -2,6 +2,7 @@
 
 mod answers;
 mod caller;
+mod list;
 mod requests;
 mod routes;
 mod upload;

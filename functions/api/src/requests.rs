@@ -9,30 +9,25 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use imgpipe_core::domain::locations::errors_csv_key;
 use imgpipe_core::domain::request::ImageState;
-use imgpipe_core::ports::{ListRequests, ReadResults};
+use imgpipe_core::ports::ReadResults;
 use imgpipe_core::use_cases::list_images::list_images;
 use serde::Deserialize;
 
-use crate::answers::{Cursor, Failure, Image, ImagesPage, RequestSummary, RequestsPage, Status, error};
-use crate::caller::Caller;
-use crate::routes::{AppState, find_request, origin, redirect_to, unavailable};
+use crate::answers::{Failure, Image, ImagesPage, Status, error};
+use crate::caller::OwnRequest;
+use crate::routes::{AppState, origin, redirect_to, unavailable};
 
 /// Failed images listed in a status answer, so the reasons are visible without a download.
 const MAX_LISTED_FAILURES: usize = 100;
-/// Images per page of `/images`, by default and at most.
-const DEFAULT_PAGE: u32 = 100;
-const MAX_PAGE: u32 = 1000;
+/// Images per page of `/images`, and requests per page of `/api/requests`, by default and at most.
+pub const DEFAULT_PAGE: u32 = 100;
+pub const MAX_PAGE: u32 = 1000;
 
 pub async fn status(
     State(state): State<Arc<AppState>>,
-    caller: Caller,
-    Path(raw_id): Path<String>,
+    OwnRequest(request): OwnRequest,
     headers: HeaderMap,
 ) -> Response {
-    let request = match find_request(&state, &caller, &raw_id).await {
-        Ok(request) => request,
-        Err(response) => return response,
-    };
     let failures = if request.failed > 0 {
         match state.table.failed_images(request.request_id, MAX_LISTED_FAILURES).await {
             Ok(images) => Some(images.into_iter().map(Failure::from).collect()),
@@ -44,11 +39,7 @@ pub async fn status(
     Json(Status::new(&origin(&headers), &request, failures)).into_response()
 }
 
-pub async fn output_csv(State(state): State<Arc<AppState>>, caller: Caller, Path(raw_id): Path<String>) -> Response {
-    let request = match find_request(&state, &caller, &raw_id).await {
-        Ok(request) => request,
-        Err(response) => return response,
-    };
+pub async fn output_csv(State(state): State<Arc<AppState>>, OwnRequest(request): OwnRequest) -> Response {
     let Some(key) = request.output_csv_key else {
         let message =
             format!("the output CSV is written when the request finishes (status: {})", request.status.as_str());
@@ -58,11 +49,7 @@ pub async fn output_csv(State(state): State<Arc<AppState>>, caller: Caller, Path
 }
 
 /// Redirects to the errors report of a finished request with failed images.
-pub async fn errors_csv(State(state): State<Arc<AppState>>, caller: Caller, Path(raw_id): Path<String>) -> Response {
-    let request = match find_request(&state, &caller, &raw_id).await {
-        Ok(request) => request,
-        Err(response) => return response,
-    };
+pub async fn errors_csv(State(state): State<Arc<AppState>>, OwnRequest(request): OwnRequest) -> Response {
     if request.has_errors_report() {
         return redirect_to(&state, &errors_csv_key(&request.tenant_id, request.request_id)).await;
     }
@@ -84,15 +71,10 @@ pub struct PageQuery {
 /// Every image of a request with its state and result, in output order, a page at a time.
 pub async fn images_page(
     State(state): State<Arc<AppState>>,
-    caller: Caller,
-    Path(raw_id): Path<String>,
+    OwnRequest(request): OwnRequest,
     Query(page): Query<PageQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let request = match find_request(&state, &caller, &raw_id).await {
-        Ok(request) => request,
-        Err(response) => return response,
-    };
     let limit = page.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
     let (images, next_after) = match list_images(&state.table, &state.blobs, &request, page.after, limit).await {
         Ok(page) => page,
@@ -106,13 +88,9 @@ pub async fn images_page(
 /// Redirects to a fresh presigned URL of one output image.
 pub async fn image(
     State(state): State<Arc<AppState>>,
-    caller: Caller,
-    Path((raw_id, image_index)): Path<(String, u32)>,
+    OwnRequest(request): OwnRequest,
+    Path((_, image_index)): Path<(String, u32)>,
 ) -> Response {
-    let request = match find_request(&state, &caller, &raw_id).await {
-        Ok(request) => request,
-        Err(response) => return response,
-    };
     if u64::from(image_index) >= request.total {
         return error(StatusCode::NOT_FOUND, "not_found", "no image with this index");
     }
@@ -129,35 +107,5 @@ pub async fn image(
             format!("this image failed: {}", image.error_message.unwrap_or_default()),
         ),
         _ => error(StatusCode::NOT_FOUND, "not_ready", "this image has no result yet"),
-    }
-}
-
-#[derive(Deserialize)]
-pub struct ListQuery {
-    pub limit: Option<u32>,
-    /// The `next` of the previous page.
-    pub after: Option<String>,
-}
-
-/// The caller's requests, newest first, a page at a time.
-pub async fn list_requests(
-    State(state): State<Arc<AppState>>,
-    caller: Caller,
-    Query(query): Query<ListQuery>,
-    headers: HeaderMap,
-) -> Response {
-    let limit = query.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
-    let after = match query.after.as_deref().map(Cursor::decode) {
-        None => None,
-        Some(Some(page)) => Some(page),
-        Some(None) => return error(StatusCode::BAD_REQUEST, "invalid_cursor", "after must be a page's next value"),
-    };
-    match state.table.requests_of(&caller.0, after.as_ref(), limit).await {
-        Ok((requests, next)) => {
-            let origin = origin(&headers);
-            let requests = requests.iter().map(|request| RequestSummary::new(&origin, request)).collect();
-            Json(RequestsPage { requests, next: next.as_ref().map(Cursor::encode) }).into_response()
-        }
-        Err(cause) => unavailable("list_requests", &cause),
     }
 }

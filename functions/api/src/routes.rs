@@ -11,14 +11,12 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use imgpipe_core::adapters::aws::{DynamoTable, S3Blobs, SqsQueue};
 use imgpipe_core::config::ApiConfig;
-use imgpipe_core::domain::request::RequestRecord;
-use imgpipe_core::domain::request_id::RequestId;
 use imgpipe_core::domain::webhook_signature::WebhookSigningKey;
-use imgpipe_core::ports::{BlobStore, ReadRequest};
+use imgpipe_core::ports::BlobStore;
 
 use crate::answers::{Health, error};
-use crate::caller::Caller;
-use crate::requests::{errors_csv, image, images_page, list_requests, output_csv, status};
+use crate::list::list_requests;
+use crate::requests::{errors_csv, image, images_page, output_csv, status};
 use crate::upload::upload;
 
 pub struct AppState {
@@ -63,18 +61,6 @@ pub fn origin(headers: &HeaderMap) -> String {
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("localhost");
     let scheme = headers.get("x-forwarded-proto").and_then(|v| v.to_str().ok()).unwrap_or("http");
     format!("{scheme}://{host}")
-}
-
-/// The caller's request `raw_id`. Another tenant's request is as unknown as one that does not
-/// exist (404, not 403), so ids leak nothing.
-pub async fn find_request(state: &AppState, caller: &Caller, raw_id: &str) -> Result<RequestRecord, Response> {
-    let not_found = || error(StatusCode::NOT_FOUND, "not_found", "no request with this id");
-    let id: RequestId = raw_id.parse().map_err(|_| not_found())?;
-    match state.table.get(id).await {
-        Ok(Some(request)) if request.tenant_id == caller.0 => Ok(request),
-        Ok(_) => Err(not_found()),
-        Err(cause) => Err(unavailable("status", &cause)),
-    }
 }
 
 pub async fn redirect_to(state: &AppState, key: &str) -> Response {
