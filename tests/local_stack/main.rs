@@ -4,6 +4,7 @@
 
 mod adapters;
 mod api;
+mod auth;
 mod endings;
 mod faults;
 mod hostile;
