@@ -44,9 +44,12 @@ lint: setup check-template
 	cargo clippy --workspace --all-targets -- -D warnings
 
 # SAM mistakes are caught by translating the template and linting the result (plain
-# cfn-lint no longer runs the SAM transform).
+# cfn-lint no longer runs the SAM transform); then the project's own rules (every route but the
+# health check behind the API-key authorizer, least privilege), whose self-test proves they
+# refuse wrong copies of the template.
 check-template: setup
 	@$(PYTHON) infra/check_template.py template.yaml
+	@$(PYTHON) infra/check_template.py --self-test
 
 # Load benchmark (not a test): one request of IMAGES small images through its own local
 # stack; prints timings and writes bench/results/load-<IMAGES>.json.
