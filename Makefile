@@ -5,17 +5,25 @@ SHELL := bash
 PYTHON := .venv/bin/python
 PORT ?= 4599
 
-.PHONY: setup build up run stop test lint check-template bench-load bench bench-codec bench-pipeline bench-functions bench-smoke package sam-build aarch64-std clean
+.PHONY: setup build up run stop key test lint check-template bench-load bench bench-codec bench-pipeline bench-functions bench-smoke package sam-build aarch64-std clean
 
 setup:
 	@infra/setup.sh
 
-# Host builds of the three functions: the emulator runs them as `bootstrap` processes.
+# Host builds of the four functions (the emulator runs them as `bootstrap` processes) and of
+# imgpipe-admin, which makes the local stack's API keys.
 build: setup
 	cargo build --bins
 
+# Deploys, then makes an API key for the tenant `local` (printed, and kept in
+# .stack/local/api_key for `make run`).
 up: build
-	@IMGPIPE_PORT=$(PORT) $(PYTHON) infra/local.py up
+	@IMGPIPE_PORT=$(PORT) $(PYTHON) infra/local.py up --key-for local
+
+# A key for another tenant on the running local stack, printed on the last line.
+TENANT ?= local
+key:
+	@$(PYTHON) infra/local.py key --tenant $(TENANT)
 
 run: up
 	@IMGPIPE_PORT=$(PORT) $(PYTHON) infra/run_sample.py
@@ -39,9 +47,12 @@ lint: setup check-template
 	cargo clippy --workspace --all-targets -- -D warnings
 
 # SAM mistakes are caught by translating the template and linting the result (plain
-# cfn-lint no longer runs the SAM transform).
+# cfn-lint no longer runs the SAM transform); then the project's own rules (every route but the
+# health check behind the API-key authorizer, least privilege), whose self-test proves they
+# refuse wrong copies of the template.
 check-template: setup
 	@$(PYTHON) infra/check_template.py template.yaml
+	@$(PYTHON) infra/check_template.py --self-test
 
 # Load benchmark (not a test): one request of IMAGES small images through its own local
 # stack; prints timings and writes bench/results/load-<IMAGES>.json.
@@ -79,7 +90,7 @@ bench-smoke: setup
 # and its zig toolchain, libjpeg-turbo included; target/lambda/<function>/bootstrap.zip.
 package: setup aarch64-std
 	PATH="$$PWD/.venv/bin:$$PATH" cargo lambda build --release --arm64 --output-format zip \
-	  -p imgpipe-api -p imgpipe-worker -p imgpipe-notifier
+	  -p imgpipe-api -p imgpipe-worker -p imgpipe-notifier -p imgpipe-authorizer
 	@ls -l target/lambda/*/bootstrap.zip
 
 # What `sam deploy` uploads: the SAM CLI builds template.yaml's functions with cargo-lambda

@@ -97,7 +97,7 @@ def main():
     runs = int(args[1]) if len(args) > 1 else 15
     qemu = None
     result = {"machine": f"{os.cpu_count()} cores, {os.uname().machine}", "runs": runs, "functions": {}}
-    for name in ("api", "worker", "notifier"):
+    for name in ("api", "worker", "notifier", "authorizer"):
         binary = os.path.join(bin_dir, name)
         times = median_of_starts([binary], runs)
         print(f"{name:9} init to first poll: median {statistics.median(times):6.1f} ms, "

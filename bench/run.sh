@@ -18,7 +18,8 @@ infra/venv.sh .venv-bench bench/requirements.txt
 # One set of packages for every host release build here and in tests/src/stack.rs: cargo
 # unifies features over the packages it builds, so another set would rebuild the whole SDK.
 release_build() {
-    cargo build --release -p imgpipe-api -p imgpipe-worker -p imgpipe-notifier -p imgpipe-tests --bins
+    cargo build --release -p imgpipe-api -p imgpipe-worker -p imgpipe-notifier -p imgpipe-authorizer \
+        -p imgpipe-admin -p imgpipe-tests --bins
 }
 
 codec() {

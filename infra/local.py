@@ -2,12 +2,15 @@
 """The local stack: the AWS emulator (ministack) on 127.0.0.1 running imgpipe's own
 template.yaml, with the function binaries built for this host.
 
-  local.py up   [--port P] [--state DIR] [--bin-dir DIR] [--watch-pid PID] [--no-schedule]
+  local.py up   [--port P] [--state DIR] [--bin-dir DIR] [--watch-pid PID] [--no-schedule] [--key-for TENANT]
   local.py down [--state DIR]
   local.py env  [--state DIR]          print shell exports for the running stack
+  local.py key  --tenant TENANT        a new API key for TENANT on the running stack, last line
 
 `up` starts the emulator (or reuses the healthy one already started from DIR), deploys
-the template to its CloudFormation and writes the stack's outputs to DIR/outputs.json.
+the template to its CloudFormation and writes the stack's outputs to DIR/outputs.json. With
+--key-for, it then makes an API key for that tenant with imgpipe-admin, prints it and keeps
+it in DIR/api_key (what `make run` sends).
 With --watch-pid, the stack is stopped when that process ends (tests use it so that no
 emulator outlives them). With --no-schedule, the sweeper's per-minute schedule is deployed
 disabled (the tests run the sweep themselves). `down` stops the emulator and every function
@@ -33,13 +36,16 @@ VENV_BIN = os.path.join(ROOT, ".venv", "bin")
 STACK_NAME = "imgpipe"
 ARTIFACTS_BUCKET = "imgpipe-artifacts"
 # Template function -> binary, as in template.yaml's BuildProperties.
-FUNCTIONS = {"functions/api": "api", "functions/worker": "worker", "functions/notifier": "notifier"}
+FUNCTIONS = {"functions/api": "api", "functions/worker": "worker", "functions/notifier": "notifier",
+             "functions/authorizer": "authorizer"}
 # Template parameters for the local stack: crashed or retried jobs come back in seconds
 # rather than minutes, so that tests can watch recovery happen. Everything else is as deployed.
 LOCAL_PARAMETERS = {"WorkerTimeout": "20", "JobsVisibilityTimeout": "25", "RetryBaseSeconds": "1",
                     "FetchTimeoutSeconds": "5", "WebhookRedeliverySeconds": "1",
                     # A job needs fetch + codec + 2 x SDK call left to start: 5 + 3 + 10 < 20.
-                    "CodecReserveSeconds": "3", "SdkOperationTimeoutSeconds": "5"}
+                    "CodecReserveSeconds": "3", "SdkOperationTimeoutSeconds": "5",
+                    # The authorizer is asked on every call, so a revoked key is refused at once.
+                    "AuthorizerCacheSeconds": "0"}
 
 
 def fail(message):
@@ -151,7 +157,7 @@ def stop(state):
                 except ProcessLookupError:
                     pass
                 break
-    for name in ("emulator.pid", "port", "allow_hosts", "outputs.json"):
+    for name in ("emulator.pid", "port", "allow_hosts", "outputs.json", "api_key"):
         try:
             os.remove(os.path.join(state, name))
         except FileNotFoundError:
@@ -257,6 +263,21 @@ def wait_for_stack(cfn, client_error, timeout=120):
     fail(f"the stack did not settle in {timeout} s")
 
 
+def create_key(state, bin_dir, tenant):
+    """A new API key for `tenant` on the running stack, made by imgpipe-admin (which prints it
+    on its last line); returns what it printed."""
+    admin = os.path.join(bin_dir, "imgpipe-admin")
+    if not os.path.exists(admin):
+        fail(f"{admin} is missing; build it first (cargo build --bins)")
+    if not os.path.exists(os.path.join(state, "outputs.json")):
+        fail("no stack is running; start it with `make up`")
+    done = subprocess.run([admin, "--local", "--stack-dir", state, "keys", "create", "--tenant", tenant],
+                          stdout=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        fail(f"imgpipe-admin could not create a key for {tenant!r}")
+    return done.stdout
+
+
 def watch(state, pid):
     """Stops the stack once `pid` has ended (a detached process of its own)."""
     if os.fork():
@@ -275,12 +296,15 @@ def watch(state, pid):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["up", "down", "env"])
+    parser.add_argument("command", choices=["up", "down", "env", "key"])
     parser.add_argument("--port", type=int, default=int(os.environ.get("IMGPIPE_PORT", "4599")))
     parser.add_argument("--state", default=os.path.join(ROOT, ".stack", "local"))
     target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target")
     parser.add_argument("--bin-dir", default=os.path.join(target, "debug"))
     parser.add_argument("--watch-pid", type=int)
+    parser.add_argument("--key-for", metavar="TENANT", help="up: then make an API key for TENANT and keep it in "
+                                                            "STATE/api_key")
+    parser.add_argument("--tenant", help="key: the tenant the new key speaks for")
     parser.add_argument("--allow-hosts", default=None,
                         help="comma-separated 127.0.0.1:<port> pairs the functions may reach (default: the "
                              "sample-image and webhook ports of `make run`, PORT+1 and PORT+2)")
@@ -293,6 +317,10 @@ def main():
     if args.command == "down":
         stop(state)
         print(f"local stack: stopped ({state})")
+    elif args.command == "key":
+        if not args.tenant:
+            fail("name the key's tenant with --tenant (make key TENANT=<name>)")
+        print(create_key(state, os.path.abspath(args.bin_dir), args.tenant), end="")
     elif args.command == "env":
         port = read(os.path.join(state, "port"))
         if not port:
@@ -311,6 +339,13 @@ def main():
         outputs = deploy(state, args.port, os.path.abspath(args.bin_dir), schedule=not args.no_schedule)
         verb = "started and deployed" if fresh else "redeployed"
         print(f"local stack: {verb} in {time.time() - started:.1f} s; API at {outputs['ApiUrl']}")
+        if args.key_for:
+            printed = create_key(state, os.path.abspath(args.bin_dir), args.key_for)
+            key_file = os.path.join(state, "api_key")
+            with open(os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+                f.write(printed.strip().splitlines()[-1] + "\n")
+            print(f"local stack: {printed.strip()}\n  (kept in {os.path.relpath(key_file, ROOT)} for `make run`; "
+                  f"`make key TENANT=<name>` makes one for another tenant)")
 
 
 if __name__ == "__main__":

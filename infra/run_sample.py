@@ -44,12 +44,20 @@ class WebhookReceiver(http.server.BaseHTTPRequestHandler):
         pass
 
 
+# The local tenant's API key, made by `make up` (infra/local.py up --key-for local).
+API_KEY = None
+
+
 def request(method, url, body=None, headers=None, host=None):
-    """One HTTP request to 127.0.0.1; `host` sets the Host header the API is routed by."""
+    """One HTTP request to 127.0.0.1; `host` sets the Host header the API is routed by. Requests
+    to the API carry the key; presigned S3 URLs (no `host`) must not."""
     parts = urllib.parse.urlsplit(url)
     connection = http.client.HTTPConnection("127.0.0.1", parts.port, timeout=30)
     path = parts.path + (f"?{parts.query}" if parts.query else "")
-    connection.request(method, path, body=body, headers={**(headers or {}), "Host": host or parts.netloc})
+    headers = {**(headers or {}), "Host": host or parts.netloc}
+    if host:
+        headers["Authorization"] = f"Bearer {API_KEY}"
+    connection.request(method, path, body=body, headers=headers)
     response = connection.getresponse()
     return response.status, dict(response.getheaders()), response.read()
 
@@ -70,6 +78,12 @@ def main():
         outputs = json.load(f)
     api = outputs["ApiUrl"]
     api_host = urllib.parse.urlsplit(api).netloc
+    global API_KEY
+    try:
+        with open(os.path.join(STATE, "api_key")) as f:
+            API_KEY = f.read().strip()
+    except FileNotFoundError:
+        sys.exit("run: no API key for the local stack; run `make up` (or `make run`), which makes one")
     # The stack lets the worker and the notifier reach exactly these two loopback ports
     # (infra/local.py --allow-hosts); any other private address is refused.
     allowed = [host.rsplit(":", 1)[1] for host in outputs["AllowHosts"].split(",") if host]
@@ -136,7 +150,7 @@ def main():
             if not output:
                 print(f"  {name}: failed (see the status's failures)")
                 continue
-            data = download(output, None)
+            data = download(output, api_host)
             with open(os.path.join(results, name), "wb") as f:
                 f.write(data)
             size_in = os.path.getsize(os.path.join(SAMPLES, os.path.basename(source.strip())))
@@ -148,10 +162,13 @@ def main():
         time.sleep(0.1)
     print(f"\nWebhook received: {json.dumps(webhooks[0]) if webhooks else 'none yet'}")
     print(f"""
-The stack stays up for your own CSVs (`make stop` stops it):
-  curl -F file=@products.csv -F webhook_url=https://example.com/hook {api}/api/upload/
-  curl {api}/api/status/<request_id>/
-  curl -L {api}/api/requests/<request_id>/output.csv
+The stack stays up for your own CSVs (`make stop` stops it). Every call but /api/health needs
+the key (tenant `local`; `make key TENANT=<name>` makes one for another tenant):
+  KEY={API_KEY}
+  curl -H "Authorization: Bearer $KEY" -F file=@products.csv -F webhook_url=https://example.com/hook {api}/api/upload/
+  curl -H "Authorization: Bearer $KEY" {api}/api/status/<request_id>/
+  curl -H "Authorization: Bearer $KEY" -L {api}/api/requests/<request_id>/output.csv
+  curl {api}/api/health
 or put a CSV into s3://{outputs['BucketName']}/incoming/<name>.csv: its receipt appears as receipts/<name>.json.
 AWS CLI or SDKs reach the emulator with: eval "$(.venv/bin/python infra/local.py env)"
 """)

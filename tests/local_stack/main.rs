@@ -4,12 +4,14 @@
 
 mod adapters;
 mod api;
+mod auth;
 mod endings;
 mod faults;
 mod hostile;
 mod limits;
 mod pipeline;
 mod promises;
+mod tenants;
 
 /// Tests with requests in flight hold it shared; tests that act on the whole stack (count
 /// what is stored, sweep every idle request, kill every worker process) hold it alone.

@@ -1,15 +1,19 @@
-//! The API as a client sees it: upload, poll, download.
+//! The API as a client sees it: upload, poll, download, with an API key (the default test
+//! tenant's unless told otherwise).
 
 use std::time::{Duration, Instant};
 
+use reqwest::header::AUTHORIZATION;
 use serde_json::Value;
 
 use crate::multipart_form;
-use crate::stack::LocalStack;
+use crate::stack::{DEFAULT_TENANT, LocalStack};
 
 pub struct ApiClient {
     http: reqwest::Client,
     base: String,
+    /// The `Authorization` header sent to the API (never to the presigned S3 URLs it redirects to).
+    authorization: Option<String>,
 }
 
 /// An answer: HTTP status and JSON body (Null when the body is not JSON).
@@ -22,8 +26,37 @@ pub struct Answer {
 const FINAL: [&str; 3] = ["completed", "completed_with_errors", "failed"];
 
 impl ApiClient {
+    /// A client of the default test tenant.
     pub fn new(stack: &LocalStack) -> Self {
-        Self { http: stack.http_client(), base: stack.api_url.clone() }
+        Self::for_tenant(stack, DEFAULT_TENANT)
+    }
+
+    /// A client with a key of `tenant` (made once per test process, `LocalStack::key_for`).
+    pub fn for_tenant(stack: &LocalStack, tenant: &str) -> Self {
+        Self::with_authorization(stack, Some(&format!("Bearer {}", stack.key_for(tenant))))
+    }
+
+    /// A client that sends no `Authorization` header.
+    pub fn without_key(stack: &LocalStack) -> Self {
+        Self::with_authorization(stack, None)
+    }
+
+    /// A client that sends this `Authorization` header as it is, or none.
+    pub fn with_authorization(stack: &LocalStack, authorization: Option<&str>) -> Self {
+        Self {
+            http: stack.http_client_with(None),
+            base: stack.api_url.clone(),
+            authorization: authorization.map(str::to_string),
+        }
+    }
+
+    /// A request with the key when `url` is the API's.
+    fn request(&self, method: reqwest::Method, url: String) -> reqwest::RequestBuilder {
+        let request = self.http.request(method, &url);
+        match &self.authorization {
+            Some(value) if url.starts_with(&self.base) => request.header(AUTHORIZATION, value),
+            _ => request,
+        }
     }
 
     async fn answer(response: reqwest::Response) -> Answer {
@@ -40,8 +73,7 @@ impl ApiClient {
         }
         let (content_type, body) = multipart_form(&fields);
         let response = self
-            .http
-            .post(format!("{}/api/upload/", self.base))
+            .request(reqwest::Method::POST, format!("{}/api/upload/", self.base))
             .header("content-type", content_type)
             .body(body)
             .send()
@@ -50,11 +82,26 @@ impl ApiClient {
         Self::answer(response).await
     }
 
+    /// POST /api/upload/ as `upload` does, with an `Idempotency-Key`; whether the answer says
+    /// it was replayed (`Idempotent-Replayed: true`).
+    pub async fn upload_with_key(&self, csv: &[u8], idempotency_key: &str) -> (Answer, bool) {
+        let (content_type, body) = multipart_form(&[("file", Some("products.csv"), csv)]);
+        let response = self
+            .request(reqwest::Method::POST, format!("{}/api/upload/", self.base))
+            .header("content-type", content_type)
+            .header("idempotency-key", idempotency_key)
+            .body(body)
+            .send()
+            .await
+            .expect("upload reaches the API");
+        let replayed = response.headers().get("idempotent-replayed").is_some_and(|value| value == "true");
+        (Self::answer(response).await, replayed)
+    }
+
     /// POST /api/upload/ with the CSV as the whole body.
     pub async fn upload_raw(&self, csv: &[u8], content_type: &str) -> Answer {
         let response = self
-            .http
-            .post(format!("{}/api/upload/", self.base))
+            .request(reqwest::Method::POST, format!("{}/api/upload/", self.base))
             .header("content-type", content_type)
             .body(csv.to_vec())
             .send()
@@ -69,7 +116,7 @@ impl ApiClient {
         } else {
             format!("{}{path_or_url}", self.base)
         };
-        self.http.get(url).send().await.expect("GET reaches the API")
+        self.request(reqwest::Method::GET, url).send().await.expect("GET reaches the API")
     }
 
     pub async fn status(&self, request_id: &str) -> Answer {

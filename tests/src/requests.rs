@@ -11,7 +11,7 @@ use imgpipe_core::domain::request::RequestRecord;
 use imgpipe_core::domain::request_id::RequestId;
 use imgpipe_core::ports::{Admission, BlobStore, CreateRequest};
 
-use crate::stack::{LocalStack, TEST_TENANT};
+use crate::stack::{DEFAULT_TENANT, LocalStack};
 
 /// A request of the test tenant for `csv` (`images` of them), accepted at `created_at`, stored
 /// and recorded, with no fan-out queued.
@@ -27,7 +27,7 @@ pub async fn record_accepted_request(
     let blobs = S3Blobs::new(&sdk, &stack.bucket_name);
     let id = RequestId::new_random();
     let webhook = webhook.map(|url| HttpUrl::parse(url).expect("a webhook URL"));
-    let request = RequestRecord::new(id, TEST_TENANT.parse().unwrap(), images, webhook, created_at);
+    let request = RequestRecord::new(id, DEFAULT_TENANT.parse().unwrap(), images, webhook, created_at);
     blobs.put(&request.input_csv_key, csv.as_bytes().to_vec(), "text/csv").await.expect("store the CSV");
     let quota = TenantQuota { max_open_images: u64::MAX };
     assert_eq!(table.create(&request, &quota).await.expect("record the request"), Admission::Created);

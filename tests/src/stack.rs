@@ -5,12 +5,17 @@
 //! sweeper's schedule is deployed disabled: tests that need a sweep send its event themselves,
 //! and no scheduled one can race them.
 
+use std::collections::HashMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
 
+use imgpipe_core::adapters::aws::DynamoTable;
+use imgpipe_core::domain::tenant::TenantId;
+use imgpipe_core::use_cases::manage_keys::create_key;
 use serde::Deserialize;
 
 use crate::processes::function_pids;
@@ -18,6 +23,9 @@ use crate::processes::function_pids;
 /// Loopback ports the functions may reach (the fetcher and the webhook sender refuse every
 /// other private address), handed to the test servers one by one.
 const ALLOWED_PORTS: usize = 48;
+
+/// The tenant whose key `ApiClient::new` and `http_client` send.
+pub const DEFAULT_TENANT: &str = "tests";
 
 /// The stack's CloudFormation outputs (infra/local.py writes them to outputs.json).
 #[derive(Debug, Deserialize)]
@@ -40,14 +48,17 @@ pub struct LocalStack {
     allowed_ports: Vec<u16>,
     #[serde(skip)]
     next_allowed: AtomicUsize,
+    /// Where the function binaries and imgpipe-admin were built.
+    #[serde(skip)]
+    pub bin_dir: PathBuf,
+    /// One API key per tenant the tests asked for (`key_for`).
+    #[serde(skip)]
+    keys: Mutex<HashMap<String, String>>,
 }
 
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ sits in the workspace").to_path_buf()
 }
-
-/// The tenant the tests act as, unless a test asks for another.
-pub const TEST_TENANT: &str = "tests";
 
 impl LocalStack {
     /// The one stack of this test process, started on first use.
@@ -85,6 +96,7 @@ impl LocalStack {
         let mut stack: LocalStack = serde_json::from_str(&outputs).expect("outputs.json has the stack outputs");
         stack.allowed_ports = allowed_ports;
         stack.state = state;
+        stack.bin_dir = bin_dir;
         // SDK clients in the tests read these, like the functions the emulator runs.
         // SAFETY: set once, before any test reads the environment through the SDK.
         unsafe {
@@ -137,14 +149,58 @@ impl LocalStack {
         aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&sdk).force_path_style(true).build())
     }
 
-    /// An HTTP client that reaches the API by its host-based address.
+    /// An API key (`ik_...`) of `tenant`, made on the stack's table with the core's `create_key`
+    /// the first time a test asks for it, then the same one for the rest of the process.
+    pub fn key_for(&self, tenant: &str) -> String {
+        let mut keys = self.keys.lock().expect("no test panicked while making a key");
+        if let Some(key) = keys.get(tenant) {
+            return key.clone();
+        }
+        let tenant_id: TenantId = tenant.parse().expect("a valid tenant id");
+        // Asked from sync code (`ApiClient::new`) that runs inside a test's runtime, which must
+        // not be blocked on: the key is made on a thread with a runtime of its own.
+        let key = std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+                    runtime.block_on(async {
+                        let table = self.table().await;
+                        create_key(&table, tenant_id).await.expect("a key on the stack's table").0.reveal()
+                    })
+                })
+                .join()
+                .expect("the key was made")
+        });
+        keys.insert(tenant.to_string(), key.clone());
+        key
+    }
+
+    /// The stack's table, through the core's adapter (key items only need no item lifetime).
+    pub async fn table(&self) -> DynamoTable {
+        DynamoTable::new(&self.sdk_config().await, &self.table_name, Duration::ZERO)
+    }
+
+    /// An HTTP client for the API (by its host-based address) that sends the default test
+    /// tenant's key with every request. Only for the API: it would send the key anywhere.
     pub fn http_client(&self) -> reqwest::Client {
+        self.http_client_with(Some(&format!("Bearer {}", self.key_for(DEFAULT_TENANT))))
+    }
+
+    /// An HTTP client that reaches the API by its host-based address, with this `Authorization`
+    /// header on every request, or none.
+    pub fn http_client_with(&self, authorization: Option<&str>) -> reqwest::Client {
         let host = self.api_url.trim_start_matches("http://");
         let (name, port) = host.rsplit_once(':').expect("api url has a port");
         let address = format!("127.0.0.1:{port}").parse().expect("socket address");
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(value) = authorization {
+            let value = reqwest::header::HeaderValue::from_str(value).expect("a header value");
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
         reqwest::Client::builder()
             .resolve(name, address)
             .redirect(reqwest::redirect::Policy::none())
+            .default_headers(headers)
             .no_proxy()
             .build()
             .expect("http client")
@@ -167,13 +223,14 @@ fn target_dir(root: &Path) -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from)
 }
 
-/// The end-to-end tests must run the code under test: build the three functions (a no-op
-/// when they are up to date) with the cargo that runs the tests.
+/// The end-to-end tests must run the code under test: build the four functions and
+/// imgpipe-admin (a no-op when they are up to date) with the cargo that runs the tests.
 fn build_functions(root: &Path, release: bool) {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = Command::new(cargo)
         .current_dir(root)
-        .args(["build", "--quiet", "-p", "imgpipe-api", "-p", "imgpipe-worker", "-p", "imgpipe-notifier", "--bins"])
+        .args(["build", "--quiet", "-p", "imgpipe-api", "-p", "imgpipe-worker", "-p", "imgpipe-notifier"])
+        .args(["-p", "imgpipe-authorizer", "-p", "imgpipe-admin", "--bins"])
         // The benchmarks' release build (bench/run.sh) also names the tests package: the same
         // set of packages keeps cargo's feature unification, and so the build, the same.
         .args(if release { &["--release", "-p", "imgpipe-tests"][..] } else { &[] })

@@ -208,3 +208,17 @@ impl NotifierConfig {
         })
     }
 }
+
+#[derive(Debug)]
+pub struct AuthorizerConfig {
+    /// The table whose key items (`KEY#<key id>`) the authorizer reads.
+    pub table: String,
+    /// Unused by the key items (they never expire), but `DynamoTable` carries it.
+    pub item_lifetime: Duration,
+}
+
+impl AuthorizerConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Ok(Self { table: required("TABLE_NAME")?, item_lifetime: item_lifetime()? })
+    }
+}
