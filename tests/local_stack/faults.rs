@@ -9,7 +9,7 @@ use imgpipe_tests::api_client::ApiClient;
 use imgpipe_tests::fixtures::photo_jpeg;
 use imgpipe_tests::requests::record_accepted_request;
 use imgpipe_tests::servers::{Files, ImageServer, WebhookReceiver};
-use imgpipe_tests::stack::LocalStack;
+use imgpipe_tests::stack::{DEFAULT_TENANT, LocalStack};
 use imgpipe_tests::waits::wait_for;
 use serde_json::{Value, json};
 
@@ -154,7 +154,7 @@ async fn a_job_in_the_dead_letter_queue_fails_its_image_and_the_request_ends() {
     let urls = vec![server.url("img/p0.jpg"), server.url("hang/forever.jpg")];
     let id = accept(&api, &urls, None).await;
     // What SQS does after the last failed delivery: the job moves to the dead-letter queue.
-    let job = json!({"request_id": id, "image_index": 1, "row": 1, "url": urls[1]});
+    let job = json!({"request_id": id, "tenant_id": DEFAULT_TENANT, "image_index": 1, "row": 1, "url": urls[1]});
     sqs.send_message().queue_url(&stack.jobs_dead_letters_url).message_body(job.to_string()).send().await.unwrap();
 
     let (status, _) = api.wait_until_final(&id, Duration::from_secs(60)).await;

@@ -248,11 +248,14 @@ async fn a_csv_dropped_into_the_bucket_is_processed_and_a_bad_one_gets_its_probl
     // notification of them is queued before those of the two CSVs).
     put("elsewhere/other.csv", bad.as_bytes().to_vec()).await.expect("put another CSV");
     put("incoming/notes.txt", b"hello".to_vec()).await.expect("put a text file");
-    put("incoming/spring sale.csv", csv.into_bytes()).await.expect("drop the CSV");
-    put("incoming/broken.csv", bad.as_bytes().to_vec()).await.expect("drop the bad CSV");
+    put("incoming/tests/spring sale.csv", csv.clone().into_bytes()).await.expect("drop the CSV");
+    put("incoming/tests/broken.csv", bad.as_bytes().to_vec()).await.expect("drop the bad CSV");
+    // A folder that names no known tenant: refused, whatever the CSV.
+    put("incoming/nobody/spring sale.csv", csv.into_bytes()).await.expect("drop for an unknown tenant");
 
     let receipt: Value =
-        serde_json::from_slice(&wait_for_object(&s3, &stack.bucket_name, "receipts/spring sale.json").await).unwrap();
+        serde_json::from_slice(&wait_for_object(&s3, &stack.bucket_name, "receipts/tests/spring sale.json").await)
+            .unwrap();
     assert_eq!((receipt["status"].as_str(), receipt["images"].as_u64()), (Some("accepted"), Some(2)), "{receipt}");
     let id = receipt["request_id"].as_str().expect("a request id");
     let (status, _) = api.wait_until_final(id, Duration::from_secs(60)).await;
@@ -263,16 +266,24 @@ async fn a_csv_dropped_into_the_bucket_is_processed_and_a_bad_one_gets_its_probl
     assert_eq!(row[3].split(',').count(), 2, "one output per input URL: {row:?}");
 
     let rejected: Value =
-        serde_json::from_slice(&wait_for_object(&s3, &stack.bucket_name, "receipts/broken.json").await).unwrap();
+        serde_json::from_slice(&wait_for_object(&s3, &stack.bucket_name, "receipts/tests/broken.json").await).unwrap();
     assert_eq!(rejected["status"], "rejected", "{rejected}");
     assert_eq!(rejected["problems"][0]["line"], 2, "{rejected}");
+    let unknown: Value =
+        serde_json::from_slice(&wait_for_object(&s3, &stack.bucket_name, "receipts/nobody/spring sale.json").await)
+            .unwrap();
+    assert_eq!(unknown["status"], "rejected", "{unknown}");
+    assert!(unknown["error"].as_str().unwrap().contains("no tenant nobody"), "{unknown}");
 
     // Every notification handled (the two CSVs' jobs too): the two files that do not qualify
     // got no receipt.
     stack.wait_until_empty(&stack.jobs_queue_url, Duration::from_secs(300)).await;
     let listed = s3.list_objects_v2().bucket(&stack.bucket_name).prefix("receipts/").send().await.unwrap();
     let receipts: Vec<&str> = listed.contents().iter().filter_map(|object| object.key()).collect();
-    assert_eq!(receipts, ["receipts/broken.json", "receipts/spring sale.json"]);
+    assert_eq!(
+        receipts,
+        ["receipts/nobody/spring sale.json", "receipts/tests/broken.json", "receipts/tests/spring sale.json"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
