@@ -140,7 +140,7 @@ def main():
 
     import csv as csvlib
     rows = list(csvlib.reader(output_csv.decode().splitlines()))[1:]
-    print(f"Compressed images in s3://{outputs['BucketName']}/output/{answer['request_id']}/, copies in "
+    print(f"Compressed images in s3://{outputs['BucketName']}/tenants/local/output/{answer['request_id']}/, copies in "
           f"{os.path.relpath(results, ROOT)}/:")
     index = 0
     for row in rows:
