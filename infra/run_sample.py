@@ -169,7 +169,7 @@ the key (tenant `local`; `make key TENANT=<name>` makes one for another tenant):
   curl -H "Authorization: Bearer $KEY" {api}/api/status/<request_id>/
   curl -H "Authorization: Bearer $KEY" -L {api}/api/requests/<request_id>/output.csv
   curl {api}/api/health
-or put a CSV into s3://{outputs['BucketName']}/incoming/<name>.csv: its receipt appears as receipts/<name>.json.
+or put a CSV into s3://{outputs['BucketName']}/incoming/local/<name>.csv: its receipt appears as receipts/local/<name>.json.
 AWS CLI or SDKs reach the emulator with: eval "$(.venv/bin/python infra/local.py env)"
 """)
 
