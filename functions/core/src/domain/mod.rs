@@ -14,3 +14,4 @@ pub mod request;
 pub mod request_id;
 pub mod webhook;
 pub mod webhook_signature;
+pub mod worker_memory;
