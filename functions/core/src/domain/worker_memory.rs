@@ -133,7 +133,8 @@ mod tests {
 
     #[test]
     fn huge_settings_do_not_overflow() {
-        let memory = WorkerMemory { function_mb: u64::MAX, concurrency: usize::MAX, max_image_bytes: u64::MAX, codec_slots: 1 };
+        let memory =
+            WorkerMemory { function_mb: u64::MAX, concurrency: usize::MAX, max_image_bytes: u64::MAX, codec_slots: 1 };
         assert!(memory.decode_limit().is_err());
     }
 }

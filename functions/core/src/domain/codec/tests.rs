@@ -589,9 +589,10 @@ fn decoding_holds_no_more_than_the_memory_limit_in_any_orientation() {
     let ink: Vec<u8> = (0..pixels).flat_map(|i| [(i % 251) as u8, (i % 241) as u8, 40, (i % 7) as u8 * 30]).collect();
     let cmyk = cmyk_jpeg(&ink, width.into(), height.into(), Colorspace::CMYK);
     let slack = 256 << 10;
-    for (name, turned) in [("16-bit RGBA PNG", &png_turned as &dyn Fn(u16) -> Vec<u8>), ("CMYK JPEG", &|orientation| {
-        with_exif_orientation(&cmyk, orientation)
-    })] {
+    for (name, turned) in [
+        ("16-bit RGBA PNG", &png_turned as &dyn Fn(u16) -> Vec<u8>),
+        ("CMYK JPEG", &|orientation| with_exif_orientation(&cmyk, orientation)),
+    ] {
         for orientation in 1..=8 {
             let input = turned(orientation);
             let mut accepted = Vec::new();
@@ -620,7 +621,8 @@ fn decoding_holds_no_more_than_the_memory_limit_in_any_orientation() {
 #[test]
 fn the_memory_estimate_counts_the_copy_a_turn_makes() {
     let pixels = 1_000_000;
-    let turns = [Orientation::Rotate90, Orientation::Rotate270, Orientation::Rotate90FlipH, Orientation::Rotate270FlipH];
+    let turns =
+        [Orientation::Rotate90, Orientation::Rotate270, Orientation::Rotate90FlipH, Orientation::Rotate270FlipH];
     let in_place =
         [Orientation::NoTransforms, Orientation::Rotate180, Orientation::FlipHorizontal, Orientation::FlipVertical];
     for orientation in in_place {
