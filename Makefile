@@ -5,7 +5,7 @@ SHELL := bash
 PYTHON := .venv/bin/python
 PORT ?= 4599
 
-.PHONY: setup build up run stop test lint check-template bench-load bench bench-codec bench-pipeline bench-functions bench-smoke package sam-build aarch64-std clean
+.PHONY: setup build build-release up run stop test lint check-template bench-load bench bench-codec bench-pipeline bench-functions bench-smoke package sam-build aarch64-std clean
 
 setup:
 	@infra/setup.sh
@@ -13,6 +13,11 @@ setup:
 # Host builds of the three functions: the emulator runs them as `bootstrap` processes.
 build: setup
 	cargo build --bins
+
+# Host release builds of the functions (and the benchmark binaries): what tests/release_stack
+# runs, and the profile that ships. The same packages as bench/run.sh, so one build serves both.
+build-release: setup
+	cargo build --release -p imgpipe-api -p imgpipe-worker -p imgpipe-notifier -p imgpipe-tests --bins
 
 up: build
 	@IMGPIPE_PORT=$(PORT) $(PYTHON) infra/local.py up
@@ -25,8 +30,9 @@ stop:
 
 # Unit tests, adapter tests on the emulator and the end-to-end test through the API; the
 # test binary starts its own emulator on a free port and stops it when it exits. The
-# benchmarks' smoke run comes first, so that `make bench` cannot rot.
-test: build lint bench-smoke
+# benchmarks' smoke run comes first, so that `make bench` cannot rot. tests/release_stack runs
+# the release builds (build-release) on a stack of its own: what only the shipped profile shows.
+test: build build-release lint bench-smoke
 	@mkdir -p target; set -o pipefail; \
 	cargo test --workspace --no-fail-fast 2>&1 | tee target/test-output.log; status=$$?; \
 	infra/test_summary.sh target/test-output.log; exit $$status

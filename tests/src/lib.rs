@@ -7,6 +7,7 @@ pub mod hostile_server;
 pub mod processes;
 pub mod servers;
 pub mod stack;
+pub mod worker_batch;
 
 /// A multipart/form-data body as a browser or curl sends it: `(name, filename, bytes)` per
 /// field. Returns the Content-Type (with its boundary) and the body.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::adapters::http_fetch::FetchLimits;
 use crate::domain::address_policy::ExemptHosts;
-use crate::domain::codec::CodecLimits;
+use crate::domain::codec::{CodecLimits, PanicMarker};
 use crate::domain::csv_rules::CsvLimits;
 use crate::domain::delivery::{RetryPolicy, TimeReserves};
 use crate::domain::locations::Links;
@@ -97,6 +97,8 @@ pub struct WorkerConfig {
     pub fetch_exempt_hosts: ExemptHosts,
     /// Its memory limit comes from the function's memory (`domain::worker_memory`).
     pub codec: CodecLimits,
+    /// CODEC_PANIC_MARKER: the test-only fault hook of the codec; unset in every deployment.
+    pub codec_panic_marker: PanicMarker,
     /// What a job must have left before each of its steps (`domain::delivery::TimeReserves`).
     pub time_reserves: TimeReserves,
     /// The queue's `maxReceiveCount` (MAX_RECEIVES) and the waits between attempts.
@@ -143,6 +145,7 @@ impl WorkerConfig {
             },
             fetch_exempt_hosts: exempt_hosts("FETCH_ALLOW_HOSTS")?,
             codec: CodecLimits { max_pixels: or_default("MAX_IMAGE_PIXELS", codec.max_pixels)?, max_alloc_bytes },
+            codec_panic_marker: PanicMarker::new(&std::env::var("CODEC_PANIC_MARKER").unwrap_or_default()),
             time_reserves: TimeReserves {
                 fetch: seconds("FETCH_TIMEOUT_SECS", fetch.total_timeout.as_secs())?,
                 codec: seconds("CODEC_RESERVE_SECS", 15)?,

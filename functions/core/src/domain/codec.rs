@@ -39,6 +39,29 @@ impl Default for CodecLimits {
     }
 }
 
+/// A test-only fault: an input whose bytes end with the marker makes the codec panic, as a
+/// decoder bug would, on the thread that decodes it. The worker reads the marker from
+/// CODEC_PANIC_MARKER, which only the test harness sets (through infra/local.py): never set in
+/// a deployment. Unset (the default), it does nothing.
+#[derive(Debug, Clone, Default)]
+pub struct PanicMarker(Option<std::sync::Arc<[u8]>>);
+
+impl PanicMarker {
+    /// An empty marker is none.
+    pub fn new(marker: &str) -> Self {
+        Self((!marker.is_empty()).then(|| marker.as_bytes().into()))
+    }
+
+    /// Panics when `input` ends with the marker.
+    pub fn panic_if_marked(&self, input: &[u8]) {
+        if let Some(marker) = &self.0
+            && input.ends_with(marker)
+        {
+            panic!("test fault: the input ends with CODEC_PANIC_MARKER");
+        }
+    }
+}
+
 /// The seed service's quality; with 4:2:0 our output is byte-identical to its Pillow output.
 pub const JPEG_QUALITY: i32 = 50;
 

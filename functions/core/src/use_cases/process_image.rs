@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use tokio::sync::Semaphore;
 
-use crate::domain::codec::{self, CodecError, CodecLimits, Compressed};
+use crate::domain::codec::{self, CodecError, CodecLimits, Compressed, PanicMarker};
 use crate::domain::delivery::TimeReserves;
 use crate::domain::errors::{ImageError, RETRIES_EXHAUSTED};
 use crate::domain::locations::output_image_key;
@@ -52,14 +52,24 @@ impl JobClock {
 /// a Lambda below 1,769 MB has less than one vCPU, so two images decoded at once take as long
 /// as one after the other, while each holds its pixels (up to ~250 MB for a 50 MP image). With
 /// one slot a batch's peak memory is one image's decode plus the fetched files waiting.
+///
+/// A panic while compressing (a decoder bug) fails that image only: the codec runs on a
+/// blocking thread, whose panic unwinds into a `JoinError` here. That needs `panic = "unwind"`
+/// in the release profile (Cargo.toml); tests/release_stack proves it on a release build.
 pub struct CodecPool {
     limits: CodecLimits,
     slots: Semaphore,
+    fault: PanicMarker,
 }
 
 impl CodecPool {
     pub fn new(limits: CodecLimits, slots: usize) -> Self {
-        Self { limits, slots: Semaphore::new(slots.max(1)) }
+        Self { limits, slots: Semaphore::new(slots.max(1)), fault: PanicMarker::default() }
+    }
+
+    /// Arms the test-only fault hook (CODEC_PANIC_MARKER): marked inputs make the codec panic.
+    pub fn with_panic_marker(self, fault: PanicMarker) -> Self {
+        Self { fault, ..self }
     }
 
     /// `codec::compress` on a blocking thread once a slot is free, if the clock still leaves
@@ -71,10 +81,13 @@ impl CodecPool {
         if !clock.has_left(clock.reserves.to_decode()) {
             return Err(Stop::OutOfTime);
         }
-        let limits = self.limits.clone();
-        let compressed = tokio::task::spawn_blocking(move || codec::compress(&input, &limits))
-            .await
-            .map_err(|panic| CodecError::Decode(format!("the decoder crashed: {panic}")))?;
+        let (limits, fault) = (self.limits.clone(), self.fault.clone());
+        let compressed = tokio::task::spawn_blocking(move || {
+            fault.panic_if_marked(&input);
+            codec::compress(&input, &limits)
+        })
+        .await
+        .map_err(|panic| CodecError::Decode(format!("the decoder crashed: {panic}")))?;
         Ok(compressed?)
     }
 }
@@ -349,6 +362,23 @@ mod tests {
         assert!(matches!(result, JobResult::OutOfTime), "{result:?}");
         assert!(fixture.blobs.objects.lock().unwrap().is_empty(), "nothing stored");
         assert_eq!(fixture.request().await.remaining, 1, "nothing recorded");
+    }
+
+    #[tokio::test]
+    async fn a_codec_panic_fails_that_image_only_and_the_pool_goes_on() {
+        let marker = "test-fault-marker";
+        let codec = CodecPool::new(CodecLimits::default(), 1).with_panic_marker(PanicMarker::new(marker));
+        let marked = Fixture::new(Ok([png_bytes(), marker.as_bytes().to_vec()].concat())).await;
+        let JobResult::Recorded(ImageOutcome::Failed { error_code, error_message }) =
+            marked.run_with(&codec, false).await
+        else {
+            panic!("a codec panic must be recorded as the image's failure");
+        };
+        assert_eq!(error_code, "decode_error");
+        assert!(error_message.contains("crashed"), "{error_message}");
+
+        let plain = Fixture::new(Ok(png_bytes())).await;
+        assert!(matches!(plain.run_with(&codec, false).await, JobResult::Recorded(ImageOutcome::Done { .. })));
     }
 
     #[tokio::test]
