@@ -5,7 +5,7 @@ SHELL := bash
 PYTHON := .venv/bin/python
 PORT ?= 4599
 
-.PHONY: setup build up run stop key test lint check-template bench-load bench bench-codec bench-pipeline bench-functions bench-smoke package sam-build aarch64-std clean
+.PHONY: setup build build-release up run stop key test lint check-template bench-load bench bench-codec bench-pipeline bench-functions bench-smoke package sam-build aarch64-std clean
 
 setup:
 	@infra/setup.sh
@@ -14,6 +14,11 @@ setup:
 # imgpipe-admin, which makes the local stack's API keys.
 build: setup
 	cargo build --bins
+
+# Host release builds of the functions (and the benchmark binaries): what tests/release_stack
+# runs, and the profile that ships. The same packages as bench/run.sh, so one build serves both.
+build-release: setup
+	cargo build --release -p imgpipe-api -p imgpipe-worker -p imgpipe-notifier -p imgpipe-tests --bins
 
 # Deploys, then makes an API key for the tenant `local` (printed, and kept in
 # .stack/local/api_key for `make run`).
@@ -33,10 +38,11 @@ stop:
 
 # Unit tests, adapter tests on the emulator and the end-to-end test through the API; the
 # test binary starts its own emulator on a free port and stops it when it exits. The
-# benchmarks' smoke run comes first, so that `make bench` cannot rot. Everything is built
+# benchmarks' smoke run comes first, so that `make bench` cannot rot. tests/release_stack runs
+# the release builds (build-release) on a stack of its own. Everything is built
 # first; the tests then run in a network namespace with only loopback (infra/loopback_only.sh:
 # root or user namespaces, or IMGPIPE_NO_NETNS=1 to run them on the host's network).
-test: build lint bench-smoke
+test: build build-release lint bench-smoke
 	cargo test --workspace --no-run
 	@mkdir -p target; set -o pipefail; \
 	infra/loopback_only.sh cargo test --workspace --no-fail-fast 2>&1 | tee target/test-output.log; status=$$?; \

@@ -2,7 +2,8 @@
 """The local stack: the AWS emulator (ministack) on 127.0.0.1 running imgpipe's own
 template.yaml, with the function binaries built for this host.
 
-  local.py up   [--port P] [--state DIR] [--bin-dir DIR] [--watch-pid PID] [--no-schedule] [--key-for TENANT]
+  local.py up   [--port P] [--state DIR] [--bin-dir DIR] [--watch-pid PID] [--allow-hosts H]
+                [--no-schedule] [--key-for TENANT] [--codec-panic-marker TEXT]   (the last for the test harness only)
   local.py down [--state DIR]
   local.py env  [--state DIR]          print shell exports for the running stack
   local.py key  --tenant TENANT        a new API key for TENANT on the running stack, last line
@@ -53,14 +54,19 @@ def fail(message):
     sys.exit(1)
 
 
-def emulator_env(port, allow_hosts=""):
+def emulator_env(port, allow_hosts="", codec_panic_marker=""):
     """Set before the emulator starts: the functions it runs inherit them, so their SDK
     calls come back to the emulator instead of going to AWS. `allow_hosts` lists the
     loopback `host:port` pairs the worker may fetch from and the notifier may post to (the
-    sample-image server, test servers); every other private address stays blocked."""
+    sample-image server, test servers); every other private address stays blocked.
+    `codec_panic_marker` arms the worker's test-only fault hook (an image ending with it makes
+    the codec panic); only the test harness passes it, and nothing else sets it."""
     env = dict(os.environ)
+    env.pop("CODEC_PANIC_MARKER", None)
     env["FETCH_ALLOW_HOSTS"] = allow_hosts
     env["WEBHOOK_ALLOW_HOSTS"] = allow_hosts
+    if codec_panic_marker:
+        env["CODEC_PANIC_MARKER"] = codec_panic_marker
     env.update({
         "BIND_HOST": "127.0.0.1",
         "GATEWAY_PORT": str(port),
@@ -104,9 +110,11 @@ def port_taken(port):
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def start_emulator(state, port, allow_hosts):
+def start_emulator(state, port, allow_hosts, codec_panic_marker=""):
     running = read(os.path.join(state, "emulator.pid"))
-    same = read(os.path.join(state, "port")) == str(port) and (read(os.path.join(state, "allow_hosts")) or "") == allow_hosts
+    same = (read(os.path.join(state, "port")) == str(port)
+            and (read(os.path.join(state, "allow_hosts")) or "") == allow_hosts
+            and (read(os.path.join(state, "codec_panic_marker")) or "") == codec_panic_marker)
     if running and alive(int(running)) and same and healthy(port):
         return False
     if running:
@@ -119,7 +127,8 @@ def start_emulator(state, port, allow_hosts):
     os.makedirs(state, exist_ok=True)
     log = open(os.path.join(state, "emulator.log"), "ab")
     # A session of its own, so `down` can stop it and every function process it spawned.
-    process = subprocess.Popen([ministack], env=emulator_env(port, allow_hosts), stdout=log, stderr=subprocess.STDOUT,
+    process = subprocess.Popen([ministack], env=emulator_env(port, allow_hosts, codec_panic_marker), stdout=log,
+                               stderr=subprocess.STDOUT,
                                stdin=subprocess.DEVNULL, start_new_session=True, cwd=state)
     with open(os.path.join(state, "emulator.pid"), "w") as f:
         f.write(str(process.pid))
@@ -127,6 +136,8 @@ def start_emulator(state, port, allow_hosts):
         f.write(str(port))
     with open(os.path.join(state, "allow_hosts"), "w") as f:
         f.write(allow_hosts)
+    with open(os.path.join(state, "codec_panic_marker"), "w") as f:
+        f.write(codec_panic_marker)
     deadline = time.time() + 30
     while not healthy(port):
         if process.poll() is not None:
@@ -311,6 +322,9 @@ def main():
     parser.add_argument("--no-schedule", action="store_true",
                         help="deploy with the sweeper's per-minute schedule disabled (the tests run the sweep "
                              "themselves, so that no scheduled sweep races them)")
+    parser.add_argument("--codec-panic-marker", default="",
+                        help="test harness only: the worker's codec panics on an image whose bytes end with this "
+                             "text (CODEC_PANIC_MARKER); never used by `make run` or a deployment")
     args = parser.parse_args()
     state = os.path.abspath(args.state)
 
@@ -333,7 +347,7 @@ def main():
         allow_hosts = args.allow_hosts
         if allow_hosts is None:
             allow_hosts = f"127.0.0.1:{args.port + 1},127.0.0.1:{args.port + 2}"
-        fresh = start_emulator(state, args.port, allow_hosts)
+        fresh = start_emulator(state, args.port, allow_hosts, args.codec_panic_marker)
         if args.watch_pid:
             watch(state, args.watch_pid)
         outputs = deploy(state, args.port, os.path.abspath(args.bin_dir), schedule=not args.no_schedule)

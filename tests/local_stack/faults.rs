@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use imgpipe_tests::api_client::ApiClient;
 use imgpipe_tests::fixtures::photo_jpeg;
-use imgpipe_tests::requests::record_accepted_request;
+use imgpipe_tests::requests::{csv_of, record_accepted_request};
 use imgpipe_tests::servers::{Files, ImageServer, WebhookReceiver};
 use imgpipe_tests::stack::{DEFAULT_TENANT, LocalStack};
 use imgpipe_tests::waits::wait_for;
@@ -18,15 +18,6 @@ use crate::pipeline::wait_for_one_webhook;
 
 fn photos(count: u32) -> Files {
     (0..count).map(|n| (format!("p{n}.jpg"), (photo_jpeg(300 + 10 * n, 200 + 10 * n, n), "image/jpeg"))).collect()
-}
-
-/// One row per URL.
-fn csv_of(urls: &[String]) -> String {
-    let mut csv = String::from("S. No.,Product Name,Input Image Urls\n");
-    for (i, url) in urls.iter().enumerate() {
-        csv.push_str(&format!("{},Item {},{url}\n", i + 1, i + 1));
-    }
-    csv
 }
 
 async fn accept(api: &ApiClient, urls: &[String], webhook: Option<&str>) -> String {

@@ -10,6 +10,7 @@ pub mod servers;
 pub mod stack;
 pub mod tables;
 pub mod waits;
+pub mod worker_batch;
 
 /// A multipart/form-data body as a browser or curl sends it: `(name, filename, bytes)` per
 /// field. Returns the Content-Type (with its boundary) and the body.

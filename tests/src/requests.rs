@@ -33,3 +33,12 @@ pub async fn record_accepted_request(
     assert_eq!(table.create(&request, &quota).await.expect("record the request"), Admission::Created);
     id
 }
+
+/// One row per URL, as a user would upload them.
+pub fn csv_of(urls: &[String]) -> String {
+    let mut csv = String::from("S. No.,Product Name,Input Image Urls\n");
+    for (i, url) in urls.iter().enumerate() {
+        csv.push_str(&format!("{},Item {},{url}\n", i + 1, i + 1));
+    }
+    csv
+}

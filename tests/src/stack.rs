@@ -1,9 +1,13 @@
 //! The local stack for tests: the emulator with template.yaml deployed and the function
 //! binaries from `target/debug`, started once per test process on a free port and stopped
 //! when the process ends (infra/local.py watches our pid). With `IMGPIPE_FUNCTIONS=release`
-//! (the pipeline benchmark) the functions are release builds from `target/release`. The
-//! sweeper's schedule is deployed disabled: tests that need a sweep send its event themselves,
-//! and no scheduled one can race them.
+//! (the pipeline benchmark), or when a test asks for [`Functions::Release`] (tests/release_stack),
+//! the functions are release builds from `target/release`. The sweeper's schedule is deployed
+//! disabled: tests that need a sweep send its event themselves, and no scheduled one can race
+//! them.
+//!
+//! The worker's test-only fault hook is armed on every test stack: an image whose bytes end
+//! with [`CODEC_PANIC_MARKER`] makes its codec panic (infra/local.py --codec-panic-marker).
 
 use std::collections::HashMap;
 use std::net::TcpListener;
@@ -19,6 +23,29 @@ use imgpipe_core::use_cases::manage_keys::create_key;
 use serde::Deserialize;
 
 use crate::processes::function_pids;
+
+/// Appended to an image, it makes the worker's codec panic on it (CODEC_PANIC_MARKER).
+pub const CODEC_PANIC_MARKER: &str = "imgpipe test fault: panic in the codec";
+
+/// Which build of the functions the stack runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Functions {
+    /// `target/debug`: what `cargo test` builds anyway.
+    #[default]
+    Debug,
+    /// `target/release`: the profile that ships (panic strategy, optimisation).
+    Release,
+}
+
+impl Functions {
+    /// `IMGPIPE_FUNCTIONS=release` asks for release builds; anything else is debug.
+    pub fn from_env() -> Self {
+        match std::env::var("IMGPIPE_FUNCTIONS") {
+            Ok(profile) if profile == "release" => Self::Release,
+            _ => Self::Debug,
+        }
+    }
+}
 
 /// Loopback ports the functions may reach (the fetcher and the webhook sender refuse every
 /// other private address), handed to the test servers one by one.
@@ -41,6 +68,9 @@ pub struct LocalStack {
     pub jobs_dead_letters_url: String,
     pub worker_function_name: String,
     pub notifier_function_name: String,
+    /// The build of the functions it runs.
+    #[serde(skip)]
+    pub functions: Functions,
     /// The emulator's state directory; the functions' log lines are in its emulator.log.
     #[serde(skip)]
     pub state: PathBuf,
@@ -60,16 +90,26 @@ pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ sits in the workspace").to_path_buf()
 }
 
+static STACK: OnceLock<LocalStack> = OnceLock::new();
+
 impl LocalStack {
-    /// The one stack of this test process, started on first use.
+    /// The one stack of this test process, started on first use, with the functions
+    /// `IMGPIPE_FUNCTIONS` names (debug by default) unless a test asked first for others.
     pub fn shared() -> &'static LocalStack {
-        static STACK: OnceLock<LocalStack> = OnceLock::new();
-        STACK.get_or_init(Self::start)
+        STACK.get_or_init(|| Self::start(Functions::from_env()))
     }
 
-    fn start() -> LocalStack {
+    /// The one stack of this test process, which must run `functions`: a test binary that
+    /// needs release builds calls this before anything else starts the stack.
+    pub fn shared_with(functions: Functions) -> &'static LocalStack {
+        let stack = STACK.get_or_init(|| Self::start(functions));
+        assert_eq!(stack.functions, functions, "this test process's stack was started with other functions");
+        stack
+    }
+
+    fn start(functions: Functions) -> LocalStack {
         let root = workspace_root();
-        let release = std::env::var("IMGPIPE_FUNCTIONS").is_ok_and(|profile| profile == "release");
+        let release = functions == Functions::Release;
         let bin_dir = target_dir(&root).join(if release { "release" } else { "debug" });
         build_functions(&root, release);
         let port = free_port();
@@ -89,6 +129,7 @@ impl LocalStack {
             .args(["--watch-pid", &std::process::id().to_string()])
             .args(["--allow-hosts", &allow_hosts.join(",")])
             .arg("--no-schedule")
+            .args(["--codec-panic-marker", CODEC_PANIC_MARKER])
             .status()
             .expect("run infra/local.py");
         assert!(status.success(), "the local stack did not start; see {}/emulator.log", state.display());
@@ -97,6 +138,7 @@ impl LocalStack {
         stack.allowed_ports = allowed_ports;
         stack.state = state;
         stack.bin_dir = bin_dir;
+        stack.functions = functions;
         // SDK clients in the tests read these, like the functions the emulator runs.
         // SAFETY: set once, before any test reads the environment through the SDK.
         unsafe {

@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use crate::adapters::http_fetch::FetchLimits;
 use crate::domain::address_policy::ExemptHosts;
-use crate::domain::codec::CodecLimits;
+use crate::domain::codec::{CodecLimits, PanicMarker};
 use crate::domain::csv_rules::{CsvLimits, MAX_URL_LENGTH_CEILING};
 use crate::domain::delivery::{RetryPolicy, TimeReserves};
 use crate::domain::locations::Links;
 use crate::domain::quota::TenantQuota;
+use crate::domain::worker_memory::WorkerMemory;
 
 #[derive(Debug, thiserror::Error)]
 #[error("environment variable {name}: {problem}")]
@@ -111,7 +112,10 @@ pub struct WorkerConfig {
     pub fetch: FetchLimits,
     /// Image hosts fetched from although not public (FETCH_ALLOW_HOSTS): local stack and tests only.
     pub fetch_exempt_hosts: ExemptHosts,
+    /// Its memory limit comes from the function's memory (`domain::worker_memory`).
     pub codec: CodecLimits,
+    /// CODEC_PANIC_MARKER: the test-only fault hook of the codec; unset in every deployment.
+    pub codec_panic_marker: PanicMarker,
     /// What a job must have left before each of its steps (`domain::delivery::TimeReserves`).
     pub time_reserves: TimeReserves,
     /// The queue's `maxReceiveCount` (MAX_RECEIVES) and the waits between attempts.
@@ -134,17 +138,32 @@ impl WorkerConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
         let fetch = FetchLimits::default();
         let codec = CodecLimits::default();
+        let max_image_bytes = or_default("MAX_IMAGE_BYTES", fetch.max_bytes)?;
+        let defaults = WorkerMemory::default();
+        let concurrency = or_default("WORKER_CONCURRENCY", defaults.concurrency)?;
+        let codec_slots = or_default("CODEC_SLOTS", defaults.codec_slots)?;
+        // Lambda sets it from MemorySize.
+        let memory_name = "AWS_LAMBDA_FUNCTION_MEMORY_SIZE";
+        let memory = WorkerMemory {
+            function_mb: or_default(memory_name, defaults.function_mb)?,
+            concurrency,
+            max_image_bytes,
+            codec_slots,
+        };
+        let max_alloc_bytes =
+            memory.decode_limit().map_err(|error| ConfigError { name: memory_name, problem: error.to_string() })?;
         Ok(Self {
             bucket: required("BUCKET_NAME")?,
             table: required("TABLE_NAME")?,
             fetch: FetchLimits {
                 connect_timeout: seconds("FETCH_CONNECT_TIMEOUT_SECS", fetch.connect_timeout.as_secs())?,
                 total_timeout: seconds("FETCH_TIMEOUT_SECS", fetch.total_timeout.as_secs())?,
-                max_bytes: or_default("MAX_IMAGE_BYTES", fetch.max_bytes)?,
+                max_bytes: max_image_bytes,
                 max_redirects: fetch.max_redirects,
             },
             fetch_exempt_hosts: exempt_hosts("FETCH_ALLOW_HOSTS")?,
-            codec: CodecLimits { max_pixels: or_default("MAX_IMAGE_PIXELS", codec.max_pixels)?, ..codec },
+            codec: CodecLimits { max_pixels: or_default("MAX_IMAGE_PIXELS", codec.max_pixels)?, max_alloc_bytes },
+            codec_panic_marker: PanicMarker::new(&std::env::var("CODEC_PANIC_MARKER").unwrap_or_default()),
             time_reserves: TimeReserves {
                 fetch: seconds("FETCH_TIMEOUT_SECS", fetch.total_timeout.as_secs())?,
                 codec: seconds("CODEC_RESERVE_SECS", 15)?,
@@ -155,8 +174,8 @@ impl WorkerConfig {
                 base: seconds("RETRY_BASE_SECS", 10)?,
                 cap: seconds("RETRY_CAP_SECS", 120)?,
             },
-            concurrency: or_default("WORKER_CONCURRENCY", 10)?,
-            codec_slots: or_default("CODEC_SLOTS", 1)?,
+            concurrency,
+            codec_slots,
             queue_url: required("QUEUE_URL")?,
             dead_letters_arn: std::env::var("DEAD_LETTERS_QUEUE_ARN").ok().filter(|arn| !arn.is_empty()),
             item_lifetime: item_lifetime()?,
@@ -220,5 +239,19 @@ pub struct AuthorizerConfig {
 impl AuthorizerConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
         Ok(Self { table: required("TABLE_NAME")?, item_lifetime: item_lifetime()? })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `CodecLimits::default()`, which the tests and benchmarks use, is the decode limit of the
+    /// worker's default settings.
+    #[test]
+    fn the_default_memory_settings_are_the_workers() {
+        let defaults = WorkerMemory::default();
+        assert_eq!(defaults.max_image_bytes, FetchLimits::default().max_bytes);
+        assert_eq!(Ok(CodecLimits::default().max_alloc_bytes), defaults.decode_limit());
     }
 }

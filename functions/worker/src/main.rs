@@ -19,7 +19,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         blobs: S3Blobs::new(&sdk, &config.bucket),
         table: DynamoTable::new(&sdk, &config.table, config.item_lifetime),
         queue: SqsQueue::new(&sdk, &config.queue_url),
-        codec: CodecPool::new(config.codec.clone(), config.codec_slots),
+        codec: CodecPool::new(config.codec.clone(), config.codec_slots)
+            .with_panic_marker(config.codec_panic_marker.clone()),
         config,
     };
     lambda_runtime::run(service_fn(|event| worker.handle(event))).await

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use image::metadata::Orientation;
 use image::{DynamicImage, GrayImage, ImageDecoder, ImageFormat, ImageReader, Limits, RgbImage};
+
+use crate::domain::worker_memory::WorkerMemory;
 use turbojpeg::{Colorspace, PixelFormat, Subsamp};
 
 mod requantize;
@@ -23,13 +25,40 @@ mod requantize;
 pub struct CodecLimits {
     /// Width x height, from the header, above which the image is refused undecoded.
     pub max_pixels: u64,
-    /// Bytes the decoder and our conversions may allocate for one image.
+    /// Bytes the decoder and our conversions may hold at once for one image (the estimate of
+    /// [`decode_memory`]); the worker derives it from its memory (`domain::worker_memory`).
     pub max_alloc_bytes: u64,
 }
 
 impl Default for CodecLimits {
+    /// 50 MP, and the decode limit of the worker's default settings (710 MiB).
     fn default() -> Self {
-        Self { max_pixels: 50_000_000, max_alloc_bytes: 1 << 30 }
+        let max_alloc_bytes =
+            WorkerMemory::default().decode_limit().expect("the default settings leave memory to decode");
+        Self { max_pixels: 50_000_000, max_alloc_bytes }
+    }
+}
+
+/// A test-only fault: an input whose bytes end with the marker makes the codec panic, as a
+/// decoder bug would, on the thread that decodes it. The worker reads the marker from
+/// CODEC_PANIC_MARKER, which only the test harness sets (through infra/local.py): never set in
+/// a deployment. Unset (the default), it does nothing.
+#[derive(Debug, Clone, Default)]
+pub struct PanicMarker(Option<std::sync::Arc<[u8]>>);
+
+impl PanicMarker {
+    /// An empty marker is none.
+    pub fn new(marker: &str) -> Self {
+        Self((!marker.is_empty()).then(|| marker.as_bytes().into()))
+    }
+
+    /// Panics when `input` ends with the marker.
+    pub fn panic_if_marked(&self, input: &[u8]) {
+        if let Some(marker) = &self.0
+            && input.ends_with(marker)
+        {
+            panic!("test fault: the input ends with CODEC_PANIC_MARKER");
+        }
     }
 }
 
@@ -219,10 +248,10 @@ fn compress_requantized(input: &[u8], limits: &CodecLimits) -> Option<Compressed
     reader.limits(image_limits);
     let mut decoder = reader.into_decoder().ok()?;
     let (width, height) = decoder.dimensions();
-    check_size(width, height, decoder.total_bytes(), limits).ok()?;
     if decoder.orientation().ok()? != Orientation::NoTransforms {
         return None;
     }
+    check_size(width, height, decoded_bytes(&decoder, InputFormat::Jpeg), Orientation::NoTransforms, limits).ok()?;
     drop(decoder);
     let original = strip_jpeg_metadata(input)?;
     let requantizing = Instant::now();
@@ -320,6 +349,22 @@ impl Pixels {
             Self::Gray(gray) => gray.dimensions(),
         }
     }
+
+    /// Upright: the EXIF orientation applied (a turn makes a new buffer, see [`decode_memory`]).
+    fn oriented(self, orientation: Orientation) -> Self {
+        match self {
+            Self::Rgb(rgb) => {
+                let mut img = DynamicImage::ImageRgb8(rgb);
+                img.apply_orientation(orientation);
+                Self::Rgb(img.into_rgb8())
+            }
+            Self::Gray(gray) => {
+                let mut img = DynamicImage::ImageLuma8(gray);
+                img.apply_orientation(orientation);
+                Self::Gray(img.into_luma8())
+            }
+        }
+    }
 }
 
 /// Decodes to upright, opaque 8-bit pixels; also returns the orientation that was applied.
@@ -331,26 +376,65 @@ fn decode(input: &[u8], format: InputFormat, limits: &CodecLimits) -> Result<(Pi
     // Reads the header only: no pixel buffer exists until from_decoder below.
     let mut decoder = reader.into_decoder().map_err(decode_error)?;
     let (width, height) = decoder.dimensions();
-    check_size(width, height, decoder.total_bytes(), limits)?;
     // JPEG, PNG (eXIf), WebP and TIFF have one. A broken EXIF block should not cost the user
     // the image: keep it as stored.
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
+    check_size(width, height, decoded_bytes(&decoder, format), orientation, limits)?;
 
     let turbo = match format {
         InputFormat::Jpeg => decode_jpeg_turbo(input, (width, height)),
         _ => None,
     };
-    let mut img = match turbo {
+    let img = match turbo {
         Some(img) => img,
         None => DynamicImage::from_decoder(decoder).map_err(decode_error)?,
     };
-    img.apply_orientation(orientation);
-    Ok((flatten(img)?, orientation))
+    // Flattened first, so that a turn copies 8-bit pixels, not 16-bit or RGBA ones.
+    Ok((flatten(img)?.oriented(orientation), orientation))
 }
 
-/// Refuses images that are too large before decoding them. `decoded_bytes` is what the decoder
-/// will allocate; our RGB copy comes on top of it.
-fn check_size(width: u32, height: u32, decoded_bytes: u64, limits: &CodecLimits) -> Result<(), CodecError> {
+/// What the decoder will allocate. libjpeg-turbo writes a CMYK file's four samples per pixel
+/// before `cmyk_to_rgb`, where `image` would write three: count four for every JPEG.
+fn decoded_bytes(decoder: &impl ImageDecoder, format: InputFormat) -> u64 {
+    let (width, height) = decoder.dimensions();
+    let pixels = u64::from(width) * u64::from(height);
+    match format {
+        InputFormat::Jpeg => decoder.total_bytes().max(pixels.saturating_mul(4)),
+        _ => decoder.total_bytes(),
+    }
+}
+
+/// The most bytes the codec holds at once for one image, at its largest step:
+/// - decoding and flattening: the decoder's buffer (`decoded_bytes`) and the opaque 8-bit copy
+///   `flatten` writes, counted at 3 bytes per pixel (gray needs 1: the rest then covers the
+///   output JPEG);
+/// - orienting, done on the 8-bit pixels: a turn (EXIF orientations 5 to 8) writes a copy of
+///   them; flips and the half turn work in place;
+/// - encoding: the 8-bit pixels and the output JPEG, smaller than the decoded buffer it follows.
+fn decode_memory(decoded_bytes: u64, pixels: u64, orientation: Orientation) -> u64 {
+    let flattened = pixels.saturating_mul(3);
+    let flattening = decoded_bytes.saturating_add(flattened);
+    let turning = if turns(orientation) { flattened.saturating_mul(2) } else { 0 };
+    flattening.max(turning)
+}
+
+/// Orientations that swap width and height: `apply_orientation` writes a new image for them.
+fn turns(orientation: Orientation) -> bool {
+    matches!(
+        orientation,
+        Orientation::Rotate90 | Orientation::Rotate270 | Orientation::Rotate90FlipH | Orientation::Rotate270FlipH
+    )
+}
+
+/// Refuses images that are too large before decoding them: too many pixels, or more memory
+/// than the limit ([`decode_memory`]).
+fn check_size(
+    width: u32,
+    height: u32,
+    decoded_bytes: u64,
+    orientation: Orientation,
+    limits: &CodecLimits,
+) -> Result<(), CodecError> {
     let pixels = u64::from(width) * u64::from(height);
     if pixels > limits.max_pixels {
         return Err(CodecError::TooManyPixels { pixels, limit: limits.max_pixels });
@@ -358,7 +442,7 @@ fn check_size(width: u32, height: u32, decoded_bytes: u64, limits: &CodecLimits)
     if pixels == 0 {
         return Err(CodecError::Decode("the image has no pixels".into()));
     }
-    let needed = decoded_bytes.saturating_add(pixels * 3);
+    let needed = decode_memory(decoded_bytes, pixels, orientation);
     if needed > limits.max_alloc_bytes {
         return Err(CodecError::Decode(format!(
             "decoding needs about {} MiB, more than the limit of {} MiB",

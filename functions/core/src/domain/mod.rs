@@ -18,3 +18,4 @@ pub mod request_id;
 pub mod tenant;
 pub mod webhook;
 pub mod webhook_signature;
+pub mod worker_memory;

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use tokio::sync::Semaphore;
 
-use crate::domain::codec::{self, CodecError, CodecLimits, Compressed};
+use crate::domain::codec::{self, CodecError, CodecLimits, Compressed, PanicMarker};
 use crate::domain::delivery::TimeReserves;
 use crate::domain::errors::{ImageError, RETRIES_EXHAUSTED};
 use crate::domain::locations::output_image_key;
@@ -52,14 +52,24 @@ impl JobClock {
 /// a Lambda below 1,769 MB has less than one vCPU, so two images decoded at once take as long
 /// as one after the other, while each holds its pixels (up to ~250 MB for a 50 MP image). With
 /// one slot a batch's peak memory is one image's decode plus the fetched files waiting.
+///
+/// A panic while compressing (a decoder bug) fails that image only: the codec runs on a
+/// blocking thread, whose panic unwinds into a `JoinError` here. That needs `panic = "unwind"`
+/// in the release profile (Cargo.toml); tests/release_stack proves it on a release build.
 pub struct CodecPool {
     limits: CodecLimits,
     slots: Semaphore,
+    fault: PanicMarker,
 }
 
 impl CodecPool {
     pub fn new(limits: CodecLimits, slots: usize) -> Self {
-        Self { limits, slots: Semaphore::new(slots.max(1)) }
+        Self { limits, slots: Semaphore::new(slots.max(1)), fault: PanicMarker::default() }
+    }
+
+    /// Arms the test-only fault hook (CODEC_PANIC_MARKER): marked inputs make the codec panic.
+    pub fn with_panic_marker(self, fault: PanicMarker) -> Self {
+        Self { fault, ..self }
     }
 
     /// `codec::compress` on a blocking thread once a slot is free, if the clock still leaves
@@ -71,10 +81,13 @@ impl CodecPool {
         if !clock.has_left(clock.reserves.to_decode()) {
             return Err(Stop::OutOfTime);
         }
-        let limits = self.limits.clone();
-        let compressed = tokio::task::spawn_blocking(move || codec::compress(&input, &limits))
-            .await
-            .map_err(|panic| CodecError::Decode(format!("the decoder crashed: {panic}")))?;
+        let (limits, fault) = (self.limits.clone(), self.fault.clone());
+        let compressed = tokio::task::spawn_blocking(move || {
+            fault.panic_if_marked(&input);
+            codec::compress(&input, &limits)
+        })
+        .await
+        .map_err(|panic| CodecError::Decode(format!("the decoder crashed: {panic}")))?;
         Ok(compressed?)
     }
 }

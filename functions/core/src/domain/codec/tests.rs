@@ -6,19 +6,31 @@ use imgpipe_fixtures::png::{palette_png, png_bomb, png_chunk};
 use imgpipe_fixtures::{animated_gif, encoded};
 
 /// Records, per thread, the largest single allocation, so tests can show that a file
-/// declaring a huge image is refused before any pixel buffer exists.
+/// declaring a huge image is refused before any pixel buffer exists; and the most bytes held
+/// at once, so they can hold the codec to its memory limit. Rust allocations only: what
+/// libjpeg-turbo allocates in C is not seen.
 mod alloc_probe {
     use std::alloc::{GlobalAlloc, Layout, System};
     use std::cell::Cell;
 
     thread_local! {
         static LARGEST: Cell<usize> = const { Cell::new(0) };
+        static LIVE: Cell<isize> = const { Cell::new(0) };
+        static PEAK: Cell<isize> = const { Cell::new(0) };
     }
 
     struct Probe;
 
     fn record(size: usize) {
         let _ = LARGEST.try_with(|largest| largest.set(largest.get().max(size)));
+        held(size as isize);
+    }
+
+    fn held(change: isize) {
+        let _ = LIVE.try_with(|live| {
+            live.set(live.get() + change);
+            let _ = PEAK.try_with(|peak| peak.set(peak.get().max(live.get())));
+        });
     }
 
     // SAFETY: every call is forwarded unchanged to the system allocator.
@@ -32,10 +44,12 @@ mod alloc_probe {
             unsafe { System.alloc_zeroed(layout) }
         }
         unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-            record(new_size);
+            let _ = LARGEST.try_with(|largest| largest.set(largest.get().max(new_size)));
+            held(new_size as isize - layout.size() as isize);
             unsafe { System.realloc(ptr, layout, new_size) }
         }
         unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            held(-(layout.size() as isize));
             unsafe { System.dealloc(ptr, layout) }
         }
     }
@@ -48,6 +62,15 @@ mod alloc_probe {
         LARGEST.with(|largest| largest.set(0));
         let result = f();
         (result, LARGEST.with(Cell::get))
+    }
+
+    /// Runs `f` and returns its result with the most bytes it held allocated at once on this
+    /// thread (above what the thread held before).
+    pub fn most_held<T>(f: impl FnOnce() -> T) -> (T, usize) {
+        let before = LIVE.with(Cell::get);
+        PEAK.with(|peak| peak.set(before));
+        let result = f();
+        (result, usize::try_from(PEAK.with(Cell::get) - before).unwrap_or(0))
     }
 }
 
@@ -545,6 +568,84 @@ fn bmp_header() -> Vec<u8> {
     bmp.extend([0; 24]);
     bmp.extend([0, 0, 255, 0]);
     bmp
+}
+
+/// The memory limit is what decoding may hold at once, whatever the orientation. Under every
+/// limit from 1 to 20 bytes per pixel, in each of the 8 EXIF orientations, a 16-bit RGBA PNG (8
+/// bytes per pixel decoded) and a CMYK JPEG (4 bytes per pixel from libjpeg-turbo) are refused
+/// or hold no more than the limit (plus a little for rows, the inflate window and the output).
+#[test]
+fn decoding_holds_no_more_than_the_memory_limit_in_any_orientation() {
+    let (width, height) = (600u16, 400u16);
+    let pixels = u64::from(width) * u64::from(height);
+    let rgba16: ImageBuffer<Rgba<u16>, _> = ImageBuffer::from_fn(width.into(), height.into(), |x, y| {
+        Rgba([x as u16 * 99, y as u16 * 151, 3000, 65535 - x as u16 * 50])
+    });
+    let png = encoded(DynamicImage::ImageRgba16(rgba16), ImageFormat::Png);
+    let ihdr_end = 8 + 25;
+    let png_turned = |orientation| {
+        [&png[..ihdr_end], &png_chunk(b"eXIf", &exif_orientation(orientation)), &png[ihdr_end..]].concat()
+    };
+    let ink: Vec<u8> = (0..pixels).flat_map(|i| [(i % 251) as u8, (i % 241) as u8, 40, (i % 7) as u8 * 30]).collect();
+    let cmyk = cmyk_jpeg(&ink, width.into(), height.into(), Colorspace::CMYK);
+    let slack = 256 << 10;
+    for (name, turned) in [
+        ("16-bit RGBA PNG", &png_turned as &dyn Fn(u16) -> Vec<u8>),
+        ("CMYK JPEG", &|orientation| with_exif_orientation(&cmyk, orientation)),
+    ] {
+        for orientation in 1..=8 {
+            let input = turned(orientation);
+            let mut accepted = Vec::new();
+            for bytes_per_pixel in 1..=20 {
+                let limit = pixels * bytes_per_pixel;
+                let limits = CodecLimits { max_alloc_bytes: limit, ..CodecLimits::default() };
+                let (result, held) = alloc_probe::most_held(|| compress(&input, &limits));
+                match result {
+                    Ok(_) => {
+                        assert!(
+                            held as u64 <= limit + slack,
+                            "{name}, orientation {orientation}, limit {bytes_per_pixel} bytes per pixel: held {:.1}",
+                            held as f64 / pixels as f64
+                        );
+                        accepted.push(bytes_per_pixel);
+                    }
+                    Err(err) => assert_eq!(err.code(), "decode_error", "{name}, orientation {orientation}: {err}"),
+                }
+            }
+            assert!(accepted.contains(&20), "{name}, orientation {orientation}: refused even at 20 bytes per pixel");
+        }
+    }
+}
+
+/// The estimate, step by step: decoded buffer and 8-bit copy, or the 8-bit copy twice for a turn.
+#[test]
+fn the_memory_estimate_counts_the_copy_a_turn_makes() {
+    let pixels = 1_000_000;
+    let turns =
+        [Orientation::Rotate90, Orientation::Rotate270, Orientation::Rotate90FlipH, Orientation::Rotate270FlipH];
+    let in_place =
+        [Orientation::NoTransforms, Orientation::Rotate180, Orientation::FlipHorizontal, Orientation::FlipVertical];
+    for orientation in in_place {
+        assert_eq!(decode_memory(pixels, pixels, orientation), 4 * pixels, "gray, {orientation:?}");
+        assert_eq!(decode_memory(8 * pixels, pixels, orientation), 11 * pixels, "16-bit RGBA, {orientation:?}");
+    }
+    for orientation in turns {
+        // A gray image turned holds its 8-bit copy twice (counted at 3 bytes per pixel).
+        assert_eq!(decode_memory(pixels, pixels, orientation), 6 * pixels, "gray, {orientation:?}");
+        // Turned after flattening, a 16-bit RGBA image holds no more than unturned.
+        assert_eq!(decode_memory(8 * pixels, pixels, orientation), 11 * pixels, "16-bit RGBA, {orientation:?}");
+    }
+    assert_eq!(decode_memory(u64::MAX, u64::MAX, Orientation::Rotate90), u64::MAX, "saturates");
+}
+
+/// The worst image the pixel limit allows, 50 MP of 16-bit RGBA turned by its EXIF orientation,
+/// fits the default decode limit: 400 MB decoded + 150 MB flattened = 524 MiB of 710 MiB.
+#[test]
+fn the_worst_allowed_image_fits_the_default_limit() {
+    let limits = CodecLimits::default();
+    let needed = decode_memory(limits.max_pixels * 8, limits.max_pixels, Orientation::Rotate90);
+    assert_eq!(needed >> 20, 524);
+    assert!(needed <= limits.max_alloc_bytes, "{needed} > {}", limits.max_alloc_bytes);
 }
 
 // ----- damaged input -----

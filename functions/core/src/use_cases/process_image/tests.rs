@@ -184,3 +184,19 @@ async fn a_server_error_is_retried_until_the_last_attempt() {
     let images = fixture.table.recorded_images(fixture.job.request_id).await.unwrap();
     assert_eq!(images[0].state, ImageState::Failed);
 }
+
+#[tokio::test]
+async fn a_codec_panic_fails_that_image_only_and_the_pool_goes_on() {
+    let marker = "test-fault-marker";
+    let codec = CodecPool::new(CodecLimits::default(), 1).with_panic_marker(PanicMarker::new(marker));
+    let marked = Fixture::new(Ok([png_bytes(), marker.as_bytes().to_vec()].concat())).await;
+    let JobResult::Recorded(ImageOutcome::Failed { error_code, error_message }) = marked.run_with(&codec, false).await
+    else {
+        panic!("a codec panic must be recorded as the image's failure");
+    };
+    assert_eq!(error_code, "decode_error");
+    assert!(error_message.contains("crashed"), "{error_message}");
+
+    let plain = Fixture::new(Ok(png_bytes())).await;
+    assert!(matches!(plain.run_with(&codec, false).await, JobResult::Recorded(ImageOutcome::Done { .. })));
+}
