@@ -77,7 +77,8 @@ bench-codec: setup
 
 # 500 catalogue photos of 1-3 MP (PIPELINE_IMAGES) through the local stack with release builds
 # of the functions: images/s, per-stage times, worker RSS; then one 24 MP JPEG for the worker's
-# peak RSS. Writes bench/results/pipeline.json and worker-24mp.json.
+# peak RSS, and the worst batch the memory limits allow (tests/src/bin/worst_batch.rs). Writes
+# bench/results/pipeline.json, worker-24mp.json and worker-worst-batch.json.
 bench-pipeline: setup
 	@bench/run.sh --pipeline
 
