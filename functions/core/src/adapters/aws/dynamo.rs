@@ -105,6 +105,21 @@ impl DynamoTable {
         Ok(item)
     }
 
+    /// The item under `key`, read consistently (after a conditional write, the answer must be
+    /// what that write saw); `None` when there is none.
+    async fn read_item(&self, key: Item) -> Result<Option<Item>, StoreError> {
+        let response = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| store_error("DynamoDB", e))?;
+        Ok(response.item)
+    }
+
     fn request_key(id: RequestId) -> Item {
         HashMap::from([("pk".into(), pk(id)), ("sk".into(), s(REQUEST_SK))])
     }
@@ -173,16 +188,8 @@ impl DynamoTable {
 #[async_trait]
 impl ReadRequest for DynamoTable {
     async fn get(&self, id: RequestId) -> Result<Option<RequestRecord>, StoreError> {
-        let response = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(Self::request_key(id)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| store_error("DynamoDB", e))?;
-        response.item.map(|item| serde_dynamo::from_item(item).map_err(corrupt)).transpose()
+        let item = self.read_item(Self::request_key(id)).await?;
+        item.map(|item| serde_dynamo::from_item(item).map_err(corrupt)).transpose()
     }
 }
 

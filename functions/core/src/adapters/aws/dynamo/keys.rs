@@ -23,16 +23,8 @@ pub(super) fn tenant_key(tenant: &TenantId) -> Item {
 #[async_trait]
 impl AuthenticateKeys for DynamoTable {
     async fn key(&self, key_id: &str) -> Result<Option<KeyRecord>, StoreError> {
-        let response = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(key_key(key_id)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| store_error("DynamoDB", e))?;
-        response.item.map(|item| serde_dynamo::from_item(item).map_err(corrupt)).transpose()
+        let item = self.read_item(key_key(key_id)).await?;
+        item.map(|item| serde_dynamo::from_item(item).map_err(corrupt)).transpose()
     }
 
     async fn record_key_use(&self, key_id: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
@@ -125,15 +117,6 @@ impl ManageKeys for DynamoTable {
 #[async_trait]
 impl KnownTenants for DynamoTable {
     async fn is_known(&self, tenant: &TenantId) -> Result<bool, StoreError> {
-        let response = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(tenant_key(tenant)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| store_error("DynamoDB", e))?;
-        Ok(response.item.is_some())
+        Ok(self.read_item(tenant_key(tenant)).await?.is_some())
     }
 }

@@ -148,19 +148,11 @@ impl IdempotencyKeys for DynamoTable {
         match result {
             Ok(_) => Ok(None),
             Err(error) if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
-                let existing = self
-                    .client
-                    .get_item()
-                    .table_name(&self.table)
-                    .set_key(Some(Self::idempotency_key(record)))
-                    .consistent_read(true)
-                    .send()
-                    .await
-                    .map_err(|e| store_error("DynamoDB", e))?;
-                let item = existing.item.ok_or_else(|| StoreError::Unavailable {
-                    service: "DynamoDB",
-                    detail: "the idempotency record changed while it was read".into(),
-                })?;
+                let item =
+                    self.read_item(Self::idempotency_key(record)).await?.ok_or_else(|| StoreError::Unavailable {
+                        service: "DynamoDB",
+                        detail: "the idempotency record changed while it was read".into(),
+                    })?;
                 Ok(Some(serde_dynamo::from_item(item).map_err(corrupt)?))
             }
             Err(error) => Err(store_error("DynamoDB", error)),
