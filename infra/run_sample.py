@@ -164,7 +164,7 @@ def main():
     print(f"""
 The stack stays up for your own CSVs (`make stop` stops it). Every call but /api/health needs
 the key (tenant `local`; `make key TENANT=<name>` makes one for another tenant):
-  KEY={API_KEY}
+  export API={api} KEY={API_KEY}
   curl -H "Authorization: Bearer $KEY" -F file=@products.csv -F webhook_url=https://example.com/hook {api}/api/upload/
   curl -H "Authorization: Bearer $KEY" {api}/api/status/<request_id>/
   curl -H "Authorization: Bearer $KEY" -L {api}/api/requests/<request_id>/output.csv

@@ -1,4 +1,4 @@
-//! The limits that keep every DynamoDB item writable (README, "Limits"): URLs and webhook URLs
+//! The limits that keep every DynamoDB item writable (docs/api.md, "Limits"): URLs and webhook URLs
 //! of at most MAX_URL_LENGTH characters, refused at upload beyond it, and failure messages
 //! stored shortened, so that an image result at the limits is recorded and read back.
 

@@ -1,4 +1,4 @@
-//! The API's documented answers (README, "API") that the other modules do not reach, each
+//! The API's documented answers (docs/api.md) that the other modules do not reach, each
 //! through the API: 413 over MAX_CSV_BYTES, a wrong method's JSON 405, `not_ready`,
 //! `no_errors` and `image_failed`, paging with `after`, and links that follow
 //! `X-Forwarded-Proto`.

@@ -1,4 +1,4 @@
-//! Every JSON body the API answers with, as a type: what the README documents (and what an
+//! Every JSON body the API answers with, as a type: what docs/api.md documents (and what an
 //! OpenAPI description will be generated from) is what the code serialises.
 
 use axum::Json;

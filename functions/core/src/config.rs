@@ -1,4 +1,4 @@
-//! Every setting of every function, read once at start-up from the environment. The README's
+//! Every setting of every function, read once at start-up from the environment. docs/configuration.md's
 //! configuration table lists the same names and defaults; template.yaml sets them.
 
 use std::str::FromStr;

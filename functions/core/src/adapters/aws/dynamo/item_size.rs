@@ -1,7 +1,7 @@
 //! The largest items the limits allow, sized by DynamoDB's rules, against its 400 KB item limit.
 //!
 //! The items are made by the adapter's own `request_item` and `result_item`, so an attribute
-//! added there is counted here. The sizes (README, "Limits") are printed with `--nocapture`.
+//! added there is counted here. The sizes (docs/api.md, "Limits") are printed with `--nocapture`.
 
 use chrono::{TimeZone, Utc};
 
