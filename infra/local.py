@@ -23,6 +23,7 @@ import io
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import stat
@@ -127,7 +128,12 @@ def start_emulator(state, port, allow_hosts, codec_panic_marker=""):
     os.makedirs(state, exist_ok=True)
     log = open(os.path.join(state, "emulator.log"), "ab")
     # A session of its own, so `down` can stop it and every function process it spawned.
-    process = subprocess.Popen([ministack], env=emulator_env(port, allow_hosts, codec_panic_marker), stdout=log,
+    env = emulator_env(port, allow_hosts, codec_panic_marker)
+    # The emulator copies each function's code into a temporary directory (~180 MB a stack) and
+    # leaves it behind: keep those under the state directory, which `stop` clears.
+    env["TMPDIR"] = os.path.join(state, "tmp")
+    os.makedirs(env["TMPDIR"], exist_ok=True)
+    process = subprocess.Popen([ministack], env=env, stdout=log,
                                stderr=subprocess.STDOUT,
                                stdin=subprocess.DEVNULL, start_new_session=True, cwd=state)
     with open(os.path.join(state, "emulator.pid"), "w") as f:
@@ -168,6 +174,7 @@ def stop(state):
                 except ProcessLookupError:
                     pass
                 break
+    shutil.rmtree(os.path.join(state, "tmp"), ignore_errors=True)
     for name in ("emulator.pid", "port", "allow_hosts", "outputs.json", "api_key"):
         try:
             os.remove(os.path.join(state, name))
