@@ -5,7 +5,7 @@ SHELL := bash
 PYTHON := .venv/bin/python
 PORT ?= 4599
 
-.PHONY: setup build build-release up run stop key test lint check-template bench-load bench bench-codec bench-pipeline bench-functions bench-smoke package sam-build aarch64-std clean
+.PHONY: setup build build-release up run stop key test lint check-template openapi postman check-postman bench-load bench bench-codec bench-pipeline bench-functions bench-smoke package sam-build aarch64-std clean
 
 setup:
 	@infra/setup.sh
@@ -48,7 +48,7 @@ test: build build-release lint bench-smoke
 	infra/loopback_only.sh cargo test --workspace --no-fail-fast 2>&1 | tee target/test-output.log; status=$$?; \
 	infra/test_summary.sh target/test-output.log; exit $$status
 
-lint: setup check-template
+lint: setup check-template check-postman
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
@@ -59,6 +59,21 @@ lint: setup check-template
 check-template: setup
 	@$(PYTHON) infra/check_template.py template.yaml
 	@$(PYTHON) infra/check_template.py --self-test
+
+# docs/openapi.json from the code (functions/api/src/openapi.rs), then the Postman collection
+# from it. The api crate's tests fail when the committed file differs from what the code says.
+openapi: setup
+	IMGPIPE_WRITE_OPENAPI=1 cargo test -q -p imgpipe-api --bin api openapi::tests::committed_description_is_current
+	@$(MAKE) -s postman
+
+# docs/imgpipe.postman_collection.json (v2.1) from docs/openapi.json: infra/postman/collection.js
+# with the pinned openapi-to-postmanv2. check-postman (part of lint, so of make test) fails when
+# the committed collection is not what the description generates, or does not load as v2.1.
+postman: setup
+	@node infra/postman/collection.js
+
+check-postman: setup
+	@node infra/postman/collection.js --check
 
 # Load benchmark (not a test): one request of IMAGES small images through its own local
 # stack; prints timings and writes bench/results/load-<IMAGES>.json.

@@ -2,9 +2,9 @@
 """Lints template.yaml the way AWS will read it: runs the SAM transform offline
 (aws-sam-translator), then cfn-lint on the resulting CloudFormation. Plain `cfn-lint` on a
 SAM template skips most SAM mistakes. Then checks what neither tool knows about this service
-(`project_rules`): every route but the health check behind the API-key authorizer, the
-authorizer's settings and its narrow role, and the least-privilege rules. Exits non-zero on
-any error.
+(`project_rules`): every route but the health check and the API description behind the API-key
+authorizer, the authorizer's settings and its narrow role, and the least-privilege rules. Exits
+non-zero on any error.
 
   check_template.py [template.yaml]    lint the template
   check_template.py --self-test        lint wrong copies of template.yaml, each must fail
@@ -21,8 +21,8 @@ from samtranslator.model.exceptions import InvalidDocumentException
 from samtranslator.translator.transform import transform
 from samtranslator.yaml_helper import yaml_parse
 
-# The one route that answers without a key.
-HEALTH_ROUTE_KEY = "GET /api/health"
+# The routes that answer without a key: the health check and the API's OpenAPI description.
+OPEN_ROUTE_KEYS = ("GET /api/health", "GET /api/openapi.json")
 # Actions no function's role may allow: nothing is ever deleted (items expire by TTL, objects
 # by the lifecycle rule; BatchWriteItem deletes too, and SAM's DynamoDBWritePolicy grants it),
 # and no function changes the bucket's lifecycle or ACLs.
@@ -87,10 +87,10 @@ def project_rules(template):
     for name, properties in authorizers.items():
         problems += authorizer_problems(name, properties)
     for name, route in resources_of(template, "AWS::ApiGatewayV2::Route").items():
-        if route.get("RouteKey") == HEALTH_ROUTE_KEY:
+        if route.get("RouteKey") in OPEN_ROUTE_KEYS:
             continue
         if route.get("AuthorizationType") != "CUSTOM" or ref(route.get("AuthorizerId")) not in authorizers:
-            problems.append(f"route {name} ({route.get('RouteKey')}): every route but {HEALTH_ROUTE_KEY!r} needs "
+            problems.append(f"route {name} ({route.get('RouteKey')}): every route but {' and '.join(OPEN_ROUTE_KEYS)} needs "
                             "AuthorizationType: CUSTOM and an AuthorizerId naming the API-key authorizer")
 
     # The authorizer reads and touches key items, and nothing else.

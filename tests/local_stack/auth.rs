@@ -1,6 +1,6 @@
 //! API keys through the emulator's HTTP API and the real authorizer binary (template.yaml's
 //! ApiAuthorizer, no result cache on the local stack): who gets 401, who gets 403, who reaches
-//! the API, and the one route open to all.
+//! the API, and the two routes open to all.
 
 use std::path::Path;
 use std::process::Command;
@@ -102,20 +102,21 @@ async fn a_key_revoked_with_imgpipe_admin_is_refused_on_the_next_call() {
     assert!(admin(stack, &["keys", "revoke", &key_id]).contains("already revoked"));
 }
 
-/// `GET /api/health` is the one route without the authorizer: it reaches the API without a
-/// key (the API answers it 200 `{"status": "ok"}`; before its handler, with its JSON 404).
-/// Any other method on the same path still needs a key.
+/// `GET /api/health` and `GET /api/openapi.json` are the only routes without the authorizer:
+/// they reach the API without a key. Any other method on the same paths still needs a key.
 #[tokio::test]
-async fn only_get_api_health_answers_without_a_key() {
+async fn only_get_api_health_and_the_description_answer_without_a_key() {
     let stack = LocalStack::shared();
     let _in_flight = STACK_USE.read().await;
     let open = ApiClient::without_key(stack);
     let (status, body) = answer(&open, "/api/health").await;
-    let from_the_api =
-        (status == 200 && body == json!({"status": "ok"})) || (status == 404 && body["error"] == "not_found");
-    assert!(from_the_api, "GET /api/health without a key: {status} {body}");
-    let post = stack.http_client_with(None).post(format!("{}/api/health", stack.api_url)).send().await.unwrap();
-    assert_eq!(post.status(), 401, "POST /api/health goes through the authorizer");
+    assert_eq!((status, body), (200, json!({"status": "ok"})), "GET /api/health without a key");
+    let (status, body) = answer(&open, "/api/openapi.json").await;
+    assert_eq!((status, &body["openapi"]), (200, &json!("3.1.0")), "GET /api/openapi.json without a key: {body}");
+    for path in ["/api/health", "/api/openapi.json"] {
+        let post = stack.http_client_with(None).post(format!("{}{path}", stack.api_url)).send().await.unwrap();
+        assert_eq!(post.status(), 401, "POST {path} goes through the authorizer");
+    }
 }
 
 /// Runs imgpipe-admin against the test stack's table (the emulator's endpoint and credentials

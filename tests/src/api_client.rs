@@ -1,5 +1,6 @@
 //! The API as a client sees it: upload, poll, download, with an API key (the default test
-//! tenant's unless told otherwise).
+//! tenant's unless told otherwise). Every answer of the API is held against its OpenAPI
+//! description on the way (crate::openapi).
 
 use std::time::{Duration, Instant};
 
@@ -7,6 +8,7 @@ use reqwest::header::AUTHORIZATION;
 use serde_json::Value;
 
 use crate::multipart_form;
+use crate::openapi::check_answer;
 use crate::stack::{DEFAULT_TENANT, LocalStack};
 
 pub struct ApiClient {
@@ -59,6 +61,24 @@ impl ApiClient {
         }
     }
 
+    /// Sends a request; an answer of the API is checked against the description (and handed
+    /// back whole, its body read once).
+    async fn send(&self, request: reqwest::RequestBuilder, what: &str) -> reqwest::Response {
+        let request = request.build().unwrap_or_else(|e| panic!("{what}: {e}"));
+        let (method, url) = (request.method().clone(), request.url().to_string());
+        let response = self.http.execute(request).await.unwrap_or_else(|e| panic!("{what}: {e}"));
+        let Some(path) = url.strip_prefix(&self.base) else { return response };
+        let path = path.split('?').next().unwrap_or(path);
+        let (status, headers) = (response.status(), response.headers().clone());
+        let body = response.bytes().await.unwrap_or_else(|e| panic!("{what}: read the body: {e}"));
+        let content_type = headers.get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        check_answer(method.as_str(), path, status.as_u16(), content_type, &body);
+        let mut rebuilt = axum::http::Response::new(body);
+        *rebuilt.status_mut() = status;
+        *rebuilt.headers_mut() = headers;
+        reqwest::Response::from(rebuilt)
+    }
+
     async fn answer(response: reqwest::Response) -> Answer {
         let status = response.status().as_u16();
         let body = response.json().await.unwrap_or(Value::Null);
@@ -72,13 +92,11 @@ impl ApiClient {
             fields.push(("webhook_url", None, url.as_bytes()));
         }
         let (content_type, body) = multipart_form(&fields);
-        let response = self
+        let request = self
             .request(reqwest::Method::POST, format!("{}/api/upload/", self.base))
             .header("content-type", content_type)
-            .body(body)
-            .send()
-            .await
-            .expect("upload reaches the API");
+            .body(body);
+        let response = self.send(request, "upload reaches the API").await;
         Self::answer(response).await
     }
 
@@ -86,27 +104,23 @@ impl ApiClient {
     /// it was replayed (`Idempotent-Replayed: true`).
     pub async fn upload_with_key(&self, csv: &[u8], idempotency_key: &str) -> (Answer, bool) {
         let (content_type, body) = multipart_form(&[("file", Some("products.csv"), csv)]);
-        let response = self
+        let request = self
             .request(reqwest::Method::POST, format!("{}/api/upload/", self.base))
             .header("content-type", content_type)
             .header("idempotency-key", idempotency_key)
-            .body(body)
-            .send()
-            .await
-            .expect("upload reaches the API");
+            .body(body);
+        let response = self.send(request, "upload reaches the API").await;
         let replayed = response.headers().get("idempotent-replayed").is_some_and(|value| value == "true");
         (Self::answer(response).await, replayed)
     }
 
     /// POST /api/upload/ with the CSV as the whole body.
     pub async fn upload_raw(&self, csv: &[u8], content_type: &str) -> Answer {
-        let response = self
+        let request = self
             .request(reqwest::Method::POST, format!("{}/api/upload/", self.base))
             .header("content-type", content_type)
-            .body(csv.to_vec())
-            .send()
-            .await
-            .expect("upload reaches the API");
+            .body(csv.to_vec());
+        let response = self.send(request, "upload reaches the API").await;
         Self::answer(response).await
     }
 
@@ -116,7 +130,7 @@ impl ApiClient {
         } else {
             format!("{}{path_or_url}", self.base)
         };
-        self.request(reqwest::Method::GET, url).send().await.expect("GET reaches the API")
+        self.send(self.request(reqwest::Method::GET, url), "GET reaches the API").await
     }
 
     pub async fn status(&self, request_id: &str) -> Answer {

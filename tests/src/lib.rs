@@ -4,6 +4,7 @@
 pub mod api_client;
 pub mod fixtures;
 pub mod hostile_server;
+pub mod openapi;
 pub mod processes;
 pub mod requests;
 pub mod servers;

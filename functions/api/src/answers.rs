@@ -1,5 +1,5 @@
-//! Every JSON body the API answers with, as a type: what docs/api.md documents (and what an
-//! OpenAPI description will be generated from) is what the code serialises.
+//! Every JSON body the API answers with, as a type: what docs/api.md documents, and what the
+//! OpenAPI description (openapi.rs) is generated from, is what the code serialises.
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -14,10 +14,13 @@ use imgpipe_core::domain::request::{ImageRecord, ImageState, RequestRecord, Requ
 use imgpipe_core::domain::request_id::RequestId;
 use imgpipe_core::ports::RequestPage;
 use serde::Serialize;
+use utoipa::ToSchema;
 
 /// Every error: a stable code, a readable message and, for refused input, each problem by line.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct ErrorAnswer {
+    /// A stable code; each route's responses in the description list the codes it answers.
+    #[schema(example = "not_found")]
     pub error: &'static str,
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -35,7 +38,7 @@ pub fn invalid(code: &'static str, message: &str, problems: Vec<CsvProblem>) -> 
 }
 
 /// 202 to an accepted upload.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct Accepted {
     pub request_id: RequestId,
     pub status_url: String,
@@ -51,7 +54,7 @@ impl Accepted {
 }
 
 /// What every view of a request shows: its state and counts.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct Progress {
     pub request_id: RequestId,
     pub status: RequestStatus,
@@ -79,7 +82,7 @@ impl From<&RequestRecord> for Progress {
 }
 
 /// `GET /api/status/<id>/`.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct Status {
     #[serde(flatten)]
     pub progress: Progress,
@@ -111,7 +114,7 @@ impl Status {
 }
 
 /// One failed image in a status answer.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct Failure {
     pub image_index: u32,
     /// 1-based data row.
@@ -134,7 +137,7 @@ impl From<ImageRecord> for Failure {
 }
 
 /// `GET /api/requests/<id>/images`: one page.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct ImagesPage {
     pub request_id: RequestId,
     pub total: u64,
@@ -144,7 +147,7 @@ pub struct ImagesPage {
 }
 
 /// One image, with its state and result.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct Image {
     pub image_index: u32,
     /// 1-based data row.
@@ -180,13 +183,13 @@ impl Image {
 }
 
 /// `GET /api/health`, the one route without a key.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct Health {
     pub status: &'static str,
 }
 
 /// `GET /api/requests`: one page of the caller's requests, newest first.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct RequestsPage {
     pub requests: Vec<RequestSummary>,
     /// The `after` of the next page; `null` on the last.
@@ -194,7 +197,7 @@ pub struct RequestsPage {
 }
 
 /// One request in a listing; its status answer has the rest.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct RequestSummary {
     #[serde(flatten)]
     pub progress: Progress,

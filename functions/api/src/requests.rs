@@ -9,12 +9,15 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use imgpipe_core::domain::locations::errors_csv_key;
 use imgpipe_core::domain::request::ImageState;
+use imgpipe_core::domain::request_id::RequestId;
 use imgpipe_core::ports::ReadResults;
 use imgpipe_core::use_cases::list_images::list_images;
 use serde::Deserialize;
+use utoipa::IntoParams;
 
-use crate::answers::{Failure, Image, ImagesPage, Status, error};
+use crate::answers::{ErrorAnswer, Failure, Image, ImagesPage, Status, error};
 use crate::caller::OwnRequest;
+use crate::openapi::GatewayRefusal;
 use crate::routes::{AppState, origin, redirect_to, unavailable};
 
 /// Failed images listed in a status answer, so the reasons are visible without a download.
@@ -23,6 +26,21 @@ const MAX_LISTED_FAILURES: usize = 100;
 pub const DEFAULT_PAGE: u32 = 100;
 pub const MAX_PAGE: u32 = 1000;
 
+#[utoipa::path(
+    get,
+    path = "/api/status/{request_id}/",
+    tag = "requests",
+    summary = "A request's state and counts",
+    description = "Also at `/api/status/{request_id}`.",
+    params(("request_id" = RequestId, Path, description = "The request's id, from the upload's answer.")),
+    responses(
+        (status = 200, description = "The request.", body = Status),
+        (status = 401, description = "No API key (API Gateway).", body = GatewayRefusal),
+        (status = 403, description = "The API key is not valid (API Gateway).", body = GatewayRefusal),
+        (status = 404, description = "`not_found`: no request of yours with this id.", body = ErrorAnswer),
+        (status = 503, description = "`unavailable`: try again shortly.", body = ErrorAnswer),
+    ),
+)]
 pub async fn status(
     State(state): State<Arc<AppState>>,
     OwnRequest(request): OwnRequest,
@@ -39,6 +57,20 @@ pub async fn status(
     Json(Status::new(&origin(&headers), &request, failures)).into_response()
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/requests/{request_id}/output.csv",
+    tag = "outputs",
+    summary = "Redirect to the output CSV",
+    params(("request_id" = RequestId, Path, description = "The request's id, from the upload's answer.")),
+    responses(
+        (status = 302, description = "A presigned S3 GET URL in `Location`.", headers(("Location" = String, description = "The presigned URL."))),
+        (status = 401, description = "No API key (API Gateway).", body = GatewayRefusal),
+        (status = 403, description = "The API key is not valid (API Gateway).", body = GatewayRefusal),
+        (status = 404, description = "`not_found`; `not_ready`: the request has not finished.", body = ErrorAnswer),
+        (status = 503, description = "`unavailable`: try again shortly.", body = ErrorAnswer),
+    ),
+)]
 pub async fn output_csv(State(state): State<Arc<AppState>>, OwnRequest(request): OwnRequest) -> Response {
     let Some(key) = request.output_csv_key else {
         let message =
@@ -49,6 +81,21 @@ pub async fn output_csv(State(state): State<Arc<AppState>>, OwnRequest(request):
 }
 
 /// Redirects to the errors report of a finished request with failed images.
+#[utoipa::path(
+    get,
+    path = "/api/requests/{request_id}/errors.csv",
+    tag = "outputs",
+    summary = "Redirect to the errors report",
+    params(("request_id" = RequestId, Path, description = "The request's id, from the upload's answer.")),
+    responses(
+        (status = 302, description = "A presigned S3 GET URL in `Location`.", headers(("Location" = String, description = "The presigned URL."))),
+        (status = 401, description = "No API key (API Gateway).", body = GatewayRefusal),
+        (status = 403, description = "The API key is not valid (API Gateway).", body = GatewayRefusal),
+        (status = 404, description = "`not_found`; `not_ready`: the request has not finished; `no_errors`: \
+                                      no image of it failed.", body = ErrorAnswer),
+        (status = 503, description = "`unavailable`: try again shortly.", body = ErrorAnswer),
+    ),
+)]
 pub async fn errors_csv(State(state): State<Arc<AppState>>, OwnRequest(request): OwnRequest) -> Response {
     if request.has_errors_report() {
         return redirect_to(&state, &errors_csv_key(&request.tenant_id, request.request_id)).await;
@@ -61,14 +108,32 @@ pub async fn errors_csv(State(state): State<Arc<AppState>>, OwnRequest(request):
     error(StatusCode::NOT_FOUND, "no_errors", "no image of this request failed")
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
+    /// Images per page: 100 by default; below 1 counts as 1, above 1000 as 1000.
     pub limit: Option<u32>,
     /// The `next_after` of the previous page.
     pub after: Option<u32>,
 }
 
 /// Every image of a request with its state and result, in output order, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/api/requests/{request_id}/images",
+    tag = "outputs",
+    summary = "A request's images in output order, a page at a time",
+    params(("request_id" = RequestId, Path, description = "The request's id, from the upload's answer."), PageQuery),
+    responses(
+        (status = 200, description = "One page.", body = ImagesPage),
+        (status = 400, description = "A `limit` or `after` that is not a number, refused by the web framework.",
+         content_type = "text/plain", body = String),
+        (status = 401, description = "No API key (API Gateway).", body = GatewayRefusal),
+        (status = 403, description = "The API key is not valid (API Gateway).", body = GatewayRefusal),
+        (status = 404, description = "`not_found`: no request of yours with this id.", body = ErrorAnswer),
+        (status = 503, description = "`unavailable`: try again shortly.", body = ErrorAnswer),
+    ),
+)]
 pub async fn images_page(
     State(state): State<Arc<AppState>>,
     OwnRequest(request): OwnRequest,
@@ -86,6 +151,23 @@ pub async fn images_page(
 }
 
 /// Redirects to a fresh presigned URL of one output image.
+#[utoipa::path(
+    get,
+    path = "/api/requests/{request_id}/images/{image_index}",
+    tag = "outputs",
+    summary = "Redirect to one output image",
+    params(("request_id" = RequestId, Path, description = "The request's id, from the upload's answer."), ("image_index" = u32, Path, description = "The image's `image_index`.")),
+    responses(
+        (status = 302, description = "A presigned S3 GET URL in `Location`.", headers(("Location" = String, description = "The presigned URL."))),
+        (status = 400, description = "An `image_index` that is not a number, refused by the web framework.",
+         content_type = "text/plain", body = String),
+        (status = 401, description = "No API key (API Gateway).", body = GatewayRefusal),
+        (status = 403, description = "The API key is not valid (API Gateway).", body = GatewayRefusal),
+        (status = 404, description = "`not_found` (also an index not below `total`); `not_ready`: no result \
+                                      yet; `image_failed`.", body = ErrorAnswer),
+        (status = 503, description = "`unavailable`: try again shortly.", body = ErrorAnswer),
+    ),
+)]
 pub async fn image(
     State(state): State<Arc<AppState>>,
     OwnRequest(request): OwnRequest,

@@ -16,6 +16,7 @@ use imgpipe_core::ports::BlobStore;
 
 use crate::answers::{Health, error};
 use crate::list::list_requests;
+use crate::openapi::openapi_json;
 use crate::requests::{errors_csv, image, images_page, output_csv, status};
 use crate::upload::upload;
 
@@ -32,7 +33,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/upload/", post(upload))
         .route("/api/upload", post(upload))
-        .route("/api/health", get(|| async { Json(Health { status: "ok" }) }))
+        .route("/api/health", get(health))
+        .route("/api/openapi.json", get(openapi_json))
         .route("/api/requests", get(list_requests))
         .route("/api/status/{request_id}/", get(status))
         .route("/api/status/{request_id}", get(status))
@@ -49,6 +51,19 @@ pub fn router(state: AppState) -> Router {
         // The CSV rules enforce the size limit with a clear answer; API Gateway caps bodies anyway.
         .layer(DefaultBodyLimit::disable())
         .with_state(Arc::new(state))
+}
+
+/// For load balancers and uptime checks: answers without a key and reads nothing.
+#[utoipa::path(
+    get,
+    path = "/api/health",
+    tag = "service",
+    summary = "The API is up",
+    security(()),
+    responses((status = 200, description = "Always `{\"status\": \"ok\"}`.", body = Health)),
+)]
+pub async fn health() -> Json<Health> {
+    Json(Health { status: "ok" })
 }
 
 pub fn unavailable(what: &str, cause: &dyn std::error::Error) -> Response {

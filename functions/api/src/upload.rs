@@ -11,20 +11,58 @@ use imgpipe_core::domain::csv_rules::{CsvProblem, CsvRejection};
 use imgpipe_core::domain::idempotency::{IdempotencyKey, InvalidIdempotencyKey};
 use imgpipe_core::use_cases::accept_upload::{AcceptError, AcceptPorts, Upload, UploadRules, accept_upload};
 use serde::Deserialize;
+use utoipa::IntoParams;
 
-use crate::answers::{Accepted, error, invalid};
+use crate::answers::{Accepted, ErrorAnswer, error, invalid};
 use crate::caller::Caller;
+use crate::openapi::{GatewayRefusal, UploadFormFields};
 use crate::routes::{AppState, origin, unavailable};
 use crate::upload_form::read_upload;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct UploadQuery {
+    /// With a `text/csv` body: the URL to notify when the request ends (a form sends it as a field).
     pub webhook_url: Option<String>,
 }
 
 /// How long a caller over its quota is asked to wait: requests end in minutes.
 const QUOTA_RETRY_AFTER_SECS: u32 = 60;
 
+#[utoipa::path(
+    post,
+    path = "/api/upload/",
+    tag = "requests",
+    summary = "Upload a CSV",
+    description = "The CSV as a multipart form (field `file`, optional `webhook_url`) or as the whole body \
+                   (`text/csv`, `webhook_url` in the query string). Also at `/api/upload`.",
+    params(
+        UploadQuery,
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes a retried upload safe: the same key \
+          and the same upload within 24 hours answer the first upload's request again."),
+    ),
+    request_body(content(
+        (UploadFormFields = "multipart/form-data"),
+        (String = "text/csv"),
+    )),
+    responses(
+        (status = 202, description = "Accepted: the request id and where to poll it.", body = Accepted,
+         headers(("Idempotent-Replayed" = String, description = "`true` when this answers an earlier upload \
+                   with the same Idempotency-Key, `false` otherwise."))),
+        (status = 400, description = "`bad_upload` (a form without `file`, or malformed), \
+                                      `invalid_idempotency_key`.", body = ErrorAnswer),
+        (status = 401, description = "No API key (API Gateway).", body = GatewayRefusal),
+        (status = 403, description = "The API key is not valid (API Gateway).", body = GatewayRefusal),
+        (status = 409, description = "`idempotency_key_in_progress`.", body = ErrorAnswer),
+        (status = 413, description = "`csv_too_large`.", body = ErrorAnswer),
+        (status = 415, description = "`unsupported_media_type`.", body = ErrorAnswer),
+        (status = 422, description = "`invalid_csv`, `invalid_webhook_url` (each problem in `problems`), \
+                                      `idempotency_key_reused`.", body = ErrorAnswer),
+        (status = 429, description = "`quota_exceeded`.", body = ErrorAnswer,
+         headers(("Retry-After" = u32, description = "Seconds to wait before uploading again."))),
+        (status = 503, description = "`unavailable`: try again shortly.", body = ErrorAnswer),
+    ),
+)]
 pub async fn upload(
     State(state): State<Arc<AppState>>,
     caller: Caller,

@@ -1,5 +1,6 @@
-//! The authorizer: API Gateway asks it, before every route but `GET /api/health`, which tenant
-//! the request's `Authorization` header speaks for (template.yaml's `ApiAuthorizer`).
+//! The authorizer: API Gateway asks it, before every route but `GET /api/health` and
+//! `GET /api/openapi.json`, which tenant the request's `Authorization` header speaks for
+//! (template.yaml's `ApiAuthorizer`).
 
 mod handler;
 

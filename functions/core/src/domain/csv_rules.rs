@@ -48,7 +48,7 @@ impl CsvLimits {
 /// One thing the uploader must fix. `line` and `column` are 1-based, as a
 /// spreadsheet or text editor shows them; `column` is the field's position in
 /// the row. Either is `None` when the problem concerns the whole file.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct CsvProblem {
     pub line: Option<u64>,
     pub column: Option<u32>,

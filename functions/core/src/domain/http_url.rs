@@ -15,6 +15,16 @@ use serde::{Deserialize, Serialize};
 #[serde(try_from = "String", into = "String")]
 pub struct HttpUrl(url::Url);
 
+/// In API answers (the OpenAPI description) an `HttpUrl` is the string it serialises to.
+impl utoipa::PartialSchema for HttpUrl {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+        ObjectBuilder::new().schema_type(Type::String).format(Some(SchemaFormat::KnownFormat(KnownFormat::Uri))).into()
+    }
+}
+
+impl utoipa::ToSchema for HttpUrl {}
+
 /// Why a string is not an acceptable image URL.
 ///
 /// The messages are shown to the person who uploaded the CSV, so they say what

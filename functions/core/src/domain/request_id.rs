@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 /// A random UUIDv4, so ids cannot be guessed from one another (or, for a CSV dropped into the
 /// bucket, a UUIDv8 from a hash that includes S3's sequencer for it).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(try_from = "String", into = "String")]
 pub struct RequestId(Uuid);
 
