@@ -1,7 +1,7 @@
 //! A request's images as users see them: every input URL in output order, with its result
 //! where one is recorded and PENDING elsewhere (results are the only image items stored).
 
-use crate::domain::request::{ImageRecord, RequestRecord, image_jobs};
+use crate::domain::request::{ImageRecord, ImageState, RequestRecord, image_as_shown, image_jobs};
 use crate::ports::{BlobStore, ReadResults};
 use crate::use_cases::stored_csv::{StoredCsvError, read_stored_csv};
 
@@ -31,12 +31,37 @@ pub async fn list_images(
     let mut page = Vec::with_capacity((last - first + 1) as usize);
     let mut recorded = recorded.drain(..).peekable();
     for job in &image_jobs(request, &csv)[first as usize..=last as usize] {
-        match recorded.next_if(|image| image.image_index == job.image_index) {
-            Some(image) => page.push(image),
-            None => page.push(ImageRecord::pending_for(job)),
-        }
+        page.push(image_as_shown(request, job, recorded.next_if(|image| image.image_index == job.image_index)));
     }
     Ok((page, next))
+}
+
+/// Images read per page while looking for a cancelled request's first failures.
+const FAILURE_SCAN_PAGE: u32 = 1000;
+
+/// The first `limit` failed images of `request`, in image order. Recorded failures come from
+/// their index without reading the successes; a cancelled request's images without a result
+/// are failures too (`cancelled`), found by reading its images in order until `limit` are found.
+pub async fn first_failures(
+    results: &dyn ReadResults,
+    blobs: &dyn BlobStore,
+    request: &RequestRecord,
+    limit: usize,
+) -> Result<Vec<ImageRecord>, StoredCsvError> {
+    if request.cancelled == 0 {
+        return Ok(results.failed_images(request.request_id, limit).await?);
+    }
+    let mut failures = Vec::new();
+    let mut after = None;
+    loop {
+        let (page, next) = list_images(results, blobs, request, after, FAILURE_SCAN_PAGE).await?;
+        failures.extend(page.into_iter().filter(|image| image.state == ImageState::Failed));
+        if failures.len() >= limit || next.is_none() {
+            failures.truncate(limit);
+            return Ok(failures);
+        }
+        after = next;
+    }
 }
 
 #[cfg(test)]
@@ -46,7 +71,7 @@ mod tests {
     use super::*;
     use crate::adapters::memory::{MemoryBlobs, MemoryTable};
     use crate::domain::csv_rules::{CsvLimits, ValidatedCsv};
-    use crate::domain::request::{ImageOutcome, ImageState, Progress};
+    use crate::domain::request::{ImageOutcome, Progress};
     use crate::domain::request_id::RequestId;
     use crate::ports::{CreateRequest, RecordResult};
     use crate::test_support::{NO_QUOTA, tenant};
