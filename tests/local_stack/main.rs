@@ -9,6 +9,7 @@ mod endings;
 mod faults;
 mod hostile;
 mod limits;
+mod manage;
 mod pipeline;
 mod promises;
 mod tenants;

@@ -3,6 +3,7 @@
 mod answers;
 mod caller;
 mod list;
+mod manage;
 mod requests;
 mod routes;
 mod upload;

@@ -8,9 +8,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use imgpipe_core::domain::locations::errors_csv_key;
-use imgpipe_core::domain::request::ImageState;
+use imgpipe_core::domain::request::{ImageState, RequestRecord};
 use imgpipe_core::ports::ReadResults;
-use imgpipe_core::use_cases::list_images::list_images;
+use imgpipe_core::use_cases::list_images::{first_failures, list_images};
 use serde::Deserialize;
 
 use crate::answers::{Failure, Image, ImagesPage, Status, error};
@@ -28,15 +28,20 @@ pub async fn status(
     OwnRequest(request): OwnRequest,
     headers: HeaderMap,
 ) -> Response {
-    let failures = if request.failed > 0 {
-        match state.table.failed_images(request.request_id, MAX_LISTED_FAILURES).await {
+    status_answer(&state, &request, &headers).await
+}
+
+/// 200 with the `Status` of `request`, its first failures listed.
+pub async fn status_answer(state: &AppState, request: &RequestRecord, headers: &HeaderMap) -> Response {
+    let failures = if request.failed + request.cancelled > 0 {
+        match first_failures(&state.table, &state.blobs, request, MAX_LISTED_FAILURES).await {
             Ok(images) => Some(images.into_iter().map(Failure::from).collect()),
             Err(cause) => return unavailable("status", &cause),
         }
     } else {
         None
     };
-    Json(Status::new(&origin(&headers), &request, failures)).into_response()
+    Json(Status::new(&origin(headers), request, failures)).into_response()
 }
 
 pub async fn output_csv(State(state): State<Arc<AppState>>, OwnRequest(request): OwnRequest) -> Response {
