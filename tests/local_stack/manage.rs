@@ -114,7 +114,7 @@ async fn cancel_ends_a_running_request_with_exact_counts_and_announces_it_once()
     assert_eq!(open_images(stack, tenant).await, 0, "the quota is given back");
 
     // The held downloads end after the cancel: their results are not recorded.
-    stack.wait_for_logged(&id, "record", 2).await;
+    stack.wait_for_logged(&id, "result_dropped", 2).await;
     let webhook = wait_for("the cancelled request's webhook", Duration::from_secs(60), || async {
         hooks.received("cancelled").first().cloned()
     })

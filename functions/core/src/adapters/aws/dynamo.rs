@@ -564,7 +564,8 @@ impl RecordResult for DynamoTable {
             match cancellation(&cancellation_codes(&error)) {
                 Cancellation::Duplicate => return Ok(Transition::AlreadyDone),
                 Cancellation::RequestClosed => {
-                    tracing::info!(request_id = %id, image_index = job.image_index, stage = "record", "the request is final: result not recorded");
+                    // Its request was cancelled or failed while the job ran: the result is dropped.
+                    tracing::info!(request_id = %id, stage = "result_dropped", image_index = job.image_index);
                     return Ok(Transition::AlreadyDone);
                 }
                 Cancellation::Conflict if attempt < CONFLICT_ATTEMPTS => {
