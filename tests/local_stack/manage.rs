@@ -138,6 +138,8 @@ async fn cancel_ends_a_running_request_with_exact_counts_and_announces_it_once()
     let images: Value = api.get(&format!("/api/requests/{id}/images")).await.json().await.unwrap();
     let held = &images["images"][1];
     assert_eq!((held["state"].as_str(), held["error_code"].as_str()), (Some("FAILED"), Some("cancelled")));
+    let link: Value = api.get(&format!("/api/requests/{id}/images/1")).await.json().await.unwrap();
+    assert_eq!(link["error"], "image_failed", "{link}");
 
     let again = api.post(&format!("/api/requests/{id}/cancel")).await;
     assert_eq!((again.status, again.body["error"].as_str()), (409, Some("already_final")));

@@ -8,7 +8,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use imgpipe_core::domain::locations::errors_csv_key;
-use imgpipe_core::domain::request::{ImageState, RequestRecord};
+use imgpipe_core::domain::request::{CANCELLED_MESSAGE, ImageState, RequestRecord, RequestStatus};
 use imgpipe_core::ports::ReadResults;
 use imgpipe_core::use_cases::list_images::{first_failures, list_images};
 use serde::Deserialize;
@@ -103,7 +103,13 @@ pub async fn image(
         Ok(images) => images.into_iter().next(),
         Err(cause) => return unavailable("image", &cause),
     };
-    let Some(image) = image else { return error(StatusCode::NOT_FOUND, "not_ready", "this image has no result yet") };
+    let Some(image) = image else {
+        if request.status == RequestStatus::Cancelled {
+            let message = format!("this image failed: {CANCELLED_MESSAGE}");
+            return error(StatusCode::NOT_FOUND, "image_failed", message);
+        }
+        return error(StatusCode::NOT_FOUND, "not_ready", "this image has no result yet");
+    };
     match (image.state, image.output_key) {
         (ImageState::Done, Some(key)) => redirect_to(&state, &key).await,
         (ImageState::Failed, _) => error(

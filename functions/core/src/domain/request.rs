@@ -233,7 +233,7 @@ impl ImageRecord {
         Self {
             state: ImageState::Failed,
             error_code: Some(CANCELLED.into()),
-            error_message: Some("the request was cancelled before this image had a result".into()),
+            error_message: Some(CANCELLED_MESSAGE.into()),
             ..Self::pending_for(job)
         }
     }
@@ -257,6 +257,9 @@ impl ImageRecord {
         record
     }
 }
+
+/// The error message of an image that had no result when its request was cancelled.
+pub const CANCELLED_MESSAGE: &str = "the request was cancelled before this image had a result";
 
 /// What an image of `request` is to its owner, given its recorded result if it has one: that
 /// result; else `cancelled` if the request was cancelled, PENDING otherwise. The one place that

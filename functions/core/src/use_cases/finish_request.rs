@@ -307,4 +307,33 @@ mod tests {
         assert_eq!(fixture.finish().await, Finished::Now(RequestStatus::Failed));
         assert!(fixture.output_rows().iter().all(|row| row[3].chars().all(|c| c == ',')));
     }
+
+    #[tokio::test]
+    async fn a_cancelled_request_gets_its_csvs_with_the_cancelled_images_and_its_webhook_once() {
+        let fixture = Fixture::with_outcomes(&[true]).await;
+        let seen = fixture.table.get(fixture.id).await.unwrap().unwrap();
+        let ending = FinalState::cancelled(&seen, Utc::now() + chrono::Duration::minutes(2));
+        fixture.table.cancel(&seen, &ending, Utc::now()).await.unwrap();
+
+        assert_eq!(fixture.finish().await, Finished::Now(RequestStatus::Cancelled));
+        assert_eq!(fixture.finish().await, Finished::Already, "a replayed record");
+        let rows = fixture.output_rows();
+        assert_eq!((rows[0][3].as_str(), rows[1][3].as_str()), ("https://blobs.example/out/0.jpg,", ""));
+        let objects = fixture.blobs.objects.lock().unwrap();
+        let report = String::from_utf8(objects[&errors_csv_key(&tenant(), fixture.id)].0.clone()).unwrap();
+        let codes: Vec<&str> = report.lines().skip(1).map(|line| line.split(',').nth(4).unwrap()).collect();
+        assert_eq!(codes, ["cancelled", "cancelled"], "{report}");
+        drop(objects);
+
+        let request = fixture.table.get(fixture.id).await.unwrap().unwrap();
+        assert_eq!(request.output_csv_key, Some(output_csv_key(&tenant(), fixture.id)));
+        assert!(request.has_errors_report());
+        assert_eq!(request.webhook_next_at, None, "delivered: nothing owed");
+        let sent = fixture.webhooks.sent.lock().unwrap();
+        assert_eq!(sent.len(), 1);
+        let payload = &sent[0].1;
+        let counts = (payload.status, payload.succeeded, payload.failed, payload.cancelled);
+        assert_eq!(counts, (RequestStatus::Cancelled, 1, 0, 2));
+        assert!(payload.output_csv_url.is_some() && payload.errors_csv_url.is_some());
+    }
 }

@@ -87,3 +87,119 @@ pub(crate) async fn carry_over_successes(
     carry.carry_over(&carried).await?;
     Ok(carried.iter().map(|image| image.image_index).collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapters::memory::{MemoryBlobs, MemoryQueue, MemoryTable};
+    use crate::domain::csv_rules::{CsvLimits, ValidatedCsv};
+    use crate::domain::request::{FinalState, ImageOutcome, Progress, image_jobs};
+    use crate::ports::{BlobStore, CreateRequest, MoveRequest, ReadRequest, RecordResult};
+    use crate::test_support::{signing_key, tenant};
+    use crate::use_cases::fan_out::{FanOutPorts, fan_out};
+    use crate::use_cases::list_images::{first_failures, list_images};
+
+    const CSV: &str = "S. No.,Product Name,Input Image Urls\n\
+        1,Shirt,\"https://img.example/a.jpg,https://img.example/b.png\"\n\
+        2,Shoe,https://img.example/c.webp\n";
+
+    #[derive(Default)]
+    struct Fakes {
+        blobs: MemoryBlobs,
+        table: MemoryTable,
+        queue: MemoryQueue,
+    }
+
+    impl Fakes {
+        /// A request of 3 images whose images end as `outcomes` (true = done; `None` = no
+        /// result), then finished or, when some have no result, cancelled.
+        async fn ended(&self, outcomes: &[Option<bool>]) -> RequestRecord {
+            let request = RequestRecord::new(RequestId::new_random(), tenant(), 3, None, Utc::now());
+            self.blobs.put(&request.input_csv_key, CSV.into(), "text/csv").await.unwrap();
+            self.table.create(&request, &TenantQuota { max_open_images: 3 }).await.unwrap();
+            let csv = ValidatedCsv::parse(CSV.as_bytes(), &CsvLimits::default()).unwrap();
+            for (job, outcome) in image_jobs(&request, &csv).iter().zip(outcomes) {
+                let outcome = match outcome {
+                    Some(true) => ImageOutcome::Done {
+                        output_key: format!("first/{}.jpg", job.image_index),
+                        bytes_in: 10,
+                        bytes_out: 5,
+                        note: None,
+                    },
+                    Some(false) => {
+                        ImageOutcome::Failed { error_code: "http_status_404".into(), error_message: "gone".into() }
+                    }
+                    None => continue,
+                };
+                self.table.record(job, &outcome, Utc::now(), Progress::Made).await.unwrap();
+            }
+            let seen = self.table.get(request.request_id).await.unwrap().unwrap();
+            if seen.pending_images() > 0 {
+                self.table.cancel(&seen, &FinalState::cancelled(&seen, Utc::now()), Utc::now()).await.unwrap();
+            } else {
+                self.table
+                    .finish(seen.request_id, &FinalState::finished(&seen, "out.csv".into(), Utc::now()), Utc::now())
+                    .await
+                    .unwrap();
+            }
+            self.table.get(request.request_id).await.unwrap().unwrap()
+        }
+
+        async fn retry(&self, first: &RequestRecord, quota: u64) -> Result<Accepted, RetryError> {
+            let ports = AcceptPorts::with_table(&self.blobs, &self.queue, &self.table);
+            retry_request(ports, first, &TenantQuota { max_open_images: quota }, &signing_key()).await
+        }
+
+        async fn fan_out(&self, id: RequestId) {
+            let ports = FanOutPorts {
+                requests: &self.table,
+                lifecycle: &self.table,
+                blobs: &self.blobs,
+                queue: &self.queue,
+                results: &self.table,
+                carry: &self.table,
+            };
+            fan_out(ports, id).await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_retry_carries_the_successes_over_and_queues_only_the_other_images() {
+        let fakes = Fakes::default();
+        let first = fakes.ended(&[Some(true), Some(false), None]).await;
+        assert_eq!(first.status, RequestStatus::Cancelled);
+        let failures = first_failures(&fakes.table, &fakes.blobs, &first, 100).await.unwrap();
+        let codes: Vec<_> = failures.iter().map(|image| image.error_code.as_deref().unwrap()).collect();
+        assert_eq!(codes, ["http_status_404", "cancelled"], "a cancelled image is a failure");
+
+        // 2 images to process fit a quota of 2, though the request has 3.
+        let accepted = fakes.retry(&first, 2).await.unwrap();
+        let retry = fakes.table.get(accepted.request_id).await.unwrap().unwrap();
+        assert_eq!((retry.retry_of, retry.total, retry.succeeded, retry.remaining), (Some(first.request_id), 3, 1, 2));
+        assert_eq!(fakes.table.open_images(&tenant()), 2);
+        fakes.fan_out(retry.request_id).await;
+
+        let queued: Vec<u32> = fakes.queue.jobs.lock().unwrap().iter().map(|job| job.image_index).collect();
+        assert_eq!(queued, [1, 2], "only the images that did not succeed");
+        let (images, _) = list_images(&fakes.table, &fakes.blobs, &retry, None, 10).await.unwrap();
+        assert_eq!(images[0].state, ImageState::Done);
+        assert_eq!(images[0].output_key.as_deref(), Some("first/0.jpg"), "the first run's output");
+        assert_eq!(images[0].request_id, retry.request_id);
+    }
+
+    #[tokio::test]
+    async fn a_retry_needs_a_final_request_with_images_that_did_not_succeed_and_room_in_the_quota() {
+        let fakes = Fakes::default();
+        let running = RequestRecord::new(RequestId::new_random(), tenant(), 3, None, Utc::now());
+        assert!(matches!(fakes.retry(&running, 10).await, Err(RetryError::NotFinal(RequestStatus::Pending))));
+        let all_done = fakes.ended(&[Some(true), Some(true), Some(true)]).await;
+        assert!(matches!(fakes.retry(&all_done, 10).await, Err(RetryError::NothingToRetry)));
+
+        let failed = fakes.ended(&[Some(true), Some(false), Some(false)]).await;
+        let over = fakes.retry(&failed, 1).await;
+        assert!(matches!(over, Err(RetryError::OverQuota { max_open_images: 1 })), "{over:?}");
+        assert_eq!(fakes.queue.fan_outs.lock().unwrap().len(), 0, "nothing queued");
+        fakes.blobs.objects.lock().unwrap().remove(&failed.input_csv_key);
+        assert!(matches!(fakes.retry(&failed, 10).await, Err(RetryError::InputGone)));
+    }
+}
