@@ -319,11 +319,10 @@ mod tests {
         assert_eq!(fixture.finish().await, Finished::Already, "a replayed record");
         let rows = fixture.output_rows();
         assert_eq!((rows[0][3].as_str(), rows[1][3].as_str()), ("https://blobs.example/out/0.jpg,", ""));
-        let objects = fixture.blobs.objects.lock().unwrap();
-        let report = String::from_utf8(objects[&errors_csv_key(&tenant(), fixture.id)].0.clone()).unwrap();
+        let report = fixture.blobs.objects.lock().unwrap()[&errors_csv_key(&tenant(), fixture.id)].0.clone();
+        let report = String::from_utf8(report).unwrap();
         let codes: Vec<&str> = report.lines().skip(1).map(|line| line.split(',').nth(4).unwrap()).collect();
         assert_eq!(codes, ["cancelled", "cancelled"], "{report}");
-        drop(objects);
 
         let request = fixture.table.get(fixture.id).await.unwrap().unwrap();
         assert_eq!(request.output_csv_key, Some(output_csv_key(&tenant(), fixture.id)));
