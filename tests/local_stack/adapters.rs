@@ -15,8 +15,8 @@ use imgpipe_core::domain::request::{
 use imgpipe_core::domain::request_id::RequestId;
 use imgpipe_core::domain::tenant::TenantId;
 use imgpipe_core::ports::{
-    Admission, BlobStore, CarryOverResults, CreateRequest, FindIdleRequests, IdempotencyKeys, JobQueue, ListRequests,
-    MoveRequest, QueueBacklog, ReadRequest, ReadResults, RecordResult, WebhookOutbox,
+    Admission, BlobStore, CarryOverResults, CreateRequest, FindIdleRequests, IdempotencyKeys, JobQueue, JobStanding,
+    ListRequests, MoveRequest, QueueBacklog, ReadRequest, ReadResults, RecordResult, WebhookOutbox,
 };
 use imgpipe_tests::stack::LocalStack;
 use imgpipe_tests::tables::fresh_table;
@@ -194,6 +194,22 @@ async fn a_cancel_applies_only_to_the_counts_seen_and_then_no_result_is_counted(
     assert_eq!(table.record_output_csv(id, "out.csv").await.unwrap(), Transition::Applied);
     assert_eq!(table.record_output_csv(id, "again.csv").await.unwrap(), Transition::AlreadyDone);
     assert_eq!(table.get(id).await.unwrap().unwrap().output_csv_key.as_deref(), Some("out.csv"));
+}
+
+#[tokio::test]
+async fn a_job_stands_to_do_until_its_image_has_a_result_or_its_request_ends() {
+    let table = fresh_table().await;
+    let id = request_with_images(&table, 2).await;
+    assert_eq!(table.job_standing(&job(id, 0)).await.unwrap(), JobStanding::ToDo);
+    table.record(&job(id, 0), &done(0), Utc::now(), Progress::Made).await.unwrap();
+    assert_eq!(table.job_standing(&job(id, 0)).await.unwrap(), JobStanding::Recorded);
+    assert_eq!(table.job_standing(&job(id, 1)).await.unwrap(), JobStanding::ToDo);
+
+    let seen = table.get(id).await.unwrap().unwrap();
+    table.cancel(&seen, &FinalState::cancelled(&seen, Utc::now()), Utc::now()).await.unwrap();
+    assert_eq!(table.job_standing(&job(id, 1)).await.unwrap(), JobStanding::RequestEnded);
+    let unknown = RequestId::new_random();
+    assert_eq!(table.job_standing(&job(unknown, 0)).await.unwrap(), JobStanding::RequestEnded);
 }
 
 #[tokio::test]

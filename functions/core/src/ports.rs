@@ -109,6 +109,21 @@ pub trait ReadResults: Send + Sync {
     /// The first `limit` images that failed, in image order: read without reading the
     /// successes (a request of 10,000 images with 3 failures reads 3 items).
     async fn failed_images(&self, id: RequestId, limit: usize) -> Result<Vec<ImageRecord>, StoreError>;
+    /// Whether the job still has work to do, read before any (its image's item and its request's
+    /// state, in one call): a duplicate delivery, or a job of a request cancelled or failed
+    /// meanwhile, is acknowledged without a download.
+    async fn job_standing(&self, job: &ImageJob) -> Result<JobStanding, StoreError>;
+}
+
+/// What `ReadResults::job_standing` found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobStanding {
+    /// The image has no result and its request is open: do the work.
+    ToDo,
+    /// The image has its result already (a duplicate delivery).
+    Recorded,
+    /// The request is final (cancelled, or failed without its images) or gone.
+    RequestEnded,
 }
 
 #[async_trait]

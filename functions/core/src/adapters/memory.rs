@@ -22,8 +22,8 @@ use crate::domain::tenant::TenantId;
 use crate::domain::webhook::WebhookPayload;
 use crate::ports::{
     Admission, AuthenticateKeys, BlobStore, CarryOverResults, CreateRequest, Fetcher, FindIdleRequests,
-    IdempotencyKeys, JobQueue, KnownTenants, ListRequests, ManageKeys, MoveRequest, QueueBacklog, ReadRequest,
-    ReadResults, RecordResult, RequestPage, WebhookError, WebhookOutbox, WebhookSender,
+    IdempotencyKeys, JobQueue, JobStanding, KnownTenants, ListRequests, ManageKeys, MoveRequest, QueueBacklog,
+    ReadRequest, ReadResults, RecordResult, RequestPage, WebhookError, WebhookOutbox, WebhookSender,
 };
 
 /// A switch that makes a fake fail as its service would during an outage.
@@ -263,6 +263,18 @@ impl ReadResults for MemoryTable {
         let state = self.state.lock().unwrap();
         let failed = state.images.get(&id).into_iter().flat_map(|images| images.values());
         Ok(failed.filter(|image| image.state == ImageState::Failed).take(limit).cloned().collect())
+    }
+
+    async fn job_standing(&self, job: &ImageJob) -> Result<JobStanding, StoreError> {
+        self.outage.check("DynamoDB")?;
+        let state = self.state.lock().unwrap();
+        if state.images.get(&job.request_id).is_some_and(|images| images.contains_key(&job.image_index)) {
+            return Ok(JobStanding::Recorded);
+        }
+        match state.requests.get(&job.request_id) {
+            Some(request) if !request.status.is_final() => Ok(JobStanding::ToDo),
+            _ => Ok(JobStanding::RequestEnded),
+        }
     }
 }
 

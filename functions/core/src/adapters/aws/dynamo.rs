@@ -8,7 +8,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, PutRequest, TransactWriteItem, Update, WriteRequest};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, KeysAndAttributes, Put, PutRequest, TransactWriteItem, Update, WriteRequest,
+};
 use chrono::{DateTime, Utc};
 
 use super::store_error;
@@ -18,7 +20,7 @@ use crate::domain::request::{
 };
 use crate::domain::request_id::RequestId;
 use crate::ports::{
-    CarryOverResults, FindIdleRequests, MoveRequest, ReadRequest, ReadResults, RecordResult, WebhookOutbox,
+    CarryOverResults, FindIdleRequests, JobStanding, MoveRequest, ReadRequest, ReadResults, RecordResult, WebhookOutbox,
 };
 
 const REQUEST_SK: &str = "REQUEST";
@@ -238,6 +240,44 @@ impl ReadResults for DynamoTable {
             .map_err(|e| store_error("DynamoDB", e))?;
         let items = response.items.unwrap_or_default();
         items.into_iter().map(|item| serde_dynamo::from_item(item).map_err(corrupt)).collect()
+    }
+
+    async fn job_standing(&self, job: &ImageJob) -> Result<JobStanding, StoreError> {
+        let image_key = HashMap::from([("pk".into(), pk(job.request_id)), ("sk".into(), image_sk(job.image_index))]);
+        let items = self.read_items(vec![image_key, Self::request_key(job.request_id)]).await?;
+        let sk = |item: &Item| match item.get("sk") {
+            Some(AttributeValue::S(sk)) => sk.clone(),
+            _ => String::new(),
+        };
+        if items.iter().any(|item| sk(item) != REQUEST_SK) {
+            return Ok(JobStanding::Recorded);
+        }
+        let open = [RequestStatus::Pending.as_str(), RequestStatus::Processing.as_str()];
+        let request_open = items.iter().any(
+            |item| matches!(item.get("status"), Some(AttributeValue::S(status)) if open.contains(&status.as_str())),
+        );
+        Ok(if request_open { JobStanding::ToDo } else { JobStanding::RequestEnded })
+    }
+}
+
+/// Reads the keys of one item each, consistently, in one BatchGetItem call: the items found.
+impl DynamoTable {
+    async fn read_items(&self, keys: Vec<Item>) -> Result<Vec<Item>, StoreError> {
+        let mut wanted = KeysAndAttributes::builder().set_keys(Some(keys)).consistent_read(true);
+        wanted = wanted.projection_expression("sk, #status").expression_attribute_names("#status", "status");
+        let wanted = wanted.build().map_err(|e| StoreError::Refused { service: "DynamoDB", detail: e.to_string() })?;
+        let output = self
+            .client
+            .batch_get_item()
+            .request_items(&self.table, wanted)
+            .send()
+            .await
+            .map_err(|e| store_error("DynamoDB", e))?;
+        if output.unprocessed_keys().is_some_and(|left| !left.is_empty()) {
+            let detail = "part of a two-item read was left unprocessed".to_string();
+            return Err(StoreError::Unavailable { service: "DynamoDB", detail });
+        }
+        Ok(output.responses.and_then(|mut found| found.remove(&self.table)).unwrap_or_default())
     }
 }
 
