@@ -24,7 +24,7 @@ pub async fn cancel(
     OwnRequest(request): OwnRequest,
     headers: HeaderMap,
 ) -> Response {
-    let ports = CancelPorts { requests: &state.table, lifecycle: &state.table };
+    let ports = CancelPorts::with_table(&state.table);
     match cancel_request(ports, request, Utc::now()).await {
         Ok(cancelled) => status_answer(&state, &cancelled, &headers).await,
         Err(CancelError::AlreadyFinal(status)) if status.is_final() => error(

@@ -12,7 +12,8 @@ use chrono::{DateTime, Utc};
 
 use crate::domain::errors::StoreError;
 use crate::domain::request::{FinalState, RequestRecord, RequestStatus, Transition};
-use crate::ports::{MoveRequest, ReadRequest};
+use crate::ports::{CarryOverResults, MoveRequest, ReadRequest, ReadResults};
+use crate::use_cases::retry_request::carry_over_successes;
 
 /// How long the notifier has to write a cancelled request's CSVs and deliver its webhook before
 /// the sweeper delivers the webhook itself (with whatever links exist by then).
@@ -25,6 +26,19 @@ const CANCEL_ATTEMPTS: u32 = 10;
 pub struct CancelPorts<'a> {
     pub requests: &'a dyn ReadRequest,
     pub lifecycle: &'a dyn MoveRequest,
+    /// A retry cancelled before its fan-out ran gets its carried-over successes here.
+    pub results: &'a dyn ReadResults,
+    pub carry: &'a dyn CarryOverResults,
+}
+
+impl<'a> CancelPorts<'a> {
+    /// Every capability from one table (the DynamoDB adapter, or the fake).
+    pub fn with_table<T>(table: &'a T) -> Self
+    where
+        T: ReadRequest + MoveRequest + ReadResults + CarryOverResults,
+    {
+        Self { requests: table, lifecycle: table, results: table, carry: table }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +60,11 @@ pub async fn cancel_request(
     for _ in 0..CANCEL_ATTEMPTS {
         if request.status.is_final() || request.pending_images() == 0 {
             return Err(CancelError::AlreadyFinal(request.status));
+        }
+        if let (RequestStatus::Pending, Some(first)) = (request.status, request.retry_of) {
+            // A retry whose fan-out has not run: its successes, counted from its creation, must
+            // have their items before its CSVs are written (the fan-out writes the same ones).
+            carry_over_successes(ports.results, ports.carry, &request, first).await?;
         }
         let due = now + chrono::Duration::from_std(WEBHOOK_GRACE).unwrap_or(chrono::Duration::MAX);
         let ending = FinalState::cancelled(&request, due);
@@ -94,7 +113,7 @@ mod tests {
         let id = request.request_id;
         let done = ImageOutcome::Done { output_key: "out/0.jpg".into(), bytes_in: 10, bytes_out: 5, note: None };
         table.record(&job(id, 0), &done, Utc::now(), Progress::Made).await.unwrap();
-        let ports = CancelPorts { requests: &table, lifecycle: &table };
+        let ports = CancelPorts::with_table(&table);
 
         // Read before the result above: the write finds the counts moved, reads again.
         let now = Utc::now();
@@ -122,7 +141,7 @@ mod tests {
         let done = ImageOutcome::Done { output_key: "out/0.jpg".into(), bytes_in: 10, bytes_out: 5, note: None };
         table.record(&job(request.request_id, 0), &done, Utc::now(), Progress::Made).await.unwrap();
 
-        let ports = CancelPorts { requests: &table, lifecycle: &table };
+        let ports = CancelPorts::with_table(&table);
         let refused = cancel_request(ports, request.clone(), Utc::now()).await;
         assert!(matches!(refused, Err(CancelError::AlreadyFinal(RequestStatus::Pending))), "{refused:?}");
         assert_eq!(table.get(request.request_id).await.unwrap().unwrap().status, RequestStatus::Pending);

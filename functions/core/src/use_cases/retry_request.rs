@@ -202,4 +202,28 @@ mod tests {
         fakes.blobs.objects.lock().unwrap().remove(&failed.input_csv_key);
         assert!(matches!(fakes.retry(&failed, 10).await, Err(RetryError::InputGone)));
     }
+
+    #[tokio::test]
+    async fn a_retry_cancelled_before_its_fan_out_still_shows_its_carried_over_successes() {
+        let fakes = Fakes::default();
+        let first = fakes.ended(&[Some(true), Some(false), Some(false)]).await;
+        let accepted = fakes.retry(&first, 10).await.unwrap();
+        let retry = fakes.table.get(accepted.request_id).await.unwrap().unwrap();
+
+        let ports = crate::use_cases::cancel_request::CancelPorts::with_table(&fakes.table);
+        let cancelled = crate::use_cases::cancel_request::cancel_request(ports, retry, Utc::now()).await.unwrap();
+        assert_eq!((cancelled.succeeded, cancelled.cancelled), (1, 2));
+        let (images, _) = list_images(&fakes.table, &fakes.blobs, &cancelled, None, 10).await.unwrap();
+        let shown: Vec<_> = images.iter().map(|image| (image.state, image.error_code.as_deref())).collect();
+        assert_eq!(
+            shown,
+            [
+                (ImageState::Done, None),
+                (ImageState::Failed, Some("cancelled")),
+                (ImageState::Failed, Some("cancelled"))
+            ]
+        );
+        fakes.fan_out(cancelled.request_id).await;
+        assert!(fakes.queue.jobs.lock().unwrap().is_empty(), "its fan-out queues nothing");
+    }
 }
