@@ -13,8 +13,8 @@ use crate::domain::quota::TenantQuota;
 use crate::domain::request::{ImageState, RequestRecord, RequestStatus};
 use crate::domain::request_id::RequestId;
 use crate::domain::webhook_signature::WebhookSigningKey;
-use crate::ports::{CarryOverResults, ReadResults};
-use crate::use_cases::accept_upload::{AcceptError, AcceptPorts, Accepted, store_and_queue};
+use crate::ports::{Admission, CarryOverResults, ReadResults};
+use crate::use_cases::accept_upload::{AcceptPorts, Accepted, store_and_queue};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RetryError {
@@ -49,11 +49,8 @@ pub async fn retry_request(
     if !quota.admits(0, retry.open_images()) {
         return Err(RetryError::OverQuota { max_open_images: quota.max_open_images });
     }
-    match store_and_queue(ports, &retry, &csv, quota).await {
-        Ok(()) => {}
-        Err(AcceptError::OverQuota { max_open_images }) => return Err(RetryError::OverQuota { max_open_images }),
-        Err(AcceptError::Store(error)) => return Err(error.into()),
-        Err(other) => unreachable!("store_and_queue validates nothing: {other}"),
+    if store_and_queue(ports, &retry, &csv, quota).await? == Admission::OverQuota {
+        return Err(RetryError::OverQuota { max_open_images: quota.max_open_images });
     }
     let id = retry.request_id;
     tracing::info!(request_id = %id, retry_of = %first.request_id, stage = "retry", to_process = retry.open_images());
