@@ -15,8 +15,8 @@ use imgpipe_core::domain::request::{
 use imgpipe_core::domain::request_id::RequestId;
 use imgpipe_core::domain::tenant::TenantId;
 use imgpipe_core::ports::{
-    Admission, BlobStore, CreateRequest, FindIdleRequests, IdempotencyKeys, JobQueue, ListRequests, MoveRequest,
-    QueueBacklog, ReadRequest, ReadResults, RecordResult, WebhookOutbox,
+    Admission, BlobStore, CarryOverResults, CreateRequest, FindIdleRequests, IdempotencyKeys, JobQueue, JobStanding,
+    ListRequests, MoveRequest, QueueBacklog, ReadRequest, ReadResults, RecordResult, WebhookOutbox,
 };
 use imgpipe_tests::stack::LocalStack;
 use imgpipe_tests::tables::fresh_table;
@@ -163,6 +163,73 @@ async fn a_request_reaches_its_final_state_once() {
     assert_eq!(request.status, RequestStatus::Completed);
     assert_eq!(request.output_csv_key.as_deref(), Some("requests/x/output.csv"));
     assert!(request.completed_at.is_some());
+}
+
+#[tokio::test]
+async fn a_cancel_applies_only_to_the_counts_seen_and_then_no_result_is_counted() {
+    let table = fresh_table().await;
+    let id = request_with_images(&table, 3).await;
+    let seen = table.get(id).await.unwrap().unwrap();
+    table.record(&job(id, 0), &done(0), Utc::now(), Progress::Made).await.unwrap();
+
+    // A result came in after the request was read: the cancel must read it again.
+    let ending = FinalState::cancelled(&seen, Utc::now());
+    assert_eq!(table.cancel(&seen, &ending, Utc::now()).await.unwrap(), Transition::AlreadyDone);
+    let seen = table.get(id).await.unwrap().unwrap();
+    assert_eq!(table.cancel(&seen, &ending, Utc::now()).await.unwrap(), Transition::Applied);
+    let cancelled = table.get(id).await.unwrap().unwrap();
+    assert_eq!(cancelled.status, RequestStatus::Cancelled);
+    let counts = (cancelled.succeeded, cancelled.failed, cancelled.cancelled, cancelled.remaining);
+    assert_eq!(counts, (1, 0, 2, 0));
+
+    // A job still queued records nothing; a second cancel and a finish find it final.
+    assert_eq!(table.record(&job(id, 1), &done(1), Utc::now(), Progress::Made).await.unwrap(), Transition::AlreadyDone);
+    assert_eq!(table.cancel(&cancelled, &ending, Utc::now()).await.unwrap(), Transition::AlreadyDone);
+    let finish = table.finish(id, &self::ending(RequestStatus::Completed, None), Utc::now()).await.unwrap();
+    assert_eq!(finish, Transition::AlreadyDone);
+    let after = table.get(id).await.unwrap().unwrap();
+    assert_eq!((after.succeeded, after.failed, after.cancelled, after.remaining), (1, 0, 2, 0));
+    assert_eq!(table.recorded_images(id).await.unwrap().len(), 1);
+    // Its output CSV is recorded once, after the cancelling write.
+    assert_eq!(table.record_output_csv(id, "out.csv").await.unwrap(), Transition::Applied);
+    assert_eq!(table.record_output_csv(id, "again.csv").await.unwrap(), Transition::AlreadyDone);
+    assert_eq!(table.get(id).await.unwrap().unwrap().output_csv_key.as_deref(), Some("out.csv"));
+}
+
+#[tokio::test]
+async fn a_job_stands_to_do_until_its_image_has_a_result_or_its_request_ends() {
+    let table = fresh_table().await;
+    let id = request_with_images(&table, 2).await;
+    assert_eq!(table.job_standing(&job(id, 0)).await.unwrap(), JobStanding::ToDo);
+    table.record(&job(id, 0), &done(0), Utc::now(), Progress::Made).await.unwrap();
+    assert_eq!(table.job_standing(&job(id, 0)).await.unwrap(), JobStanding::Recorded);
+    assert_eq!(table.job_standing(&job(id, 1)).await.unwrap(), JobStanding::ToDo);
+
+    let seen = table.get(id).await.unwrap().unwrap();
+    table.cancel(&seen, &FinalState::cancelled(&seen, Utc::now()), Utc::now()).await.unwrap();
+    assert_eq!(table.job_standing(&job(id, 1)).await.unwrap(), JobStanding::RequestEnded);
+    let unknown = RequestId::new_random();
+    assert_eq!(table.job_standing(&job(unknown, 0)).await.unwrap(), JobStanding::RequestEnded);
+}
+
+#[tokio::test]
+async fn results_carried_over_become_the_retrys_own_items_beyond_one_batch() {
+    let table = fresh_table().await;
+    let first = request_with_images(&table, 30).await;
+    for i in 0..30 {
+        table.record(&job(first, i), &done(i), Utc::now(), Progress::Made).await.unwrap();
+    }
+    let retry = RequestId::new_random();
+    let mut carried = table.recorded_images(first).await.unwrap();
+    for image in &mut carried {
+        image.request_id = retry;
+    }
+    table.carry_over(&carried).await.unwrap();
+    table.carry_over(&carried).await.unwrap();
+
+    let items = table.recorded_images(retry).await.unwrap();
+    assert_eq!(items, carried, "30 items, more than one batch of 25, written as they were");
+    assert_eq!(items[29].output_key.as_deref(), Some("output/29.jpg"));
 }
 
 #[tokio::test]

@@ -10,6 +10,7 @@ mod faults;
 mod hostile;
 mod limits;
 mod openapi;
+mod manage;
 mod pipeline;
 mod promises;
 mod tenants;

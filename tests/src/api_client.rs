@@ -25,7 +25,7 @@ pub struct Answer {
     pub body: Value,
 }
 
-const FINAL: [&str; 3] = ["completed", "completed_with_errors", "failed"];
+const FINAL: [&str; 4] = ["completed", "completed_with_errors", "failed", "cancelled"];
 
 impl ApiClient {
     /// A client of the default test tenant.
@@ -131,6 +131,16 @@ impl ApiClient {
             format!("{}{path_or_url}", self.base)
         };
         self.send(self.request(reqwest::Method::GET, url), "GET reaches the API").await
+    }
+
+    /// POST to an API path without a body (`/api/requests/<id>/cancel`, `/retry`).
+    pub async fn post(&self, path: &str) -> Answer {
+        let response = self
+            .request(reqwest::Method::POST, format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("POST reaches the API");
+        Self::answer(response).await
     }
 
     pub async fn status(&self, request_id: &str) -> Answer {

@@ -20,10 +20,16 @@ use crate::stack::LocalStack;
 
 /// Serves fixtures under `/img/<name>`, the same after a delay under `/slow/<name>`,
 /// HTML pretending to be an image under `/html/<name>`, never answers under `/hang/<name>`,
-/// the hostile routes of [`hostile_server`], and 404 for anything else.
+/// the hostile routes of [`hostile_server`], and 404 for anything else. Under `/held/<name>` it
+/// serves the fixture once `release_held` is called (keeping a request in progress), and under
+/// `/later/<name>` answers 404 until `publish_later` is called (an image not uploaded yet).
+/// It logs the path of every request it gets (`requested`).
 pub struct ImageServer {
     pub address: SocketAddr,
     requests: Arc<AtomicUsize>,
+    log: Arc<Mutex<Vec<String>>>,
+    released: Arc<tokio::sync::watch::Sender<bool>>,
+    published: Arc<AtomicBool>,
 }
 
 /// What an `ImageServer` serves: file name -> (bytes, Content-Type).
@@ -33,6 +39,8 @@ pub type Files = HashMap<String, (Vec<u8>, &'static str)>;
 struct Images {
     files: Arc<Files>,
     delay: Duration,
+    released: Arc<tokio::sync::watch::Sender<bool>>,
+    published: Arc<AtomicBool>,
 }
 
 impl ImageServer {
@@ -49,12 +57,22 @@ impl ImageServer {
 
     async fn start_on(listener: std::net::TcpListener, files: Files, delay: Duration) -> Self {
         let files = Arc::new(files);
-        let state = Images { files: Arc::clone(&files), delay };
+        let (released, published) = (Arc::new(tokio::sync::watch::Sender::new(false)), Arc::default());
+        let state = Images {
+            files: Arc::clone(&files),
+            delay,
+            released: Arc::clone(&released),
+            published: Arc::clone(&published),
+        };
         let requests = Arc::new(AtomicUsize::new(0));
         let counter = Arc::clone(&requests);
+        let log: Arc<Mutex<Vec<String>>> = Arc::default();
+        let paths = Arc::clone(&log);
         let app = Router::new()
             .route("/img/{name}", get(serve_image))
             .route("/slow/{name}", get(serve_slowly))
+            .route("/held/{name}", get(serve_when_released))
+            .route("/later/{name}", get(serve_once_published))
             .route("/hang/{name}", get(|| async { tokio::time::sleep(Duration::from_secs(3600)).await }))
             .route(
                 "/html/{name}",
@@ -64,9 +82,25 @@ impl ImageServer {
             .merge(hostile_server::routes(files))
             .layer(axum::middleware::map_request(move |request: axum::extract::Request| {
                 counter.fetch_add(1, Ordering::SeqCst);
+                paths.lock().unwrap().push(request.uri().path().to_string());
                 std::future::ready(request)
             }));
-        Self { address: serve(listener, app).await, requests }
+        Self { address: serve(listener, app).await, requests, log, released, published }
+    }
+
+    /// The paths of the requests received so far, in order.
+    pub fn requested(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// The `/held/` images are served from now on, the waiting requests too.
+    pub fn release_held(&self) {
+        self.released.send_replace(true);
+    }
+
+    /// The `/later/` images are served from now on.
+    pub fn publish_later(&self) {
+        self.published.store(true, Ordering::SeqCst);
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -91,6 +125,19 @@ async fn serve_image(State(images): State<Images>, Path(name): Path<String>) -> 
         Some((bytes, content_type)) => ([(header::CONTENT_TYPE, *content_type)], bytes.clone()).into_response(),
         None => StatusCode::NOT_FOUND.into_response(),
     }
+}
+
+async fn serve_when_released(state: State<Images>, name: Path<String>) -> Response {
+    let mut released = state.released.subscribe();
+    released.wait_for(|released| *released).await.expect("the server holds its sender");
+    serve_image(state, name).await
+}
+
+async fn serve_once_published(state: State<Images>, name: Path<String>) -> Response {
+    if !state.published.load(Ordering::SeqCst) {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    serve_image(state, name).await
 }
 
 async fn serve_slowly(state: State<Images>, name: Path<String>) -> Response {

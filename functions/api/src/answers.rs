@@ -53,6 +53,15 @@ impl Accepted {
     }
 }
 
+/// 202 to a retry (`POST /api/requests/<id>/retry`): the new request, accepted as an upload is,
+/// and the request it retries.
+#[derive(Serialize)]
+pub struct RetryAccepted {
+    #[serde(flatten)]
+    pub accepted: Accepted,
+    pub retry_of: RequestId,
+}
+
 /// What every view of a request shows: its state and counts.
 #[derive(Serialize, ToSchema)]
 pub struct Progress {
@@ -61,9 +70,13 @@ pub struct Progress {
     pub total: u64,
     pub succeeded: u64,
     pub failed: u64,
+    /// Images without a result when the request was cancelled; 0 unless `status` is `cancelled`.
+    pub cancelled: u64,
     pub pending: u64,
     pub created_at: DateTime<Utc>,
     pub completed_at: Option<DateTime<Utc>>,
+    /// The request this one retries (`POST /api/requests/<id>/retry`); `null` otherwise.
+    pub retry_of: Option<RequestId>,
 }
 
 impl From<&RequestRecord> for Progress {
@@ -74,9 +87,11 @@ impl From<&RequestRecord> for Progress {
             total: request.total,
             succeeded: request.succeeded,
             failed: request.failed,
+            cancelled: request.cancelled,
             pending: request.pending_images(),
             created_at: request.created_at,
             completed_at: request.completed_at,
+            retry_of: request.retry_of,
         }
     }
 }

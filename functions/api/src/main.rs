@@ -4,6 +4,7 @@ mod answers;
 mod caller;
 mod list;
 mod openapi;
+mod manage;
 mod requests;
 mod routes;
 mod upload;

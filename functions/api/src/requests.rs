@@ -8,10 +8,10 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use imgpipe_core::domain::locations::errors_csv_key;
-use imgpipe_core::domain::request::ImageState;
 use imgpipe_core::domain::request_id::RequestId;
+use imgpipe_core::domain::request::{CANCELLED_MESSAGE, ImageState, RequestRecord, RequestStatus};
 use imgpipe_core::ports::ReadResults;
-use imgpipe_core::use_cases::list_images::list_images;
+use imgpipe_core::use_cases::list_images::{first_failures, list_images};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -46,15 +46,20 @@ pub async fn status(
     OwnRequest(request): OwnRequest,
     headers: HeaderMap,
 ) -> Response {
-    let failures = if request.failed > 0 {
-        match state.table.failed_images(request.request_id, MAX_LISTED_FAILURES).await {
+    status_answer(&state, &request, &headers).await
+}
+
+/// 200 with the `Status` of `request`, its first failures listed.
+pub async fn status_answer(state: &AppState, request: &RequestRecord, headers: &HeaderMap) -> Response {
+    let failures = if request.failed + request.cancelled > 0 {
+        match first_failures(&state.table, &state.blobs, request, MAX_LISTED_FAILURES).await {
             Ok(images) => Some(images.into_iter().map(Failure::from).collect()),
             Err(cause) => return unavailable("status", &cause),
         }
     } else {
         None
     };
-    Json(Status::new(&origin(&headers), &request, failures)).into_response()
+    Json(Status::new(&origin(headers), request, failures)).into_response()
 }
 
 #[utoipa::path(
@@ -180,7 +185,13 @@ pub async fn image(
         Ok(images) => images.into_iter().next(),
         Err(cause) => return unavailable("image", &cause),
     };
-    let Some(image) = image else { return error(StatusCode::NOT_FOUND, "not_ready", "this image has no result yet") };
+    let Some(image) = image else {
+        if request.status == RequestStatus::Cancelled {
+            let message = format!("this image failed: {CANCELLED_MESSAGE}");
+            return error(StatusCode::NOT_FOUND, "image_failed", message);
+        }
+        return error(StatusCode::NOT_FOUND, "not_ready", "this image has no result yet");
+    };
     match (image.state, image.output_key) {
         (ImageState::Done, Some(key)) => redirect_to(&state, &key).await,
         (ImageState::Failed, _) => error(

@@ -17,6 +17,7 @@ use imgpipe_core::ports::BlobStore;
 use crate::answers::{Health, error};
 use crate::list::list_requests;
 use crate::openapi::openapi_json;
+use crate::manage::{cancel, retry};
 use crate::requests::{errors_csv, image, images_page, output_csv, status};
 use crate::upload::upload;
 
@@ -42,6 +43,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/requests/{request_id}/errors.csv", get(errors_csv))
         .route("/api/requests/{request_id}/images", get(images_page))
         .route("/api/requests/{request_id}/images/{image_index}", get(image))
+        .route("/api/requests/{request_id}/cancel", post(cancel))
+        .route("/api/requests/{request_id}/retry", post(retry))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         // After the routes: it applies to those registered before it. The framework adds `Allow`.
         .method_not_allowed_fallback(|method: Method| async move {

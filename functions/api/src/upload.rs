@@ -98,14 +98,7 @@ pub async fn upload(
             let replayed = [("idempotent-replayed", if accepted.replayed { "true" } else { "false" })];
             (StatusCode::ACCEPTED, replayed, body).into_response()
         }
-        Err(AcceptError::OverQuota { max_open_images }) => {
-            let message = format!(
-                "more than {max_open_images} images of yours would be in progress; nothing was stored: \
-                 upload again once some of your requests have ended"
-            );
-            let retry_after = [(header::RETRY_AFTER, QUOTA_RETRY_AFTER_SECS.to_string())];
-            (retry_after, error(StatusCode::TOO_MANY_REQUESTS, "quota_exceeded", message)).into_response()
-        }
+        Err(AcceptError::OverQuota { max_open_images }) => over_quota(max_open_images, "upload"),
         Err(AcceptError::KeyReused) => error(
             StatusCode::UNPROCESSABLE_ENTITY,
             "idempotency_key_reused",
@@ -130,4 +123,14 @@ pub async fn upload(
         }
         Err(cause @ AcceptError::Store(_)) => unavailable("accept", &cause),
     }
+}
+
+/// 429 to a new request (`what`: upload, retry) whose images would not fit the caller's quota.
+pub fn over_quota(max_open_images: u64, what: &str) -> Response {
+    let message = format!(
+        "more than {max_open_images} images of yours would be in progress; nothing was stored: \
+         {what} again once some of your requests have ended"
+    );
+    let retry_after = [(header::RETRY_AFTER, QUOTA_RETRY_AFTER_SECS.to_string())];
+    (retry_after, error(StatusCode::TOO_MANY_REQUESTS, "quota_exceeded", message)).into_response()
 }

@@ -109,12 +109,28 @@ pub trait ReadResults: Send + Sync {
     /// The first `limit` images that failed, in image order: read without reading the
     /// successes (a request of 10,000 images with 3 failures reads 3 items).
     async fn failed_images(&self, id: RequestId, limit: usize) -> Result<Vec<ImageRecord>, StoreError>;
+    /// Whether the job still has work to do, read before any (its image's item and its request's
+    /// state, in one call): a duplicate delivery, or a job of a request cancelled or failed
+    /// meanwhile, is acknowledged without a download.
+    async fn job_standing(&self, job: &ImageJob) -> Result<JobStanding, StoreError>;
+}
+
+/// What `ReadResults::job_standing` found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobStanding {
+    /// The image has no result and its request is open: do the work.
+    ToDo,
+    /// The image has its result already (a duplicate delivery).
+    Recorded,
+    /// The request is final (cancelled, or failed without its images) or gone.
+    RequestEnded,
 }
 
 #[async_trait]
 pub trait RecordResult: Send + Sync {
     /// Records the image's result (PENDING -> DONE/FAILED) and updates the request's counters
-    /// in one atomic write; `AlreadyDone` (nothing changed) if the image had a result already.
+    /// in one atomic write; `AlreadyDone` (nothing changed) if the image had a result already,
+    /// or if the request is final (failed or cancelled without it): its counts never move again.
     /// With `Progress::Made` the request's `updated_at` moves to `now`; the sweeper's own
     /// results (`Progress::None`) leave it, so a request it is timing out stays idle.
     async fn record(
@@ -134,6 +150,28 @@ pub trait MoveRequest: Send + Sync {
     /// Moves a request that is not final yet to its final state, once, recording in the same
     /// write a webhook owed (`FinalState::webhook_due_at`).
     async fn finish(&self, id: RequestId, ending: &FinalState, now: DateTime<Utc>) -> Result<Transition, StoreError>;
+    /// Cancels the request as `seen` (not final): one write, applied only while it is still not
+    /// final, has images without a result and has the counts seen, so that `cancelled` is exactly
+    /// its images without a result. It sets `cancelled`, takes `remaining` to 0 (which wakes the
+    /// notifier to write its output CSV) and records `ending` like `finish`. `AlreadyDone` when
+    /// the request moved on since it was read: read it again.
+    async fn cancel(
+        &self,
+        seen: &RequestRecord,
+        ending: &FinalState,
+        now: DateTime<Utc>,
+    ) -> Result<Transition, StoreError>;
+    /// Where the output CSV of a cancelled request was written, recorded once (it is written
+    /// after the cancelling write).
+    async fn record_output_csv(&self, id: RequestId, key: &str) -> Result<Transition, StoreError>;
+}
+
+#[async_trait]
+pub trait CarryOverResults: Send + Sync {
+    /// Writes `images`, results another request recorded, as result items of the request they
+    /// name (a retry, `use_cases::retry_request`), leaving its counters alone: its creation counted
+    /// them. Writing the same ones again changes nothing.
+    async fn carry_over(&self, images: &[ImageRecord]) -> Result<(), StoreError>;
 }
 
 #[async_trait]

@@ -150,6 +150,7 @@ mod tests {
             total: 1,
             succeeded: 1,
             failed: 0,
+            cancelled: 0,
             output_csv_url: Some("https://example.com/out.csv".into()),
             errors_csv_url: None,
             failure_reason: None,

@@ -21,9 +21,9 @@ use crate::domain::request_id::RequestId;
 use crate::domain::tenant::TenantId;
 use crate::domain::webhook::WebhookPayload;
 use crate::ports::{
-    Admission, AuthenticateKeys, BlobStore, CreateRequest, Fetcher, FindIdleRequests, IdempotencyKeys, JobQueue,
-    KnownTenants, ListRequests, ManageKeys, MoveRequest, QueueBacklog, ReadRequest, ReadResults, RecordResult,
-    RequestPage, WebhookError, WebhookOutbox, WebhookSender,
+    Admission, AuthenticateKeys, BlobStore, CarryOverResults, CreateRequest, Fetcher, FindIdleRequests,
+    IdempotencyKeys, JobQueue, JobStanding, KnownTenants, ListRequests, ManageKeys, MoveRequest, QueueBacklog,
+    ReadRequest, ReadResults, RecordResult, RequestPage, WebhookError, WebhookOutbox, WebhookSender,
 };
 
 /// A switch that makes a fake fail as its service would during an outage.
@@ -143,10 +143,10 @@ impl CreateRequest for MemoryTable {
             return Err(StoreError::Refused { service: "DynamoDB", detail: "request exists".into() });
         }
         let open = state.open_images.entry(request.tenant_id.clone()).or_default();
-        if !quota.admits(*open, request.total) {
+        if !quota.admits(*open, request.open_images()) {
             return Ok(Admission::OverQuota);
         }
-        *open += request.total;
+        *open += request.open_images();
         state.requests.insert(request.request_id, request.clone());
         Ok(Admission::Created)
     }
@@ -264,6 +264,18 @@ impl ReadResults for MemoryTable {
         let failed = state.images.get(&id).into_iter().flat_map(|images| images.values());
         Ok(failed.filter(|image| image.state == ImageState::Failed).take(limit).cloned().collect())
     }
+
+    async fn job_standing(&self, job: &ImageJob) -> Result<JobStanding, StoreError> {
+        self.outage.check("DynamoDB")?;
+        let state = self.state.lock().unwrap();
+        if state.images.get(&job.request_id).is_some_and(|images| images.contains_key(&job.image_index)) {
+            return Ok(JobStanding::Recorded);
+        }
+        match state.requests.get(&job.request_id) {
+            Some(request) if !request.status.is_final() => Ok(JobStanding::ToDo),
+            _ => Ok(JobStanding::RequestEnded),
+        }
+    }
 }
 
 #[async_trait]
@@ -299,6 +311,60 @@ impl MoveRequest for MemoryTable {
             }
             _ => Ok(Transition::AlreadyDone),
         }
+    }
+
+    async fn cancel(
+        &self,
+        seen: &RequestRecord,
+        ending: &FinalState,
+        now: DateTime<Utc>,
+    ) -> Result<Transition, StoreError> {
+        self.outage.check("DynamoDB")?;
+        let mut state = self.state.lock().unwrap();
+        let TableState { requests, open_images, .. } = &mut *state;
+        match requests.get_mut(&seen.request_id) {
+            // The adapter's condition: not final, images left, and the counts as seen.
+            Some(request)
+                if !request.status.is_final()
+                    && request.remaining == seen.pending_images()
+                    && (request.succeeded, request.failed) == (seen.succeeded, seen.failed) =>
+            {
+                let open = open_images.entry(ending.tenant_id.clone()).or_default();
+                *open = open.saturating_sub(ending.open_images);
+                request.cancelled = request.remaining;
+                request.remaining = 0;
+                request.status = ending.status;
+                request.webhook_next_at = ending.webhook_due_at;
+                request.completed_at = Some(now);
+                request.updated_at = now;
+                Ok(Transition::Applied)
+            }
+            _ => Ok(Transition::AlreadyDone),
+        }
+    }
+
+    async fn record_output_csv(&self, id: RequestId, key: &str) -> Result<Transition, StoreError> {
+        self.outage.check("DynamoDB")?;
+        let mut state = self.state.lock().unwrap();
+        match state.requests.get_mut(&id) {
+            Some(request) if request.status == RequestStatus::Cancelled && request.output_csv_key.is_none() => {
+                request.output_csv_key = Some(key.into());
+                Ok(Transition::Applied)
+            }
+            _ => Ok(Transition::AlreadyDone),
+        }
+    }
+}
+
+#[async_trait]
+impl CarryOverResults for MemoryTable {
+    async fn carry_over(&self, carried: &[ImageRecord]) -> Result<(), StoreError> {
+        self.outage.check("DynamoDB")?;
+        let mut state = self.state.lock().unwrap();
+        for image in carried {
+            state.images.entry(image.request_id).or_default().insert(image.image_index, image.clone());
+        }
+        Ok(())
     }
 }
 
@@ -404,7 +470,8 @@ impl RecordResult for MemoryTable {
         let TableState { requests, images, .. } = &mut *state;
         let request = requests.get_mut(&job.request_id).ok_or_else(Self::no_such_request)?;
         let images = images.entry(job.request_id).or_default();
-        if images.contains_key(&job.image_index) {
+        // The adapter's condition: a final request's counts never move again.
+        if images.contains_key(&job.image_index) || request.status.is_final() {
             return Ok(Transition::AlreadyDone);
         }
         images.insert(job.image_index, ImageRecord::with_outcome(job, outcome));

@@ -111,6 +111,9 @@ impl ImageError {
     }
 }
 
+/// The code of an image that had no result when its request was cancelled.
+pub const CANCELLED: &str = "cancelled";
+
 /// The code recorded when a transient failure outlived its last allowed attempt.
 pub const RETRIES_EXHAUSTED: &str = "retries_exhausted";
 

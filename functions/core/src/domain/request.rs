@@ -3,7 +3,8 @@
 //!
 //! A request is `pending` from its acceptance until its image jobs are queued (the fan-out),
 //! `processing` then, and final (`completed`, `completed_with_errors`, `failed`) exactly once,
-//! when the last image gets a result. Each image moves `PENDING -> DONE | FAILED` exactly
+//! when the last image gets a result, or `cancelled` when its owner stops it first (its images
+//! without a result then end as `cancelled`, see [`image_as_shown`]). Each image moves `PENDING -> DONE | FAILED` exactly
 //! once. An image is PENDING until its result is recorded: its item is written only then,
 //! conditionally on not existing, in the same transaction as the request's counters, so
 //! redelivered messages and replayed stream records change nothing, and a fan-out that runs
@@ -12,6 +13,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::domain::errors::CANCELLED;
 use crate::domain::http_url::HttpUrl;
 use crate::domain::locations::input_csv_key;
 use crate::domain::request_id::RequestId;
@@ -25,11 +27,13 @@ pub enum RequestStatus {
     Completed,
     CompletedWithErrors,
     Failed,
+    /// Stopped by its owner before every image had a result (`use_cases::cancel_request`).
+    Cancelled,
 }
 
 impl RequestStatus {
     pub fn is_final(self) -> bool {
-        matches!(self, Self::Completed | Self::CompletedWithErrors | Self::Failed)
+        matches!(self, Self::Completed | Self::CompletedWithErrors | Self::Failed | Self::Cancelled)
     }
 
     /// The honest summary once every image has a result: `completed` only if every image
@@ -49,6 +53,7 @@ impl RequestStatus {
             Self::Completed => "completed",
             Self::CompletedWithErrors => "completed_with_errors",
             Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
         }
     }
 }
@@ -83,6 +88,15 @@ pub struct RequestRecord {
     pub remaining: u64,
     pub succeeded: u64,
     pub failed: u64,
+    /// Images that had no result when the request was cancelled; set by the cancelling write.
+    #[serde(default)]
+    pub cancelled: u64,
+    /// The request this one retries (`use_cases::retry_request`): its successes are carried
+    /// over, counted in `succeeded` from the start and `carried_over`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_of: Option<RequestId>,
+    #[serde(default)]
+    pub carried_over: u64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -123,6 +137,9 @@ impl RequestRecord {
             remaining: total,
             succeeded: 0,
             failed: 0,
+            cancelled: 0,
+            retry_of: None,
+            carried_over: 0,
             created_at: now,
             updated_at: now,
             completed_at: None,
@@ -135,14 +152,37 @@ impl RequestRecord {
         }
     }
 
-    /// Images without a result, derived from the counters so the three always add up to total.
-    pub fn pending_images(&self) -> u64 {
-        self.total.saturating_sub(self.succeeded + self.failed)
+    /// A retry of `first` (final), under `request_id`: the same rows and webhook, with the
+    /// images `first` made counted as succeeded from the start; only the others are to process.
+    pub fn retry_of(request_id: RequestId, first: &RequestRecord, now: DateTime<Utc>) -> Self {
+        let mut retry = Self::new(request_id, first.tenant_id.clone(), first.total, first.webhook_url.clone(), now);
+        retry.retry_of = Some(first.request_id);
+        retry.carried_over = first.succeeded;
+        retry.succeeded = first.succeeded;
+        retry.remaining = first.total - first.succeeded;
+        retry
     }
 
-    /// Whether the errors report exists: it is written with the output CSV, when images failed.
+    /// Images without a result, derived from the counters so the four always add up to total.
+    pub fn pending_images(&self) -> u64 {
+        self.total.saturating_sub(self.succeeded + self.failed + self.cancelled)
+    }
+
+    /// The images this request holds of its tenant's quota while it is not final: those it has
+    /// to process (a retry's carried-over successes are not processed again).
+    pub fn open_images(&self) -> u64 {
+        self.total.saturating_sub(self.carried_over)
+    }
+
+    /// Images a retry would process again: every one that did not succeed.
+    pub fn images_to_retry(&self) -> u64 {
+        self.total.saturating_sub(self.succeeded)
+    }
+
+    /// Whether the errors report exists: it is written with the output CSV, when images failed
+    /// or were cancelled.
     pub fn has_errors_report(&self) -> bool {
-        self.output_csv_key.is_some() && self.failed > 0
+        self.output_csv_key.is_some() && self.failed + self.cancelled > 0
     }
 }
 
@@ -188,6 +228,16 @@ impl ImageRecord {
         }
     }
 
+    /// An image of a cancelled request that had no result when it was cancelled.
+    pub fn cancelled_for(job: &ImageJob) -> Self {
+        Self {
+            state: ImageState::Failed,
+            error_code: Some(CANCELLED.into()),
+            error_message: Some(CANCELLED_MESSAGE.into()),
+            ..Self::pending_for(job)
+        }
+    }
+
     /// The item recorded for the job's result.
     pub fn with_outcome(job: &ImageJob, outcome: &ImageOutcome) -> Self {
         let mut record = Self::pending_for(job);
@@ -205,6 +255,20 @@ impl ImageRecord {
             }
         }
         record
+    }
+}
+
+/// The error message of an image that had no result when its request was cancelled.
+pub const CANCELLED_MESSAGE: &str = "the request was cancelled before this image had a result";
+
+/// What an image of `request` is to its owner, given its recorded result if it has one: that
+/// result; else `cancelled` if the request was cancelled, PENDING otherwise. The one place that
+/// decides it, for the status, the images pages, the output CSV and the errors report.
+pub fn image_as_shown(request: &RequestRecord, job: &ImageJob, recorded: Option<ImageRecord>) -> ImageRecord {
+    match recorded {
+        Some(image) => image,
+        None if request.status == RequestStatus::Cancelled => ImageRecord::cancelled_for(job),
+        None => ImageRecord::pending_for(job),
     }
 }
 
@@ -254,7 +318,7 @@ pub struct FinalState {
     pub failure_reason: Option<String>,
     /// `Some` when the request has a webhook.
     pub webhook_due_at: Option<DateTime<Utc>>,
-    /// The tenant whose open images the request held, and how many (its `total`).
+    /// The tenant whose open images the request held, and how many (`RequestRecord::open_images`).
     pub tenant_id: TenantId,
     pub open_images: u64,
 }
@@ -269,7 +333,22 @@ impl FinalState {
             failure_reason: None,
             webhook_due_at: request.webhook_url.is_some().then_some(webhook_due_at),
             tenant_id: request.tenant_id.clone(),
-            open_images: request.total,
+            open_images: request.open_images(),
+        }
+    }
+
+    /// Its owner cancelled `request`: its images without a result end as cancelled. The output
+    /// CSV and errors report are written after this write (by the notifier, which the write wakes
+    /// by taking `remaining` to 0), and the webhook is delivered then; `webhook_due_at` is when
+    /// the sweeper delivers it instead if that never happens.
+    pub fn cancelled(request: &RequestRecord, webhook_due_at: DateTime<Utc>) -> Self {
+        Self {
+            status: RequestStatus::Cancelled,
+            output_csv_key: None,
+            failure_reason: None,
+            webhook_due_at: request.webhook_url.is_some().then_some(webhook_due_at),
+            tenant_id: request.tenant_id.clone(),
+            open_images: request.open_images(),
         }
     }
 
@@ -282,7 +361,7 @@ impl FinalState {
             failure_reason: Some(bounded_message(reason)),
             webhook_due_at: request.webhook_url.is_some().then_some(now),
             tenant_id: request.tenant_id.clone(),
-            open_images: request.total,
+            open_images: request.open_images(),
         }
     }
 }

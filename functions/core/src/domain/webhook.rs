@@ -20,6 +20,8 @@ pub struct WebhookPayload {
     pub total: u64,
     pub succeeded: u64,
     pub failed: u64,
+    /// Images without a result when the request was cancelled (0 unless `status` is `cancelled`).
+    pub cancelled: u64,
     /// `null` when the request was failed before its output CSV was written.
     pub output_csv_url: Option<String>,
     /// The errors report, when images failed.

@@ -172,21 +172,37 @@ pub(crate) async fn accept_csv_as(
 
     let request = RequestRecord::new(request_id, upload.tenant.clone(), images, webhook_url, Utc::now());
     log_stage(request_id, "validate", started);
-    ports.blobs.put(&request.input_csv_key, upload.csv.to_vec(), "text/csv").await?;
-    if ports.new_requests.create(&request, &rules.quota).await? == Admission::OverQuota {
+    if store_and_queue(ports, &request, upload.csv, &rules.quota).await? == Admission::OverQuota {
         // The stored CSV is left for the bucket's lifecycle rule: no request points at it.
         return Err(AcceptError::OverQuota { max_open_images: rules.quota.max_open_images });
+    }
+    log_stage(request_id, "accepted", started);
+    let has_webhook = request.webhook_url.is_some();
+    Ok(Accepted { request_id, image_count: images, has_webhook, webhook_secret: None, replayed: false })
+}
+
+/// Stores the CSV of `request` (accepted), records the request within its tenant's quota and
+/// queues its fan-out: every new request, uploaded or a retry, is made this way. `OverQuota`
+/// when its images do not fit: then only the CSV was stored.
+pub(crate) async fn store_and_queue(
+    ports: AcceptPorts<'_>,
+    request: &RequestRecord,
+    csv: &[u8],
+    quota: &TenantQuota,
+) -> Result<Admission, StoreError> {
+    let request_id = request.request_id;
+    ports.blobs.put(&request.input_csv_key, csv.to_vec(), "text/csv").await?;
+    if ports.new_requests.create(request, quota).await? == Admission::OverQuota {
+        return Ok(Admission::OverQuota);
     }
     if let Err(error) = ports.queue.enqueue_fan_out(request_id).await {
         // The request would wait forever for jobs nobody queues: fail it now, and let the
         // client, told to retry, upload again as a new request.
         let fail = FailPorts { requests: ports.requests, lifecycle: ports.lifecycle };
         fail_request(fail, request_id, "its image jobs could not be queued", Utc::now()).await?;
-        return Err(error.into());
+        return Err(error);
     }
-    log_stage(request_id, "accepted", started);
-    let has_webhook = request.webhook_url.is_some();
-    Ok(Accepted { request_id, image_count: images, has_webhook, webhook_secret: None, replayed: false })
+    Ok(Admission::Created)
 }
 
 /// One log line per stage with the time since the upload arrived.

@@ -111,6 +111,7 @@ async fn payload(
         total: request.total,
         succeeded: request.succeeded,
         failed: request.failed,
+        cancelled: request.cancelled,
         output_csv_url,
         errors_csv_url,
         failure_reason: request.failure_reason.clone(),

@@ -38,9 +38,10 @@ mod tests {
     use crate::adapters::memory::MemoryTable;
     use crate::domain::http_url::HttpUrl;
     use crate::domain::quota::TenantQuota;
+    use crate::domain::request::{ImageOutcome, Progress};
     use crate::domain::request::{RequestRecord, RequestStatus};
     use crate::domain::tenant::TenantId;
-    use crate::ports::{CreateRequest, ReadRequest};
+    use crate::ports::{CreateRequest, ReadRequest, ReadResults, RecordResult};
 
     #[tokio::test]
     async fn a_failed_request_keeps_its_reason_and_owes_its_webhook_at_once() {
@@ -66,5 +67,31 @@ mod tests {
         assert_eq!(failed.webhook_next_at, Some(now), "the webhook is owed, due at once");
         assert_eq!(table.get(without).await.unwrap().unwrap().webhook_next_at, None);
         assert_eq!(table.open_images(&tenant), 0, "the images are given back once");
+    }
+
+    #[tokio::test]
+    async fn a_result_arriving_after_the_final_state_is_not_counted() {
+        let table = MemoryTable::default();
+        let id = RequestId::new_random();
+        let request = RequestRecord::new(id, "acme".parse().unwrap(), 2, None, Utc::now());
+        table.create(&request, &TenantQuota { max_open_images: 10 }).await.unwrap();
+        fail_request(FailPorts { requests: &table, lifecycle: &table }, id, "its CSV is gone", Utc::now())
+            .await
+            .unwrap();
+
+        // A job queued before the request failed records its result afterwards.
+        let job = crate::domain::request::ImageJob {
+            request_id: id,
+            tenant_id: request.tenant_id.clone(),
+            image_index: 0,
+            row: 0,
+            url: HttpUrl::parse("https://img.example/a.jpg").unwrap(),
+        };
+        let done = ImageOutcome::Done { output_key: "out/0.jpg".into(), bytes_in: 10, bytes_out: 5, note: None };
+        let recorded = table.record(&job, &done, Utc::now(), Progress::Made).await.unwrap();
+        assert_eq!(recorded, Transition::AlreadyDone, "a final request takes no more results");
+        let failed = table.get(id).await.unwrap().unwrap();
+        assert_eq!((failed.succeeded, failed.failed, failed.remaining), (0, 0, 2), "the final counts stay");
+        assert!(table.recorded_images(id).await.unwrap().is_empty());
     }
 }

@@ -1,14 +1,16 @@
 //! The fan-out of an accepted request: one job per image on the queue, then `processing`.
 //! It runs off the upload's path, so a 10,000-image CSV is answered as fast as a small one.
-//! Running it twice only queues duplicate jobs, which record nothing twice.
+//! Running it twice only queues duplicate jobs, which record nothing twice. A retry's fan-out
+//! first carries over the successes of the request it retries and queues only the other images.
 
 use chrono::Utc;
 
 use crate::domain::errors::StoreError;
 use crate::domain::request::{RequestStatus, Transition, image_jobs};
 use crate::domain::request_id::RequestId;
-use crate::ports::{BlobStore, JobQueue, MoveRequest, ReadRequest};
+use crate::ports::{BlobStore, CarryOverResults, JobQueue, MoveRequest, ReadRequest, ReadResults};
 use crate::use_cases::fail_request::{FailPorts, fail_request};
+use crate::use_cases::retry_request::carry_over_successes;
 use crate::use_cases::stored_csv::{StoredCsvError, read_stored_csv};
 
 pub struct FanOutPorts<'a> {
@@ -16,6 +18,8 @@ pub struct FanOutPorts<'a> {
     pub lifecycle: &'a dyn MoveRequest,
     pub blobs: &'a dyn BlobStore,
     pub queue: &'a dyn JobQueue,
+    pub results: &'a dyn ReadResults,
+    pub carry: &'a dyn CarryOverResults,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -44,7 +48,12 @@ pub async fn fan_out(ports: FanOutPorts<'_>, request_id: RequestId) -> Result<Tr
             return Err(FanOutError::Corrupt(request_id, corrupt.to_string()));
         }
     };
-    ports.queue.enqueue(&image_jobs(&request, &csv)).await?;
+    let mut jobs = image_jobs(&request, &csv);
+    if let Some(first) = request.retry_of {
+        let carried = carry_over_successes(ports.results, ports.carry, &request, first).await?;
+        jobs.retain(|job| !carried.contains(&job.image_index));
+    }
+    ports.queue.enqueue(&jobs).await?;
     Ok(ports.lifecycle.mark_processing(request_id, Utc::now()).await?)
 }
 
@@ -52,6 +61,10 @@ pub async fn fan_out(ports: FanOutPorts<'_>, request_id: RequestId) -> Result<Tr
 mod tests {
     use super::*;
     use crate::adapters::memory::{MemoryBlobs, MemoryQueue, MemoryTable};
+
+    fn ports<'a>(table: &'a MemoryTable, blobs: &'a MemoryBlobs, queue: &'a MemoryQueue) -> FanOutPorts<'a> {
+        FanOutPorts { requests: table, lifecycle: table, blobs, queue, results: table, carry: table }
+    }
     use crate::domain::request::RequestRecord;
     use crate::ports::CreateRequest;
     use crate::test_support::{NO_QUOTA, tenant};
@@ -75,7 +88,7 @@ mod tests {
         let (table, blobs, queue) = (MemoryTable::default(), MemoryBlobs::default(), MemoryQueue::default());
         let id = accepted(&table, &blobs, Some(CSV)).await;
 
-        let ports = FanOutPorts { requests: &table, lifecycle: &table, blobs: &blobs, queue: &queue };
+        let ports = ports(&table, &blobs, &queue);
         assert_eq!(fan_out(ports, id).await.unwrap(), Transition::Applied);
 
         let jobs = queue.jobs.lock().unwrap().clone();
@@ -95,11 +108,9 @@ mod tests {
     async fn a_duplicate_fan_out_queues_nothing() {
         let (table, blobs, queue) = (MemoryTable::default(), MemoryBlobs::default(), MemoryQueue::default());
         let id = accepted(&table, &blobs, Some(CSV)).await;
-        fan_out(FanOutPorts { requests: &table, lifecycle: &table, blobs: &blobs, queue: &queue }, id).await.unwrap();
+        fan_out(ports(&table, &blobs, &queue), id).await.unwrap();
 
-        let again = fan_out(FanOutPorts { requests: &table, lifecycle: &table, blobs: &blobs, queue: &queue }, id)
-            .await
-            .unwrap();
+        let again = fan_out(ports(&table, &blobs, &queue), id).await.unwrap();
         assert_eq!(again, Transition::AlreadyDone);
         assert_eq!(queue.jobs.lock().unwrap().len(), 3);
     }
@@ -109,8 +120,7 @@ mod tests {
         let (table, blobs, queue) = (MemoryTable::default(), MemoryBlobs::default(), MemoryQueue::default());
         let id = accepted(&table, &blobs, None).await;
 
-        let result =
-            fan_out(FanOutPorts { requests: &table, lifecycle: &table, blobs: &blobs, queue: &queue }, id).await;
+        let result = fan_out(ports(&table, &blobs, &queue), id).await;
         assert!(matches!(result, Err(FanOutError::Corrupt(..))));
         assert_eq!(table.get(id).await.unwrap().unwrap().status, RequestStatus::Failed);
     }

@@ -2,12 +2,14 @@
 //! report, when images failed), flip the request to its final state (once), then make the
 //! webhook's first delivery.
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 
 use crate::domain::csv_rules::{write_errors_csv, write_output_csv};
 use crate::domain::errors::StoreError;
 use crate::domain::locations::{Links, errors_csv_key, image_path, output_csv_key};
-use crate::domain::request::{FinalState, ImageState, RequestStatus, Transition};
+use crate::domain::request::{
+    FinalState, ImageState, RequestRecord, RequestStatus, Transition, image_as_shown, image_jobs,
+};
 use crate::domain::request_id::RequestId;
 use crate::ports::{BlobStore, MoveRequest, ReadRequest, ReadResults, WebhookOutbox, WebhookSender};
 use crate::use_cases::deliver_webhook::{self, DeliveryPorts, lost_after};
@@ -71,7 +73,9 @@ pub async fn finish_request(
 ) -> Result<Finished, FinishError> {
     let corrupt = |why: &str| FinishError::Corrupt(request_id, why.to_string());
     let mut request = ports.requests.get(request_id).await?.ok_or_else(|| corrupt("no request item"))?;
-    if request.status.is_final() {
+    // A cancelled request is final before its CSVs are written: its cancelling write woke us.
+    let cancelled = request.status == RequestStatus::Cancelled && request.output_csv_key.is_none();
+    if request.status.is_final() && !cancelled {
         return Ok(Finished::Already);
     }
     let csv = read_stored_csv(ports.blobs, &request).await.map_err(|error| match error {
@@ -82,8 +86,12 @@ pub async fn finish_request(
     // One slot per input URL; an image without a recorded success keeps its slot empty.
     let mut outputs = vec![None; csv.image_count()];
     let mut failures = Vec::new();
-    let recorded = ports.results.recorded_images(request_id).await?;
-    for image in &recorded {
+    let mut recorded = ports.results.recorded_images(request_id).await?.into_iter().peekable();
+    let images: Vec<_> = image_jobs(&request, &csv)
+        .iter()
+        .map(|job| image_as_shown(&request, job, recorded.next_if(|image| image.image_index == job.image_index)))
+        .collect();
+    for image in &images {
         match (image.state, &image.output_key, outputs.get_mut(image.image_index as usize)) {
             (ImageState::Done, Some(key), Some(slot)) => {
                 *slot = Some(link_url(ports.blobs, links, image_path(request_id, image.image_index), key).await?);
@@ -106,6 +114,9 @@ pub async fn finish_request(
     ports.blobs.put(&csv_key, output_csv, "text/csv").await?;
 
     let now = Utc::now();
+    if cancelled {
+        return finish_cancelled(ports, request, csv_key, links, now).await;
+    }
     // A webhook is owed in this same write, taken by the delivery below: if this process dies
     // before ending it, it falls due and the sweeper makes it.
     let ending = FinalState::finished(&request, csv_key, lost_after(ports.webhooks, now));
@@ -122,14 +133,37 @@ pub async fn finish_request(
     Ok(Finished::Now(status))
 }
 
+/// The cancelled request's CSVs are written: record where, then take the webhook its cancelling
+/// write owes (unless the sweeper took it first) and make its delivery.
+async fn finish_cancelled(
+    ports: FinishPorts<'_>,
+    mut request: RequestRecord,
+    csv_key: String,
+    links: &Links,
+    now: DateTime<Utc>,
+) -> Result<Finished, FinishError> {
+    let id = request.request_id;
+    if ports.lifecycle.record_output_csv(id, &csv_key).await? == Transition::AlreadyDone {
+        return Ok(Finished::Already);
+    }
+    request.output_csv_key = Some(csv_key);
+    if let Some(due_at) = request.webhook_next_at
+        && ports.outbox.claim_webhook(id, due_at, lost_after(ports.webhooks, now)).await? == Transition::Applied
+    {
+        deliver_webhook::deliver(&ports.delivery(), &request, links, request.webhook_failed_deliveries + 1, now)
+            .await?;
+    }
+    Ok(Finished::Now(RequestStatus::Cancelled))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::adapters::memory::{MemoryBlobs, MemoryTable, MemoryWebhooks};
     use crate::domain::csv_rules::{CsvLimits, ValidatedCsv};
     use crate::domain::http_url::HttpUrl;
+    use crate::domain::request::ImageOutcome;
     use crate::domain::request::Progress;
-    use crate::domain::request::{ImageOutcome, RequestRecord, image_jobs};
     use crate::test_support::{NO_QUOTA, tenant};
 
     use crate::ports::{CreateRequest, RecordResult};
@@ -272,5 +306,33 @@ mod tests {
         let fixture = Fixture::with_outcomes(&[false, false, false]).await;
         assert_eq!(fixture.finish().await, Finished::Now(RequestStatus::Failed));
         assert!(fixture.output_rows().iter().all(|row| row[3].chars().all(|c| c == ',')));
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_request_gets_its_csvs_with_the_cancelled_images_and_its_webhook_once() {
+        let fixture = Fixture::with_outcomes(&[true]).await;
+        let seen = fixture.table.get(fixture.id).await.unwrap().unwrap();
+        let ending = FinalState::cancelled(&seen, Utc::now() + chrono::Duration::minutes(2));
+        fixture.table.cancel(&seen, &ending, Utc::now()).await.unwrap();
+
+        assert_eq!(fixture.finish().await, Finished::Now(RequestStatus::Cancelled));
+        assert_eq!(fixture.finish().await, Finished::Already, "a replayed record");
+        let rows = fixture.output_rows();
+        assert_eq!((rows[0][3].as_str(), rows[1][3].as_str()), ("https://blobs.example/out/0.jpg,", ""));
+        let report = fixture.blobs.objects.lock().unwrap()[&errors_csv_key(&tenant(), fixture.id)].0.clone();
+        let report = String::from_utf8(report).unwrap();
+        let codes: Vec<&str> = report.lines().skip(1).map(|line| line.split(',').nth(4).unwrap()).collect();
+        assert_eq!(codes, ["cancelled", "cancelled"], "{report}");
+
+        let request = fixture.table.get(fixture.id).await.unwrap().unwrap();
+        assert_eq!(request.output_csv_key, Some(output_csv_key(&tenant(), fixture.id)));
+        assert!(request.has_errors_report());
+        assert_eq!(request.webhook_next_at, None, "delivered: nothing owed");
+        let sent = fixture.webhooks.sent.lock().unwrap();
+        assert_eq!(sent.len(), 1);
+        let payload = &sent[0].1;
+        let counts = (payload.status, payload.succeeded, payload.failed, payload.cancelled);
+        assert_eq!(counts, (RequestStatus::Cancelled, 1, 0, 2));
+        assert!(payload.output_csv_url.is_some() && payload.errors_csv_url.is_some());
     }
 }

@@ -15,8 +15,8 @@ use crate::domain::errors::RETRIES_EXHAUSTED;
 use crate::domain::request::{ImageJob, ImageOutcome, Progress};
 use crate::domain::request_id::RequestId;
 use crate::ports::{
-    BlobStore, CreateRequest, Fetcher, IdempotencyKeys, JobQueue, KnownTenants, MoveRequest, ReadRequest, ReadResults,
-    RecordResult,
+    BlobStore, CarryOverResults, CreateRequest, Fetcher, IdempotencyKeys, JobQueue, KnownTenants, MoveRequest,
+    ReadRequest, ReadResults, RecordResult,
 };
 use crate::use_cases::accept_dropped_csv::{accept_dropped_csv, reject_dropped_csv};
 use crate::use_cases::accept_upload::{AcceptPorts, UploadRules};
@@ -31,6 +31,8 @@ pub struct WorkerPorts<'a> {
     pub fetcher: &'a dyn Fetcher,
     pub recorder: &'a dyn RecordResult,
     pub results: &'a dyn ReadResults,
+    /// A retry's fan-out carries the successes of the request it retries over.
+    pub carry: &'a dyn CarryOverResults,
 }
 
 impl<'a> WorkerPorts<'a> {
@@ -42,9 +44,17 @@ impl<'a> WorkerPorts<'a> {
         table: &'a T,
     ) -> Self
     where
-        T: CreateRequest + ReadRequest + MoveRequest + IdempotencyKeys + KnownTenants + RecordResult + ReadResults,
+        T: CreateRequest
+            + ReadRequest
+            + MoveRequest
+            + IdempotencyKeys
+            + KnownTenants
+            + RecordResult
+            + ReadResults
+            + CarryOverResults,
     {
-        Self { accept: AcceptPorts::with_table(blobs, queue, table), fetcher, recorder: table, results: table }
+        let accept = AcceptPorts::with_table(blobs, queue, table);
+        Self { accept, fetcher, recorder: table, results: table, carry: table }
     }
 }
 
@@ -157,6 +167,8 @@ async fn run_fan_out(ports: WorkerPorts<'_>, request_id: RequestId) -> Verdict {
         lifecycle: ports.accept.lifecycle,
         blobs: ports.accept.blobs,
         queue: ports.accept.queue,
+        results: ports.results,
+        carry: ports.carry,
     };
     match fan_out(fan_out_ports, request_id).await {
         Ok(transition) => {

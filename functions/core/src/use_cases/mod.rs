@@ -5,6 +5,7 @@
 pub mod accept_dropped_csv;
 pub mod accept_upload;
 pub mod authorize;
+pub mod cancel_request;
 pub mod deliver_webhook;
 pub mod fail_request;
 pub mod fan_out;
@@ -14,5 +15,6 @@ pub mod links;
 pub mod list_images;
 pub mod manage_keys;
 pub mod process_image;
+pub mod retry_request;
 pub mod stored_csv;
 pub mod sweep;

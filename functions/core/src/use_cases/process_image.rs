@@ -10,7 +10,7 @@ use crate::domain::delivery::TimeReserves;
 use crate::domain::errors::{ImageError, RETRIES_EXHAUSTED};
 use crate::domain::locations::output_image_key;
 use crate::domain::request::{ImageJob, ImageOutcome, Progress, Transition};
-use crate::ports::{BlobStore, Fetcher, ReadResults, RecordResult};
+use crate::ports::{BlobStore, Fetcher, JobStanding, ReadResults, RecordResult};
 
 /// What the queue should do with the job's message.
 #[derive(Debug)]
@@ -113,10 +113,15 @@ pub async fn process_image(
     last_attempt: bool,
     clock: &JobClock,
 ) -> JobResult {
-    // A duplicate delivery costs one read, not a download, a decode and an upload.
-    match ports.results.recorded_images_between(job.request_id, job.image_index, job.image_index).await {
-        Ok(recorded) if !recorded.is_empty() => return JobResult::Duplicate,
-        Ok(_) => {}
+    // A duplicate delivery, or a job of a request cancelled meanwhile, costs one read, not a
+    // download, a decode and an upload.
+    match ports.results.job_standing(job).await {
+        Ok(JobStanding::ToDo) => {}
+        Ok(JobStanding::Recorded) => return JobResult::Duplicate,
+        Ok(JobStanding::RequestEnded) => {
+            tracing::info!(request_id = %job.request_id, stage = "job_dropped", image_index = job.image_index);
+            return JobResult::Duplicate;
+        }
         Err(error) => return JobResult::Retry(error.into()),
     }
     let outcome = match compress_and_store(&ports, job, codec, clock).await {

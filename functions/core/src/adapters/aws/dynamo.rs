@@ -8,7 +8,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, KeysAndAttributes, Put, PutRequest, TransactWriteItem, Update, WriteRequest,
+};
 use chrono::{DateTime, Utc};
 
 use super::store_error;
@@ -17,7 +19,9 @@ use crate::domain::request::{
     FinalState, ImageJob, ImageOutcome, ImageRecord, ImageState, Progress, RequestRecord, RequestStatus, Transition,
 };
 use crate::domain::request_id::RequestId;
-use crate::ports::{FindIdleRequests, MoveRequest, ReadRequest, ReadResults, RecordResult, WebhookOutbox};
+use crate::ports::{
+    CarryOverResults, FindIdleRequests, JobStanding, MoveRequest, ReadRequest, ReadResults, RecordResult, WebhookOutbox,
+};
 
 const REQUEST_SK: &str = "REQUEST";
 /// A sparse index of the requests that are not final: only they carry `open_shard`, so the
@@ -237,6 +241,44 @@ impl ReadResults for DynamoTable {
         let items = response.items.unwrap_or_default();
         items.into_iter().map(|item| serde_dynamo::from_item(item).map_err(corrupt)).collect()
     }
+
+    async fn job_standing(&self, job: &ImageJob) -> Result<JobStanding, StoreError> {
+        let image_key = HashMap::from([("pk".into(), pk(job.request_id)), ("sk".into(), image_sk(job.image_index))]);
+        let items = self.read_items(vec![image_key, Self::request_key(job.request_id)]).await?;
+        let sk = |item: &Item| match item.get("sk") {
+            Some(AttributeValue::S(sk)) => sk.clone(),
+            _ => String::new(),
+        };
+        if items.iter().any(|item| sk(item) != REQUEST_SK) {
+            return Ok(JobStanding::Recorded);
+        }
+        let open = [RequestStatus::Pending.as_str(), RequestStatus::Processing.as_str()];
+        let request_open = items.iter().any(
+            |item| matches!(item.get("status"), Some(AttributeValue::S(status)) if open.contains(&status.as_str())),
+        );
+        Ok(if request_open { JobStanding::ToDo } else { JobStanding::RequestEnded })
+    }
+}
+
+/// Reads the keys of one item each, consistently, in one BatchGetItem call: the items found.
+impl DynamoTable {
+    async fn read_items(&self, keys: Vec<Item>) -> Result<Vec<Item>, StoreError> {
+        let mut wanted = KeysAndAttributes::builder().set_keys(Some(keys)).consistent_read(true);
+        wanted = wanted.projection_expression("sk, #status").expression_attribute_names("#status", "status");
+        let wanted = wanted.build().map_err(|e| StoreError::Refused { service: "DynamoDB", detail: e.to_string() })?;
+        let output = self
+            .client
+            .batch_get_item()
+            .request_items(&self.table, wanted)
+            .send()
+            .await
+            .map_err(|e| store_error("DynamoDB", e))?;
+        if output.unprocessed_keys().is_some_and(|left| !left.is_empty()) {
+            let detail = "part of a two-item read was left unprocessed".to_string();
+            return Err(StoreError::Unavailable { service: "DynamoDB", detail });
+        }
+        Ok(output.responses.and_then(|mut found| found.remove(&self.table)).unwrap_or_default())
+    }
 }
 
 #[async_trait]
@@ -251,6 +293,43 @@ impl MoveRequest for DynamoTable {
     }
 
     async fn finish(&self, id: RequestId, ending: &FinalState, now: DateTime<Utc>) -> Result<Transition, StoreError> {
+        self.write_final_state(id, ending, now, FinalWrite::Finish).await
+    }
+
+    async fn cancel(
+        &self,
+        seen: &RequestRecord,
+        ending: &FinalState,
+        now: DateTime<Utc>,
+    ) -> Result<Transition, StoreError> {
+        self.write_final_state(seen.request_id, ending, now, FinalWrite::Cancel(seen)).await
+    }
+
+    async fn record_output_csv(&self, id: RequestId, key: &str) -> Result<Transition, StoreError> {
+        let values =
+            HashMap::from([(":key".into(), s(key)), (":cancelled".into(), s(RequestStatus::Cancelled.as_str()))]);
+        let condition = "#status = :cancelled AND attribute_not_exists(output_csv_key)";
+        self.conditional_update(id, "SET output_csv_key = :key", condition, values).await
+    }
+}
+
+/// Which write makes a request final: `finish` (every image has its result), or `cancel` of the
+/// request as it was seen.
+enum FinalWrite<'a> {
+    Finish,
+    Cancel(&'a RequestRecord),
+}
+
+impl DynamoTable {
+    /// The one conditional write that makes a request final (`MoveRequest::finish`, `cancel`),
+    /// with its webhook owed and its images given back to its tenant's quota.
+    async fn write_final_state(
+        &self,
+        id: RequestId,
+        ending: &FinalState,
+        now: DateTime<Utc>,
+        write: FinalWrite<'_>,
+    ) -> Result<Transition, StoreError> {
         let mut set = vec!["#status = :final", "completed_at = :now", "updated_at = :now"];
         let mut values = HashMap::from([
             (":final".into(), s(ending.status.as_str())),
@@ -258,6 +337,17 @@ impl MoveRequest for DynamoTable {
             (":processing".into(), s(RequestStatus::Processing.as_str())),
             (":now".into(), s(timestamp(now))),
         ]);
+        let mut condition = "#status IN (:pending, :processing)".to_string();
+        if let FinalWrite::Cancel(seen) = write {
+            // The counts as seen, so that `cancelled` is exactly the images without a result;
+            // taking `remaining` to 0 wakes the notifier (the stream's filter) to write the CSVs.
+            set.extend(["cancelled = :left", "remaining = :zero_left"]);
+            condition.push_str(" AND remaining = :left AND succeeded = :seen_succeeded AND failed = :seen_failed");
+            values.insert(":left".into(), n(seen.pending_images()));
+            values.insert(":zero_left".into(), n(0));
+            values.insert(":seen_succeeded".into(), n(seen.succeeded));
+            values.insert(":seen_failed".into(), n(seen.failed));
+        }
         if let Some(key) = &ending.output_csv_key {
             set.push("output_csv_key = :key");
             values.insert(":key".into(), s(key));
@@ -282,7 +372,7 @@ impl MoveRequest for DynamoTable {
             .table_name(&self.table)
             .set_key(Some(Self::request_key(id)))
             .update_expression(update)
-            .condition_expression("#status IN (:pending, :processing)")
+            .condition_expression(condition)
             .expression_attribute_names("#status", "status")
             .set_expression_attribute_values(Some(values))
             .build()
@@ -387,9 +477,11 @@ impl WebhookOutbox for DynamoTable {
             (":completed".into(), s(RequestStatus::Completed.as_str())),
             (":with_errors".into(), s(RequestStatus::CompletedWithErrors.as_str())),
             (":failed".into(), s(RequestStatus::Failed.as_str())),
+            (":cancelled".into(), s(RequestStatus::Cancelled.as_str())),
         ]);
         let update = "SET webhook_failed_deliveries = :failed_deliveries, webhook_next_at = :next";
-        let condition = "#status IN (:completed, :with_errors, :failed) AND attribute_exists(webhook_next_at)";
+        let condition =
+            "#status IN (:completed, :with_errors, :failed, :cancelled) AND attribute_exists(webhook_next_at)";
         self.conditional_update(id, update, condition, values).await?;
         Ok(())
     }
@@ -404,6 +496,51 @@ impl WebhookOutbox for DynamoTable {
             .send()
             .await
             .map_err(|e| store_error("DynamoDB", e))?;
+        Ok(())
+    }
+}
+
+/// Items per BatchWriteItem call, DynamoDB's most.
+const BATCH_WRITE_ITEMS: usize = 25;
+
+#[async_trait]
+impl CarryOverResults for DynamoTable {
+    async fn carry_over(&self, carried: &[ImageRecord]) -> Result<(), StoreError> {
+        for chunk in carried.chunks(BATCH_WRITE_ITEMS) {
+            let mut writes = Vec::with_capacity(chunk.len());
+            for image in chunk {
+                let mut item = self.item(image, pk(image.request_id), image_sk(image.image_index))?;
+                item.insert("updated_at".into(), s(timestamp(Utc::now())));
+                if image.state == ImageState::Failed {
+                    item.insert("failed_pk".into(), pk(image.request_id));
+                }
+                let put = PutRequest::builder()
+                    .set_item(Some(item))
+                    .build()
+                    .map_err(|e| StoreError::Refused { service: "DynamoDB", detail: e.to_string() })?;
+                writes.push(WriteRequest::builder().put_request(put).build());
+            }
+            // DynamoDB may hand part of a batch back when throttled: write that part again.
+            let mut attempt = 1;
+            while !writes.is_empty() {
+                let output = self
+                    .client
+                    .batch_write_item()
+                    .request_items(&self.table, writes)
+                    .send()
+                    .await
+                    .map_err(|e| store_error("DynamoDB", e))?;
+                writes = output.unprocessed_items.and_then(|mut left| left.remove(&self.table)).unwrap_or_default();
+                if !writes.is_empty() {
+                    if attempt == CONFLICT_ATTEMPTS {
+                        let detail = "the results to carry over stayed unprocessed".to_string();
+                        return Err(StoreError::Unavailable { service: "DynamoDB", detail });
+                    }
+                    tokio::time::sleep(conflict_backoff(attempt)).await;
+                    attempt += 1;
+                }
+            }
+        }
         Ok(())
     }
 }
@@ -431,10 +568,15 @@ impl RecordResult for DynamoTable {
             _ => "failed",
         };
         let counts = format!("ADD remaining :minus_one, {counter} :one");
+        // A final request's counts never move again: a job still queued when its request was
+        // cancelled or failed records nothing (`Cancellation::RequestClosed`).
         let mut counters = Update::builder()
             .table_name(&self.table)
             .set_key(Some(Self::request_key(id)))
-            .condition_expression("attribute_exists(pk)");
+            .condition_expression("#status IN (:pending, :processing)")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":pending", s(RequestStatus::Pending.as_str()))
+            .expression_attribute_values(":processing", s(RequestStatus::Processing.as_str()));
         counters = match progress {
             Progress::Made => counters
                 .update_expression(format!("SET updated_at = :now {counts}"))
@@ -461,6 +603,11 @@ impl RecordResult for DynamoTable {
             };
             match cancellation(&cancellation_codes(&error)) {
                 Cancellation::Duplicate => return Ok(Transition::AlreadyDone),
+                Cancellation::RequestClosed => {
+                    // Its request was cancelled or failed while the job ran: the result is dropped.
+                    tracing::info!(request_id = %id, stage = "result_dropped", image_index = job.image_index);
+                    return Ok(Transition::AlreadyDone);
+                }
                 Cancellation::Conflict if attempt < CONFLICT_ATTEMPTS => {
                     tokio::time::sleep(conflict_backoff(attempt)).await;
                     attempt += 1;
@@ -485,6 +632,8 @@ const CONFLICT_ATTEMPTS: u32 = 6;
 enum Cancellation {
     /// The image item's condition failed: the image already has its result.
     Duplicate,
+    /// The request's condition failed: it is final (or gone), and takes no more results.
+    RequestClosed,
     /// Another transaction held one of the items: try again.
     Conflict,
     Other,
@@ -506,6 +655,8 @@ fn cancellation_codes<R>(error: &SdkError<TransactWriteItemsError, R>) -> Vec<Op
 fn cancellation(reasons: &[Option<&str>]) -> Cancellation {
     if reasons.first() == Some(&Some("ConditionalCheckFailed")) {
         Cancellation::Duplicate
+    } else if reasons.get(1) == Some(&Some("ConditionalCheckFailed")) {
+        Cancellation::RequestClosed
     } else if reasons.contains(&Some("TransactionConflict")) {
         Cancellation::Conflict
     } else {
@@ -535,8 +686,8 @@ mod tests {
         assert_eq!(cancellation(&duplicate), Cancellation::Duplicate);
         assert_eq!(cancellation(&[Some("None"), Some("TransactionConflict")]), Cancellation::Conflict);
         assert_eq!(cancellation(&[Some("TransactionConflict"), Some("None")]), Cancellation::Conflict);
-        // The request item is gone (its condition failed): nothing to retry in a loop.
-        assert_eq!(cancellation(&[Some("None"), Some("ConditionalCheckFailed")]), Cancellation::Other);
+        // The request is final or gone (its condition failed): nothing to record, nor to retry.
+        assert_eq!(cancellation(&[Some("None"), Some("ConditionalCheckFailed")]), Cancellation::RequestClosed);
         assert_eq!(cancellation(&[]), Cancellation::Other);
     }
 

@@ -200,3 +200,16 @@ async fn a_codec_panic_fails_that_image_only_and_the_pool_goes_on() {
     let plain = Fixture::new(Ok(png_bytes())).await;
     assert!(matches!(plain.run_with(&codec, false).await, JobResult::Recorded(ImageOutcome::Done { .. })));
 }
+
+#[tokio::test]
+async fn a_job_of_a_cancelled_request_is_acknowledged_without_a_download() {
+    let fixture = Fixture::new(Ok(png_bytes())).await;
+    let seen = fixture.request().await;
+    let ending = crate::domain::request::FinalState::cancelled(&seen, Utc::now());
+    crate::ports::MoveRequest::cancel(&fixture.table, &seen, &ending, Utc::now()).await.unwrap();
+
+    assert!(matches!(fixture.run(false).await, JobResult::Duplicate));
+    assert_eq!(fixture.fetcher.fetches.load(std::sync::atomic::Ordering::SeqCst), 0, "nothing fetched");
+    assert!(fixture.blobs.objects.lock().unwrap().is_empty(), "nothing stored");
+    assert_eq!(fixture.request().await.cancelled, 1);
+}

@@ -65,6 +65,7 @@ fn largest_request_item(url_length: usize) -> Item {
     let mut request = RequestRecord::new(id, tenant(), u64::MAX, Some(webhook_url), now);
     request.status = RequestStatus::CompletedWithErrors;
     (request.remaining, request.succeeded, request.failed) = (u64::MAX, u64::MAX, u64::MAX);
+    (request.cancelled, request.carried_over, request.retry_of) = (u64::MAX, u64::MAX, Some(RequestId::new_random()));
     request.completed_at = Some(now);
     request.output_csv_key = Some(output_csv_key(&request.tenant_id, id));
     request.webhook_failed_deliveries = u32::MAX;

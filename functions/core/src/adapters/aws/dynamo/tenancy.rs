@@ -37,7 +37,9 @@ impl DynamoTable {
 #[async_trait]
 impl CreateRequest for DynamoTable {
     async fn create(&self, request: &RequestRecord, quota: &TenantQuota) -> Result<Admission, StoreError> {
-        if !quota.admits(0, request.total) {
+        // A retry holds only the images it processes (`RequestRecord::open_images`).
+        let images = request.open_images();
+        if !quota.admits(0, images) {
             return Ok(Admission::OverQuota);
         }
         let item = Put::builder()
@@ -47,13 +49,13 @@ impl CreateRequest for DynamoTable {
             .build()
             .map_err(refused)?;
         // The images are taken from the quota only if they fit: open + total <= max.
-        let room = quota.max_open_images - request.total;
+        let room = quota.max_open_images - images;
         let take = Update::builder()
             .table_name(&self.table)
             .set_key(Some(tenant_key(&request.tenant_id)))
             .update_expression("ADD open_images :images")
             .condition_expression("attribute_not_exists(open_images) OR open_images <= :room")
-            .expression_attribute_values(":images", n(request.total))
+            .expression_attribute_values(":images", n(images))
             .expression_attribute_values(":room", n(room))
             .build()
             .map_err(refused)?;
