@@ -53,6 +53,7 @@ impl Worker {
             retry: &self.config.retry,
             reserves: self.config.time_reserves,
             upload: UploadRules { limits: &self.config.csv_limits, quota: self.config.quota },
+            chunk_images: self.config.chunk_images,
         };
         let delivery = Delivery {
             body: message.body.as_deref().unwrap_or(""),

@@ -1,11 +1,15 @@
 //! The fan-out of an accepted request: one job per image on the queue, then `processing`.
 //! It runs off the upload's path, so a 10,000-image CSV is answered as fast as a small one.
-//! Running it twice only queues duplicate jobs, which record nothing twice.
+//! A request of more than a chunk of images is split (`domain::fan_out_chunks`): the fan-out
+//! queues one message per chunk and each chunk's invocation queues its own images' jobs.
+//! Running any of it twice only queues duplicate jobs, which record nothing twice.
 
 use chrono::Utc;
 
+use crate::domain::csv_rules::ValidatedCsv;
 use crate::domain::errors::StoreError;
-use crate::domain::request::{RequestStatus, Transition, image_jobs};
+use crate::domain::fan_out_chunks::{FanOutChunk, chunks_of};
+use crate::domain::request::{RequestRecord, RequestStatus, Transition, image_jobs};
 use crate::domain::request_id::RequestId;
 use crate::ports::{BlobStore, JobQueue, MoveRequest, ReadRequest};
 use crate::use_cases::fail_request::{FailPorts, fail_request};
@@ -28,37 +32,69 @@ pub enum FanOutError {
 }
 
 /// `AlreadyDone` when the request has moved past `pending` (a duplicate fan-out message).
-pub async fn fan_out(ports: FanOutPorts<'_>, request_id: RequestId) -> Result<Transition, FanOutError> {
+/// A request of more than `chunk_images` images gets its chunks queued instead of its jobs;
+/// either way it is `processing` once its work is on the queue.
+pub async fn fan_out(
+    ports: FanOutPorts<'_>,
+    request_id: RequestId,
+    chunk_images: u32,
+) -> Result<Transition, FanOutError> {
     let Some(request) = ports.requests.get(request_id).await? else {
         return Err(FanOutError::Corrupt(request_id, "no request item".into()));
     };
     if request.status != RequestStatus::Pending {
         return Ok(Transition::AlreadyDone);
     }
-    let csv = match read_stored_csv(ports.blobs, &request).await {
-        Ok(csv) => csv,
-        Err(StoredCsvError::Store(error)) => return Err(error.into()),
+    let chunks = chunks_of(request_id, request.total, chunk_images);
+    if chunks.is_empty() {
+        let csv = read_csv(&ports, &request).await?;
+        ports.queue.enqueue(&image_jobs(&request, &csv)).await?;
+    } else {
+        ports.queue.enqueue_chunks(&chunks).await?;
+    }
+    Ok(ports.lifecycle.mark_processing(request_id, Utc::now()).await?)
+}
+
+/// Queues the jobs of one chunk of a large request. `AlreadyDone` when the request is final
+/// (failed, or swept): its images need no jobs.
+pub async fn fan_out_chunk(ports: FanOutPorts<'_>, chunk: &FanOutChunk) -> Result<Transition, FanOutError> {
+    let Some(request) = ports.requests.get(chunk.request_id).await? else {
+        return Err(FanOutError::Corrupt(chunk.request_id, "no request item".into()));
+    };
+    if request.status.is_final() {
+        return Ok(Transition::AlreadyDone);
+    }
+    let csv = read_csv(&ports, &request).await?;
+    ports.queue.enqueue(&chunk.jobs(&request, &csv)).await?;
+    Ok(Transition::Applied)
+}
+
+/// The request's stored CSV; one that is gone or unreadable fails the request.
+async fn read_csv(ports: &FanOutPorts<'_>, request: &RequestRecord) -> Result<ValidatedCsv, FanOutError> {
+    match read_stored_csv(ports.blobs, request).await {
+        Ok(csv) => Ok(csv),
+        Err(StoredCsvError::Store(error)) => Err(error.into()),
         Err(corrupt) => {
             let fail = FailPorts { requests: ports.requests, lifecycle: ports.lifecycle };
-            fail_request(fail, request_id, &corrupt.to_string(), Utc::now()).await?;
-            return Err(FanOutError::Corrupt(request_id, corrupt.to_string()));
+            fail_request(fail, request.request_id, &corrupt.to_string(), Utc::now()).await?;
+            Err(FanOutError::Corrupt(request.request_id, corrupt.to_string()))
         }
-    };
-    ports.queue.enqueue(&image_jobs(&request, &csv)).await?;
-    Ok(ports.lifecycle.mark_processing(request_id, Utc::now()).await?)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::adapters::memory::{MemoryBlobs, MemoryQueue, MemoryTable};
-    use crate::domain::request::RequestRecord;
     use crate::ports::CreateRequest;
     use crate::test_support::{NO_QUOTA, tenant};
 
     const CSV: &str = "S. No.,Product Name,Input Image Urls\n\
         1,Shirt,\"https://img.example/a.jpg, https://img.example/b.png\"\n\
         2,Shoe,https://img.example/c.webp\n";
+
+    /// More than the 3 images of `CSV`: one invocation queues them all.
+    const CHUNK: u32 = 1_000;
 
     async fn accepted(table: &MemoryTable, blobs: &MemoryBlobs, csv: Option<&str>) -> RequestId {
         let id = RequestId::new_random();
@@ -76,7 +112,7 @@ mod tests {
         let id = accepted(&table, &blobs, Some(CSV)).await;
 
         let ports = FanOutPorts { requests: &table, lifecycle: &table, blobs: &blobs, queue: &queue };
-        assert_eq!(fan_out(ports, id).await.unwrap(), Transition::Applied);
+        assert_eq!(fan_out(ports, id, CHUNK).await.unwrap(), Transition::Applied);
 
         let jobs = queue.jobs.lock().unwrap().clone();
         let queued: Vec<(u32, u32, &str)> = jobs.iter().map(|j| (j.image_index, j.row, j.url.as_str())).collect();
@@ -95,11 +131,14 @@ mod tests {
     async fn a_duplicate_fan_out_queues_nothing() {
         let (table, blobs, queue) = (MemoryTable::default(), MemoryBlobs::default(), MemoryQueue::default());
         let id = accepted(&table, &blobs, Some(CSV)).await;
-        fan_out(FanOutPorts { requests: &table, lifecycle: &table, blobs: &blobs, queue: &queue }, id).await.unwrap();
-
-        let again = fan_out(FanOutPorts { requests: &table, lifecycle: &table, blobs: &blobs, queue: &queue }, id)
+        fan_out(FanOutPorts { requests: &table, lifecycle: &table, blobs: &blobs, queue: &queue }, id, CHUNK)
             .await
             .unwrap();
+
+        let again =
+            fan_out(FanOutPorts { requests: &table, lifecycle: &table, blobs: &blobs, queue: &queue }, id, CHUNK)
+                .await
+                .unwrap();
         assert_eq!(again, Transition::AlreadyDone);
         assert_eq!(queue.jobs.lock().unwrap().len(), 3);
     }
@@ -110,8 +149,58 @@ mod tests {
         let id = accepted(&table, &blobs, None).await;
 
         let result =
-            fan_out(FanOutPorts { requests: &table, lifecycle: &table, blobs: &blobs, queue: &queue }, id).await;
+            fan_out(FanOutPorts { requests: &table, lifecycle: &table, blobs: &blobs, queue: &queue }, id, CHUNK).await;
         assert!(matches!(result, Err(FanOutError::Corrupt(..))));
+        assert_eq!(table.get(id).await.unwrap().unwrap().status, RequestStatus::Failed);
+    }
+
+    #[tokio::test]
+    async fn a_large_request_is_queued_in_chunks_each_queueing_its_own_images() {
+        let (table, blobs, queue) = (MemoryTable::default(), MemoryBlobs::default(), MemoryQueue::default());
+        let id = accepted(&table, &blobs, Some(CSV)).await;
+        let ports = || FanOutPorts { requests: &table, lifecycle: &table, blobs: &blobs, queue: &queue };
+
+        assert_eq!(fan_out(ports(), id, 2).await.unwrap(), Transition::Applied);
+        let chunks = queue.chunks.lock().unwrap().clone();
+        let ranges: Vec<(u32, u32)> = chunks.iter().map(|chunk| (chunk.first, chunk.count)).collect();
+        assert_eq!(ranges, [(0, 2), (2, 1)]);
+        assert!(queue.jobs.lock().unwrap().is_empty(), "the fan-out itself queues no job");
+        assert_eq!(table.get(id).await.unwrap().unwrap().status, RequestStatus::Processing);
+
+        // The last chunk first, and the first one twice (SQS may do both).
+        for chunk in [&chunks[1], &chunks[0], &chunks[0]] {
+            assert_eq!(fan_out_chunk(ports(), chunk).await.unwrap(), Transition::Applied);
+        }
+        let queued: Vec<u32> = queue.jobs.lock().unwrap().iter().map(|job| job.image_index).collect();
+        assert_eq!(queued, [2, 0, 1, 0, 1], "each chunk its own images; a duplicate chunk duplicate jobs");
+        assert_eq!(fan_out(ports(), id, 2).await.unwrap(), Transition::AlreadyDone, "chunks are queued once");
+        assert_eq!(queue.chunks.lock().unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_chunk_of_a_final_request_queues_nothing() {
+        let (table, blobs, queue) = (MemoryTable::default(), MemoryBlobs::default(), MemoryQueue::default());
+        let id = accepted(&table, &blobs, Some(CSV)).await;
+        let ports = || FanOutPorts { requests: &table, lifecycle: &table, blobs: &blobs, queue: &queue };
+        fan_out(ports(), id, 2).await.unwrap();
+        let request = table.get(id).await.unwrap().unwrap();
+        let ending = crate::domain::request::FinalState::failed(&request, "test", Utc::now());
+        table.finish(id, &ending, Utc::now()).await.unwrap();
+
+        let chunk = queue.chunks.lock().unwrap()[0];
+        assert_eq!(fan_out_chunk(ports(), &chunk).await.unwrap(), Transition::AlreadyDone);
+        assert!(queue.jobs.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_chunk_whose_csv_is_gone_fails_its_request() {
+        let (table, blobs, queue) = (MemoryTable::default(), MemoryBlobs::default(), MemoryQueue::default());
+        let id = accepted(&table, &blobs, None).await;
+        let ports = || FanOutPorts { requests: &table, lifecycle: &table, blobs: &blobs, queue: &queue };
+        fan_out(ports(), id, 2).await.unwrap();
+
+        let chunk = queue.chunks.lock().unwrap()[0];
+        assert!(matches!(fan_out_chunk(ports(), &chunk).await, Err(FanOutError::Corrupt(..))));
         assert_eq!(table.get(id).await.unwrap().unwrap().status, RequestStatus::Failed);
     }
 }

@@ -14,5 +14,6 @@ pub mod links;
 pub mod list_images;
 pub mod manage_keys;
 pub mod process_image;
+pub mod reserve_upload;
 pub mod stored_csv;
 pub mod sweep;
