@@ -8,6 +8,7 @@ mod auth;
 mod endings;
 mod faults;
 mod hostile;
+mod large;
 mod limits;
 mod pipeline;
 mod promises;

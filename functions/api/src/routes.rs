@@ -18,6 +18,7 @@ use crate::answers::{Health, error};
 use crate::list::list_requests;
 use crate::requests::{errors_csv, image, images_page, output_csv, status};
 use crate::upload::upload;
+use crate::uploads::reserve;
 
 pub struct AppState {
     pub blobs: S3Blobs,
@@ -32,6 +33,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/upload/", post(upload))
         .route("/api/upload", post(upload))
+        .route("/api/uploads", post(reserve))
         .route("/api/health", get(|| async { Json(Health { status: "ok" }) }))
         .route("/api/requests", get(list_requests))
         .route("/api/status/{request_id}/", get(status))
