@@ -43,6 +43,15 @@ async fn receipt(stack: &LocalStack, id: &str) -> Value {
     serde_json::from_slice(&object.body.collect().await.unwrap().into_bytes()).unwrap()
 }
 
+/// Waits until the status of a reserved upload stops answering `not_ready`; that answer.
+async fn accepted(api: &ApiClient, id: &str) -> Answer {
+    wait_for("the CSV to be accepted or refused", Duration::from_secs(60), || async {
+        let answer = api.status(id).await;
+        (answer.status != 404).then_some(answer)
+    })
+    .await
+}
+
 fn assert_not_ready(answer: &Answer) {
     assert_eq!((answer.status, answer.body["error"].as_str()), (404, Some("not_ready")), "{}", answer.body);
     assert!(answer.body["message"].as_str().unwrap().contains("upload_url"), "{}", answer.body);
@@ -72,6 +81,7 @@ async fn a_csv_put_to_a_reserved_upload_becomes_the_promised_request_in_chunks_w
     }
     assert_eq!(api.put_to(&upload_url, csv.as_bytes()).await, 200);
 
+    accepted(&api, &id).await;
     let (status, _) = api.wait_until_final(&id, Duration::from_secs(120)).await;
     assert_eq!((status["status"].as_str(), status["succeeded"].as_u64()), (Some("completed"), Some(45)), "{status}");
     assert_eq!(stack.logged(&id, "fan_out_chunk"), 3, "three chunks, each queueing its own images");
@@ -102,11 +112,7 @@ async fn a_reserved_upload_whose_csv_breaks_the_rules_answers_its_problems_in_th
 
     let bad = "S. No.,Product Name,Input Image Urls\n1,Lamp,ftp://example.com/a.jpg\n";
     assert_eq!(api.put_to(&upload_url, bad.as_bytes()).await, 200);
-    let refused = wait_for("the refusal in the status", Duration::from_secs(60), || async {
-        let answer = api.status(&id).await;
-        (answer.status != 404).then_some(answer)
-    })
-    .await;
+    let refused = accepted(&api, &id).await;
     // What the inline upload of the same CSV answers, and the receipt's problems.
     let inline = api.upload(bad.as_bytes(), None).await;
     assert_eq!((refused.status, refused.body["error"].as_str()), (422, Some("invalid_csv")), "{}", refused.body);

@@ -1,13 +1,16 @@
 //! How a large request's fan-out is split: instead of one invocation queueing every image job
-//! (100,000 jobs are 10,000 SendMessageBatch calls), the fan-out queues one chunk message per
-//! range of images, and each chunk's invocation queues only its range. A chunk delivered twice
-//! queues its jobs twice, which record nothing twice.
+//! (100,000 jobs are 10,000 SendMessageBatch calls), the fan-out reads the CSV once, writes each
+//! range of images' jobs to the bucket and queues one chunk message per range; each chunk's
+//! invocation reads its own jobs (a few hundred KB, not the whole CSV: ten chunks in one batch
+//! would otherwise parse a 100 MB CSV ten times at once) and queues them. A chunk delivered
+//! twice queues its jobs twice, which record nothing twice.
 
 use serde::{Deserialize, Serialize};
 
 use crate::domain::csv_rules::ValidatedCsv;
 use crate::domain::request::{ImageJob, RequestRecord};
 use crate::domain::request_id::RequestId;
+use crate::domain::tenant::TenantId;
 
 /// Images whose jobs one invocation queues, by default: 200 SendMessageBatch calls, a few
 /// seconds, well inside the worker's timeout. FAN_OUT_CHUNK_IMAGES sets it.
@@ -36,6 +39,11 @@ pub fn chunks_of(request_id: RequestId, total: u64, chunk_images: u32) -> Vec<Fa
 }
 
 impl FanOutChunk {
+    /// Where the fan-out writes this chunk's jobs (a JSON array), beside the request's CSV.
+    pub fn jobs_key(&self, tenant: &TenantId) -> String {
+        format!("tenants/{tenant}/requests/{}/chunks/{:08}.json", self.request_id, self.first)
+    }
+
     /// The jobs of this chunk's images, in output order.
     pub fn jobs(&self, request: &RequestRecord, csv: &ValidatedCsv) -> Vec<ImageJob> {
         let range = self.first as usize..self.first as usize + self.count as usize;
@@ -77,6 +85,13 @@ mod tests {
         let chunks = chunks_of(id, 25, 10);
         let ranges: Vec<(u32, u32)> = chunks.iter().map(|c| (c.first, c.count)).collect();
         assert_eq!(ranges, [(0, 10), (10, 10), (20, 5)]);
+    }
+
+    #[test]
+    fn each_chunks_jobs_live_beside_its_requests_csv() {
+        let id = RequestId::new_random();
+        let chunk = FanOutChunk { request_id: id, first: 4_000, count: 2_000 };
+        assert_eq!(chunk.jobs_key(&tenant()), format!("tenants/acme/requests/{id}/chunks/00004000.json"));
     }
 
     #[test]

@@ -1,15 +1,17 @@
 //! The fan-out of an accepted request: one job per image on the queue, then `processing`.
 //! It runs off the upload's path, so a 10,000-image CSV is answered as fast as a small one.
 //! A request of more than a chunk of images is split (`domain::fan_out_chunks`): the fan-out
-//! queues one message per chunk and each chunk's invocation queues its own images' jobs.
+//! writes each chunk's jobs to the bucket and queues one message per chunk, and each chunk's
+//! invocation queues its own images' jobs.
 //! Running any of it twice only queues duplicate jobs, which record nothing twice.
 
 use chrono::Utc;
+use futures::{StreamExt, TryStreamExt, stream};
 
 use crate::domain::csv_rules::ValidatedCsv;
 use crate::domain::errors::StoreError;
 use crate::domain::fan_out_chunks::{FanOutChunk, chunks_of};
-use crate::domain::request::{RequestRecord, RequestStatus, Transition, image_jobs};
+use crate::domain::request::{ImageJob, RequestRecord, RequestStatus, Transition, image_jobs};
 use crate::domain::request_id::RequestId;
 use crate::ports::{BlobStore, JobQueue, MoveRequest, ReadRequest};
 use crate::use_cases::fail_request::{FailPorts, fail_request};
@@ -45,18 +47,35 @@ pub async fn fan_out(
     if request.status != RequestStatus::Pending {
         return Ok(Transition::AlreadyDone);
     }
+    let csv = read_csv(&ports, &request).await?;
     let chunks = chunks_of(request_id, request.total, chunk_images);
     if chunks.is_empty() {
-        let csv = read_csv(&ports, &request).await?;
         ports.queue.enqueue(&image_jobs(&request, &csv)).await?;
     } else {
+        // Every chunk's jobs are stored before any chunk is queued: a chunk never looks for jobs
+        // that are not there yet. A fan-out run again writes the same jobs again.
+        let writes: Vec<_> = chunks.iter().map(|chunk| write_chunk_jobs(&ports, &request, &csv, chunk)).collect();
+        stream::iter(writes).buffer_unordered(PARALLEL_WRITES).try_collect::<()>().await?;
         ports.queue.enqueue_chunks(&chunks).await?;
     }
     Ok(ports.lifecycle.mark_processing(request_id, Utc::now()).await?)
 }
 
-/// Queues the jobs of one chunk of a large request. `AlreadyDone` when the request is final
-/// (failed, or swept): its images need no jobs.
+/// Chunk files written at once by a fan-out.
+const PARALLEL_WRITES: usize = 8;
+
+async fn write_chunk_jobs(
+    ports: &FanOutPorts<'_>,
+    request: &RequestRecord,
+    csv: &ValidatedCsv,
+    chunk: &FanOutChunk,
+) -> Result<(), StoreError> {
+    let body = serde_json::to_vec(&chunk.jobs(request, csv)).expect("jobs are plain data that always serialise");
+    ports.blobs.put(&chunk.jobs_key(&request.tenant_id), body, "application/json").await
+}
+
+/// Queues the jobs of one chunk of a large request, as its fan-out stored them. `AlreadyDone`
+/// when the request is final (failed, or swept): its images need no jobs.
 pub async fn fan_out_chunk(ports: FanOutPorts<'_>, chunk: &FanOutChunk) -> Result<Transition, FanOutError> {
     let Some(request) = ports.requests.get(chunk.request_id).await? else {
         return Err(FanOutError::Corrupt(chunk.request_id, "no request item".into()));
@@ -64,8 +83,22 @@ pub async fn fan_out_chunk(ports: FanOutPorts<'_>, chunk: &FanOutChunk) -> Resul
     if request.status.is_final() {
         return Ok(Transition::AlreadyDone);
     }
-    let csv = read_csv(&ports, &request).await?;
-    ports.queue.enqueue(&chunk.jobs(&request, &csv)).await?;
+    let stored = ports.blobs.get(&chunk.jobs_key(&request.tenant_id)).await?;
+    let jobs: Vec<ImageJob> = match stored.map(|body| serde_json::from_slice(&body)) {
+        Some(Ok(jobs)) => jobs,
+        // Written by the fan-out before it queued this chunk: gone or unreadable, it is our own
+        // data corrupted, and the request cannot end with all its images.
+        unusable => {
+            let why = match unusable {
+                Some(Err(error)) => format!("the jobs of images from {} do not parse: {error}", chunk.first),
+                _ => format!("the jobs of images from {} are missing", chunk.first),
+            };
+            let fail = FailPorts { requests: ports.requests, lifecycle: ports.lifecycle };
+            fail_request(fail, request.request_id, &why, Utc::now()).await?;
+            return Err(FanOutError::Corrupt(request.request_id, why));
+        }
+    };
+    ports.queue.enqueue(&jobs).await?;
     Ok(Transition::Applied)
 }
 
@@ -165,6 +198,7 @@ mod tests {
         let ranges: Vec<(u32, u32)> = chunks.iter().map(|chunk| (chunk.first, chunk.count)).collect();
         assert_eq!(ranges, [(0, 2), (2, 1)]);
         assert!(queue.jobs.lock().unwrap().is_empty(), "the fan-out itself queues no job");
+        assert!(blobs.objects.lock().unwrap().contains_key(&chunks[1].jobs_key(&tenant())), "each chunk's jobs stored");
         assert_eq!(table.get(id).await.unwrap().unwrap().status, RequestStatus::Processing);
 
         // The last chunk first, and the first one twice (SQS may do both).
@@ -193,14 +227,16 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_chunk_whose_csv_is_gone_fails_its_request() {
+    async fn a_chunk_whose_jobs_are_gone_fails_its_request() {
         let (table, blobs, queue) = (MemoryTable::default(), MemoryBlobs::default(), MemoryQueue::default());
-        let id = accepted(&table, &blobs, None).await;
+        let id = accepted(&table, &blobs, Some(CSV)).await;
         let ports = || FanOutPorts { requests: &table, lifecycle: &table, blobs: &blobs, queue: &queue };
         fan_out(ports(), id, 2).await.unwrap();
 
         let chunk = queue.chunks.lock().unwrap()[0];
+        blobs.objects.lock().unwrap().remove(&chunk.jobs_key(&tenant()));
         assert!(matches!(fan_out_chunk(ports(), &chunk).await, Err(FanOutError::Corrupt(..))));
         assert_eq!(table.get(id).await.unwrap().unwrap().status, RequestStatus::Failed);
+        assert!(queue.jobs.lock().unwrap().is_empty());
     }
 }
