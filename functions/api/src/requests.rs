@@ -80,6 +80,7 @@ fn refusal_code(code: &str) -> &'static str {
         "csv_too_large" => "csv_too_large",
         "quota_exceeded" => "quota_exceeded",
         "invalid_webhook_url" => "invalid_webhook_url",
+        "unavailable" => "unavailable",
         _ => "upload_refused",
     }
 }

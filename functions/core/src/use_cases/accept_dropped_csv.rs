@@ -19,7 +19,7 @@ use crate::domain::request::RequestStatus;
 use crate::domain::request_id::RequestId;
 use crate::domain::tenant::TenantId;
 use crate::domain::upload_reservation::{UploadRefusal, reserved_upload_of};
-use crate::ports::{BlobStore, ReadRequest};
+use crate::ports::BlobStore;
 use crate::use_cases::accept_upload::{AcceptError, AcceptPorts, Upload, UploadRules, accept_csv_as};
 
 /// What the receipt says; `status` is "accepted" or "rejected".
@@ -151,21 +151,24 @@ pub async fn accept_dropped_csv(
 }
 
 /// Gives up on a dropped CSV whose acceptance failed on every delivery (its notification is in
-/// the dead-letter queue): unless a request was made for it, its receipt says to drop it again.
-pub async fn reject_dropped_csv(
-    blobs: &dyn BlobStore,
-    requests: &dyn ReadRequest,
-    dropped: &DroppedCsv,
-) -> Result<DropOutcome, StoreError> {
-    let request_id = dropped.request_id();
-    if requests.get(request_id).await?.is_some() {
+/// the dead-letter queue): unless a request was made for it, its receipt says to drop it again,
+/// and a reserved upload's reservation says so to its status.
+pub async fn reject_dropped_csv(ports: AcceptPorts<'_>, dropped: &DroppedCsv) -> Result<DropOutcome, StoreError> {
+    let reserved_id = reserved_upload_of(&dropped.key).map(|(_, id)| id);
+    let request_id = reserved_id.unwrap_or_else(|| dropped.request_id());
+    if ports.requests.get(request_id).await?.is_some() {
         return Ok(DropOutcome::AlreadyAccepted(request_id));
     }
     let error = "the CSV could not be accepted in any of several attempts (a service was unavailable); \
                  drop the file again"
         .to_string();
+    if let Some(id) = reserved_id {
+        let message = "the CSV could not be accepted in any of several attempts (a service was unavailable)";
+        let refusal = UploadRefusal { error: "unavailable".into(), message: message.into(), problems: Vec::new() };
+        ports.reservations.refuse_upload(id, &refusal).await?;
+    }
     let receipt = Receipt::Rejected { source: &dropped.key, error, problems: Vec::new() };
-    put_receipt(blobs, dropped, &receipt).await?;
+    put_receipt(ports.blobs, dropped, &receipt).await?;
     Ok(DropOutcome::Rejected)
 }
 
@@ -196,7 +199,7 @@ mod tests {
     use crate::domain::quota::TenantQuota;
     use crate::domain::upload_reservation::UploadReservation;
     use crate::ports::ManageKeys;
-    use crate::ports::UploadReservations;
+    use crate::ports::{ReadRequest, UploadReservations};
     use crate::test_support::tenant;
     use crate::use_cases::accept_upload::tests::Fakes;
     use std::time::Duration;
@@ -388,5 +391,24 @@ mod tests {
             assert!(receipt(&fakes, &dropped).await["error"].as_str().unwrap().contains("POST /api/uploads"));
         }
         assert!(fakes.table.get(theirs.request_id).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_reserved_upload_given_up_on_keeps_its_request_or_says_why_in_its_status() {
+        let fakes = fakes().await;
+        let made = reserve(&fakes, None).await;
+        let dropped = drop_file(&fakes, &made.upload_key(), CSV, "01").await;
+        accept(&fakes, &dropped).await;
+        // A later delivery of the same event went to the dead-letter queue: the request stands.
+        let outcome = reject_dropped_csv(fakes.ports(), &dropped).await.unwrap();
+        assert_eq!(outcome, DropOutcome::AlreadyAccepted(made.request_id));
+        assert_eq!(receipt(&fakes, &dropped).await["status"], "accepted");
+
+        let never = reserve(&fakes, None).await;
+        let dropped = drop_file(&fakes, &never.upload_key(), CSV, "01").await;
+        assert_eq!(reject_dropped_csv(fakes.ports(), &dropped).await.unwrap(), DropOutcome::Rejected);
+        let refusal = fakes.table.reservation(never.request_id).await.unwrap().unwrap().refusal.expect("a refusal");
+        assert_eq!(refusal.error, "unavailable");
+        assert!(refusal.message.contains("any of several attempts"), "{}", refusal.message);
     }
 }

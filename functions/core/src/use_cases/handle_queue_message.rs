@@ -239,7 +239,7 @@ async fn accept_dropped(ports: WorkerPorts<'_>, rules: &WorkerRules<'_>, dropped
 async fn give_up_on_dropped(ports: WorkerPorts<'_>, dropped: &[DroppedCsv]) -> Verdict {
     let mut verdict = Verdict::Acknowledge;
     for csv in dropped {
-        match reject_dropped_csv(ports.accept.blobs, ports.accept.requests, csv).await {
+        match reject_dropped_csv(ports.accept, csv).await {
             Ok(outcome) => tracing::warn!(stage = "dropped_csv", key = csv.key, ?outcome, "from the dead-letter queue"),
             Err(error) => {
                 tracing::warn!(stage = "dropped_csv", key = csv.key, error = %error);
