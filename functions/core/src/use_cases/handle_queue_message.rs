@@ -8,6 +8,7 @@
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use tokio::sync::Semaphore;
 
 use crate::domain::delivery::{JobsMessage, RetryPolicy, TimeReserves};
 use crate::domain::dropped_csv::DroppedCsv;
@@ -66,6 +67,10 @@ pub struct WorkerRules<'a> {
     /// Images whose jobs one invocation queues; a larger request's fan-out is split into chunks
     /// of this many (FAN_OUT_CHUNK_IMAGES).
     pub chunk_images: u32,
+    /// Held while a fan-out or a chunk queues its jobs: one at a time per worker process, so the
+    /// ten chunks of a batch do not make 160 SendMessageBatch calls at once (on the local stack
+    /// they timed out together and failed their request).
+    pub fan_out_slot: &'a Semaphore,
 }
 
 /// One delivery of a message, as the queue made it.
@@ -102,7 +107,10 @@ pub async fn handle_queue_message(
             let failed = fail_request(ports, request_id, why, Utc::now()).await;
             hand_back_if_transient(failed.err().is_some_and(|e| e.is_transient()))
         }
-        JobsMessage::FanOut(request_id) => run_fan_out(ports, request_id, rules.chunk_images).await,
+        JobsMessage::FanOut(request_id) => {
+            let _slot = rules.fan_out_slot.acquire().await.expect("the fan-out slot is never closed");
+            run_fan_out(ports, request_id, rules.chunk_images).await
+        }
         JobsMessage::FanOutChunk(chunk) if delivery.from_dead_letters => {
             // Its images' jobs could not be queued: the request cannot end with all of them.
             let ports = FailPorts { requests: ports.accept.requests, lifecycle: ports.accept.lifecycle };
@@ -114,7 +122,10 @@ pub async fn handle_queue_message(
             let failed = fail_request(ports, chunk.request_id, &why, Utc::now()).await;
             hand_back_if_transient(failed.err().is_some_and(|e| e.is_transient()))
         }
-        JobsMessage::FanOutChunk(chunk) => run_fan_out_chunk(ports, &chunk).await,
+        JobsMessage::FanOutChunk(chunk) => {
+            let _slot = rules.fan_out_slot.acquire().await.expect("the fan-out slot is never closed");
+            run_fan_out_chunk(ports, &chunk).await
+        }
         JobsMessage::DroppedCsvs(dropped) if delivery.from_dead_letters => give_up_on_dropped(ports, &dropped).await,
         JobsMessage::DroppedCsvs(dropped) => accept_dropped(ports, rules, &dropped).await,
         JobsMessage::Unreadable(error) => {
