@@ -5,7 +5,7 @@ SHELL := bash
 PYTHON := .venv/bin/python
 PORT ?= 4599
 
-.PHONY: setup build build-release up run stop key test lint check-template openapi postman check-postman bench-load bench bench-codec bench-pipeline bench-functions bench-smoke package sam-build aarch64-std clean
+.PHONY: setup build build-release up run stop key test lint check-template openapi postman check-postman bench-load bench-large bench bench-codec bench-pipeline bench-functions bench-smoke package sam-build aarch64-std clean
 
 setup:
 	@infra/setup.sh
@@ -80,6 +80,12 @@ check-postman: setup
 IMAGES ?= 10000
 bench-load: setup
 	cargo run -q -p imgpipe-tests --bin load -- --images $(IMAGES)
+
+# 100,000 images (LARGE_IMAGES) the large-CSV way: POST /api/uploads, PUT to the presigned URL,
+# fan-out in chunks of the deployed 2000 images (docs/performance.md, "Large CSVs").
+LARGE_IMAGES ?= 100000
+bench-large: setup
+	IMGPIPE_FAN_OUT_CHUNK_IMAGES=2000 cargo run -q -p imgpipe-tests --bin load -- --presigned --images $(LARGE_IMAGES)
 
 # Every figure of docs/performance.md (issue 5), each part rewriting its own section there and
 # its files in bench/results/. Benchmarks, not tests: run them on a quiet machine.

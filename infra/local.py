@@ -47,7 +47,10 @@ LOCAL_PARAMETERS = {"WorkerTimeout": "20", "JobsVisibilityTimeout": "25", "Retry
                     # A job needs fetch + codec + 2 x SDK call left to start: 5 + 3 + 10 < 20.
                     "CodecReserveSeconds": "3", "SdkOperationTimeoutSeconds": "5",
                     # The authorizer is asked on every call, so a revoked key is refused at once.
-                    "AuthorizerCacheSeconds": "0"}
+                    "AuthorizerCacheSeconds": "0",
+                    # Tests of a few dozen images cross several fan-out chunks; the benchmarks set
+                    # IMGPIPE_FAN_OUT_CHUNK_IMAGES to the deployed 2000.
+                    "FanOutChunkImages": os.environ.get("IMGPIPE_FAN_OUT_CHUNK_IMAGES", "20")}
 
 
 def fail(message):

@@ -124,6 +124,26 @@ impl ApiClient {
         Self::answer(response).await
     }
 
+    /// POST /api/uploads with this JSON body (or none): a reserved upload's presigned PUT.
+    pub async fn reserve_upload(&self, body: &str) -> Answer {
+        let response = self
+            .request(reqwest::Method::POST, format!("{}/api/uploads", self.base))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("the reservation reaches the API");
+        Self::answer(response).await
+    }
+
+    /// PUTs `csv` to a reserved upload's presigned URL, as any HTTP client would: no key, no
+    /// header but those of the body.
+    pub async fn put_to(&self, upload_url: &str, csv: &[u8]) -> u16 {
+        let response =
+            reqwest::Client::new().put(upload_url).body(csv.to_vec()).send().await.expect("the PUT reaches S3");
+        response.status().as_u16()
+    }
+
     pub async fn get(&self, path_or_url: &str) -> reqwest::Response {
         let url = if path_or_url.starts_with("http") {
             path_or_url.to_string()

@@ -12,6 +12,7 @@ use imgpipe_core::domain::http_url::HttpUrl;
 use imgpipe_core::domain::locations::{errors_csv_path, image_path, images_path, output_csv_path, status_path};
 use imgpipe_core::domain::request::{ImageRecord, ImageState, RequestRecord, RequestStatus};
 use imgpipe_core::domain::request_id::RequestId;
+use imgpipe_core::domain::upload_reservation::UploadReservation;
 use imgpipe_core::ports::RequestPage;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -50,6 +51,43 @@ pub struct Accepted {
 impl Accepted {
     pub fn new(origin: &str, request_id: RequestId, images: u64, webhook_secret: Option<String>) -> Self {
         Self { request_id, status_url: format!("{origin}{}", status_path(request_id)), images, webhook_secret }
+    }
+}
+
+/// 201 to `POST /api/uploads`: where to PUT the CSV, and the request it will become.
+#[derive(Serialize)]
+pub struct UploadReserved {
+    /// The id of the request the CSV becomes; `GET status_url` answers 404 `not_ready` until
+    /// it is accepted.
+    pub request_id: RequestId,
+    /// A presigned S3 URL: PUT the CSV's bytes to it, with no other header required.
+    pub upload_url: String,
+    /// When `upload_url` stops working.
+    pub expires_at: DateTime<Utc>,
+    pub status_url: String,
+    /// The largest CSV accepted through this path, in bytes.
+    pub max_bytes: u64,
+    /// Shown once: the webhook is signed with it (Standard Webhooks). `null` without a webhook.
+    pub webhook_secret: Option<String>,
+}
+
+impl UploadReserved {
+    pub fn new(
+        origin: &str,
+        reservation: &UploadReservation,
+        upload_url: String,
+        max_bytes: u64,
+        webhook_secret: Option<String>,
+    ) -> Self {
+        let id = reservation.request_id;
+        Self {
+            request_id: id,
+            upload_url,
+            expires_at: reservation.upload_expires_at,
+            status_url: format!("{origin}{}", status_path(id)),
+            max_bytes,
+            webhook_secret,
+        }
     }
 }
 

@@ -1,14 +1,16 @@
-//! The HTTP API: upload a CSV, poll its status, download its output CSV.
+//! The HTTP API: upload a CSV (or reserve a presigned upload for a large one), poll its status,
+//! download its output CSV.
 
 mod answers;
 mod caller;
 mod list;
-mod openapi;
 mod manage;
+mod openapi;
 mod requests;
 mod routes;
 mod upload;
 mod upload_form;
+mod uploads;
 
 use imgpipe_core::adapters::aws::{DynamoTable, S3Blobs, SqsQueue, sdk_config, webhook_signing_key};
 use imgpipe_core::config::{ApiConfig, sdk_operation_timeout};

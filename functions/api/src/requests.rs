@@ -7,16 +7,18 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use chrono::Utc;
 use imgpipe_core::domain::locations::errors_csv_key;
-use imgpipe_core::domain::request_id::RequestId;
 use imgpipe_core::domain::request::{CANCELLED_MESSAGE, ImageState, RequestRecord, RequestStatus};
-use imgpipe_core::ports::ReadResults;
+use imgpipe_core::domain::request_id::RequestId;
+use imgpipe_core::domain::upload_reservation::ReservedStatus;
+use imgpipe_core::ports::{ReadRequest, ReadResults, UploadReservations};
 use imgpipe_core::use_cases::list_images::{first_failures, list_images};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use crate::answers::{ErrorAnswer, Failure, Image, ImagesPage, Status, error};
-use crate::caller::OwnRequest;
+use crate::answers::{ErrorAnswer, Failure, Image, ImagesPage, Status, error, invalid};
+use crate::caller::{Caller, OwnRequest};
 use crate::openapi::GatewayRefusal;
 use crate::routes::{AppState, origin, redirect_to, unavailable};
 
@@ -26,6 +28,8 @@ const MAX_LISTED_FAILURES: usize = 100;
 pub const DEFAULT_PAGE: u32 = 100;
 pub const MAX_PAGE: u32 = 1000;
 
+/// The request's status; for an id `POST /api/uploads` reserved whose CSV has no request yet,
+/// 404 `not_ready`, or 422 with why its CSV was refused.
 #[utoipa::path(
     get,
     path = "/api/status/{request_id}/",
@@ -37,16 +41,66 @@ pub const MAX_PAGE: u32 = 1000;
         (status = 200, description = "The request.", body = Status),
         (status = 401, description = "No API key (API Gateway).", body = GatewayRefusal),
         (status = 403, description = "The API key is not valid (API Gateway).", body = GatewayRefusal),
-        (status = 404, description = "`not_found`: no request of yours with this id.", body = ErrorAnswer),
+        (status = 404, description = "`not_found`: no request of yours with this id; `not_ready`: an id reserved by `POST /api/uploads` whose CSV has not been accepted yet.", body = ErrorAnswer),
+        (status = 422, description = "The CSV PUT to a reserved upload was refused: the code and `problems` an inline upload of it gets.", body = ErrorAnswer),
         (status = 503, description = "`unavailable`: try again shortly.", body = ErrorAnswer),
     ),
 )]
 pub async fn status(
     State(state): State<Arc<AppState>>,
-    OwnRequest(request): OwnRequest,
+    caller: Caller,
+    Path(raw_id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    status_answer(&state, &request, &headers).await
+    let not_found = || error(StatusCode::NOT_FOUND, "not_found", "no request with this id");
+    let Ok(id) = raw_id.parse::<RequestId>() else { return not_found() };
+    match state.table.get(id).await {
+        Ok(Some(request)) if request.tenant_id == caller.0 => return status_answer(&state, &request, &headers).await,
+        Ok(Some(_)) => return not_found(),
+        Ok(None) => {}
+        Err(cause) => return unavailable("find_request", &cause),
+    }
+    let reservation = match state.table.reservation(id).await {
+        Ok(Some(reservation)) => reservation,
+        Ok(None) => return not_found(),
+        Err(cause) => return unavailable("find_reservation", &cause),
+    };
+    match reservation.status_for(&caller.0) {
+        ReservedStatus::NotFound => not_found(),
+        ReservedStatus::NotReady { upload_expires_at } if upload_expires_at < Utc::now() => {
+            let message = format!(
+                "no CSV has been accepted for this request; its upload_url expired at {}: a CSV PUT before then \
+                 is still being accepted, otherwise reserve a new upload with POST /api/uploads",
+                upload_expires_at.to_rfc3339()
+            );
+            error(StatusCode::NOT_FOUND, "not_ready", message)
+        }
+        ReservedStatus::NotReady { upload_expires_at } => {
+            let message = format!(
+                "no CSV has been accepted for this request yet: PUT it to its upload_url (valid until {}); \
+                 it is accepted moments after it arrives",
+                upload_expires_at.to_rfc3339()
+            );
+            error(StatusCode::NOT_FOUND, "not_ready", message)
+        }
+        ReservedStatus::Refused(refusal) => {
+            let message = format!("{}; reserve a new upload for the corrected CSV", refusal.message);
+            invalid(refusal_code(&refusal.error), &message, refusal.problems.clone())
+        }
+    }
+}
+
+/// The stable code of a refused reserved upload: what the inline upload answers for the same
+/// fault (`accept_dropped_csv` writes these).
+fn refusal_code(code: &str) -> &'static str {
+    match code {
+        "invalid_csv" => "invalid_csv",
+        "csv_too_large" => "csv_too_large",
+        "quota_exceeded" => "quota_exceeded",
+        "invalid_webhook_url" => "invalid_webhook_url",
+        "unavailable" => "unavailable",
+        _ => "upload_refused",
+    }
 }
 
 /// 200 with the `Status` of `request`, its first failures listed.

@@ -16,10 +16,11 @@ use imgpipe_core::ports::BlobStore;
 
 use crate::answers::{Health, error};
 use crate::list::list_requests;
-use crate::openapi::openapi_json;
 use crate::manage::{cancel, retry};
+use crate::openapi::openapi_json;
 use crate::requests::{errors_csv, image, images_page, output_csv, status};
 use crate::upload::upload;
+use crate::uploads::reserve;
 
 pub struct AppState {
     pub blobs: S3Blobs,
@@ -34,6 +35,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/upload/", post(upload))
         .route("/api/upload", post(upload))
+        .route("/api/uploads", post(reserve))
         .route("/api/health", get(health))
         .route("/api/openapi.json", get(openapi_json))
         .route("/api/requests", get(list_requests))

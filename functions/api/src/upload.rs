@@ -110,7 +110,12 @@ pub async fn upload(
             "an upload with this Idempotency-Key is still in progress; try again in a moment",
         ),
         Err(AcceptError::Csv(CsvRejection::TooLarge { limit })) => {
-            error(StatusCode::PAYLOAD_TOO_LARGE, "csv_too_large", format!("the CSV is larger than {limit} bytes"))
+            let large = state.config.bucket_csv_limits.max_bytes;
+            let message = format!(
+                "the CSV is larger than {limit} bytes, the most an upload's body can carry; send CSVs of up to \
+                 {large} bytes with POST /api/uploads (a presigned upload)"
+            );
+            error(StatusCode::PAYLOAD_TOO_LARGE, "csv_too_large", message)
         }
         Err(AcceptError::Csv(CsvRejection::Invalid(problems))) => {
             invalid("invalid_csv", "the CSV was not accepted; nothing was queued", problems)

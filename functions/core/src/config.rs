@@ -9,6 +9,7 @@ use crate::domain::address_policy::ExemptHosts;
 use crate::domain::codec::{CodecLimits, PanicMarker};
 use crate::domain::csv_rules::{CsvLimits, MAX_URL_LENGTH_CEILING};
 use crate::domain::delivery::{RetryPolicy, TimeReserves};
+use crate::domain::fan_out_chunks::DEFAULT_CHUNK_IMAGES;
 use crate::domain::locations::Links;
 use crate::domain::quota::TenantQuota;
 use crate::domain::worker_memory::WorkerMemory;
@@ -51,28 +52,45 @@ pub fn sdk_operation_timeout() -> Result<Duration, ConfigError> {
     seconds("SDK_OPERATION_TIMEOUT_SECS", 10)
 }
 
-/// Uploads and dropped CSVs count against the same quota.
+/// Uploads and dropped CSVs count against the same quota: room for two of the largest requests
+/// the bucket takes.
 fn quota() -> Result<TenantQuota, ConfigError> {
-    Ok(TenantQuota { max_open_images: or_default("MAX_OPEN_IMAGES_PER_TENANT", 50_000)? })
+    Ok(TenantQuota { max_open_images: or_default("MAX_OPEN_IMAGES_PER_TENANT", 200_000)? })
 }
 
 fn item_lifetime() -> Result<Duration, ConfigError> {
     or_default("ITEM_TTL_DAYS", 30u64).map(|days| Duration::from_secs(days * 24 * 3600))
 }
 
-/// Uploads through the API and CSVs dropped into the bucket obey the same limits.
-fn csv_limits() -> Result<CsvLimits, ConfigError> {
-    let defaults = CsvLimits::default();
-    let max_url_length = or_default("MAX_URL_LENGTH", defaults.max_url_length)?;
+fn max_url_length() -> Result<usize, ConfigError> {
+    let max_url_length = or_default("MAX_URL_LENGTH", CsvLimits::default().max_url_length)?;
     if max_url_length > MAX_URL_LENGTH_CEILING {
         let problem = format!("{max_url_length} is over {MAX_URL_LENGTH_CEILING}, the most that keeps items writable");
         return Err(ConfigError { name: "MAX_URL_LENGTH", problem });
     }
+    Ok(max_url_length)
+}
+
+/// CSVs uploaded through the API (the body of `POST /api/upload/`).
+fn csv_limits() -> Result<CsvLimits, ConfigError> {
+    let defaults = CsvLimits::default();
     Ok(CsvLimits {
         max_bytes: or_default("MAX_CSV_BYTES", defaults.max_bytes)?,
         max_rows: or_default("MAX_CSV_ROWS", defaults.max_rows)?,
         max_images: or_default("MAX_CSV_IMAGES", defaults.max_images)?,
-        max_url_length,
+        max_url_length: max_url_length()?,
+    })
+}
+
+/// CSVs that arrive through the bucket: PUT to a reserved upload's URL, or dropped under
+/// `incoming/`. The same rules with larger limits: no API Gateway or Lambda payload in the way.
+fn bucket_csv_limits() -> Result<CsvLimits, ConfigError> {
+    let defaults = CsvLimits::bucket();
+    Ok(CsvLimits {
+        max_bytes: or_default("MAX_BUCKET_CSV_BYTES", defaults.max_bytes)?,
+        max_rows: or_default("MAX_BUCKET_CSV_ROWS", defaults.max_rows)?,
+        max_images: or_default("MAX_BUCKET_CSV_IMAGES", defaults.max_images)?,
+        max_url_length: max_url_length()?,
     })
 }
 
@@ -82,9 +100,13 @@ pub struct ApiConfig {
     pub table: String,
     pub queue_url: String,
     pub csv_limits: CsvLimits,
+    /// Of CSVs PUT to a reserved upload's URL: its `max_bytes` is told to the caller.
+    pub bucket_csv_limits: CsvLimits,
     pub item_lifetime: Duration,
     /// How long the redirect target of the output CSV link stays valid.
     pub url_lifetime: Duration,
+    /// How long a reserved upload's presigned PUT works.
+    pub upload_url_lifetime: Duration,
     pub quota: TenantQuota,
     /// The Secrets Manager secret each request's webhook secret is derived from.
     pub webhook_signing_secret_id: String,
@@ -97,8 +119,10 @@ impl ApiConfig {
             table: required("TABLE_NAME")?,
             queue_url: required("QUEUE_URL")?,
             csv_limits: csv_limits()?,
+            bucket_csv_limits: bucket_csv_limits()?,
             item_lifetime: item_lifetime()?,
             url_lifetime: seconds("DOWNLOAD_URL_TTL_SECS", 900)?,
+            upload_url_lifetime: seconds("UPLOAD_URL_TTL_SECS", 3600)?,
             quota: quota()?,
             webhook_signing_secret_id: required("WEBHOOK_SIGNING_SECRET_ID")?,
         })
@@ -129,9 +153,11 @@ pub struct WorkerConfig {
     /// Messages from this queue (the jobs' dead-letter queue) are recorded as failed images.
     pub dead_letters_arn: Option<String>,
     pub item_lifetime: Duration,
-    /// For CSVs dropped into the bucket under `incoming/`.
+    /// For CSVs that arrive through the bucket under `incoming/` (reserved uploads included).
     pub csv_limits: CsvLimits,
     pub quota: TenantQuota,
+    /// Images whose jobs one invocation queues (`domain::fan_out_chunks`).
+    pub chunk_images: u32,
 }
 
 impl WorkerConfig {
@@ -179,8 +205,9 @@ impl WorkerConfig {
             queue_url: required("QUEUE_URL")?,
             dead_letters_arn: std::env::var("DEAD_LETTERS_QUEUE_ARN").ok().filter(|arn| !arn.is_empty()),
             item_lifetime: item_lifetime()?,
-            csv_limits: csv_limits()?,
+            csv_limits: bucket_csv_limits()?,
             quota: quota()?,
+            chunk_images: or_default("FAN_OUT_CHUNK_IMAGES", DEFAULT_CHUNK_IMAGES)?,
         })
     }
 }

@@ -9,12 +9,14 @@ use chrono::{DateTime, Utc};
 
 use crate::domain::api_key::KeyRecord;
 use crate::domain::errors::{FetchError, StoreError};
+use crate::domain::fan_out_chunks::FanOutChunk;
 use crate::domain::http_url::HttpUrl;
 use crate::domain::idempotency::{IdempotencyRecord, StoredAnswer};
 use crate::domain::quota::TenantQuota;
 use crate::domain::request::{FinalState, ImageJob, ImageOutcome, ImageRecord, Progress, RequestRecord, Transition};
 use crate::domain::request_id::RequestId;
 use crate::domain::tenant::TenantId;
+use crate::domain::upload_reservation::{UploadRefusal, UploadReservation};
 use crate::domain::webhook::WebhookPayload;
 
 #[async_trait]
@@ -24,6 +26,9 @@ pub trait BlobStore: Send + Sync {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// A URL anyone can GET the object from until it expires.
     async fn presigned_get_url(&self, key: &str, expires_in: Duration) -> Result<String, StoreError>;
+    /// A URL anyone can PUT one object to under `key` until it expires (no size cap: S3's
+    /// presigned PUT cannot carry one, so the object's size is checked when it is read).
+    async fn presigned_put_url(&self, key: &str, expires_in: Duration) -> Result<String, StoreError>;
 }
 
 #[async_trait]
@@ -33,6 +38,9 @@ pub trait JobQueue: Send + Sync {
     async fn enqueue(&self, jobs: &[ImageJob]) -> Result<(), StoreError>;
     /// Queues the fan-out of an accepted request: the step that queues its image jobs.
     async fn enqueue_fan_out(&self, id: RequestId) -> Result<(), StoreError>;
+    /// Queues the chunks of a large request's fan-out, each for an invocation of its own;
+    /// every one or fail, like `enqueue`.
+    async fn enqueue_chunks(&self, chunks: &[FanOutChunk]) -> Result<(), StoreError>;
 }
 
 // The request table, one capability at a time: each use case names the ones it uses. Each has
@@ -88,6 +96,17 @@ pub trait IdempotencyKeys: Send + Sync {
     /// The upload that claimed the key made no request (refused, or failed): free the key, so a
     /// corrected upload may use it.
     async fn release_key(&self, record: &IdempotencyRecord) -> Result<(), StoreError>;
+}
+
+/// Uploads reserved by `POST /api/uploads` (`domain::upload_reservation`).
+#[async_trait]
+pub trait UploadReservations: Send + Sync {
+    /// Writes a new reservation; an id that exists is refused.
+    async fn reserve(&self, reservation: &UploadReservation) -> Result<(), StoreError>;
+    async fn reservation(&self, id: RequestId) -> Result<Option<UploadReservation>, StoreError>;
+    /// Records why its CSV was refused, once: `AlreadyDone` when it was refused before (or
+    /// there is no such reservation).
+    async fn refuse_upload(&self, id: RequestId, refusal: &UploadRefusal) -> Result<Transition, StoreError>;
 }
 
 #[async_trait]

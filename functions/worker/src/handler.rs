@@ -14,6 +14,7 @@ use imgpipe_core::use_cases::handle_queue_message::{
 };
 use imgpipe_core::use_cases::process_image::CodecPool;
 use lambda_runtime::LambdaEvent;
+use tokio::sync::Semaphore;
 
 pub struct Worker {
     pub fetcher: HttpFetcher,
@@ -21,6 +22,8 @@ pub struct Worker {
     pub table: DynamoTable,
     pub queue: SqsQueue,
     pub codec: CodecPool,
+    /// One fan-out or chunk at a time (`WorkerRules::fan_out_slot`).
+    pub fan_out_slot: Semaphore,
     pub config: WorkerConfig,
 }
 
@@ -53,6 +56,8 @@ impl Worker {
             retry: &self.config.retry,
             reserves: self.config.time_reserves,
             upload: UploadRules { limits: &self.config.csv_limits, quota: self.config.quota },
+            chunk_images: self.config.chunk_images,
+            fan_out_slot: &self.fan_out_slot,
         };
         let delivery = Delivery {
             body: message.body.as_deref().unwrap_or(""),

@@ -21,6 +21,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         queue: SqsQueue::new(&sdk, &config.queue_url),
         codec: CodecPool::new(config.codec.clone(), config.codec_slots)
             .with_panic_marker(config.codec_panic_marker.clone()),
+        fan_out_slot: tokio::sync::Semaphore::new(1),
         config,
     };
     lambda_runtime::run(service_fn(|event| worker.handle(event))).await

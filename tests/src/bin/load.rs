@@ -3,7 +3,11 @@
 //! final state, checks the counts and the output CSV, and reports: time to accept, images/s,
 //! the worker's per-stage times (from its log lines) and the worker processes' peak RSS.
 //!
-//!   load [--images N] [--urls-per-row K] [--photos PATH]... [--fresh-workers] [--out FILE]
+//!   load [--images N] [--urls-per-row K] [--photos PATH]... [--fresh-workers] [--presigned] [--out FILE]
+//!
+//! With --presigned the CSV goes the large-CSV way (`make bench-large`): `POST /api/uploads`,
+//! a PUT of the bytes to the presigned URL, then the status polled until it stops answering
+//! `not_ready`; the time to accept is from the reservation to that answer.
 //!
 //! Without --photos the images are 50 small generated JPEGs (`make bench-load`); with it, the
 //! files given (or every image in the folders given) are served, the URLs cycling through them
@@ -30,11 +34,13 @@ struct Options {
     per_row: usize,
     photos: Vec<PathBuf>,
     fresh_workers: bool,
+    presigned: bool,
     out: Option<PathBuf>,
 }
 
 fn options() -> Options {
-    let mut options = Options { images: 10_000, per_row: 1, photos: Vec::new(), fresh_workers: false, out: None };
+    let mut options =
+        Options { images: 10_000, per_row: 1, photos: Vec::new(), fresh_workers: false, presigned: false, out: None };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().unwrap_or_else(|| panic!("{arg} needs a value"));
@@ -44,6 +50,7 @@ fn options() -> Options {
             "--photos" => options.photos.push(value().into()),
             "--out" => options.out = Some(value().into()),
             "--fresh-workers" => options.fresh_workers = true,
+            "--presigned" => options.presigned = true,
             other => panic!("unknown argument {other}; see the comment at the top of tests/src/bin/load.rs"),
         }
     }
@@ -110,10 +117,14 @@ async fn main() {
 
     let mut workers = WorkerPeaks::default();
     let started = Instant::now();
-    let accepted = api.upload(csv.as_bytes(), None).await;
+    let id = if options.presigned {
+        upload_presigned(&api, csv.as_bytes(), started).await
+    } else {
+        let accepted = api.upload(csv.as_bytes(), None).await;
+        assert_eq!(accepted.status, 202, "{}", accepted.body);
+        accepted.body["request_id"].as_str().unwrap().to_string()
+    };
     let accept_time = started.elapsed();
-    assert_eq!(accepted.status, 202, "{}", accepted.body);
-    let id = accepted.body["request_id"].as_str().unwrap().to_string();
     println!("accepted in {:.2} s: {id}", accept_time.as_secs_f64());
 
     let mut last_report = Instant::now();
@@ -173,7 +184,7 @@ async fn main() {
 
     let binaries = if std::env::var("IMGPIPE_FUNCTIONS").is_ok_and(|p| p == "release") { "release" } else { "debug" };
     let result = serde_json::json!({
-        "images": images, "urls_per_row": per_row, "distinct_files": names, "mean_image_bytes": bytes_in,
+        "images": images, "path": if options.presigned { "presigned" } else { "inline" }, "urls_per_row": per_row, "distinct_files": names, "mean_image_bytes": bytes_in,
         "accept_seconds": accept_time.as_secs_f64(), "wall_seconds": wall.as_secs_f64(),
         "images_per_second": images_per_s, "status": status["status"], "functions": binaries,
         "worker_stages_ms": stages, "worker_processes": workers.peaks.len(),
@@ -183,6 +194,24 @@ async fn main() {
     let path = options.out.unwrap_or_else(|| workspace_root().join(format!("bench/results/load-{images}.json")));
     std::fs::write(&path, serde_json::to_string_pretty(&result).unwrap()).expect("write the result");
     println!("written to {}", path.display());
+}
+
+/// The large-CSV way: reserve, PUT, then poll until the status stops answering `not_ready`.
+async fn upload_presigned(api: &ApiClient, csv: &[u8], started: Instant) -> String {
+    let reserved = api.reserve_upload("{}").await;
+    assert_eq!(reserved.status, 201, "{}", reserved.body);
+    let id = reserved.body["request_id"].as_str().unwrap().to_string();
+    assert_eq!(api.put_to(reserved.body["upload_url"].as_str().unwrap(), csv).await, 200, "the PUT");
+    println!("reserved and PUT in {:.2} s", started.elapsed().as_secs_f64());
+    loop {
+        let answer = api.status(&id).await;
+        if answer.status == 200 {
+            return id;
+        }
+        assert_eq!((answer.status, answer.body["error"].as_str()), (404, Some("not_ready")), "{}", answer.body);
+        assert!(started.elapsed() < Duration::from_secs(600), "not accepted after 10 minutes");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Rows in order, each slot linking its own image; returns the number of slots.

@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 
 use crate::domain::api_key::{KeyRecord, KeyStatus};
 use crate::domain::errors::{FetchError, StoreError};
+use crate::domain::fan_out_chunks::FanOutChunk;
 use crate::domain::http_url::HttpUrl;
 use crate::domain::idempotency::{IdempotencyRecord, Repeat, StoredAnswer};
 use crate::domain::quota::TenantQuota;
@@ -19,11 +20,13 @@ use crate::domain::request::{
 };
 use crate::domain::request_id::RequestId;
 use crate::domain::tenant::TenantId;
+use crate::domain::upload_reservation::{UploadRefusal, UploadReservation};
 use crate::domain::webhook::WebhookPayload;
 use crate::ports::{
     Admission, AuthenticateKeys, BlobStore, CarryOverResults, CreateRequest, Fetcher, FindIdleRequests,
     IdempotencyKeys, JobQueue, JobStanding, KnownTenants, ListRequests, ManageKeys, MoveRequest, QueueBacklog,
-    ReadRequest, ReadResults, RecordResult, RequestPage, WebhookError, WebhookOutbox, WebhookSender,
+    ReadRequest, ReadResults, RecordResult, RequestPage, UploadReservations, WebhookError, WebhookOutbox,
+    WebhookSender,
 };
 
 /// A switch that makes a fake fail as its service would during an outage.
@@ -65,12 +68,17 @@ impl BlobStore for MemoryBlobs {
     async fn presigned_get_url(&self, key: &str, _expires_in: Duration) -> Result<String, StoreError> {
         Ok(format!("https://blobs.example/{key}"))
     }
+
+    async fn presigned_put_url(&self, key: &str, _expires_in: Duration) -> Result<String, StoreError> {
+        Ok(format!("https://blobs.example/{key}?put"))
+    }
 }
 
 #[derive(Default)]
 pub struct MemoryQueue {
     pub jobs: Mutex<Vec<ImageJob>>,
     pub fan_outs: Mutex<Vec<RequestId>>,
+    pub chunks: Mutex<Vec<FanOutChunk>>,
     pub outage: Outage,
     /// What `waiting_messages` answers: messages no worker has taken yet.
     pub waiting: AtomicU64,
@@ -87,6 +95,12 @@ impl JobQueue for MemoryQueue {
     async fn enqueue_fan_out(&self, id: RequestId) -> Result<(), StoreError> {
         self.outage.check("SQS")?;
         self.fan_outs.lock().unwrap().push(id);
+        Ok(())
+    }
+
+    async fn enqueue_chunks(&self, chunks: &[FanOutChunk]) -> Result<(), StoreError> {
+        self.outage.check("SQS")?;
+        self.chunks.lock().unwrap().extend_from_slice(chunks);
         Ok(())
     }
 }
@@ -121,6 +135,7 @@ struct TableState {
     requests: HashMap<RequestId, RequestRecord>,
     /// Result items, by request and image index.
     images: HashMap<RequestId, BTreeMap<u32, ImageRecord>>,
+    reservations: HashMap<RequestId, UploadReservation>,
 }
 
 impl MemoryTable {
@@ -225,6 +240,39 @@ impl IdempotencyKeys for MemoryTable {
             held.replay_until = held.started_at;
         }
         Ok(())
+    }
+}
+
+#[async_trait]
+impl UploadReservations for MemoryTable {
+    async fn reserve(&self, reservation: &UploadReservation) -> Result<(), StoreError> {
+        self.outage.check("DynamoDB")?;
+        let mut state = self.state.lock().unwrap();
+        if state.reservations.contains_key(&reservation.request_id) {
+            return Err(StoreError::Refused {
+                service: "DynamoDB",
+                detail: "reservation exists (condition failed)".into(),
+            });
+        }
+        state.reservations.insert(reservation.request_id, reservation.clone());
+        Ok(())
+    }
+
+    async fn reservation(&self, id: RequestId) -> Result<Option<UploadReservation>, StoreError> {
+        self.outage.check("DynamoDB")?;
+        Ok(self.state.lock().unwrap().reservations.get(&id).cloned())
+    }
+
+    async fn refuse_upload(&self, id: RequestId, refusal: &UploadRefusal) -> Result<Transition, StoreError> {
+        self.outage.check("DynamoDB")?;
+        let mut state = self.state.lock().unwrap();
+        match state.reservations.get_mut(&id) {
+            Some(reservation) if reservation.refusal.is_none() => {
+                reservation.refusal = Some(refusal.clone());
+                Ok(Transition::Applied)
+            }
+            _ => Ok(Transition::AlreadyDone),
+        }
     }
 }
 

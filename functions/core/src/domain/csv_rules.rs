@@ -31,13 +31,29 @@ pub struct CsvLimits {
 /// "Limits", has the arithmetic; `adapters::aws::dynamo::item_size` tests it).
 pub const MAX_URL_LENGTH_CEILING: usize = 8192;
 
+/// The inline upload's size limit. API Gateway's HTTP API base64-encodes a multipart body for
+/// Lambda, whose synchronous invocation payload is at most 6 MB (6,291,456 bytes): 4 MiB of CSV
+/// becomes 5,592,408 bytes, which leaves 699,048 for the multipart framing, the other form
+/// fields and the event's JSON (headers, request context). Larger CSVs go through the bucket
+/// (`POST /api/uploads`).
+pub const INLINE_MAX_BYTES: usize = 4 * 1024 * 1024;
+
 impl Default for CsvLimits {
+    /// An inline upload's limits (`POST /api/upload/`).
     fn default() -> Self {
-        CsvLimits { max_bytes: 5 * 1024 * 1024, max_rows: 10_000, max_images: 10_000, max_url_length: 2048 }
+        CsvLimits { max_bytes: INLINE_MAX_BYTES, max_rows: 10_000, max_images: 10_000, max_url_length: 2048 }
     }
 }
 
 impl CsvLimits {
+    /// The limits of a CSV that arrives through the bucket (a reserved upload, or a dropped
+    /// file): 100 MiB, 100,000 rows and images. The fan-out of such a request is split into
+    /// chunks (`domain::fan_out_chunks`); no item holds per-image lists, so no DynamoDB item
+    /// grows with it.
+    pub fn bucket() -> Self {
+        CsvLimits { max_bytes: 100 * 1024 * 1024, max_rows: 100_000, max_images: 100_000, max_url_length: 2048 }
+    }
+
     /// For re-reading a CSV that was accepted earlier: a later change of the
     /// limits must not strand a request accepted under the old ones.
     pub fn unlimited() -> Self {
@@ -48,7 +64,7 @@ impl CsvLimits {
 /// One thing the uploader must fix. `line` and `column` are 1-based, as a
 /// spreadsheet or text editor shows them; `column` is the field's position in
 /// the row. Either is `None` when the problem concerns the whole file.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct CsvProblem {
     pub line: Option<u64>,
     pub column: Option<u32>,

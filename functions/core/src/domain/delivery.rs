@@ -1,14 +1,15 @@
 //! One delivery of a message of the jobs queue: what it carries, whether it is the job's last
 //! attempt, and how long to wait before the next one.
 //!
-//! The queue carries three kinds of message: the fan-out of an accepted request, one image's
-//! job (both written by us, `QueueMessage`), and S3's notification of CSVs dropped into the
-//! bucket. The same messages also arrive from the jobs' dead-letter queue once they were
+//! The queue carries four kinds of message: the fan-out of an accepted request, one chunk of a
+//! large request's fan-out, one image's job (those three written by us, `QueueMessage`), and
+//! S3's notification of CSVs dropped into the bucket. The same messages also arrive from the jobs' dead-letter queue once they were
 //! delivered `maxReceiveCount` times without an answer.
 
 use std::time::Duration;
 
 use crate::domain::dropped_csv::{DroppedCsv, dropped_csvs_in};
+use crate::domain::fan_out_chunks::FanOutChunk;
 use crate::domain::request::{ImageJob, QueueMessage};
 use crate::domain::request_id::RequestId;
 
@@ -16,6 +17,7 @@ use crate::domain::request_id::RequestId;
 #[derive(Debug, PartialEq, Eq)]
 pub enum JobsMessage {
     FanOut(RequestId),
+    FanOutChunk(FanOutChunk),
     Image(ImageJob),
     DroppedCsvs(Vec<DroppedCsv>),
     /// A body no one of ours wrote: it will never become readable, and names no image.
@@ -27,6 +29,7 @@ impl JobsMessage {
         match serde_json::from_str(body) {
             Ok(QueueMessage::Image(job)) => Self::Image(job),
             Ok(QueueMessage::FanOut { fan_out }) => Self::FanOut(fan_out),
+            Ok(QueueMessage::FanOutChunk { fan_out_chunk }) => Self::FanOutChunk(fan_out_chunk),
             Err(error) => match dropped_csvs_in(body) {
                 Some(dropped) => Self::DroppedCsvs(dropped),
                 None => Self::Unreadable(error.to_string()),

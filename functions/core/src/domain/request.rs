@@ -393,11 +393,18 @@ pub struct ImageJob {
     pub url: HttpUrl,
 }
 
-/// What the jobs queue carries: the fan-out of an accepted request, or one image's job.
+/// What the jobs queue carries: the fan-out of an accepted request, one chunk of it, or one
+/// image's job.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum QueueMessage {
-    FanOut { fan_out: RequestId },
+    FanOut {
+        fan_out: RequestId,
+    },
+    /// One range of a large request's images (`domain::fan_out_chunks`).
+    FanOutChunk {
+        fan_out_chunk: crate::domain::fan_out_chunks::FanOutChunk,
+    },
     Image(ImageJob),
 }
 
@@ -489,7 +496,13 @@ mod tests {
             row: 1,
             url: HttpUrl::parse("https://a.example/x.png").unwrap(),
         };
-        for message in [QueueMessage::FanOut { fan_out: id }, QueueMessage::Image(job)] {
+        let chunk = crate::domain::fan_out_chunks::FanOutChunk { request_id: id, first: 2_000, count: 2_000 };
+        let messages = [
+            QueueMessage::FanOut { fan_out: id },
+            QueueMessage::FanOutChunk { fan_out_chunk: chunk },
+            QueueMessage::Image(job),
+        ];
+        for message in messages {
             let body = serde_json::to_string(&message).unwrap();
             assert_eq!(serde_json::from_str::<QueueMessage>(&body).unwrap(), message, "{body}");
         }

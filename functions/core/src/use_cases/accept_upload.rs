@@ -19,6 +19,7 @@ use crate::domain::tenant::TenantId;
 use crate::domain::webhook_signature::{WebhookSecret, WebhookSigningKey};
 use crate::ports::{
     Admission, BlobStore, CreateRequest, IdempotencyKeys, JobQueue, KnownTenants, MoveRequest, ReadRequest,
+    UploadReservations,
 };
 use crate::use_cases::fail_request::{FailPorts, fail_request};
 
@@ -80,13 +81,15 @@ pub struct AcceptPorts<'a> {
     pub idempotency: &'a dyn IdempotencyKeys,
     /// Dropped CSVs name their tenant by their key: it must be one we know.
     pub tenants: &'a dyn KnownTenants,
+    /// A CSV PUT to a reserved upload's key takes the reservation's id and webhook.
+    pub reservations: &'a dyn UploadReservations,
 }
 
 impl<'a> AcceptPorts<'a> {
     /// Every table capability from one table (the DynamoDB adapter, or the fake).
     pub fn with_table<T>(blobs: &'a dyn BlobStore, queue: &'a dyn JobQueue, table: &'a T) -> Self
     where
-        T: CreateRequest + ReadRequest + MoveRequest + IdempotencyKeys + KnownTenants,
+        T: CreateRequest + ReadRequest + MoveRequest + IdempotencyKeys + KnownTenants + UploadReservations,
     {
         Self {
             blobs,
@@ -96,6 +99,7 @@ impl<'a> AcceptPorts<'a> {
             queue,
             idempotency: table,
             tenants: table,
+            reservations: table,
         }
     }
 }

@@ -8,20 +8,22 @@
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use tokio::sync::Semaphore;
 
 use crate::domain::delivery::{JobsMessage, RetryPolicy, TimeReserves};
 use crate::domain::dropped_csv::DroppedCsv;
 use crate::domain::errors::RETRIES_EXHAUSTED;
-use crate::domain::request::{ImageJob, ImageOutcome, Progress};
+use crate::domain::fan_out_chunks::FanOutChunk;
+use crate::domain::request::{ImageJob, ImageOutcome, Progress, Transition};
 use crate::domain::request_id::RequestId;
 use crate::ports::{
     BlobStore, CarryOverResults, CreateRequest, Fetcher, IdempotencyKeys, JobQueue, KnownTenants, MoveRequest,
-    ReadRequest, ReadResults, RecordResult,
+    ReadRequest, ReadResults, RecordResult, UploadReservations,
 };
 use crate::use_cases::accept_dropped_csv::{accept_dropped_csv, reject_dropped_csv};
 use crate::use_cases::accept_upload::{AcceptPorts, UploadRules};
 use crate::use_cases::fail_request::{FailPorts, fail_request};
-use crate::use_cases::fan_out::{FanOutError, FanOutPorts, fan_out};
+use crate::use_cases::fan_out::{FanOutError, FanOutPorts, fan_out, fan_out_chunk};
 use crate::use_cases::process_image::{CodecPool, JobClock, JobResult, ProcessPorts, process_image};
 
 /// The accepting ports (for fan-outs and dropped CSVs), and those of image jobs.
@@ -49,6 +51,7 @@ impl<'a> WorkerPorts<'a> {
             + MoveRequest
             + IdempotencyKeys
             + KnownTenants
+            + UploadReservations
             + RecordResult
             + ReadResults
             + CarryOverResults,
@@ -65,6 +68,13 @@ pub struct WorkerRules<'a> {
     pub reserves: TimeReserves,
     /// For CSVs dropped into the bucket.
     pub upload: UploadRules<'a>,
+    /// Images whose jobs one invocation queues; a larger request's fan-out is split into chunks
+    /// of this many (FAN_OUT_CHUNK_IMAGES).
+    pub chunk_images: u32,
+    /// Held while a fan-out or a chunk queues its jobs: one at a time per worker process, so the
+    /// ten chunks of a batch do not make 160 SendMessageBatch calls at once (on the local stack
+    /// they timed out together and failed their request).
+    pub fan_out_slot: &'a Semaphore,
 }
 
 /// One delivery of a message, as the queue made it.
@@ -101,7 +111,25 @@ pub async fn handle_queue_message(
             let failed = fail_request(ports, request_id, why, Utc::now()).await;
             hand_back_if_transient(failed.err().is_some_and(|e| e.is_transient()))
         }
-        JobsMessage::FanOut(request_id) => run_fan_out(ports, request_id).await,
+        JobsMessage::FanOut(request_id) => {
+            let _slot = rules.fan_out_slot.acquire().await.expect("the fan-out slot is never closed");
+            run_fan_out(ports, request_id, rules.chunk_images).await
+        }
+        JobsMessage::FanOutChunk(chunk) if delivery.from_dead_letters => {
+            // Its images' jobs could not be queued: the request cannot end with all of them.
+            let ports = FailPorts { requests: ports.accept.requests, lifecycle: ports.accept.lifecycle };
+            let why = format!(
+                "the jobs of images {} to {} could not be queued in any attempt",
+                chunk.first,
+                chunk.first + chunk.count - 1
+            );
+            let failed = fail_request(ports, chunk.request_id, &why, Utc::now()).await;
+            hand_back_if_transient(failed.err().is_some_and(|e| e.is_transient()))
+        }
+        JobsMessage::FanOutChunk(chunk) => {
+            let _slot = rules.fan_out_slot.acquire().await.expect("the fan-out slot is never closed");
+            run_fan_out_chunk(ports, &chunk).await
+        }
         JobsMessage::DroppedCsvs(dropped) if delivery.from_dead_letters => give_up_on_dropped(ports, &dropped).await,
         JobsMessage::DroppedCsvs(dropped) => accept_dropped(ports, rules, &dropped).await,
         JobsMessage::Unreadable(error) => {
@@ -159,29 +187,49 @@ async fn run_image_job(
     }
 }
 
-/// Queues the image jobs of an accepted request.
-async fn run_fan_out(ports: WorkerPorts<'_>, request_id: RequestId) -> Verdict {
-    let started = Instant::now();
-    let fan_out_ports = FanOutPorts {
+fn fan_out_ports(ports: WorkerPorts<'_>) -> FanOutPorts<'_> {
+    FanOutPorts {
         requests: ports.accept.requests,
         lifecycle: ports.accept.lifecycle,
         blobs: ports.accept.blobs,
         queue: ports.accept.queue,
         results: ports.results,
         carry: ports.carry,
-    };
-    match fan_out(fan_out_ports, request_id).await {
+    }
+}
+
+/// Queues the image jobs (or the chunks) of an accepted request.
+async fn run_fan_out(ports: WorkerPorts<'_>, request_id: RequestId, chunk_images: u32) -> Verdict {
+    let started = Instant::now();
+    let result = fan_out(fan_out_ports(ports), request_id, chunk_images).await;
+    fan_out_verdict(request_id, "fan_out", started, result)
+}
+
+/// Queues the image jobs of one chunk of a large request.
+async fn run_fan_out_chunk(ports: WorkerPorts<'_>, chunk: &FanOutChunk) -> Verdict {
+    let started = Instant::now();
+    let result = fan_out_chunk(fan_out_ports(ports), chunk).await;
+    fan_out_verdict(chunk.request_id, "fan_out_chunk", started, result)
+}
+
+fn fan_out_verdict(
+    request_id: RequestId,
+    stage: &'static str,
+    started: Instant,
+    result: Result<Transition, FanOutError>,
+) -> Verdict {
+    match result {
         Ok(transition) => {
             let duration_ms = started.elapsed().as_millis() as u64;
-            tracing::info!(request_id = %request_id, stage = "fan_out", duration_ms, ?transition);
+            tracing::info!(request_id = %request_id, stage, duration_ms, ?transition);
             Verdict::Acknowledge
         }
         Err(FanOutError::Store(error)) if error.is_transient() => {
-            tracing::warn!(request_id = %request_id, stage = "fan_out", error = %error);
+            tracing::warn!(request_id = %request_id, stage, error = %error);
             Verdict::HandBack { delay: None }
         }
         Err(error) => {
-            tracing::error!(request_id = %request_id, stage = "fan_out", error = %error);
+            tracing::error!(request_id = %request_id, stage, error = %error);
             Verdict::Acknowledge
         }
     }
@@ -208,7 +256,7 @@ async fn accept_dropped(ports: WorkerPorts<'_>, rules: &WorkerRules<'_>, dropped
 async fn give_up_on_dropped(ports: WorkerPorts<'_>, dropped: &[DroppedCsv]) -> Verdict {
     let mut verdict = Verdict::Acknowledge;
     for csv in dropped {
-        match reject_dropped_csv(ports.accept.blobs, ports.accept.requests, csv).await {
+        match reject_dropped_csv(ports.accept, csv).await {
             Ok(outcome) => tracing::warn!(stage = "dropped_csv", key = csv.key, ?outcome, "from the dead-letter queue"),
             Err(error) => {
                 tracing::warn!(stage = "dropped_csv", key = csv.key, error = %error);

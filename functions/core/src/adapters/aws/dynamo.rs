@@ -672,6 +672,7 @@ fn conflict_backoff(attempt: u32) -> Duration {
 
 mod keys;
 mod tenancy;
+mod uploads;
 
 #[cfg(test)]
 mod item_size;

@@ -6,6 +6,7 @@ use futures::{StreamExt, TryStreamExt, stream};
 
 use super::store_error;
 use crate::domain::errors::StoreError;
+use crate::domain::fan_out_chunks::FanOutChunk;
 use crate::domain::request::{ImageJob, QueueMessage};
 use crate::domain::request_id::RequestId;
 use crate::ports::{JobQueue, QueueBacklog};
@@ -41,12 +42,12 @@ impl SqsQueue {
         Ok(())
     }
 
-    async fn send_batch(&self, jobs: &[ImageJob]) -> Result<(), StoreError> {
-        let mut entries = jobs
+    async fn send_batch<M: serde::Serialize>(&self, messages: &[M]) -> Result<(), StoreError> {
+        let mut entries = messages
             .iter()
             .enumerate()
-            .map(|(i, job)| {
-                let body = serde_json::to_string(job)
+            .map(|(i, message)| {
+                let body = serde_json::to_string(message)
                     .map_err(|e| StoreError::Refused { service: "SQS", detail: format!("encoding a job: {e}") })?;
                 SendMessageBatchRequestEntry::builder()
                     .id(i.to_string())
@@ -124,6 +125,13 @@ impl JobQueue for SqsQueue {
             .await
             .map_err(|e| store_error("SQS", e))?;
         Ok(())
+    }
+
+    async fn enqueue_chunks(&self, chunks: &[FanOutChunk]) -> Result<(), StoreError> {
+        let messages: Vec<QueueMessage> =
+            chunks.iter().map(|&fan_out_chunk| QueueMessage::FanOutChunk { fan_out_chunk }).collect();
+        let sends: Vec<_> = messages.chunks(BATCH).map(|batch| self.send_batch(batch)).collect();
+        stream::iter(sends).buffer_unordered(PARALLEL_CALLS).try_collect::<()>().await
     }
 }
 

@@ -42,7 +42,8 @@ impl Fakes {
             store: Duration::from_secs(10),
         };
         let upload = UploadRules { limits: &limits, quota: NO_QUOTA };
-        let rules = WorkerRules { retry: &retry, reserves, upload };
+        let fan_out_slot = tokio::sync::Semaphore::new(1);
+        let rules = WorkerRules { retry: &retry, reserves, upload, chunk_images: 2_000, fan_out_slot: &fan_out_slot };
         let codec = CodecPool::new(CodecLimits::default(), 1);
         let delivery = Delivery { body, receives, from_dead_letters, time_left };
         handle_queue_message(self.ports(), &rules, &codec, delivery).await
