@@ -98,6 +98,8 @@ async fn cancel_ends_a_running_request_with_exact_counts_and_announces_it_once()
         (counts(&status)[1..3] == [2, 1] && held >= 2).then_some(())
     })
     .await;
+    let running = api.post(&format!("/api/requests/{id}/retry")).await;
+    assert_eq!((running.status, running.body["error"].as_str()), (409, Some("not_final")), "{:?}", running.body);
     let cancelled = api.post(&format!("/api/requests/{id}/cancel")).await;
     server.release_held();
     assert_eq!(cancelled.status, 200, "{}", cancelled.body);
@@ -166,12 +168,7 @@ async fn retry_fetches_only_the_failed_images_and_writes_a_complete_output_csv()
     let answer = api.upload(catalogue(&urls).as_bytes(), None).await;
     assert_eq!(answer.status, 202, "{}", answer.body);
     let first = answer.body["request_id"].as_str().unwrap().to_string();
-    let early = api.post(&format!("/api/requests/{first}/retry")).await;
     let (status, _) = api.wait_until_final(&first, Duration::from_secs(60)).await;
-    assert!(early.status == 409 || early.status == 202, "{early:?}");
-    if early.status == 409 {
-        assert_eq!(early.body["error"], "not_final");
-    }
     assert_eq!((status["status"].as_str(), status["failed"].as_u64()), (Some("completed_with_errors"), Some(2)));
     let first_output = rows(&api.download(status["output_csv_url"].as_str().unwrap()).await);
 

@@ -260,8 +260,9 @@ impl ReadResults for DynamoTable {
     }
 }
 
-/// Reads the keys of one item each, consistently, in one BatchGetItem call: the items found.
 impl DynamoTable {
+    /// The items under `keys` (of this table), read consistently in one BatchGetItem call:
+    /// `sk` and `status` of those found.
     async fn read_items(&self, keys: Vec<Item>) -> Result<Vec<Item>, StoreError> {
         let mut wanted = KeysAndAttributes::builder().set_keys(Some(keys)).consistent_read(true);
         wanted = wanted.projection_expression("sk, #status").expression_attribute_names("#status", "status");
