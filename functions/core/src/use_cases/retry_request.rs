@@ -90,10 +90,11 @@ mod tests {
     use super::*;
     use crate::adapters::memory::{MemoryBlobs, MemoryQueue, MemoryTable};
     use crate::domain::csv_rules::{CsvLimits, ValidatedCsv};
+    use crate::domain::fan_out_chunks::DEFAULT_CHUNK_IMAGES;
     use crate::domain::request::{FinalState, ImageOutcome, Progress, image_jobs};
     use crate::ports::{BlobStore, CreateRequest, MoveRequest, ReadRequest, RecordResult};
     use crate::test_support::{signing_key, tenant};
-    use crate::use_cases::fan_out::{FanOutPorts, fan_out};
+    use crate::use_cases::fan_out::{FanOutPorts, fan_out, fan_out_chunk};
     use crate::use_cases::list_images::{first_failures, list_images};
 
     const CSV: &str = "S. No.,Product Name,Input Image Urls\n\
@@ -147,16 +148,28 @@ mod tests {
             retry_request(ports, first, &TenantQuota { max_open_images: quota }, &signing_key()).await
         }
 
+        /// The retry's fan-out, in chunks of `chunk_images`, and each chunk's.
+        async fn fan_out_in_chunks(&self, id: RequestId, chunk_images: u32) {
+            fan_out(self.fan_out_ports(), id, chunk_images).await.unwrap();
+            let chunks = self.queue.chunks.lock().unwrap().clone();
+            for chunk in &chunks {
+                fan_out_chunk(self.fan_out_ports(), chunk).await.unwrap();
+            }
+        }
+
         async fn fan_out(&self, id: RequestId) {
-            let ports = FanOutPorts {
+            self.fan_out_in_chunks(id, DEFAULT_CHUNK_IMAGES).await;
+        }
+
+        fn fan_out_ports(&self) -> FanOutPorts<'_> {
+            FanOutPorts {
                 requests: &self.table,
                 lifecycle: &self.table,
                 blobs: &self.blobs,
                 queue: &self.queue,
                 results: &self.table,
                 carry: &self.table,
-            };
-            fan_out(ports, id).await.unwrap();
+            }
         }
     }
 
@@ -182,6 +195,18 @@ mod tests {
         assert_eq!(images[0].state, ImageState::Done);
         assert_eq!(images[0].output_key.as_deref(), Some("first/0.jpg"), "the first run's output");
         assert_eq!(images[0].request_id, retry.request_id);
+    }
+
+    #[tokio::test]
+    async fn a_retry_in_chunks_queues_only_the_images_that_did_not_succeed() {
+        let fakes = Fakes::default();
+        let first = fakes.ended(&[Some(false), Some(true), Some(false)]).await;
+        let accepted = fakes.retry(&first, 10).await.unwrap();
+
+        fakes.fan_out_in_chunks(accepted.request_id, 2).await;
+        assert_eq!(fakes.queue.chunks.lock().unwrap().len(), 2, "3 images in chunks of 2");
+        let queued: Vec<u32> = fakes.queue.jobs.lock().unwrap().iter().map(|job| job.image_index).collect();
+        assert_eq!(queued, [0, 2], "the success in the first chunk is carried over, not queued");
     }
 
     #[tokio::test]
