@@ -17,7 +17,7 @@ use crate::domain::request_id::RequestId;
 
 /// The scheme itself (the secret, signing, verifying) lives in `imgpipe-signature`, which the
 /// CLI shares without pulling in the rest of core.
-pub use imgpipe_signature::{Delivery, InvalidSecret, Rejected, WebhookSecret};
+pub use imgpipe_signature::{DEFAULT_TOLERANCE_SECS, Delivery, InvalidSecret, Rejected, WebhookSecret};
 
 /// 32 bytes: inside the 24-64 the standard asks for.
 const SECRET_BYTES: usize = 32;
