@@ -8,6 +8,8 @@ use crate::errors::Problem;
 /// Any error answer: a stable code, a message, and for refused input the problems.
 #[derive(Debug, Deserialize)]
 pub struct ErrorBody {
+    /// Empty in the answers API Gateway makes itself (the authorizer's 403 `{"message": ...}`).
+    #[serde(default)]
     pub error: String,
     pub message: String,
     #[serde(default)]

@@ -155,7 +155,14 @@ pub fn unreachable(what: &str, error: &reqwest::Error) -> CliError {
     } else {
         error.to_string()
     };
-    let source = std::error::Error::source(error).map(|source| format!(" ({source})")).unwrap_or_default();
+    // The innermost cause says what happened ("Connection refused"); reqwest's own layers do not.
+    let mut innermost: Option<&dyn std::error::Error> = None;
+    let mut next = std::error::Error::source(error);
+    while let Some(source) = next {
+        innermost = Some(source);
+        next = source.source();
+    }
+    let source = innermost.map(|source| format!(" ({source})")).unwrap_or_default();
     CliError::Unavailable(format!("{what}: {cause}{source}"))
 }
 

@@ -106,7 +106,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             let api = api(&connection)?;
             let path = output.unwrap_or_else(|| default_output_csv(&id));
             save_output_csv(&api, &id, &path).await?;
-            println!("output CSV saved to {}", path.display());
+            println!("Output CSV saved to {}", path.display());
             if let Some(dir) = images {
                 let listed = requests::all_images(&api, &id).await?;
                 let (saved, without) = save_images(&api, &listed, &dir, Display::detect()).await?;

@@ -63,8 +63,11 @@ impl CliError {
     /// The error an HTTP answer other than 2xx means: `what` names the call, `code` and
     /// `message` come from the API's error body when it had one.
     pub fn from_answer(what: &str, status: u16, code: &str, message: &str, problems: Vec<Problem>) -> Self {
-        let text =
-            if code.is_empty() { format!("{what}: HTTP {status}") } else { format!("{what}: {code}: {message}") };
+        let text = match (code.is_empty(), message.is_empty()) {
+            (false, _) => format!("{what}: {code}: {message}"),
+            (true, false) => format!("{what}: HTTP {status}: {message}"),
+            (true, true) => format!("{what}: HTTP {status}"),
+        };
         match status {
             401 | 403 => Self::Auth(format!("{text} (check --api-key, IMGPIPE_API_KEY or the profile's api_key)")),
             404 => Self::NotFound(text),
@@ -123,5 +126,12 @@ mod tests {
         );
         let bare = CliError::from_answer("GET /api/requests", 502, "", "", vec![]);
         assert_eq!(bare.lines(), ["imgpipe: GET /api/requests: HTTP 502"]);
+        let gateway = CliError::from_answer("GET /api/requests", 403, "", "Forbidden", vec![]);
+        assert_eq!(
+            gateway.lines(),
+            [
+                "imgpipe: GET /api/requests: HTTP 403: Forbidden (check --api-key, IMGPIPE_API_KEY or the profile's api_key)"
+            ]
+        );
     }
 }

@@ -42,6 +42,11 @@ pub fn human_duration(duration: Duration) -> String {
     }
 }
 
+/// How long the wait took: tenths of a second under 10 s (a small request takes about one).
+fn took(elapsed: Duration) -> String {
+    if elapsed < Duration::from_secs(10) { format!("{:.1}s", elapsed.as_secs_f64()) } else { human_duration(elapsed) }
+}
+
 /// Failed images of one error code: how many, and the first few URLs.
 #[derive(Debug, PartialEq)]
 pub struct FailureGroup {
@@ -77,7 +82,7 @@ pub fn summary(status: &Status, images: &[Image], elapsed: Duration) -> String {
         "Request {} {} in {}: {} images, {} done, {} failed",
         status.request_id,
         status.status,
-        human_duration(elapsed),
+        took(elapsed),
         status.total,
         status.succeeded,
         status.failed

@@ -11,7 +11,7 @@ use crate::answers::Status;
 use crate::client::Api;
 use crate::errors::CliError;
 use crate::requests::{Polled, poll};
-use crate::summary::progress_line;
+use crate::summary::{eta, progress_line};
 
 const POLL_EVERY: Duration = Duration::from_millis(500);
 const LINE_EVERY: Duration = Duration::from_secs(2);
@@ -64,13 +64,12 @@ impl View {
             Display::Bar => {
                 let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
                 bar.set_style(
-                    ProgressStyle::with_template(
-                        "{spinner} {elapsed_precise} [{wide_bar}] {pos}/{len} {msg} | {per_sec} | ETA {eta}",
-                    )
-                    .expect("a valid template")
-                    .progress_chars("=> "),
+                    // The message is cut to the terminal's width rather than wrapped (a wrapped
+                    // line breaks the redrawing).
+                    ProgressStyle::with_template("{spinner} {elapsed_precise} [{bar:25}] {pos}/{len} {wide_msg}")
+                        .expect("a valid template")
+                        .progress_chars("=> "),
                 );
-                bar.enable_steady_tick(Duration::from_millis(200));
                 Self::Bar(bar)
             }
             Display::Lines => Self::Lines { last: None, printed_at: None, said_not_ready: false },
@@ -92,14 +91,26 @@ impl View {
     fn show(&mut self, status: &Status, rate: Option<f64>, is_final: bool) {
         match self {
             Self::Bar(bar) => {
+                if bar.length().is_none() {
+                    bar.enable_steady_tick(Duration::from_millis(200));
+                }
                 bar.set_length(status.total);
                 bar.set_position(status.succeeded + status.failed);
-                bar.set_message(format!(
+                let mut message = format!(
                     "{}: {} done, {} failed, {} pending",
                     status.status, status.succeeded, status.failed, status.pending
-                ));
+                );
+                if let Some(rate) = rate.filter(|rate| *rate > 0.0) {
+                    message.push_str(&format!(" | {rate:.1} images/s"));
+                    if status.pending > 0 {
+                        message.push_str(&format!(" | ETA {}", eta(status.pending, rate)));
+                    }
+                }
+                bar.set_message(message);
                 if is_final {
                     bar.finish();
+                    // The bar's line has no line end of its own: what follows starts below it.
+                    eprintln!();
                 }
             }
             Self::Lines { last, printed_at, .. } => {

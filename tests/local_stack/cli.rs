@@ -82,8 +82,9 @@ async fn cli_wait_on_a_terminal_draws_a_bar_that_ends_full() {
     let cli = Cli::new(stack, DEFAULT_TENANT, "terminal");
     std::fs::write(cli.file("products.csv"), catalogue(&server)).unwrap();
 
-    // `script` gives the CLI a pseudo-terminal (80 columns) and copies what it draws.
-    let shell = format!("stty cols 160 rows 40; '{}' submit products.csv --wait", cli.binary().display());
+    // `script` gives the CLI a pseudo-terminal and copies what it draws; without rows and
+    // columns the terminal's size is unknown and the bar falls back to 80 columns.
+    let shell = format!("stty cols 120 rows 40; '{}' submit products.csv --wait", cli.binary().display());
     let mut command = cli.command("script".as_ref());
     command.args(["-qec", &shell, "/dev/null"]);
     let run = cli.run_command(command).await;
@@ -92,7 +93,7 @@ async fn cli_wait_on_a_terminal_draws_a_bar_that_ends_full() {
     assert!(run.stdout.contains('\u{1b}'), "drawn with terminal escapes: {:?}", run.stdout);
     let screen = strip_escapes(&run.stdout);
     assert!(
-        screen.contains("3/3 completed_with_errors: 2 done, 1 failed, 0 pending |"),
+        screen.contains("[=========================] 3/3 completed_with_errors: 2 done, 1 failed, 0 pending"),
         "the bar's final state: {screen:?}"
     );
     assert!(!screen.contains("pending of 3"), "no plain lines on a terminal: {screen:?}");
