@@ -90,6 +90,7 @@ pub struct Image {
     pub state: String,
     pub output_url: Option<String>,
     pub error_code: Option<String>,
+    pub error_message: Option<String>,
     pub bytes_in: Option<u64>,
     pub bytes_out: Option<u64>,
 }

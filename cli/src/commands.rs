@@ -92,11 +92,12 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             let failed: Vec<_> = images.iter().filter(|image| image.state == "FAILED").collect();
             for image in &failed {
                 println!(
-                    "row {}\timage {}\t{}\t{}",
+                    "row {}\timage {}\t{}\t{}\t{}",
                     image.row,
                     image.image_index,
                     image.error_code.as_deref().unwrap_or("unknown"),
-                    image.input_url
+                    image.input_url,
+                    image.error_message.as_deref().unwrap_or("")
                 );
             }
             eprintln!("{} of {} images failed", failed.len(), images.len());

@@ -93,6 +93,7 @@ mod tests {
             state: "DONE".into(),
             output_url: None,
             error_code: None,
+            error_message: None,
             bytes_in: None,
             bytes_out: None,
         }

@@ -149,6 +149,7 @@ mod tests {
             state: state.into(),
             output_url: None,
             error_code: code.map(Into::into),
+            error_message: None,
             bytes_in: bytes.map(|(i, _)| i),
             bytes_out: bytes.map(|(_, o)| o),
         }

@@ -181,7 +181,8 @@ async fn cli_status_list_and_failures_show_a_request_and_errors_have_their_exit_
     assert_eq!(row.split_whitespace().take(5).collect::<Vec<_>>(), [&id, "completed_with_errors", "3", "2", "1"]);
     let failures = cli.run(&["failures", &id]).await;
     assert_eq!(failures.code, 0, "{failures:?}");
-    assert_eq!(failures.stdout, format!("row 2\timage 2\thttp_status_404\t{}\n", server.url("img/missing.jpg")));
+    let missing = server.url("img/missing.jpg");
+    assert_eq!(failures.stdout, format!("row 2\timage 2\thttp_status_404\t{missing}\tthe server answered HTTP 404\n"));
 
     let unknown = cli.run(&["status", "00000000-0000-4000-8000-000000000000"]).await;
     assert_eq!(unknown.code, 4, "not found: {unknown:?}");
