@@ -175,6 +175,9 @@ async fn cli_status_list_and_failures_show_a_request_and_errors_have_their_exit_
         "{}",
         status.stdout
     );
+    let json = cli.run(&["status", &id, "--json"]).await;
+    let answer: serde_json::Value = serde_json::from_str(&json.stdout).unwrap_or_else(|_| panic!("JSON: {json:?}"));
+    assert_eq!((answer["request_id"].as_str(), answer["failed"].as_u64()), (Some(id.as_str()), Some(1)));
     let list = cli.run(&["list"]).await;
     assert_eq!(list.code, 0, "{list:?}");
     let row = list.stdout.lines().find(|line| line.starts_with(&id)).unwrap_or_else(|| panic!("{}", list.stdout));
