@@ -32,6 +32,8 @@ pub struct UploadSlot {
     pub request_id: String,
     pub upload_url: String,
     pub max_bytes: Option<u64>,
+    #[serde(default)]
+    pub webhook_secret: Option<String>,
 }
 
 /// `GET /api/status/<id>/`, and the answer to a cancel.

@@ -96,10 +96,10 @@ async fn upload_presigned(api: &Api, submission: &Submission<'_>) -> Result<Subm
         Some(webhook) => serde_json::json!({ "webhook_url": webhook }),
         None => serde_json::json!({}),
     };
-    let mut request = api.call(Method::POST, "/api/uploads").json(&body);
-    if let Some(key) = submission.idempotency_key {
-        request = request.header("Idempotency-Key", key);
+    if submission.idempotency_key.is_some() {
+        eprintln!("note: POST /api/uploads keeps no Idempotency-Key: submitting this CSV again makes another request");
     }
+    let request = api.call(Method::POST, "/api/uploads").json(&body);
     let slot: UploadSlot = read_json(what, api.send(what, request).await?).await?;
     let size = submission.csv.len() as u64;
     if let Some(max) = slot.max_bytes.filter(|max| size > *max) {
@@ -109,7 +109,7 @@ async fn upload_presigned(api: &Api, submission: &Submission<'_>) -> Result<Subm
         });
     }
     api.put_presigned(&slot.upload_url, submission.csv.clone()).await?;
-    Ok(Submitted { request_id: slot.request_id, webhook_secret: None, way: Way::Presigned })
+    Ok(Submitted { request_id: slot.request_id, webhook_secret: slot.webhook_secret, way: Way::Presigned })
 }
 
 #[cfg(test)]
