@@ -44,6 +44,9 @@ pub struct Status {
     pub total: u64,
     pub succeeded: u64,
     pub failed: u64,
+    /// Images without a result when the request was cancelled (issue 13; 0 before it).
+    #[serde(default)]
+    pub cancelled: u64,
     pub pending: u64,
     pub created_at: String,
     pub completed_at: Option<String>,
@@ -111,6 +114,8 @@ pub struct RequestSummary {
     pub total: u64,
     pub succeeded: u64,
     pub failed: u64,
+    #[serde(default)]
+    pub cancelled: u64,
     pub pending: u64,
     pub created_at: String,
 }

@@ -66,17 +66,18 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             }
             let page = requests::list_page(&api, limit, after.as_deref()).await?;
             println!(
-                "{:<36}  {:<21}  {:>7}  {:>7}  {:>7}  {:>7}  CREATED",
-                "REQUEST", "STATUS", "TOTAL", "DONE", "FAILED", "PENDING"
+                "{:<36}  {:<21}  {:>7}  {:>7}  {:>7}  {:>9}  {:>7}  CREATED",
+                "REQUEST", "STATUS", "TOTAL", "DONE", "FAILED", "CANCELLED", "PENDING"
             );
             for request in &page.requests {
                 println!(
-                    "{:<36}  {:<21}  {:>7}  {:>7}  {:>7}  {:>7}  {}",
+                    "{:<36}  {:<21}  {:>7}  {:>7}  {:>7}  {:>9}  {:>7}  {}",
                     request.request_id,
                     request.status,
                     request.total,
                     request.succeeded,
                     request.failed,
+                    request.cancelled,
                     request.pending,
                     request.created_at
                 );

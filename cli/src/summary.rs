@@ -13,10 +13,7 @@ pub const URLS_PER_CODE: usize = 3;
 
 /// One progress line for a terminal-less output: `processing: 12 done, 1 failed, 7 pending of 20 (3.1 images/s, ETA 2s)`.
 pub fn progress_line(status: &Status, rate: Option<f64>) -> String {
-    let mut line = format!(
-        "{}: {} done, {} failed, {} pending of {}",
-        status.status, status.succeeded, status.failed, status.pending, status.total
-    );
+    let mut line = format!("{}: {}", status.status, counts(status));
     if let Some(rate) = rate.filter(|rate| *rate > 0.0) {
         let _ = write!(line, " ({rate:.1} images/s");
         if status.pending > 0 {
@@ -25,6 +22,15 @@ pub fn progress_line(status: &Status, rate: Option<f64>) -> String {
         line.push(')');
     }
     line
+}
+
+/// `12 done, 1 failed, 7 pending of 20`, with `N cancelled` before `pending` when there are.
+pub fn counts(status: &Status) -> String {
+    let cancelled = if status.cancelled > 0 { format!(", {} cancelled", status.cancelled) } else { String::new() };
+    format!(
+        "{} done, {} failed{cancelled}, {} pending of {}",
+        status.succeeded, status.failed, status.pending, status.total
+    )
 }
 
 /// Time left at `rate` images per second, rounded to what a person reads: `45s`, `3m05s`, `1h02m`.
@@ -87,6 +93,9 @@ pub fn summary(status: &Status, images: &[Image], elapsed: Duration) -> String {
         status.succeeded,
         status.failed
     );
+    if status.cancelled > 0 {
+        let _ = write!(text, ", {} cancelled", status.cancelled);
+    }
     if status.pending > 0 {
         let _ = write!(text, ", {} without a result", status.pending);
     }
@@ -221,6 +230,17 @@ mod tests {
         assert_eq!(
             progress_line(&running, Some(2.0)),
             "processing: 12 done, 1 failed, 7 pending of 20 (2.0 images/s, ETA 4s)"
+        );
+        let cancelled: Status = serde_json::from_value(serde_json::json!({
+            "request_id": "r1", "status": "cancelled", "total": 5, "succeeded": 2, "failed": 1, "cancelled": 2,
+            "pending": 0, "created_at": "2026-11-30T00:00:00Z", "completed_at": null,
+            "output_csv_url": null, "errors_csv_url": null, "failure_reason": null
+        }))
+        .unwrap();
+        assert_eq!(progress_line(&cancelled, None), "cancelled: 2 done, 1 failed, 2 cancelled, 0 pending of 5");
+        assert!(
+            summary(&cancelled, &[], Duration::from_secs(3))
+                .starts_with("Request r1 cancelled in 3.0s: 5 images, 2 done, 1 failed, 2 cancelled\n")
         );
         assert_eq!(eta(1000, 2.0), "8m20s");
         assert_eq!(eta(10_000, 1.0), "2h46m");

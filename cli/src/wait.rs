@@ -11,7 +11,7 @@ use crate::answers::Status;
 use crate::client::Api;
 use crate::errors::CliError;
 use crate::requests::{Polled, poll};
-use crate::summary::{eta, progress_line};
+use crate::summary::{counts, eta, progress_line};
 
 const POLL_EVERY: Duration = Duration::from_millis(500);
 const LINE_EVERY: Duration = Duration::from_secs(2);
@@ -96,10 +96,7 @@ impl View {
                 }
                 bar.set_length(status.total);
                 bar.set_position(status.succeeded + status.failed);
-                let mut message = format!(
-                    "{}: {} done, {} failed, {} pending",
-                    status.status, status.succeeded, status.failed, status.pending
-                );
+                let mut message = format!("{}: {}", status.status, counts(status));
                 if let Some(rate) = rate.filter(|rate| *rate > 0.0) {
                     message.push_str(&format!(" | {rate:.1} images/s"));
                     if status.pending > 0 {
