@@ -13,7 +13,7 @@ pub const URLS_PER_CODE: usize = 3;
 
 /// One progress line for a terminal-less output: `processing: 12 done, 1 failed, 7 pending of 20 (3.1 images/s, ETA 2s)`.
 pub fn progress_line(status: &Status, rate: Option<f64>) -> String {
-    let mut line = format!("{}: {}", status.status, counts(status));
+    let mut line = format!("{}: {} of {}", status.status, counts(status), status.total);
     if let Some(rate) = rate.filter(|rate| *rate > 0.0) {
         let _ = write!(line, " ({rate:.1} images/s");
         if status.pending > 0 {
@@ -24,13 +24,10 @@ pub fn progress_line(status: &Status, rate: Option<f64>) -> String {
     line
 }
 
-/// `12 done, 1 failed, 7 pending of 20`, with `N cancelled` before `pending` when there are.
+/// `12 done, 1 failed, 7 pending`, with `N cancelled` before `pending` when there are.
 pub fn counts(status: &Status) -> String {
     let cancelled = if status.cancelled > 0 { format!(", {} cancelled", status.cancelled) } else { String::new() };
-    format!(
-        "{} done, {} failed{cancelled}, {} pending of {}",
-        status.succeeded, status.failed, status.pending, status.total
-    )
+    format!("{} done, {} failed{cancelled}, {} pending", status.succeeded, status.failed, status.pending)
 }
 
 /// Time left at `rate` images per second, rounded to what a person reads: `45s`, `3m05s`, `1h02m`.
