@@ -1,20 +1,24 @@
 #!/usr/bin/env python3
-"""`make run`'s demo on the running local stack: serves the sample images from a local HTTP
-server, uploads a sample CSV through the API with a local webhook receiver, shows progress
-until the request is final, then saves and prints the output CSV and the compressed images."""
+"""`make run`'s demo on the running local stack: saves the stack's URL and the tenant `local`'s
+key as the `local` profile of the imgpipe CLI's config file, serves the sample images from a
+local HTTP server, submits a sample CSV with the CLI (`imgpipe submit --wait`: progress, then
+the summary) with a local webhook receiver, then saves and prints the output CSV and the
+compressed images."""
 import http.client
 import http.server
 import json
 import os
+import subprocess
 import sys
 import threading
 import time
 import urllib.parse
-import uuid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STATE = os.path.join(ROOT, ".stack", "local")
 SAMPLES = os.path.join(ROOT, "infra", "sample")
+# `make build` builds the CLI with the functions, where cargo puts them.
+CLI = os.path.join(os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target"), "debug", "imgpipe")
 
 
 class Quiet(http.server.SimpleHTTPRequestHandler):
@@ -102,36 +106,24 @@ def main():
     print(f"\nUploading {os.path.relpath(os.path.join(STATE, 'sample.csv'), ROOT)} (3 images served from {base}):")
     print(csv)
 
-    boundary = uuid.uuid4().hex
-    form = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"sample.csv\"\r\n"
-            f"Content-Type: text/csv\r\n\r\n{csv}\r\n"
-            f"--{boundary}\r\nContent-Disposition: form-data; name=\"webhook_url\"\r\n\r\n"
-            f"http://127.0.0.1:{hook_port}/hook\r\n--{boundary}--\r\n").encode()
+    # The CLI's `local` profile: it becomes the default when the config file has none yet
+    # (IMGPIPE_CONFIG, else imgpipe/config.toml in the user's config directory).
+    subprocess.run([CLI, "--profile", "local", "--api-url", api, "--api-key", API_KEY, "configure"], check=True)
+    hook = f"http://127.0.0.1:{hook_port}/hook"
+    print(f"$ imgpipe --profile local submit sample.csv --webhook {hook} --wait --no-output")
     started = time.time()
-    status, _, body = request("POST", f"{api}/api/upload/", form,
-                              {"Content-Type": f"multipart/form-data; boundary={boundary}"}, api_host)
-    answer = json.loads(body)
-    print(f"POST {api}/api/upload/ -> {status} {json.dumps(answer)}")
-    if status != 202:
-        sys.exit("run: the upload was not accepted")
-
-    last = None
-    while True:
-        _, _, body = request("GET", answer["status_url"], host=api_host)
-        progress = json.loads(body)
-        line = (f"  {progress['status']}: {progress['succeeded']} done, {progress['failed']} failed, "
-                f"{progress['pending']} pending of {progress['total']}")
-        if line != last:
-            print(line)
-            last = line
-        if progress["status"] in ("completed", "completed_with_errors", "failed"):
-            break
-        if time.time() - started > 120:
-            sys.exit("run: the request did not finish in 120 s; see .stack/local/emulator.log")
-        time.sleep(0.2)
+    # Progress goes to stderr (a live bar on a terminal); the request id and summary to stdout.
+    submitted = subprocess.run([CLI, "--profile", "local", "submit", "sample.csv", "--webhook", hook, "--wait",
+                                "--no-output"], cwd=STATE, stdout=subprocess.PIPE, text=True, timeout=180)
+    sys.stdout.write(submitted.stdout)
+    if submitted.returncode != 0:
+        sys.exit(f"run: imgpipe submit exited {submitted.returncode}; see .stack/local/emulator.log")
+    request_id = submitted.stdout.split()[0]
+    _, _, body = request("GET", f"{api}/api/status/{request_id}/", host=api_host)
+    progress = json.loads(body)
     print(f"Final state after {time.time() - started:.1f} s:\n{json.dumps(progress, indent=2)}")
 
-    results = os.path.join(STATE, "results", answer["request_id"])
+    results = os.path.join(STATE, "results", request_id)
     os.makedirs(results, exist_ok=True)
     output_csv = download(progress["output_csv_url"], api_host)
     with open(os.path.join(results, "output.csv"), "wb") as f:
@@ -140,7 +132,7 @@ def main():
 
     import csv as csvlib
     rows = list(csvlib.reader(output_csv.decode().splitlines()))[1:]
-    print(f"Compressed images in s3://{outputs['BucketName']}/tenants/local/output/{answer['request_id']}/, copies in "
+    print(f"Compressed images in s3://{outputs['BucketName']}/tenants/local/output/{request_id}/, copies in "
           f"{os.path.relpath(results, ROOT)}/:")
     index = 0
     for row in rows:
@@ -162,8 +154,11 @@ def main():
         time.sleep(0.1)
     print(f"\nWebhook received: {json.dumps(webhooks[0]) if webhooks else 'none yet'}")
     print(f"""
-The stack stays up for your own CSVs (`make stop` stops it). Every call but /api/health needs
-the key (tenant `local`; `make key TENANT=<name>` makes one for another tenant):
+The stack stays up for your own CSVs (`make stop` stops it). The CLI's profile `local` points at
+it (docs/cli.md; `cargo install --path cli` puts `imgpipe` on your PATH, or call {os.path.relpath(CLI, ROOT)}):
+  imgpipe --profile local submit products.csv --wait
+  imgpipe --profile local list
+Every call but /api/health needs the key (tenant `local`; `make key TENANT=<name>` makes one for another tenant):
   export API={api} KEY={API_KEY}
   curl -H "Authorization: Bearer $KEY" -F file=@products.csv -F webhook_url=https://example.com/hook {api}/api/upload/
   curl -H "Authorization: Bearer $KEY" {api}/api/status/<request_id>/

@@ -5,6 +5,7 @@
 mod adapters;
 mod api;
 mod auth;
+mod cli;
 mod endings;
 mod faults;
 mod hostile;

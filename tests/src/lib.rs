@@ -2,6 +2,7 @@
 //! HTTP servers that play image hosts and webhook receivers, and real image fixtures.
 
 pub mod api_client;
+pub mod cli;
 pub mod fixtures;
 pub mod hostile_server;
 pub mod openapi;

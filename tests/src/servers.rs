@@ -14,6 +14,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use imgpipe_core::domain::webhook_signature::{DEFAULT_TOLERANCE_SECS, Delivery as Signed, Rejected, WebhookSecret};
 
 use crate::hostile_server;
 use crate::stack::LocalStack;
@@ -150,6 +151,21 @@ async fn serve_slowly(state: State<Images>, name: Path<String>) -> Response {
 pub struct Delivery {
     pub headers: HeaderMap,
     pub body: Bytes,
+}
+
+impl Delivery {
+    /// Whether it verifies with `secret` now, as a receiver checks it (Standard Webhooks, the
+    /// same code as `imgpipe verify-webhook`).
+    pub fn verify(&self, secret: &WebhookSecret) -> Result<(), Rejected> {
+        let header = |name: &str| self.headers.get(name).and_then(|value| value.to_str().ok()).unwrap_or("");
+        let signed = Signed {
+            id: header("webhook-id"),
+            timestamp: header("webhook-timestamp"),
+            signature: header("webhook-signature"),
+            body: &self.body,
+        };
+        secret.verify(&signed, chrono::Utc::now().timestamp(), DEFAULT_TOLERANCE_SECS)
+    }
 }
 
 /// Every POST received: the `<token>` of its path, and what came.

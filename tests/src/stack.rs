@@ -78,7 +78,7 @@ pub struct LocalStack {
     allowed_ports: Vec<u16>,
     #[serde(skip)]
     next_allowed: AtomicUsize,
-    /// Where the function binaries and imgpipe-admin were built.
+    /// Where the function binaries, imgpipe-admin and the imgpipe CLI were built.
     #[serde(skip)]
     pub bin_dir: PathBuf,
     /// One API key per tenant the tests asked for (`key_for`).
@@ -266,7 +266,8 @@ fn target_dir(root: &Path) -> PathBuf {
 }
 
 /// The end-to-end tests must run the code under test: build the four functions and
-/// imgpipe-admin (a no-op when they are up to date) with the cargo that runs the tests.
+/// imgpipe-admin, and in debug the imgpipe CLI (a no-op when they are up to date) with the cargo
+/// that runs the tests.
 fn build_functions(root: &Path, release: bool) {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = Command::new(cargo)
@@ -276,6 +277,8 @@ fn build_functions(root: &Path, release: bool) {
         // The benchmarks' release build (bench/run.sh) also names the tests package: the same
         // set of packages keeps cargo's feature unification, and so the build, the same.
         .args(if release { &["--release", "-p", "imgpipe-tests"][..] } else { &[] })
+        // The CLI's end-to-end tests (local_stack/cli.rs) run the debug build only.
+        .args(if release { &[][..] } else { &["-p", "imgpipe-cli"] })
         .status()
         .expect("run cargo build");
     assert!(status.success(), "building the function binaries failed");
