@@ -55,7 +55,7 @@ impl Accepted {
 }
 
 /// 201 to `POST /api/uploads`: where to PUT the CSV, and the request it will become.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct UploadReserved {
     /// The id of the request the CSV becomes; `GET status_url` answers 404 `not_ready` until
     /// it is accepted.
@@ -93,7 +93,7 @@ impl UploadReserved {
 
 /// 202 to a retry (`POST /api/requests/<id>/retry`): the new request, accepted as an upload is,
 /// and the request it retries.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct RetryAccepted {
     #[serde(flatten)]
     pub accepted: Accepted,

@@ -12,13 +12,34 @@ use imgpipe_core::use_cases::accept_upload::AcceptPorts;
 use imgpipe_core::use_cases::cancel_request::{CancelError, CancelPorts, cancel_request};
 use imgpipe_core::use_cases::retry_request::{RetryError, retry_request};
 
-use crate::answers::{Accepted, RetryAccepted, error};
+use imgpipe_core::domain::request_id::RequestId;
+
+use crate::answers::{Accepted, ErrorAnswer, RetryAccepted, Status, error};
 use crate::caller::OwnRequest;
+use crate::openapi::GatewayRefusal;
 use crate::requests::status_answer;
 use crate::routes::{AppState, origin, unavailable};
 use crate::upload::over_quota;
 
 /// 200 with the request's status, now `cancelled`; 409 `already_final` when it has ended.
+#[utoipa::path(
+    post,
+    path = "/api/requests/{request_id}/cancel",
+    tag = "requests",
+    summary = "Cancel a request in progress",
+    description = "Images without a result end with the error code `cancelled`; the request becomes final with \
+                   the status `cancelled`, and its webhook is sent. No body.",
+    params(("request_id" = RequestId, Path, description = "The request's id, from the upload's answer.")),
+    responses(
+        (status = 200, description = "The request, now `cancelled`.", body = Status),
+        (status = 401, description = "No API key (API Gateway).", body = GatewayRefusal),
+        (status = 403, description = "The API key is not valid (API Gateway).", body = GatewayRefusal),
+        (status = 404, description = "`not_found`: no request of yours with this id.", body = ErrorAnswer),
+        (status = 409, description = "`already_final`: the request has ended, or every image has its result.",
+         body = ErrorAnswer),
+        (status = 503, description = "`unavailable`: try again shortly.", body = ErrorAnswer),
+    ),
+)]
 pub async fn cancel(
     State(state): State<Arc<AppState>>,
     OwnRequest(request): OwnRequest,
@@ -45,6 +66,27 @@ pub async fn cancel(
 }
 
 /// 202 with the new request, as an upload is answered, and the request it retries.
+#[utoipa::path(
+    post,
+    path = "/api/requests/{request_id}/retry",
+    tag = "requests",
+    summary = "Retry a final request's failed images as a new request",
+    description = "The new request has the same rows; the images that succeeded are carried over without being \
+                   fetched again, and only the others are processed. No body.",
+    params(("request_id" = RequestId, Path, description = "The id of the request to retry.")),
+    responses(
+        (status = 202, description = "Accepted: the new request, and the request it retries.", body = RetryAccepted),
+        (status = 401, description = "No API key (API Gateway).", body = GatewayRefusal),
+        (status = 403, description = "The API key is not valid (API Gateway).", body = GatewayRefusal),
+        (status = 404, description = "`not_found`: no request of yours with this id.", body = ErrorAnswer),
+        (status = 409, description = "`not_final`: the request has not ended; `nothing_to_retry`: every image \
+                                      succeeded.", body = ErrorAnswer),
+        (status = 410, description = "`input_gone`: the request's input CSV is no longer stored.", body = ErrorAnswer),
+        (status = 429, description = "`quota_exceeded`.", body = ErrorAnswer,
+         headers(("Retry-After" = u32, description = "Seconds to wait before trying again."))),
+        (status = 503, description = "`unavailable`: try again shortly.", body = ErrorAnswer),
+    ),
+)]
 pub async fn retry(State(state): State<Arc<AppState>>, OwnRequest(first): OwnRequest, headers: HeaderMap) -> Response {
     let ports = AcceptPorts::with_table(&state.blobs, &state.queue, &state.table);
     match retry_request(ports, &first, &state.config.quota, &state.signing_key).await {

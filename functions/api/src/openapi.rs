@@ -10,7 +10,7 @@ use serde::Serialize;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use crate::{list, requests, routes, upload};
+use crate::{list, manage, requests, routes, upload, uploads};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -24,12 +24,15 @@ use crate::{list, requests, routes, upload};
     ),
     paths(
         upload::upload,
+        uploads::reserve,
         list::list_requests,
         requests::status,
         requests::output_csv,
         requests::errors_csv,
         requests::images_page,
         requests::image,
+        manage::cancel,
+        manage::retry,
         routes::health,
         openapi_json,
     ),

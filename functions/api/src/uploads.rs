@@ -14,16 +14,40 @@ use imgpipe_core::domain::csv_rules::CsvProblem;
 use imgpipe_core::use_cases::reserve_upload::{ReserveError, ReservePorts, ReserveRules, reserve_upload};
 use serde::Deserialize;
 
-use crate::answers::{UploadReserved, error, invalid};
+use utoipa::ToSchema;
+
+use crate::answers::{ErrorAnswer, UploadReserved, error, invalid};
 use crate::caller::Caller;
+use crate::openapi::GatewayRefusal;
 use crate::routes::{AppState, origin, unavailable};
 
 /// The body: `{}`, `{"webhook_url": "..."}`, or nothing at all.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ReserveBody {
+pub struct ReserveBody {
+    /// The URL to notify when the request ends.
     webhook_url: Option<String>,
 }
+
+#[utoipa::path(
+    post,
+    path = "/api/uploads",
+    tag = "requests",
+    summary = "Reserve a presigned upload for a large CSV",
+    description = "For a CSV above the inline limit of `POST /api/upload/` (up to `max_bytes`): PUT its bytes \
+                   to `upload_url`, then poll `status_url`, which answers 404 `not_ready` until the CSV is \
+                   accepted, 422 with its problems if it was refused, then the request's status.",
+    request_body(content((ReserveBody = "application/json")), description = "Optional; may be empty."),
+    responses(
+        (status = 201, description = "The request id the CSV becomes, and where to PUT it.", body = UploadReserved),
+        (status = 400, description = "`bad_request_body`: the body is neither empty nor such a JSON object.",
+         body = ErrorAnswer),
+        (status = 401, description = "No API key (API Gateway).", body = GatewayRefusal),
+        (status = 403, description = "The API key is not valid (API Gateway).", body = GatewayRefusal),
+        (status = 422, description = "`invalid_webhook_url` (the problem in `problems`).", body = ErrorAnswer),
+        (status = 503, description = "`unavailable`: try again shortly.", body = ErrorAnswer),
+    ),
+)]
 
 pub async fn reserve(State(state): State<Arc<AppState>>, caller: Caller, headers: HeaderMap, body: Bytes) -> Response {
     let body: ReserveBody = if body.iter().all(u8::is_ascii_whitespace) {
