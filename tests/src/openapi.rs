@@ -84,3 +84,47 @@ fn validator(key: &str, schema: &Value) -> Arc<jsonschema::Validator> {
     });
     Arc::clone(built)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::panic::catch_unwind;
+
+    use super::*;
+
+    const JSON: Option<&str> = Some("application/json");
+
+    fn refused(method: &str, path: &str, status: u16, content_type: Option<&str>, body: &str) -> bool {
+        catch_unwind(|| check_answer(method, path, status, content_type, body.as_bytes())).is_err()
+    }
+
+    #[test]
+    fn ids_in_paths_match_the_described_templates_with_or_without_the_slash() {
+        let id = "0c8f3a5e-4b1d-4e7a-9a51-3f7c2d9e8b10";
+        assert_eq!(described_path(&format!("/api/status/{id}")), Some("/api/status/{request_id}/"));
+        assert_eq!(
+            described_path(&format!("/api/requests/{id}/images/3")),
+            Some("/api/requests/{request_id}/images/{image_index}")
+        );
+        assert_eq!(described_path("/api/nothing-here"), None);
+    }
+
+    #[test]
+    fn a_described_answer_passes_and_one_the_description_does_not_allow_fails() {
+        assert!(!refused("GET", "/api/health", 200, JSON, r#"{"status": "ok"}"#));
+        assert!(refused("GET", "/api/health", 201, JSON, r#"{"status": "ok"}"#), "an undocumented status");
+        assert!(refused("GET", "/api/health", 200, Some("text/html"), "ok"), "an unlisted content type");
+        assert!(refused("GET", "/api/health", 200, JSON, r#"{"status": 1}"#), "a field of the wrong type");
+        assert!(refused("GET", "/api/health", 200, JSON, "{}"), "a required field missing");
+        let error = r#"{"error": "not_found", "message": "no request with this id"}"#;
+        assert!(!refused("GET", "/api/status/0c8f3a5e-4b1d-4e7a-9a51-3f7c2d9e8b10/", 404, JSON, error));
+        let page = r#"{"requests": [{"request_id": "not-a-uuid"}], "next": null}"#;
+        assert!(refused("GET", "/api/requests", 200, JSON, page), "an id that is not a UUID, fields missing");
+    }
+
+    #[test]
+    fn paths_and_methods_the_description_does_not_have_are_not_its_concern() {
+        let error = r#"{"error": "not_found", "message": "no such endpoint"}"#;
+        assert!(!refused("GET", "/api/nothing-here", 404, JSON, error));
+        assert!(!refused("DELETE", "/api/health", 405, JSON, error));
+    }
+}
