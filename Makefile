@@ -70,7 +70,8 @@ bench-load: setup
 # fan-out in chunks of the deployed 2000 images (docs/performance.md, "Large CSVs").
 LARGE_IMAGES ?= 100000
 bench-large: setup
-	IMGPIPE_FAN_OUT_CHUNK_IMAGES=2000 cargo run -q -p imgpipe-tests --bin load -- --presigned --images $(LARGE_IMAGES)
+	IMGPIPE_FAN_OUT_CHUNK_IMAGES=2000 cargo run -q -p imgpipe-tests --bin load -- --presigned --images $(LARGE_IMAGES) \
+		--out bench/results/large-$(LARGE_IMAGES).json
 
 # Every figure of docs/performance.md (issue 5), each part rewriting its own section there and
 # its files in bench/results/. Benchmarks, not tests: run them on a quiet machine.
