@@ -1,6 +1,6 @@
 //! CSVs of any size: `POST /api/uploads` reserves a request id and a presigned S3 PUT; the CSV
 //! PUT there is accepted like a dropped CSV, under that id, with the reservation's webhook. The
-//! local stack splits fan-outs into chunks of 20 images (infra/local.py), so the requests here
+//! tests' stack splits fan-outs into chunks of 20 images (tests/src/stack.rs), so the requests here
 //! cross several chunks. They are the tenant `large`'s, so that their receipts
 //! (`receipts/large/uploads/`) are apart from the dropped CSVs' of `pipeline.rs`.
 
