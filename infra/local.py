@@ -48,9 +48,9 @@ LOCAL_PARAMETERS = {"WorkerTimeout": "20", "JobsVisibilityTimeout": "25", "Retry
                     "CodecReserveSeconds": "3", "SdkOperationTimeoutSeconds": "5",
                     # The authorizer is asked on every call, so a revoked key is refused at once.
                     "AuthorizerCacheSeconds": "0",
-                    # Tests of a few dozen images cross several fan-out chunks; the benchmarks set
-                    # IMGPIPE_FAN_OUT_CHUNK_IMAGES to the deployed 2000.
-                    "FanOutChunkImages": os.environ.get("IMGPIPE_FAN_OUT_CHUNK_IMAGES", "20")}
+                    # The test harness sets IMGPIPE_FAN_OUT_CHUNK_IMAGES to 20, so that tests of a few
+                    # dozen images cross several fan-out chunks; otherwise the deployed 2000.
+                    "FanOutChunkImages": os.environ.get("IMGPIPE_FAN_OUT_CHUNK_IMAGES", "2000")}
 
 
 def fail(message):

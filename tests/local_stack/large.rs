@@ -1,7 +1,8 @@
 //! CSVs of any size: `POST /api/uploads` reserves a request id and a presigned S3 PUT; the CSV
 //! PUT there is accepted like a dropped CSV, under that id, with the reservation's webhook. The
-//! local stack splits fan-outs into chunks of 20 images (infra/local.py), so the requests here
-//! cross several chunks.
+//! tests' stack splits fan-outs into chunks of 20 images (tests/src/stack.rs), so the requests here
+//! cross several chunks. They are the tenant `large`'s, so that their receipts
+//! (`receipts/large/uploads/`) are apart from the dropped CSVs' of `pipeline.rs`.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -19,6 +20,8 @@ use crate::STACK_USE;
 /// The largest CSV accepted through the bucket (MAX_BUCKET_CSV_BYTES's default).
 const MAX_BUCKET_CSV_BYTES: u64 = 100 * 1024 * 1024;
 
+const TENANT: &str = "large";
+
 /// A reservation, checked for the documented answer's fields.
 async fn reserve(api: &ApiClient, body: &str) -> (String, String, Value) {
     let answer = api.reserve_upload(body).await;
@@ -35,7 +38,7 @@ async fn reserve(api: &ApiClient, body: &str) -> (String, String, Value) {
 
 async fn receipt(stack: &LocalStack, id: &str) -> Value {
     let s3 = stack.s3_client().await;
-    let key = format!("receipts/tests/uploads/{id}.json");
+    let key = format!("receipts/{TENANT}/uploads/{id}.json");
     let object = wait_for(&format!("{key} in the bucket"), Duration::from_secs(60), || async {
         s3.get_object().bucket(&stack.bucket_name).key(&key).send().await.ok()
     })
@@ -60,7 +63,7 @@ fn assert_not_ready(answer: &Answer) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_csv_put_to_a_reserved_upload_becomes_the_promised_request_in_chunks_with_its_webhook() {
     let stack = LocalStack::shared();
-    let api = ApiClient::new(stack);
+    let api = ApiClient::for_tenant(stack, TENANT);
     let _in_flight = STACK_USE.read().await;
     let files = HashMap::from([("a.jpg".to_string(), (photo_jpeg(320, 240, 11), "image/jpeg"))]);
     let server = ImageServer::start(files, Duration::ZERO).await;
@@ -105,7 +108,7 @@ async fn a_csv_put_to_a_reserved_upload_becomes_the_promised_request_in_chunks_w
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reserved_upload_whose_csv_breaks_the_rules_answers_its_problems_in_the_status() {
     let stack = LocalStack::shared();
-    let api = ApiClient::new(stack);
+    let api = ApiClient::for_tenant(stack, TENANT);
     let _in_flight = STACK_USE.read().await;
     let (id, upload_url, reserved) = reserve(&api, "").await;
     assert_eq!(reserved["webhook_secret"], Value::Null, "no webhook, no secret");
@@ -125,7 +128,7 @@ async fn a_reserved_upload_whose_csv_breaks_the_rules_answers_its_problems_in_th
 
 #[tokio::test]
 async fn a_reservation_refuses_a_body_that_is_not_json_and_a_bad_webhook_url() {
-    let api = ApiClient::new(LocalStack::shared());
+    let api = ApiClient::for_tenant(LocalStack::shared(), TENANT);
     let answer = api.reserve_upload("webhook_url=https://hooks.example/x").await;
     assert_eq!((answer.status, answer.body["error"].as_str()), (400, Some("bad_request_body")), "{}", answer.body);
     let answer = api.reserve_upload(r#"{"webhook_url": "ftp://hooks.example/x"}"#).await;

@@ -51,6 +51,9 @@ impl Functions {
 /// other private address), handed to the test servers one by one.
 const ALLOWED_PORTS: usize = 48;
 
+/// The fan-out chunk size infra/local.py deploys (template parameter `FanOutChunkImages`).
+pub const FAN_OUT_CHUNK_VARIABLE: &str = "IMGPIPE_FAN_OUT_CHUNK_IMAGES";
+
 /// The tenant whose key `ApiClient::new` and `http_client` send.
 pub const DEFAULT_TENANT: &str = "tests";
 
@@ -130,6 +133,9 @@ impl LocalStack {
             .args(["--allow-hosts", &allow_hosts.join(",")])
             .arg("--no-schedule")
             .args(["--codec-panic-marker", CODEC_PANIC_MARKER])
+            // Fan-out chunks of 20 images, so that tests of a few dozen images cross several;
+            // the benchmarks (tests/src/bin/load.rs) ask for the deployed 2000.
+            .env(FAN_OUT_CHUNK_VARIABLE, std::env::var(FAN_OUT_CHUNK_VARIABLE).unwrap_or_else(|_| "20".into()))
             .status()
             .expect("run infra/local.py");
         assert!(status.success(), "the local stack did not start; see {}/emulator.log", state.display());

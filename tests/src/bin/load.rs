@@ -24,7 +24,7 @@ use imgpipe_tests::api_client::ApiClient;
 use imgpipe_tests::fixtures::photo_jpeg;
 use imgpipe_tests::processes::{function_pids, vm_hwm_kib};
 use imgpipe_tests::servers::ImageServer;
-use imgpipe_tests::stack::{LocalStack, workspace_root};
+use imgpipe_tests::stack::{FAN_OUT_CHUNK_VARIABLE, LocalStack, workspace_root};
 
 /// Distinct small photos the URLs cycle through without --photos.
 const DISTINCT: u32 = 50;
@@ -91,6 +91,10 @@ async fn main() {
     let options = options();
     let images = options.images;
     let per_row = options.per_row;
+    if std::env::var(FAN_OUT_CHUNK_VARIABLE).is_err() {
+        // As deployed, not the tests' 20. SAFETY: nothing has read the environment yet.
+        unsafe { std::env::set_var(FAN_OUT_CHUNK_VARIABLE, "2000") };
+    }
     let stack = LocalStack::shared();
     let api = ApiClient::new(stack);
     let files = image_files(&options.photos);

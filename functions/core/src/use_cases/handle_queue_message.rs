@@ -128,6 +128,9 @@ pub async fn handle_queue_message(
         }
         JobsMessage::FanOutChunk(chunk) => {
             let _slot = rules.fan_out_slot.acquire().await.expect("the fan-out slot is never closed");
+            if clock.deadline.saturating_duration_since(Instant::now()) < rules.reserves.to_start() {
+                return requeue_chunk(ports, &chunk).await;
+            }
             run_fan_out_chunk(ports, &chunk).await
         }
         JobsMessage::DroppedCsvs(dropped) if delivery.from_dead_letters => give_up_on_dropped(ports, &dropped).await,
@@ -210,6 +213,22 @@ async fn run_fan_out_chunk(ports: WorkerPorts<'_>, chunk: &FanOutChunk) -> Verdi
     let started = Instant::now();
     let result = fan_out_chunk(fan_out_ports(ports), chunk).await;
     fan_out_verdict(chunk.request_id, "fan_out_chunk", started, result)
+}
+
+/// A chunk with too little time left to queue its jobs (it waited for the fan-out slot) goes
+/// back to the queue as a new message: handed back instead, each wait would spend one of its
+/// deliveries, and the request would fail after `MAX_RECEIVES` of them.
+async fn requeue_chunk(ports: WorkerPorts<'_>, chunk: &FanOutChunk) -> Verdict {
+    match ports.accept.queue.enqueue_chunks(std::slice::from_ref(chunk)).await {
+        Ok(()) => {
+            tracing::info!(request_id = %chunk.request_id, stage = "fan_out_chunk_requeued", first = chunk.first);
+            Verdict::Acknowledge
+        }
+        Err(error) => {
+            tracing::warn!(request_id = %chunk.request_id, stage = "fan_out_chunk_requeued", error = %error);
+            Verdict::HandBack { delay: None }
+        }
+    }
 }
 
 fn fan_out_verdict(

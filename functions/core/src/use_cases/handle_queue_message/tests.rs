@@ -168,3 +168,17 @@ fn dropped_notification() -> String {
     }]})
     .to_string()
 }
+
+#[tokio::test]
+async fn a_chunk_without_the_time_to_queue_its_jobs_is_queued_again_as_a_new_message() {
+    let fakes = Fakes::default();
+    let (id, _) = fakes.request().await;
+    let chunk = crate::domain::fan_out_chunks::FanOutChunk { request_id: id, first: 0, count: 1 };
+    let message = body(QueueMessage::FanOutChunk { fan_out_chunk: chunk });
+
+    // Less than the reserves' 20 s left (after waiting for the fan-out slot, say): handing it
+    // back would spend one of its deliveries, and five such would fail its request.
+    assert_eq!(fakes.handle(&message, 4, false, Duration::from_secs(19)).await, Verdict::Acknowledge);
+    assert_eq!(*fakes.queue.chunks.lock().unwrap(), [chunk], "queued again, with a delivery count of its own");
+    assert!(fakes.queue.jobs.lock().unwrap().is_empty());
+}

@@ -6,9 +6,10 @@
 use chrono::{TimeZone, Utc};
 
 use super::*;
-use crate::domain::csv_rules::{CsvLimits, MAX_URL_LENGTH_CEILING};
+use crate::domain::csv_rules::{CsvLimits, CsvRejection, MAX_URL_LENGTH_CEILING, ValidatedCsv};
 use crate::domain::http_url::HttpUrl;
 use crate::domain::locations::{output_csv_key, output_image_key};
+use crate::domain::upload_reservation::{UploadRefusal, UploadReservation};
 use crate::test_support::tenant;
 
 /// DynamoDB refuses an item over 400 KB: attribute names and values together.
@@ -103,6 +104,25 @@ fn largest_image_item(url_length: usize) -> Item {
     items.into_iter().max_by_key(item_size).unwrap()
 }
 
+/// A reserved upload's item with the largest refusal the rules make: the 200 problems listed
+/// (and the count of the rest) of a CSV whose every row has two URLs over the length limit,
+/// each quoted in its message, and a webhook URL of `url_length` characters.
+fn largest_reservation_item(url_length: usize) -> Item {
+    let long_url = format!("https://img.example/{}", "é".repeat(url_length));
+    let mut csv = String::from("S. No.,Product Name,Input Image Urls\n");
+    for row in 0..500 {
+        csv.push_str(&format!("{row},{},\"{long_url}, {long_url}\"\n", "p".repeat(5_000)));
+    }
+    let Err(CsvRejection::Invalid(problems)) = ValidatedCsv::parse(csv.as_bytes(), &CsvLimits::bucket()) else {
+        panic!("the CSV breaks the rules");
+    };
+    assert!(problems.len() > 200, "every problem listed is kept: {}", problems.len());
+    let webhook_url = url_of_length("https://hooks.example/", url_length);
+    let mut reservation = UploadReservation::new(tenant(), Some(webhook_url), Utc::now(), Duration::from_secs(3600));
+    reservation.refusal = Some(UploadRefusal { error: "invalid_csv".into(), message: "x".repeat(200), problems });
+    table().reservation_item(&reservation).unwrap()
+}
+
 #[test]
 fn item_size_follows_the_documented_rules() {
     let item = Item::from([
@@ -127,11 +147,18 @@ fn the_largest_items_the_limits_allow_fit_dynamodb_with_room_to_spare() {
     for (url_length, what) in limits {
         let request = item_size(&largest_request_item(url_length));
         let image = item_size(&largest_image_item(url_length));
-        println!("URL limit {url_length} ({what}): request item {request} bytes, image item {image} bytes");
+        let reservation = item_size(&largest_reservation_item(url_length));
+        println!(
+            "URL limit {url_length} ({what}): request item {request} bytes, image item {image} bytes, \
+             reservation item {reservation} bytes"
+        );
         // Ten times under the limit: room for attributes added later, and for DynamoDB's
         // rounding, which these rules only approximate for numbers.
         for (item, size) in [("request", request), ("image", image)] {
             assert!(size * 10 < ITEM_LIMIT, "{item} item of {size} bytes with {what}");
         }
+        // Its problems are at most 200 (and a count), each quoting at most 100 characters:
+        // bounded, but larger; four times under the limit.
+        assert!(reservation * 4 < ITEM_LIMIT, "reservation item of {reservation} bytes with {what}");
     }
 }
