@@ -249,3 +249,92 @@ async fn cli_verify_webhook_accepts_a_real_delivery_and_refuses_a_tampered_one()
     let wrong = cli.run(&["verify-webhook", "--secret", other_secret, "--request", "delivery.http"]).await;
     assert_eq!(wrong.code, 5, "another request's secret: {wrong:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_cancel_ends_a_running_request_cancelled_with_exact_counts() {
+    let stack = LocalStack::shared();
+    let _in_flight = STACK_USE.read().await;
+    let server = ImageServer::start(photos(), Duration::ZERO).await;
+    let cli = Cli::new(stack, "cli-cancel", "cancel");
+    // One photo done, one 404, two held by the server: the request stays running.
+    let csv = format!(
+        "S. No.,Product Name,Input Image Urls\n1,Mug,\"{}, {}\"\n2,Plate,\"{}, {}\"\n",
+        server.url("img/a.jpg"),
+        server.url("held/b.jpg"),
+        server.url("img/missing.jpg"),
+        server.url("held/a.jpg")
+    );
+    std::fs::write(cli.file("products.csv"), csv).unwrap();
+    let submitted = cli.run(&["submit", "products.csv"]).await;
+    assert_eq!(submitted.code, 0, "{submitted:?}");
+    let id = request_id(&submitted);
+    let api = ApiClient::for_tenant(stack, "cli-cancel");
+    wait_for("two results and both held downloads", Duration::from_secs(60), || async {
+        let status = api.status(&id).await.body;
+        let held = server.requested().iter().filter(|path| path.starts_with("/held/")).count();
+        (status["succeeded"] == 1 && status["failed"] == 1 && held >= 2).then_some(())
+    })
+    .await;
+
+    let cancel = cli.run(&["cancel", &id]).await;
+    server.release_held();
+
+    assert_eq!(cancel.code, 0, "{cancel:?}");
+    assert!(
+        cancel.stdout.starts_with(&format!("Request {id}: cancelled: 1 done, 1 failed, 2 cancelled, 0 pending of 4\n")),
+        "{}",
+        cancel.stdout
+    );
+    let again = cli.run(&["cancel", &id]).await;
+    assert_eq!(again.code, 5, "409 already_final: {again:?}");
+    assert!(
+        again.stderr.starts_with(&format!("imgpipe: POST /api/requests/{id}/cancel: already_final: ")),
+        "{again:?}"
+    );
+    let wait = cli.run(&["wait", &id, "--no-output"]).await;
+    assert_eq!(wait.code, 5, "a cancelled request is exit code 5: {wait:?}");
+    assert!(wait.stdout.contains(": 4 images, 1 done, 1 failed, 2 cancelled\n"), "{}", wait.stdout);
+    assert!(wait.stdout.contains("\n  cancelled: 2\n"), "grouped by error code: {}", wait.stdout);
+    assert_eq!(wait.stderr.lines().last(), Some(format!("imgpipe: request {id} ended cancelled").as_str()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_retry_processes_only_the_failed_images_and_saves_a_complete_output_csv() {
+    let stack = LocalStack::shared();
+    let _in_flight = STACK_USE.read().await;
+    let server = ImageServer::start(photos(), Duration::ZERO).await;
+    let cli = Cli::new(stack, "cli-retry", "retry");
+    // b.jpg is published only after the first run, which fails it (404).
+    let csv = format!(
+        "S. No.,Product Name,Input Image Urls\n1,Mug,{}\n2,Plate,\"{}, {}\"\n",
+        server.url("img/a.jpg"),
+        server.url("later/b.jpg"),
+        server.url("img/a.jpg")
+    );
+    std::fs::write(cli.file("products.csv"), csv).unwrap();
+    let first = cli.run(&["submit", "products.csv", "--wait", "--no-output"]).await;
+    assert_eq!(first.code, 0, "{first:?}");
+    let first_id = request_id(&first);
+    assert!(first.stdout.contains(": 3 images, 2 done, 1 failed\n"), "{}", first.stdout);
+    server.publish_later();
+    let fetched_before = server.requested().len();
+
+    let retry = cli.run(&["retry", &first_id, "--wait", "-o", "retried.csv"]).await;
+
+    assert_eq!(retry.code, 0, "{retry:?}");
+    let retry_id = request_id(&retry);
+    assert_ne!(retry_id, first_id);
+    assert!(retry.stderr.starts_with(&format!("retry of {first_id}: 3 images")), "{}", retry.stderr);
+    assert!(retry.stdout.contains(&format!("Request {retry_id} completed in ")), "{}", retry.stdout);
+    let fetched: Vec<String> = server.requested()[fetched_before..].to_vec();
+    assert_eq!(fetched, ["/later/b.jpg"], "only the failed image is fetched again");
+    let output = std::fs::read(cli.file("retried.csv")).unwrap();
+    let slots: Vec<Vec<String>> = csv::Reader::from_reader(&output[..])
+        .records()
+        .map(|row| row.unwrap()[3].split(',').map(|slot| slot.trim().to_string()).collect())
+        .collect();
+    assert_eq!(slots.iter().map(Vec::len).collect::<Vec<_>>(), [1, 2], "same rows, same slots");
+    assert!(slots.iter().flatten().all(|slot| slot.starts_with("http")), "every slot filled: {slots:?}");
+    let nothing = cli.run(&["retry", &retry_id]).await;
+    assert_eq!(nothing.code, 5, "409 nothing_to_retry: {nothing:?}");
+}
