@@ -337,4 +337,26 @@ async fn cli_retry_processes_only_the_failed_images_and_saves_a_complete_output_
     assert!(slots.iter().flatten().all(|slot| slot.starts_with("http")), "every slot filled: {slots:?}");
     let nothing = cli.run(&["retry", &retry_id]).await;
     assert_eq!(nothing.code, 5, "409 nothing_to_retry: {nothing:?}");
+async fn cli_submit_above_the_inline_limit_goes_the_presigned_way_and_completes() {
+    let stack = LocalStack::shared();
+    let _in_flight = STACK_USE.read().await;
+    let server = ImageServer::start(photos(), Duration::ZERO).await;
+    let hooks = WebhookReceiver::start().await;
+    let cli = Cli::new(stack, DEFAULT_TENANT, "presigned");
+    let csv = catalogue(&server);
+    std::fs::write(cli.file("products.csv"), &csv).unwrap();
+    let limit = (csv.len() - 1).to_string();
+
+    let run =
+        cli.run(&["submit", "products.csv", "--inline-limit", &limit, "--webhook", &hooks.url("big"), "--wait"]).await;
+
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stderr.contains("products.csv was sent the large-CSV way"), "{}", run.stderr);
+    assert!(run.stderr.contains("webhook secret (shown once"), "{}", run.stderr);
+    let last = run.stderr.lines().last().unwrap_or_default();
+    assert!(last.starts_with("completed_with_errors: 2 done, 1 failed, 0 pending of 3"), "{}", run.stderr);
+    let id = request_id(&run);
+    let api = ApiClient::new(stack);
+    let output = api.download(&format!("/api/requests/{id}/output.csv")).await;
+    assert_eq!(std::fs::read(cli.file(&format!("{id}.output.csv"))).unwrap(), output);
 }
