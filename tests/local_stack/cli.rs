@@ -360,3 +360,23 @@ async fn cli_submit_above_the_inline_limit_goes_the_presigned_way_and_completes(
     let output = api.download(&format!("/api/requests/{id}/output.csv")).await;
     assert_eq!(std::fs::read(cli.file(&format!("{id}.output.csv"))).unwrap(), output);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_submit_falls_back_to_the_presigned_way_when_the_api_answers_csv_too_large() {
+    let stack = LocalStack::shared();
+    let _in_flight = STACK_USE.read().await;
+    let server = ImageServer::start(photos(), Duration::ZERO).await;
+    let cli = Cli::new(stack, DEFAULT_TENANT, "fallback");
+    // 3 images, but over the API's 4 MiB inline limit: a product name of 4.5 MB.
+    let name = "x".repeat(4_500_000);
+    let csv = catalogue(&server).replacen("Mug", &name, 1);
+    std::fs::write(cli.file("products.csv"), &csv).unwrap();
+
+    // The CLI is told the limit is higher, so it tries inline first and gets 413 csv_too_large.
+    let run = cli.run(&["submit", "products.csv", "--inline-limit", "8388608", "--wait", "--no-output"]).await;
+
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stderr.contains("products.csv was sent the large-CSV way"), "{}", run.stderr);
+    let last = run.stderr.lines().last().unwrap_or_default();
+    assert!(last.starts_with("completed_with_errors: 2 done, 1 failed, 0 pending of 3"), "{}", run.stderr);
+}
