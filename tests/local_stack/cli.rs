@@ -337,6 +337,9 @@ async fn cli_retry_processes_only_the_failed_images_and_saves_a_complete_output_
     assert!(slots.iter().flatten().all(|slot| slot.starts_with("http")), "every slot filled: {slots:?}");
     let nothing = cli.run(&["retry", &retry_id]).await;
     assert_eq!(nothing.code, 5, "409 nothing_to_retry: {nothing:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_submit_above_the_inline_limit_goes_the_presigned_way_and_completes() {
     let stack = LocalStack::shared();
     let _in_flight = STACK_USE.read().await;
