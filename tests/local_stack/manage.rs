@@ -5,11 +5,11 @@
 
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::AttributeValue;
 use imgpipe_tests::api_client::ApiClient;
 use imgpipe_tests::fixtures::photo_jpeg;
 use imgpipe_tests::servers::{ImageServer, WebhookReceiver};
 use imgpipe_tests::stack::LocalStack;
+use imgpipe_tests::tables::{open_images, set_open_images};
 use imgpipe_tests::waits::wait_for;
 use serde_json::Value;
 
@@ -29,40 +29,6 @@ fn catalogue(urls: &[String]) -> String {
         csv.push_str(&format!("{},Item {},\"{url}\"\n", row + 1, row + 1));
     }
     csv
-}
-
-/// The tenant's images in requests not final (`domain::quota`).
-async fn open_images(stack: &LocalStack, tenant: &str) -> u64 {
-    let dynamo = aws_sdk_dynamodb::Client::new(&stack.sdk_config().await);
-    let item = dynamo
-        .get_item()
-        .table_name(&stack.table_name)
-        .key("pk", AttributeValue::S(format!("TENANT#{tenant}")))
-        .key("sk", AttributeValue::S("TENANT".into()))
-        .consistent_read(true)
-        .send()
-        .await
-        .expect("read the tenant's item")
-        .item
-        .unwrap_or_default();
-    match item.get("open_images") {
-        Some(AttributeValue::N(open)) => open.parse().unwrap(),
-        _ => 0,
-    }
-}
-
-async fn set_open_images(stack: &LocalStack, tenant: &str, open: u64) {
-    let dynamo = aws_sdk_dynamodb::Client::new(&stack.sdk_config().await);
-    dynamo
-        .update_item()
-        .table_name(&stack.table_name)
-        .key("pk", AttributeValue::S(format!("TENANT#{tenant}")))
-        .key("sk", AttributeValue::S("TENANT".into()))
-        .update_expression("SET open_images = :open")
-        .expression_attribute_values(":open", AttributeValue::N(open.to_string()))
-        .send()
-        .await
-        .expect("set the tenant's open images");
 }
 
 fn rows(csv: &[u8]) -> Vec<Vec<String>> {

@@ -4,11 +4,11 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::AttributeValue;
 use imgpipe_tests::api_client::ApiClient;
 use imgpipe_tests::fixtures::photo_jpeg;
 use imgpipe_tests::servers::{ImageServer, WebhookReceiver};
 use imgpipe_tests::stack::LocalStack;
+use imgpipe_tests::tables::set_open_images;
 use serde_json::Value;
 
 use crate::STACK_USE;
@@ -107,20 +107,6 @@ async fn an_upload_over_the_tenants_quota_gets_429_and_stores_nothing() {
     api.wait_until_final(id, Duration::from_secs(60)).await;
     let next = api.upload(catalogue(&server, 3).as_bytes(), None).await;
     assert_eq!(next.status, 202, "accepted once the first ended: {}", next.body);
-}
-
-async fn set_open_images(stack: &LocalStack, tenant: &str, open: u64) {
-    let dynamo = aws_sdk_dynamodb::Client::new(&stack.sdk_config().await);
-    dynamo
-        .update_item()
-        .table_name(&stack.table_name)
-        .key("pk", AttributeValue::S(format!("TENANT#{tenant}")))
-        .key("sk", AttributeValue::S("TENANT".into()))
-        .update_expression("SET open_images = :open")
-        .expression_attribute_values(":open", AttributeValue::N(open.to_string()))
-        .send()
-        .await
-        .expect("set the tenant's open images");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::{BillingMode, GlobalSecondaryIndex};
+use aws_sdk_dynamodb::types::{AttributeValue, BillingMode, GlobalSecondaryIndex};
 use imgpipe_core::adapters::aws::DynamoTable;
 
 use crate::stack::LocalStack;
@@ -46,4 +46,39 @@ pub async fn fresh_table() -> DynamoTable {
         .await
         .expect("create a test table");
     DynamoTable::new(&sdk, name, Duration::from_secs(3600))
+}
+
+/// The tenant's images in requests not final (`domain::quota`).
+pub async fn open_images(stack: &LocalStack, tenant: &str) -> u64 {
+    let dynamo = aws_sdk_dynamodb::Client::new(&stack.sdk_config().await);
+    let item = dynamo
+        .get_item()
+        .table_name(&stack.table_name)
+        .key("pk", AttributeValue::S(format!("TENANT#{tenant}")))
+        .key("sk", AttributeValue::S("TENANT".into()))
+        .consistent_read(true)
+        .send()
+        .await
+        .expect("read the tenant's item")
+        .item
+        .unwrap_or_default();
+    match item.get("open_images") {
+        Some(AttributeValue::N(open)) => open.parse().unwrap(),
+        _ => 0,
+    }
+}
+
+/// Sets the tenant's images in requests not final, as if other requests held them.
+pub async fn set_open_images(stack: &LocalStack, tenant: &str, open: u64) {
+    let dynamo = aws_sdk_dynamodb::Client::new(&stack.sdk_config().await);
+    dynamo
+        .update_item()
+        .table_name(&stack.table_name)
+        .key("pk", AttributeValue::S(format!("TENANT#{tenant}")))
+        .key("sk", AttributeValue::S("TENANT".into()))
+        .update_expression("SET open_images = :open")
+        .expression_attribute_values(":open", AttributeValue::N(open.to_string()))
+        .send()
+        .await
+        .expect("set the tenant's open images");
 }

@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::domain::csv_rules::ValidatedCsv;
-use crate::domain::request::{ImageJob, RequestRecord};
+use crate::domain::request::{ImageJob, RequestRecord, jobs_of};
 use crate::domain::request_id::RequestId;
 use crate::domain::tenant::TenantId;
 
@@ -46,18 +46,7 @@ impl FanOutChunk {
 
     /// The jobs of this chunk's images, in output order.
     pub fn jobs(&self, request: &RequestRecord, csv: &ValidatedCsv) -> Vec<ImageJob> {
-        let range = self.first as usize..self.first as usize + self.count as usize;
-        csv.images()
-            .skip(range.start)
-            .take_while(|(index, _, _)| range.contains(index))
-            .map(|(index, row, url)| ImageJob {
-                request_id: request.request_id,
-                tenant_id: request.tenant_id.clone(),
-                image_index: index as u32,
-                row: row as u32,
-                url: url.clone(),
-            })
-            .collect()
+        jobs_of(request, csv).skip(self.first as usize).take(self.count as usize).collect()
     }
 }
 

@@ -410,15 +410,21 @@ pub enum QueueMessage {
 
 /// Every image job of a validated CSV, in output order.
 pub fn image_jobs(request: &RequestRecord, csv: &crate::domain::csv_rules::ValidatedCsv) -> Vec<ImageJob> {
-    csv.images()
-        .map(|(index, row, url)| ImageJob {
-            request_id: request.request_id,
-            tenant_id: request.tenant_id.clone(),
-            image_index: index as u32,
-            row: row as u32,
-            url: url.clone(),
-        })
-        .collect()
+    jobs_of(request, csv).collect()
+}
+
+/// The image jobs of a validated CSV one at a time, in output order (a chunk takes a range).
+pub fn jobs_of<'a>(
+    request: &'a RequestRecord,
+    csv: &'a crate::domain::csv_rules::ValidatedCsv,
+) -> impl Iterator<Item = ImageJob> + 'a {
+    csv.images().map(|(index, row, url)| ImageJob {
+        request_id: request.request_id,
+        tenant_id: request.tenant_id.clone(),
+        image_index: index as u32,
+        row: row as u32,
+        url: url.clone(),
+    })
 }
 
 /// The request is finished by the write that takes `remaining` from above 0 to 0. Acting on

@@ -55,31 +55,19 @@ impl BlobStore for S3Blobs {
     }
 
     async fn presigned_get_url(&self, key: &str, expires_in: Duration) -> Result<String, StoreError> {
-        let presigning = PresigningConfig::expires_in(expires_in)
-            .map_err(|e| StoreError::Refused { service: "S3", detail: e.to_string() })?;
-        let request = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .presigned(presigning)
-            .await
-            .map_err(|e| store_error("S3", e))?;
+        let get = self.client.get_object().bucket(&self.bucket).key(key);
+        let request = get.presigned(presigning(expires_in)?).await.map_err(|e| store_error("S3", e))?;
         Ok(request.uri().to_string())
     }
 
     async fn presigned_put_url(&self, key: &str, expires_in: Duration) -> Result<String, StoreError> {
-        let presigning = PresigningConfig::expires_in(expires_in)
-            .map_err(|e| StoreError::Refused { service: "S3", detail: e.to_string() })?;
         // No content type is signed: the client PUTs the bytes with no header it must match.
-        let request = self
-            .client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .presigned(presigning)
-            .await
-            .map_err(|e| store_error("S3", e))?;
+        let put = self.client.put_object().bucket(&self.bucket).key(key);
+        let request = put.presigned(presigning(expires_in)?).await.map_err(|e| store_error("S3", e))?;
         Ok(request.uri().to_string())
     }
+}
+
+fn presigning(expires_in: Duration) -> Result<PresigningConfig, StoreError> {
+    PresigningConfig::expires_in(expires_in).map_err(|e| StoreError::Refused { service: "S3", detail: e.to_string() })
 }
