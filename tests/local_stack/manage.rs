@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use imgpipe_core::domain::quota::DEFAULT_MAX_OPEN_IMAGES;
 use imgpipe_tests::api_client::ApiClient;
 use imgpipe_tests::fixtures::photo_jpeg;
 use imgpipe_tests::servers::{ImageServer, WebhookReceiver};
@@ -16,7 +17,8 @@ use serde_json::Value;
 use crate::STACK_USE;
 
 /// MaxOpenImagesPerTenant on the local stack.
-const QUOTA: u64 = 50_000;
+/// The stack's `MaxOpenImagesPerTenant`: the template's default.
+const QUOTA: u64 = DEFAULT_MAX_OPEN_IMAGES;
 
 async fn image_server() -> ImageServer {
     let files = (0..4).map(|i| (format!("{i}.jpg"), (photo_jpeg(320, 240, i), "image/jpeg"))).collect();

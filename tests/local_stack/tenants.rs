@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use imgpipe_core::domain::quota::DEFAULT_MAX_OPEN_IMAGES;
 use imgpipe_tests::api_client::ApiClient;
 use imgpipe_tests::fixtures::photo_jpeg;
 use imgpipe_tests::servers::{ImageServer, WebhookReceiver};
@@ -93,7 +94,7 @@ async fn an_upload_over_the_tenants_quota_gets_429_and_stores_nothing() {
     let api = ApiClient::for_tenant(stack, "quota");
     let server = image_server().await;
     // The quota is large (MaxOpenImagesPerTenant); the tenant's open images are set just under it.
-    let quota: u64 = 200_000;
+    let quota = DEFAULT_MAX_OPEN_IMAGES;
     set_open_images(stack, "quota", quota - 3).await;
 
     let first = api.upload(catalogue(&server, 3).as_bytes(), None).await;

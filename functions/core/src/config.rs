@@ -11,7 +11,7 @@ use crate::domain::csv_rules::{CsvLimits, MAX_URL_LENGTH_CEILING};
 use crate::domain::delivery::{RetryPolicy, TimeReserves};
 use crate::domain::fan_out_chunks::DEFAULT_CHUNK_IMAGES;
 use crate::domain::locations::Links;
-use crate::domain::quota::TenantQuota;
+use crate::domain::quota::{DEFAULT_MAX_OPEN_IMAGES, TenantQuota};
 use crate::domain::worker_memory::WorkerMemory;
 
 #[derive(Debug, thiserror::Error)]
@@ -55,7 +55,7 @@ pub fn sdk_operation_timeout() -> Result<Duration, ConfigError> {
 /// Uploads and dropped CSVs count against the same quota: room for two of the largest requests
 /// the bucket takes.
 fn quota() -> Result<TenantQuota, ConfigError> {
-    Ok(TenantQuota { max_open_images: or_default("MAX_OPEN_IMAGES_PER_TENANT", 200_000)? })
+    Ok(TenantQuota { max_open_images: or_default("MAX_OPEN_IMAGES_PER_TENANT", DEFAULT_MAX_OPEN_IMAGES)? })
 }
 
 fn item_lifetime() -> Result<Duration, ConfigError> {

@@ -5,6 +5,10 @@
 
 use serde::{Deserialize, Serialize};
 
+/// `MAX_OPEN_IMAGES_PER_TENANT` when unset (template.yaml's `MaxOpenImagesPerTenant` default):
+/// two of the largest requests a CSV in the bucket may make.
+pub const DEFAULT_MAX_OPEN_IMAGES: u64 = 200_000;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TenantQuota {
     pub max_open_images: u64,
