@@ -103,19 +103,8 @@ pub struct Image {
 /// `GET /api/requests`: one page, newest first.
 #[derive(Debug, Deserialize)]
 pub struct RequestsPage {
-    pub requests: Vec<RequestSummary>,
+    /// Each entry is the request's progress as its status answer shows it (the links are absent
+    /// from a listing, so `None`).
+    pub requests: Vec<Status>,
     pub next: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct RequestSummary {
-    pub request_id: String,
-    pub status: String,
-    pub total: u64,
-    pub succeeded: u64,
-    pub failed: u64,
-    #[serde(default)]
-    pub cancelled: u64,
-    pub pending: u64,
-    pub created_at: String,
 }
