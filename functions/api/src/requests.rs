@@ -67,20 +67,19 @@ pub async fn status(
     };
     match reservation.status_for(&caller.0) {
         ReservedStatus::NotFound => not_found(),
-        ReservedStatus::NotReady { upload_expires_at } if upload_expires_at < Utc::now() => {
-            let message = format!(
-                "no CSV has been accepted for this request; its upload_url expired at {}: a CSV PUT before then \
-                 is still being accepted, otherwise reserve a new upload with POST /api/uploads",
-                upload_expires_at.to_rfc3339()
-            );
-            error(StatusCode::NOT_FOUND, "not_ready", message)
-        }
         ReservedStatus::NotReady { upload_expires_at } => {
-            let message = format!(
-                "no CSV has been accepted for this request yet: PUT it to its upload_url (valid until {}); \
-                 it is accepted moments after it arrives",
-                upload_expires_at.to_rfc3339()
-            );
+            let expires = upload_expires_at.to_rfc3339();
+            let message = if upload_expires_at < Utc::now() {
+                format!(
+                    "no CSV has been accepted for this request; its upload_url expired at {expires}: a CSV PUT \
+                     before then is still being accepted, otherwise reserve a new upload with POST /api/uploads"
+                )
+            } else {
+                format!(
+                    "no CSV has been accepted for this request yet: PUT it to its upload_url (valid until \
+                     {expires}); it is accepted moments after it arrives"
+                )
+            };
             error(StatusCode::NOT_FOUND, "not_ready", message)
         }
         ReservedStatus::Refused(refusal) => {
