@@ -4,11 +4,15 @@
  * API): read the quantised DCT coefficients, rescale them to the new tables, write them as a
  * baseline JPEG with optimised Huffman tables. No IDCT, colour conversion, resampling or FDCT.
  *
- * Only for inputs where this gives what decode + encode would: 8-bit YCbCr 4:2:0 or grayscale,
- * Huffman baseline/extended/progressive, no Adobe marker, every quantiser no coarser than the
- * target's (else the output would claim more precision than the input has). Everything else
- * returns IMGPIPE_RQ_NOT_APPLICABLE and the caller decodes and re-encodes. No marker of the
- * input is copied (EXIF, ICC, comments): the output has a JFIF header only.
+ * The output is what decode + encode would write: q50 tables, 4:2:0 (or grayscale), upright.
+ * Inputs: 8-bit grayscale or YCbCr at 4:2:0, 4:2:2, 4:4:0 or 4:4:4, Huffman
+ * baseline/extended/progressive, no Adobe marker, every quantiser no coarser than the target's
+ * (else the output would claim more precision than the input has). Chroma at more than 4:2:0 is
+ * halved in the DCT domain (chroma_downsample.c); an EXIF orientation is applied to the blocks
+ * and their coefficients, as jpegtran's lossless transforms do (plan_layout says when that is
+ * exact). Everything else returns IMGPIPE_RQ_NOT_APPLICABLE and the caller decodes and
+ * re-encodes. No marker of the input is copied (EXIF, ICC, comments): the output has a JFIF
+ * header only.
  *
  * libjpeg reports errors by calling error_exit, which would exit(); ours longjmps back here.
  */
@@ -21,6 +25,8 @@
 
 #include "jpeglib.h"
 #include "jerror.h"
+
+#include "chroma_downsample.h"
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -70,6 +76,7 @@ struct imgpipe_ctx {
   struct imgpipe_err src_err, dst_err;
   struct imgpipe_dest dest;
   struct huff_stats stats;
+  struct chroma_downsampler downsampler;
   int src_created, dst_created;
   jmp_buf jump;
 };
@@ -268,12 +275,228 @@ static uint64_t monotonic_ns(void) {
   return (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
 }
 
-static int requantize(struct imgpipe_ctx *ctx, const unsigned char *in, unsigned long in_len,
-                      int quality, unsigned long max_memory, int flags, uint64_t *decode_ns) {
+/*
+ * EXIF orientation as a lossless transform of the block grid and of each block's coefficients,
+ * as jpegtran's: transpose first, then mirror the result left-right (flip_x) and/or top-bottom
+ * (flip_y). Mirroring a block negates its odd frequencies on that axis; transposing it swaps
+ * its rows and columns. Indexed by the EXIF value, 1-8.
+ */
+struct orientation {
+  int transpose, flip_x, flip_y;
+};
+
+static const struct orientation ORIENTATIONS[9] = {
+    {0, 0, 0}, {0, 0, 0}, {0, 1, 0}, {0, 1, 1}, {0, 0, 1}, {1, 0, 0}, {1, 1, 0}, {1, 1, 1}, {1, 0, 1},
+};
+
+/* out[k] = sign[k] * in[from[k]]: one block under an orientation. */
+struct block_transform {
+  unsigned char from[DCTSIZE2];
+  signed char sign[DCTSIZE2];
+};
+
+static void block_transform_init(struct block_transform *bt, const struct orientation *o) {
+  int v, u;
+  for (v = 0; v < DCTSIZE; v++)
+    for (u = 0; u < DCTSIZE; u++) {
+      int k = v * DCTSIZE + u, negate = (o->flip_x && (u & 1)) ^ (o->flip_y && (v & 1));
+      bt->from[k] = (unsigned char)(o->transpose ? u * DCTSIZE + v : k);
+      bt->sign[k] = (signed char)(negate ? -1 : 1);
+    }
+}
+
+static void transform_block(const struct block_transform *bt, const JCOEF *in, JCOEF *out) {
+  int k;
+  for (k = 0; k < DCTSIZE2; k++)
+    out[k] = (JCOEF)(bt->sign[k] * in[bt->from[k]]);
+}
+
+/* The output's shape: upright, grayscale or 4:2:0. */
+struct layout {
+  int components;
+  int dx, dy; /* input chroma blocks per output chroma block, across and down (1 or 2) */
+  int in_place; /* the input's own coefficient arrays are rescaled and written (4:2:0 or gray, upright) */
+  struct orientation orientation;
+  JDIMENSION width, height;
+  JDIMENSION width_in_blocks[MAX_COMPONENTS], height_in_blocks[MAX_COMPONENTS];
+};
+
+static JDIMENSION blocks_for(JDIMENSION pixels, int pixels_per_block) {
+  return (pixels + (JDIMENSION)pixels_per_block - 1) / (JDIMENSION)pixels_per_block;
+}
+
+/*
+ * The layout for an input header, or 0 when requantisation does not apply to it. Applies to
+ * 8-bit Huffman-coded grayscale and YCbCr with full-size luma and chroma at 1x1 (4:2:0, 4:2:2,
+ * 4:4:0, 4:4:4), no Adobe marker. Mirroring an axis is exact only when the output's size on it
+ * is a whole number of MCUs (16 pixels in colour, 8 in gray): a partial edge MCU would move to
+ * the other side with its padding. Such files go through decode + encode (measured in
+ * docs/performance.md: how often phone sizes are affected).
+ */
+static int plan_layout(j_decompress_ptr src, int orientation, struct layout *l) {
+  jpeg_component_info *c = src->comp_info;
+  int gray = src->num_components == 1 && src->jpeg_color_space == JCS_GRAYSCALE;
+  int ycc = src->num_components == 3 && src->jpeg_color_space == JCS_YCbCr &&
+            (c[0].h_samp_factor == 1 || c[0].h_samp_factor == 2) &&
+            (c[0].v_samp_factor == 1 || c[0].v_samp_factor == 2) && c[1].h_samp_factor == 1 &&
+            c[1].v_samp_factor == 1 && c[2].h_samp_factor == 1 && c[2].v_samp_factor == 1;
+  int mcu = gray ? DCTSIZE : 2 * DCTSIZE, ci;
+  if (!(gray || ycc) || src->data_precision != 8 || src->arith_code || src->saw_Adobe_marker ||
+      orientation < 1 || orientation > 8)
+    return 0;
+  l->components = src->num_components;
+  l->dx = gray ? 1 : 3 - c[0].h_samp_factor;
+  l->dy = gray ? 1 : 3 - c[0].v_samp_factor;
+  l->orientation = ORIENTATIONS[orientation];
+  l->in_place = orientation == 1 && l->dx == 1 && l->dy == 1;
+  l->width = l->orientation.transpose ? src->image_height : src->image_width;
+  l->height = l->orientation.transpose ? src->image_width : src->image_height;
+  if ((l->orientation.flip_x && l->width % (JDIMENSION)mcu) || (l->orientation.flip_y && l->height % (JDIMENSION)mcu))
+    return 0;
+  for (ci = 0; ci < l->components; ci++) {
+    int pixels_per_block = ci == 0 ? DCTSIZE : 2 * DCTSIZE;
+    l->width_in_blocks[ci] = blocks_for(l->width, pixels_per_block);
+    l->height_in_blocks[ci] = blocks_for(l->height, pixels_per_block);
+  }
+  return 1;
+}
+
+/* Block (x, y) of a component of the input, the nearest one where (x, y) is past its edge. */
+static JCOEF *input_block(j_decompress_ptr src, jvirt_barray_ptr array, int ci, JDIMENSION x, JDIMENSION y) {
+  jpeg_component_info *comp = &src->comp_info[ci];
+  if (x >= comp->width_in_blocks)
+    x = comp->width_in_blocks - 1;
+  if (y >= comp->height_in_blocks)
+    y = comp->height_in_blocks - 1;
+  return (*src->mem->access_virt_barray)((j_common_ptr)src, array, y, 1, FALSE)[0][x];
+}
+
+/*
+ * Writes component ci of the output into `out`, row by row (as libjpeg requires of a virtual
+ * array): each block taken from the input block at its place before the orientation, or for
+ * chroma to be halved made from the input blocks covering that place (chroma_downsample.c),
+ * then turned by the orientation, rescaled to q_out and counted. DC values go to `dc`. 0 if a
+ * coefficient is out of range.
+ */
+static int build_component(struct imgpipe_ctx *ctx, const struct layout *l, int ci, jvirt_barray_ptr in,
+                           jvirt_barray_ptr out, const UINT16 *q_in, const UINT16 *q_out, long *ac, JCOEF *dc) {
+  j_decompress_ptr src = &ctx->src;
+  const struct orientation *o = &l->orientation;
+  JDIMENSION x, y, width = l->width_in_blocks[ci], height = l->height_in_blocks[ci];
+  int halved = ci > 0 && (l->dx > 1 || l->dy > 1), same = 1, k;
+  struct rescale_table table;
+  struct block_transform bt;
+  for (k = 0; k < DCTSIZE2; k++)
+    same &= q_in[k] == q_out[k];
+  rescale_init(&table, q_in, q_out);
+  block_transform_init(&bt, o);
+  if (halved)
+    chroma_downsampler_init(&ctx->downsampler, l->dx, l->dy);
+  for (y = 0; y < height; y++) {
+    JBLOCKROW row = (*src->mem->access_virt_barray)((j_common_ptr)src, out, y, 1, TRUE)[0];
+    for (x = 0; x < width; x++) {
+      /* The block's place in the upright-before-turning grid. */
+      JDIMENSION fx = o->flip_x ? width - 1 - x : x, fy = o->flip_y ? height - 1 - y : y;
+      JDIMENSION sx = o->transpose ? fy : fx, sy = o->transpose ? fx : fy;
+      if (halved) {
+        JCOEF block[DCTSIZE2], *group[4];
+        int i, j;
+        for (j = 0; j < l->dy; j++)
+          for (i = 0; i < l->dx; i++)
+            group[j * l->dx + i] = input_block(src, in, ci, sx * (JDIMENSION)l->dx + (JDIMENSION)i,
+                                               sy * (JDIMENSION)l->dy + (JDIMENSION)j);
+        chroma_downsample_block(&ctx->downsampler, group, q_in, q_out, block);
+        transform_block(&bt, block, row[x]);
+        if (!rescale_and_count(&ctx->stats, ac, row[x], NULL))
+          return 0;
+      } else {
+        transform_block(&bt, input_block(src, in, ci, sx, sy), row[x]);
+        if (!rescale_and_count(&ctx->stats, ac, row[x], same ? NULL : &table))
+          return 0;
+      }
+      dc[(size_t)y * width + x] = row[x][0];
+    }
+  }
+  return 1;
+}
+
+/* Rescales the input's own arrays in place (upright 4:2:0 or gray: the output's layout), row of
+ * blocks by row of blocks, counting the AC symbols and keeping the DC values. */
+static int rescale_in_place(struct imgpipe_ctx *ctx, int ci, jvirt_barray_ptr array, const UINT16 *q_in,
+                            const UINT16 *q_out, long *ac, JCOEF *dc_values) {
+  j_decompress_ptr src = &ctx->src;
+  jpeg_component_info *comp = &src->comp_info[ci];
+  JDIMENSION row, width = comp->width_in_blocks;
+  struct rescale_table table;
+  int same = 1, k;
+  for (k = 0; k < DCTSIZE2; k++)
+    same &= q_in[k] == q_out[k];
+  rescale_init(&table, q_in, q_out);
+  for (row = 0; row < comp->height_in_blocks; row += (JDIMENSION)comp->v_samp_factor) {
+    JBLOCKARRAY rows = (*src->mem->access_virt_barray)((j_common_ptr)src, array, row,
+                                                       (JDIMENSION)comp->v_samp_factor, TRUE);
+    int r;
+    for (r = 0; r < comp->v_samp_factor && row + (JDIMENSION)r < comp->height_in_blocks; r++) {
+      JDIMENSION b;
+      JCOEF *dc = dc_values + (size_t)(row + (JDIMENSION)r) * width;
+      for (b = 0; b < width; b++) {
+        /* Same tables: rescaling is the identity. */
+        if (!rescale_and_count(&ctx->stats, ac, rows[r][b], same ? NULL : &table))
+          return 0;
+        dc[b] = rows[r][b][0];
+      }
+    }
+  }
+  return 1;
+}
+
+/*
+ * DC differences in the order the encoder writes the blocks. Gray: one non-interleaved scan,
+ * raster order. 4:2:0: one interleaved scan of 16x16 MCUs, each 2x2 luma blocks then Cb then
+ * Cr; where the luma blocks run out at the right or bottom edge, the encoder pads the MCU with
+ * dummy blocks that repeat the previous DC (difference 0) and have no AC coefficients (an end
+ * of block). 0 if a difference is out of range.
+ */
+static int count_dc_in_scan_order(struct huff_stats *st, const struct layout *l, JCOEF *const dc_values[]) {
+  int last[3] = {0, 0, 0}, ci;
+  long *dc_luma = st->dc[0], *dc_chroma = st->dc[1];
+  JDIMENSION luma_w = l->width_in_blocks[0], luma_h = l->height_in_blocks[0];
+  if (l->components == 1) {
+    size_t i, n = (size_t)luma_w * luma_h;
+    for (i = 0; i < n; i++)
+      if (!count_dc(dc_luma, dc_values[0][i], &last[0]))
+        return 0;
+  } else {
+    JDIMENSION mcu_x, mcu_y, mcus_x = l->width_in_blocks[1], mcus_y = l->height_in_blocks[1];
+    for (mcu_y = 0; mcu_y < mcus_y; mcu_y++)
+      for (mcu_x = 0; mcu_x < mcus_x; mcu_x++) {
+        int y, x;
+        for (y = 0; y < 2; y++)
+          for (x = 0; x < 2; x++) {
+            JDIMENSION bx = 2 * mcu_x + (JDIMENSION)x, by = 2 * mcu_y + (JDIMENSION)y;
+            if (bx < luma_w && by < luma_h) {
+              if (!count_dc(dc_luma, dc_values[0][(size_t)by * luma_w + bx], &last[0]))
+                return 0;
+            } else {
+              dc_luma[0]++;
+              st->ac[0][0]++;
+            }
+          }
+        for (ci = 1; ci < 3; ci++)
+          if (!count_dc(dc_chroma, dc_values[ci][(size_t)mcu_y * mcus_x + mcu_x], &last[ci]))
+            return 0;
+      }
+  }
+  return 1;
+}
+
+static int requantize(struct imgpipe_ctx *ctx, const unsigned char *in, unsigned long in_len, int quality,
+                      int orientation, unsigned long max_memory, int flags, uint64_t *decode_ns) {
   j_decompress_ptr src = &ctx->src;
   j_compress_ptr dst = &ctx->dst;
-  jvirt_barray_ptr *coefs;
+  jvirt_barray_ptr *coefs, out_coefs[MAX_COMPONENTS];
   JCOEF *dc_values[MAX_COMPONENTS];
+  struct layout l;
   int ci, k;
 
   jpeg_create_decompress(src);
@@ -281,21 +504,11 @@ static int requantize(struct imgpipe_ctx *ctx, const unsigned char *in, unsigned
   if (max_memory > 0)
     src->mem->max_memory_to_use = (long)max_memory;
   jpeg_mem_src(src, in, in_len);
-  /* No APPn/COM marker is saved: none is copied. */
+  /* No APPn/COM marker is saved: none is copied (the caller adds the ICC profile back). */
   if (jpeg_read_header(src, TRUE) != JPEG_HEADER_OK || ctx->src_err.pub.num_warnings > 0)
     return IMGPIPE_RQ_NOT_APPLICABLE;
-
-  {
-    jpeg_component_info *c = src->comp_info;
-    int gray = src->num_components == 1 && src->jpeg_color_space == JCS_GRAYSCALE;
-    int ycc420 = src->num_components == 3 && src->jpeg_color_space == JCS_YCbCr &&
-                 c[0].h_samp_factor == 2 && c[0].v_samp_factor == 2 &&
-                 c[1].h_samp_factor == 1 && c[1].v_samp_factor == 1 &&
-                 c[2].h_samp_factor == 1 && c[2].v_samp_factor == 1;
-    if (!(gray || ycc420) || src->data_precision != 8 || src->arith_code ||
-        src->saw_Adobe_marker)
-      return IMGPIPE_RQ_NOT_APPLICABLE;
-  }
+  if (!plan_layout(src, orientation, &l))
+    return IMGPIPE_RQ_NOT_APPLICABLE;
 
   /* The quantisation check, on the tables the header defined, before the expensive part: a
    * coarser input (the common case for files already at q50 or below) costs only its header. */
@@ -316,6 +529,17 @@ static int requantize(struct imgpipe_ctx *ctx, const unsigned char *in, unsigned
         return IMGPIPE_RQ_NOT_APPLICABLE;
   }
 
+  /* The output's arrays, unless the input's are rescaled in place: requested before the input's
+   * are made, as libjpeg's memory manager requires (pre-zeroed: the writer reads the padding
+   * rows of the last MCU row). */
+  for (ci = 0; ci < l.components && !l.in_place; ci++) {
+    int samp = ci == 0 && l.components == 3 ? 2 : 1;
+    out_coefs[ci] = (*src->mem->request_virt_barray)(
+        (j_common_ptr)src, JPOOL_IMAGE, TRUE,
+        (l.width_in_blocks[ci] + (JDIMENSION)samp - 1) / (JDIMENSION)samp * (JDIMENSION)samp,
+        (l.height_in_blocks[ci] + (JDIMENSION)samp - 1) / (JDIMENSION)samp * (JDIMENSION)samp, (JDIMENSION)samp);
+  }
+
   *decode_ns = monotonic_ns();
   coefs = jpeg_read_coefficients(src);
   *decode_ns = monotonic_ns() - *decode_ns;
@@ -324,11 +548,15 @@ static int requantize(struct imgpipe_ctx *ctx, const unsigned char *in, unsigned
     return IMGPIPE_RQ_NOT_APPLICABLE;
 
   jpeg_copy_critical_parameters(src, dst);
-  /* Tables 0 (luma) and 1 (chroma) at `quality` with libjpeg's scaling: the tables Pillow and
-   * turbojpeg write at that quality. */
+  dst->image_width = l.width;
+  dst->image_height = l.height;
+  /* Tables 0 (luma) and 1 (chroma) at `quality` with libjpeg's scaling, and 4:2:0: the tables
+   * and subsampling Pillow and turbojpeg write at that quality. */
   jpeg_set_quality(dst, quality, TRUE);
-  for (ci = 0; ci < dst->num_components; ci++)
+  for (ci = 0; ci < dst->num_components; ci++) {
     dst->comp_info[ci].quant_tbl_no = ci == 0 ? 0 : 1;
+    dst->comp_info[ci].h_samp_factor = dst->comp_info[ci].v_samp_factor = ci == 0 && l.components == 3 ? 2 : 1;
+  }
   /* Our own statistics (below), or libjpeg's extra pass for the tests to compare with. */
   dst->optimize_coding = (flags & IMGPIPE_RQ_LIBJPEG_STATS) != 0;
   dst->write_JFIF_header = TRUE;
@@ -345,82 +573,25 @@ static int requantize(struct imgpipe_ctx *ctx, const unsigned char *in, unsigned
         return IMGPIPE_RQ_NOT_APPLICABLE;
   }
 
-  /* Rescale in place, component by component, row of blocks by row of blocks, counting the
-   * AC symbols and keeping the DC values (their differences follow the MCU order, below). */
+  /* Rescale (and turn, and halve chroma), component by component, counting the AC symbols and
+   * keeping the DC values: their differences follow the MCU order, counted after. */
   stats_init(&ctx->stats);
-  for (ci = 0; ci < src->num_components; ci++) {
-    jpeg_component_info *comp = &src->comp_info[ci];
-    const UINT16 *q_in = comp->quant_table->quantval;
+  for (ci = 0; ci < l.components; ci++) {
+    const UINT16 *q_in = src->comp_info[ci].quant_table->quantval;
     const UINT16 *q_out = dst->quant_tbl_ptrs[dst->comp_info[ci].quant_tbl_no]->quantval;
     long *ac = ctx->stats.ac[dst->comp_info[ci].ac_tbl_no ? 1 : 0];
-    JDIMENSION row, width = comp->width_in_blocks;
-    struct rescale_table table;
-    int same = 1;
-    dc_values[ci] = (JCOEF *)(*src->mem->alloc_large)(
-        (j_common_ptr)src, JPOOL_IMAGE, (size_t)width * comp->height_in_blocks * sizeof(JCOEF));
-    for (k = 0; k < DCTSIZE2; k++)
-      same &= q_in[k] == q_out[k];
-    rescale_init(&table, q_in, q_out);
-    for (row = 0; row < comp->height_in_blocks; row += (JDIMENSION)comp->v_samp_factor) {
-      JBLOCKARRAY rows = (*src->mem->access_virt_barray)((j_common_ptr)src, coefs[ci], row,
-                                                         (JDIMENSION)comp->v_samp_factor, TRUE);
-      int r;
-      for (r = 0; r < comp->v_samp_factor && row + (JDIMENSION)r < comp->height_in_blocks; r++) {
-        JDIMENSION b;
-        JCOEF *dc = dc_values[ci] + (size_t)(row + (JDIMENSION)r) * width;
-        for (b = 0; b < width; b++) {
-          /* Same tables: rescaling is the identity. */
-          if (!rescale_and_count(&ctx->stats, ac, rows[r][b], same ? NULL : &table))
-            return IMGPIPE_RQ_NOT_APPLICABLE;
-          dc[b] = rows[r][b][0];
-        }
-      }
-    }
+    size_t blocks = (size_t)l.width_in_blocks[ci] * l.height_in_blocks[ci];
+    dc_values[ci] = (JCOEF *)(*src->mem->alloc_large)((j_common_ptr)src, JPOOL_IMAGE, blocks * sizeof(JCOEF));
+    if (l.in_place ? !rescale_in_place(ctx, ci, coefs[ci], q_in, q_out, ac, dc_values[ci])
+                   : !build_component(ctx, &l, ci, coefs[ci], out_coefs[ci], q_in, q_out, ac, dc_values[ci]))
+      return IMGPIPE_RQ_NOT_APPLICABLE;
   }
-
-  /* DC differences in the order the encoder writes the blocks. Gray: one non-interleaved
-   * scan, raster order. 4:2:0: one interleaved scan of 16x16 MCUs, each 2x2 luma blocks then
-   * Cb then Cr; where the luma blocks run out at the right or bottom edge, the encoder pads
-   * the MCU with dummy blocks that repeat the previous DC (difference 0) and have no AC
-   * coefficients (an end of block). */
-  {
-    int last[3] = {0, 0, 0};
-    long *dc_luma = ctx->stats.dc[0], *dc_chroma = ctx->stats.dc[1];
-    jpeg_component_info *c = src->comp_info;
-    if (src->num_components == 1) {
-      size_t i, n = (size_t)c[0].width_in_blocks * c[0].height_in_blocks;
-      for (i = 0; i < n; i++)
-        if (!count_dc(dc_luma, dc_values[0][i], &last[0]))
-          return IMGPIPE_RQ_NOT_APPLICABLE;
-    } else {
-      JDIMENSION mcu_x, mcu_y, mcus_x = c[1].width_in_blocks, mcus_y = c[1].height_in_blocks;
-      JDIMENSION luma_w = c[0].width_in_blocks, luma_h = c[0].height_in_blocks;
-      if (dst->comp_info[0].dc_tbl_no != 0 || dst->comp_info[1].dc_tbl_no != 1 ||
-          dst->comp_info[2].dc_tbl_no != 1 || dst->comp_info[0].ac_tbl_no != 0 ||
-          c[2].width_in_blocks != mcus_x || c[2].height_in_blocks != mcus_y ||
-          (luma_w + 1) / 2 != mcus_x || (luma_h + 1) / 2 != mcus_y)
-        return IMGPIPE_RQ_NOT_APPLICABLE; /* not the layout assumed here */
-      for (mcu_y = 0; mcu_y < mcus_y; mcu_y++)
-        for (mcu_x = 0; mcu_x < mcus_x; mcu_x++) {
-          int y, x;
-          for (y = 0; y < 2; y++)
-            for (x = 0; x < 2; x++) {
-              JDIMENSION bx = 2 * mcu_x + (JDIMENSION)x, by = 2 * mcu_y + (JDIMENSION)y;
-              if (bx < luma_w && by < luma_h) {
-                if (!count_dc(dc_luma, dc_values[0][(size_t)by * luma_w + bx], &last[0]))
-                  return IMGPIPE_RQ_NOT_APPLICABLE;
-              } else {
-                dc_luma[0]++;
-                ctx->stats.ac[0][0]++;
-              }
-            }
-          for (ci = 1; ci < 3; ci++)
-            if (!count_dc(dc_chroma, dc_values[ci][(size_t)mcu_y * mcus_x + mcu_x], &last[ci]))
-              return IMGPIPE_RQ_NOT_APPLICABLE;
-        }
-    }
-  }
-  for (ci = 0; ci < (src->num_components == 1 ? 1 : 2) && !dst->optimize_coding; ci++) {
+  if (dst->comp_info[0].dc_tbl_no != 0 || dst->comp_info[0].ac_tbl_no != 0 ||
+      (l.components == 3 && (dst->comp_info[1].dc_tbl_no != 1 || dst->comp_info[2].dc_tbl_no != 1)))
+    return IMGPIPE_RQ_NOT_APPLICABLE; /* not the table assignment assumed here */
+  if (!count_dc_in_scan_order(&ctx->stats, &l, dc_values))
+    return IMGPIPE_RQ_NOT_APPLICABLE;
+  for (ci = 0; ci < (l.components == 1 ? 1 : 2) && !dst->optimize_coding; ci++) {
     if (dst->dc_huff_tbl_ptrs[ci] == NULL)
       dst->dc_huff_tbl_ptrs[ci] = jpeg_alloc_huff_table((j_common_ptr)dst);
     if (dst->ac_huff_tbl_ptrs[ci] == NULL)
@@ -438,19 +609,20 @@ static int requantize(struct imgpipe_ctx *ctx, const unsigned char *in, unsigned
   ctx->dest.pub.empty_output_buffer = dest_empty;
   ctx->dest.pub.term_destination = dest_term;
   dst->dest = &ctx->dest.pub;
-  jpeg_write_coefficients(dst, coefs);
+  jpeg_write_coefficients(dst, l.in_place ? coefs : out_coefs);
   jpeg_finish_compress(dst);
   return IMGPIPE_RQ_OK;
 }
 
 /*
  * Returns IMGPIPE_RQ_OK with *out (free it with imgpipe_requantize_free), *out_len, *width and
- * *height set; IMGPIPE_RQ_NOT_APPLICABLE; or IMGPIPE_RQ_ERROR with a message in err_msg.
- * max_memory bounds libjpeg's allocations for the source's coefficients (0: no bound). flags:
+ * *height set (the output's: turned by the orientation); IMGPIPE_RQ_NOT_APPLICABLE; or
+ * IMGPIPE_RQ_ERROR with a message in err_msg. orientation: the input's EXIF orientation, 1-8,
+ * applied to the output. max_memory bounds libjpeg's allocations for the source's coefficients (0: no bound). flags:
  * 0, or IMGPIPE_RQ_LIBJPEG_STATS. *decode_ns: time spent reading (entropy-decoding) the
  * coefficients, the part decode + encode would also spend; the rest of the call is the encode.
  */
-int imgpipe_requantize(const unsigned char *in, unsigned long in_len, int quality,
+int imgpipe_requantize(const unsigned char *in, unsigned long in_len, int quality, int orientation,
                        unsigned long max_memory, unsigned char **out, unsigned long *out_len,
                        unsigned int *width, unsigned int *height, char *err_msg, int err_len,
                        int flags, uint64_t *decode_ns) {
@@ -476,13 +648,13 @@ int imgpipe_requantize(const unsigned char *in, unsigned long in_len, int qualit
   if (setjmp(ctx->jump))
     result = IMGPIPE_RQ_ERROR;
   else
-    result = requantize(ctx, in, in_len, quality, max_memory, flags, decode_ns);
+    result = requantize(ctx, in, in_len, quality, orientation, max_memory, flags, decode_ns);
 
   if (result == IMGPIPE_RQ_OK) {
     *out = ctx->dest.buffer;
     *out_len = (unsigned long)ctx->dest.length;
-    *width = ctx->src.image_width;
-    *height = ctx->src.image_height;
+    *width = ctx->dst.image_width;
+    *height = ctx->dst.image_height;
     ctx->dest.buffer = NULL;
   }
   if (ctx->dst_created)

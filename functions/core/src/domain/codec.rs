@@ -193,7 +193,8 @@ impl CodecError {
 ///   or WebP, and of a multi-page TIFF, only the first frame (page) is kept.
 /// - Refused: SVG, PDF, HEIC/AVIF, ICO, PSD and other image formats with `unsupported_format`;
 ///   HTML, text and anything else with `not_an_image`.
-/// - Output never carries metadata (EXIF, GPS, XMP, IPTC, comments).
+/// - Output never carries metadata (EXIF, GPS, XMP, IPTC, comments). It keeps the input's ICC
+///   colour profile, so that its colours stay the input's ([`with_colour_profile`]).
 /// - No gain, no change: when re-encoding a JPEG does not make it smaller than the input
 ///   stripped of its metadata, that stripped input is returned and `kept_original` is set (its
 ///   pixels are untouched). Not done when the input must be rotated (EXIF orientation other
@@ -201,13 +202,14 @@ impl CodecError {
 ///   hierarchical), has more than 500 scans, or has a damaged marker structure: then the
 ///   re-encoded output is returned even if it is larger.
 ///
-/// - JPEG inputs that are upright (EXIF orientation 1 or none), YCbCr 4:2:0 or grayscale,
-///   Huffman-coded and quantised no coarser than q50 are not decoded: their DCT coefficients are
-///   requantised to the q50 tables and written with optimised Huffman tables
-///   ([`CodecPath::Requantized`]). Same tables and quality as decode + encode (SSIM within
-///   1% on the benchmark corpus), 2-25% fewer bytes, 1.2-2.1x Pillow's speed instead of about
-///   1.2x (docs/performance.md). Anything else, or any trouble on that path, goes through
-///   decode + encode.
+/// - JPEG inputs in YCbCr (4:2:0, 4:2:2, 4:4:0, 4:4:4) or grayscale, Huffman-coded and quantised
+///   no coarser than q50, are not decoded: their DCT coefficients are requantised to the q50
+///   tables, chroma finer than 4:2:0 is halved in the DCT domain, the EXIF orientation is
+///   applied to the blocks, and the result is written with optimised Huffman tables
+///   ([`CodecPath::Requantized`]). Same tables, subsampling and quality as decode + encode,
+///   fewer bytes, faster (docs/performance.md). A mirrored axis must be a whole number of MCUs
+///   long (16 pixels, 8 in gray) for the turn to be exact; otherwise, or on any other input or
+///   trouble on that path, decode + encode.
 ///
 /// Every error is about the input; `CodecError::code` gives the stable code to report.
 pub fn compress(input: &[u8], limits: &CodecLimits) -> Result<Compressed, CodecError> {
@@ -218,10 +220,10 @@ pub fn compress(input: &[u8], limits: &CodecLimits) -> Result<Compressed, CodecE
         return Ok(out);
     }
     let started = Instant::now();
-    let (pixels, orientation) = decode(input, input_format, limits)?;
+    let (pixels, orientation, profile) = decode(input, input_format, limits)?;
     let decoded = Instant::now();
     let (width, height) = pixels.dimensions();
-    let jpeg = encode(&pixels)?;
+    let jpeg = with_colour_profile(encode(&pixels)?, profile.as_deref(), matches!(pixels, Pixels::Gray(_)));
     drop(pixels);
     let timings = CodecTimings { decode: decoded - started, encode: decoded.elapsed() };
     if input_format == InputFormat::Jpeg
@@ -238,8 +240,8 @@ pub fn compress(input: &[u8], limits: &CodecLimits) -> Result<Compressed, CodecE
 
 /// The requantisation path, `None` when it does not apply (or fails: decode + encode then
 /// gives the result or the error). Refused early, before libjpeg sees the data: files over the
-/// limits, files to rotate, and what `strip_jpeg_metadata` would not hand on (damaged marker
-/// structure, arithmetic/lossless/hierarchical coding, more than `MAX_JPEG_SCANS` scans).
+/// limits, and what `strip_jpeg_metadata` would not hand on (damaged marker structure,
+/// arithmetic/lossless/hierarchical coding, more than `MAX_JPEG_SCANS` scans).
 fn compress_requantized(input: &[u8], limits: &CodecLimits) -> Option<Compressed> {
     let started = Instant::now();
     let mut image_limits = Limits::default();
@@ -248,29 +250,32 @@ fn compress_requantized(input: &[u8], limits: &CodecLimits) -> Option<Compressed
     reader.limits(image_limits);
     let mut decoder = reader.into_decoder().ok()?;
     let (width, height) = decoder.dimensions();
-    if decoder.orientation().ok()? != Orientation::NoTransforms {
-        return None;
-    }
-    check_size(width, height, decoded_bytes(&decoder, InputFormat::Jpeg), Orientation::NoTransforms, limits).ok()?;
+    let orientation = decoder.orientation().ok()?;
+    let profile = decoder.icc_profile().ok()?;
+    let gray = decoder.color_type() == image::ColorType::L8;
+    check_size(width, height, decoded_bytes(&decoder, InputFormat::Jpeg), orientation, limits).ok()?;
     drop(decoder);
     let original = strip_jpeg_metadata(input)?;
     let requantizing = Instant::now();
-    let out = requantize::requantize(&original, JPEG_QUALITY, limits.max_alloc_bytes).ok()??;
+    let out = requantize::requantize(&original, JPEG_QUALITY, orientation.to_exif(), limits.max_alloc_bytes).ok()??;
     let requantized = requantizing.elapsed();
     // Both parsers read the same SOF marker; if they disagree our size check is worthless.
-    if (out.width, out.height) != (width, height) {
+    let upright = if turns(orientation) { (height, width) } else { (width, height) };
+    if (out.width, out.height) != upright {
         return None;
     }
+    let (width, height) = upright;
+    let jpeg = with_colour_profile(out.jpeg, profile.as_deref(), gray);
     let input_format = InputFormat::Jpeg;
     // The header checks count as decoding, like the header read of decode + encode.
     let decode = (requantizing - started) + out.decode;
     let timings = CodecTimings { decode, encode: requantized.saturating_sub(out.decode) };
-    Some(if original.len() <= out.jpeg.len() {
+    Some(if orientation == Orientation::NoTransforms && original.len() <= jpeg.len() {
         let path = CodecPath::KeptOriginal;
         Compressed { jpeg: original, width, height, input_format, kept_original: true, path, timings }
     } else {
         let path = CodecPath::Requantized;
-        Compressed { jpeg: out.jpeg, width, height, input_format, kept_original: false, path, timings }
+        Compressed { jpeg, width, height, input_format, kept_original: false, path, timings }
     })
 }
 
@@ -367,8 +372,13 @@ impl Pixels {
     }
 }
 
-/// Decodes to upright, opaque 8-bit pixels; also returns the orientation that was applied.
-fn decode(input: &[u8], format: InputFormat, limits: &CodecLimits) -> Result<(Pixels, Orientation), CodecError> {
+/// Decodes to upright, opaque 8-bit pixels; also returns the orientation that was applied and
+/// the input's ICC profile, if it has one.
+fn decode(
+    input: &[u8],
+    format: InputFormat,
+    limits: &CodecLimits,
+) -> Result<(Pixels, Orientation, Option<Vec<u8>>), CodecError> {
     let mut image_limits = Limits::default();
     image_limits.max_alloc = Some(limits.max_alloc_bytes);
     let mut reader = ImageReader::with_format(Cursor::new(input), format.image_format());
@@ -379,6 +389,8 @@ fn decode(input: &[u8], format: InputFormat, limits: &CodecLimits) -> Result<(Pi
     // JPEG, PNG (eXIf), WebP and TIFF have one. A broken EXIF block should not cost the user
     // the image: keep it as stored.
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
+    // Likewise a broken profile: the colours are then read as sRGB, as without one.
+    let profile = decoder.icc_profile().unwrap_or(None);
     check_size(width, height, decoded_bytes(&decoder, format), orientation, limits)?;
 
     let turbo = match format {
@@ -390,7 +402,7 @@ fn decode(input: &[u8], format: InputFormat, limits: &CodecLimits) -> Result<(Pi
         None => DynamicImage::from_decoder(decoder).map_err(decode_error)?,
     };
     // Flattened first, so that a turn copies 8-bit pixels, not 16-bit or RGBA ones.
-    Ok((flatten(img)?.oriented(orientation), orientation))
+    Ok((flatten(img)?.oriented(orientation), orientation, profile))
 }
 
 /// What the decoder will allocate. libjpeg-turbo writes a CMYK file's four samples per pixel
@@ -651,6 +663,45 @@ fn keep_segment(marker: u8, payload: &[u8]) -> bool {
         0xE0..=0xEF | COM => false,
         _ => true,
     }
+}
+
+/// `jpeg` (ours, starting SOI, APP0 JFIF) with `profile` after its JFIF segment, so that the
+/// output's colours are the input's: an Adobe RGB or Display P3 photo read as sRGB looks duller
+/// and shifted. Kept rather than converted to sRGB: it costs 0.6-9 KB and no time, and is exact
+/// in every colour-managed viewer (measured in docs/performance.md, "Colour profiles"). Only a
+/// profile of the output's colour space is kept: a CMYK file's profile does not describe the RGB
+/// we make of it, nor an RGB profile a grayscale output.
+///
+/// An ICC profile is split over APP2 segments of at most 65,519 bytes of profile each, every one
+/// with the header "ICC_PROFILE\0", its sequence number from 1 and the count (ICC.1, B.4).
+fn with_colour_profile(jpeg: Vec<u8>, profile: Option<&[u8]>, gray: bool) -> Vec<u8> {
+    const HEADER: &[u8] = b"ICC_PROFILE\0";
+    const MAX_CHUNK: usize = 65_533 - HEADER.len() - 2;
+    let space: &[u8] = if gray { b"GRAY" } else { b"RGB " };
+    let Some(profile) = profile.filter(|profile| profile.get(16..20) == Some(space)) else {
+        return jpeg;
+    };
+    let chunks = profile.chunks(MAX_CHUNK);
+    let Ok(count) = u8::try_from(chunks.len()) else {
+        return jpeg; // over 16 MB: not a profile anyone writes
+    };
+    // After SOI and, when it is first, the JFIF segment (JFIF wants it right after SOI).
+    let mut at = 2;
+    if jpeg.get(2..4) == Some(&[0xFF, APP0]) {
+        at += 2 + usize::from(u16::from_be_bytes([jpeg[4], jpeg[5]]));
+    }
+    let mut out = Vec::with_capacity(jpeg.len() + profile.len() + 18 * usize::from(count));
+    out.extend_from_slice(&jpeg[..at]);
+    for (sequence, chunk) in (1..=count).zip(chunks) {
+        let length = (2 + HEADER.len() + 2 + chunk.len()) as u16;
+        out.extend([0xFF, APP2]);
+        out.extend(length.to_be_bytes());
+        out.extend(HEADER);
+        out.extend([sequence, count]);
+        out.extend(chunk);
+    }
+    out.extend_from_slice(&jpeg[at..]);
+    out
 }
 
 /// Length of the entropy-coded data at the start of `data`: up to the first marker that is

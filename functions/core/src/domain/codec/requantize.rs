@@ -5,10 +5,12 @@
 //! and, with the optimised tables, smaller. The C side is `csrc/requantize.c`, linked against
 //! the libjpeg-turbo that turbojpeg-sys builds.
 //!
-//! It applies only where it gives what decode + encode gives: 8-bit YCbCr 4:2:0 or grayscale,
-//! Huffman-coded (baseline, extended or progressive), no Adobe marker (CMYK/YCCK/RGB), and every
-//! quantiser of the input no coarser than the q50 one it maps to. The caller checks the rest
-//! (marker structure, scan count, EXIF orientation).
+//! It applies only where it gives what decode + encode gives: 8-bit grayscale or YCbCr (4:2:0,
+//! or 4:2:2, 4:4:0 and 4:4:4, whose chroma is halved to 4:2:0 in the DCT domain by
+//! `csrc/chroma_downsample.c`), Huffman-coded (baseline, extended or progressive), no Adobe
+//! marker (CMYK/YCCK/RGB), every quantiser of the input no coarser than the q50 one it maps to,
+//! and an EXIF orientation that turns the blocks exactly (a mirrored axis a whole number of
+//! MCUs long). The caller checks the rest (marker structure, scan count).
 
 use std::ffi::{CStr, c_char, c_int, c_uint, c_ulong};
 use std::time::Duration;
@@ -27,6 +29,7 @@ unsafe extern "C" {
         input: *const u8,
         input_len: c_ulong,
         quality: c_int,
+        orientation: c_int,
         max_memory: c_ulong,
         out: *mut *mut u8,
         out_len: *mut c_ulong,
@@ -42,7 +45,7 @@ unsafe extern "C" {
     fn imgpipe_requantize_coefficient(v: c_int, q_in: c_int, q_out: c_int, dc: c_int) -> c_int;
 }
 
-/// A requantised JPEG and its dimensions.
+/// A requantised JPEG and its dimensions (upright: after the orientation).
 pub(super) struct Requantized {
     pub jpeg: Vec<u8>,
     pub width: u32,
@@ -53,15 +56,25 @@ pub(super) struct Requantized {
 
 /// `Ok(None)` when the input is not one requantisation applies to; `Err` with libjpeg's
 /// message when libjpeg fails on it (callers fall back to decode + encode either way).
-/// `max_memory` bounds libjpeg's allocations for the input's coefficients.
-pub(super) fn requantize(input: &[u8], quality: i32, max_memory: u64) -> Result<Option<Requantized>, String> {
-    requantize_with(input, quality, max_memory, 0)
+/// `orientation` is the input's EXIF orientation (1-8), applied to the output. `max_memory`
+/// bounds libjpeg's allocations for the input's and the output's coefficients.
+pub(super) fn requantize(
+    input: &[u8],
+    quality: i32,
+    orientation: u8,
+    max_memory: u64,
+) -> Result<Option<Requantized>, String> {
+    requantize_with(input, quality, orientation, max_memory, 0)
 }
 
 /// The same with libjpeg gathering the Huffman statistics: the output must be byte-identical.
 #[cfg(test)]
-pub(super) fn requantize_with_libjpeg_stats(input: &[u8], quality: i32) -> Result<Option<Requantized>, String> {
-    requantize_with(input, quality, 0, LIBJPEG_STATS)
+pub(super) fn requantize_with_libjpeg_stats(
+    input: &[u8],
+    quality: i32,
+    orientation: u8,
+) -> Result<Option<Requantized>, String> {
+    requantize_with(input, quality, orientation, 0, LIBJPEG_STATS)
 }
 
 /// The rounding rule alone: coefficient `v` of quantiser `q_in` expressed on `q_out`.
@@ -71,7 +84,13 @@ pub(super) fn requantize_coefficient(v: i32, q_in: i32, q_out: i32, dc: bool) ->
     unsafe { imgpipe_requantize_coefficient(v, q_in, q_out, c_int::from(dc)) }
 }
 
-fn requantize_with(input: &[u8], quality: i32, max_memory: u64, flags: c_int) -> Result<Option<Requantized>, String> {
+fn requantize_with(
+    input: &[u8],
+    quality: i32,
+    orientation: u8,
+    max_memory: u64,
+    flags: c_int,
+) -> Result<Option<Requantized>, String> {
     let mut out: *mut u8 = std::ptr::null_mut();
     let mut out_len: c_ulong = 0;
     let (mut width, mut height): (c_uint, c_uint) = (0, 0);
@@ -86,6 +105,7 @@ fn requantize_with(input: &[u8], quality: i32, max_memory: u64, flags: c_int) ->
             input.as_ptr(),
             input_len,
             quality,
+            c_int::from(orientation),
             max_memory,
             &mut out,
             &mut out_len,

@@ -1045,17 +1045,12 @@ fn grayscale_jpeg_is_requantized_and_stays_gray() {
 #[test]
 fn other_jpegs_fall_back_to_decode_and_encode() {
     let photo = photo_like(160, 120);
-    // 4:4:4 and 4:2:2: requantising would keep their chroma resolution.
-    for subsamp in [Subsamp::None, Subsamp::Sub2x1] {
-        let out = run(&turbo_jpeg_with(&photo, 95, subsamp, false)).expect("compresses");
-        assert_eq!(out.path, CodecPath::Reencoded, "{subsamp:?}");
-        assert_eq!(output_colorspace(&out), Colorspace::YCbCr);
-    }
     // Coarser than q50: requantising would claim precision the file does not have.
     let coarse = turbo_jpeg_with(&photo, 40, Subsamp::Sub2x2, false);
-    assert!(requantize::requantize(&coarse, JPEG_QUALITY, 1 << 30).expect("no libjpeg error").is_none());
+    assert!(requantize::requantize(&coarse, JPEG_QUALITY, 1, 1 << 30).expect("no libjpeg error").is_none());
     assert_ne!(run(&coarse).expect("compresses").path, CodecPath::Requantized);
-    // Must be rotated.
+    // To be turned right, which mirrors the 120 rows (7.5 MCUs) left to right: the half MCU of
+    // padding at the bottom would become the left edge.
     let rotated = with_exif_orientation(&turbo_jpeg_with(&photo, 95, Subsamp::Sub2x2, false), 6);
     let out = run(&rotated).expect("compresses");
     assert_eq!(out.path, CodecPath::Reencoded);
@@ -1074,18 +1069,18 @@ fn q50_jpeg_only_gets_optimised_huffman_tables_and_keeps_its_pixels() {
 #[test]
 fn requantize_survives_damaged_input() {
     let input = turbo_jpeg_with(&photo_like(64, 48), 90, Subsamp::Sub2x2, true);
-    assert!(requantize::requantize(&input, JPEG_QUALITY, 1 << 30).expect("fixture").is_some());
+    assert!(requantize::requantize(&input, JPEG_QUALITY, 1, 1 << 30).expect("fixture").is_some());
     for len in (0..input.len()).step_by(5) {
-        let result = requantize::requantize(&input[..len], JPEG_QUALITY, 1 << 30);
+        let result = requantize::requantize(&input[..len], JPEG_QUALITY, 1, 1 << 30);
         assert!(!matches!(result, Ok(Some(_))), "a {len}-byte prefix was requantised");
         let mut flipped = input.clone();
         flipped[len] ^= 0x5A;
-        let _ = requantize::requantize(&flipped, JPEG_QUALITY, 1 << 30);
+        let _ = requantize::requantize(&flipped, JPEG_QUALITY, 1, 1 << 30);
         let _ = run(&flipped);
     }
     // libjpeg's own memory limit applies: an error, not an abort.
     let big = turbo_jpeg_with(&photo_like(512, 512), 90, Subsamp::Sub2x2, false);
-    assert!(requantize::requantize(&big, JPEG_QUALITY, 64 * 1024).is_err());
+    assert!(requantize::requantize(&big, JPEG_QUALITY, 1, 64 * 1024).is_err());
 }
 
 /// Requantisation rounds to nearest; an exact tie goes to the smaller magnitude for AC
@@ -1126,10 +1121,11 @@ fn requantized_coefficients_round_to_nearest_and_ac_ties_down() {
 }
 
 /// Our Huffman statistics give libjpeg's optimised tables: byte-identical output, including
-/// the dummy blocks of MCUs cut by the right and bottom edges (odd luma block counts).
+/// the dummy blocks of MCUs cut by the right and bottom edges (odd luma block counts), for
+/// chroma halved from 4:2:2 and 4:4:4 and for turned outputs.
 #[test]
 fn requantize_statistics_match_libjpegs_optimize_coding() {
-    for (width, height) in [(65, 33), (64, 48), (17, 9), (8, 8), (1, 1), (200, 123)] {
+    for (width, height) in [(65, 33), (64, 48), (17, 9), (8, 8), (1, 1), (200, 123), (96, 32)] {
         let photo = photo_like(width, height);
         let gray = DynamicImage::ImageRgb8(photo.clone()).into_luma8();
         let (w, h) = (width as usize, height as usize);
@@ -1145,18 +1141,31 @@ fn requantize_statistics_match_libjpegs_optimize_coding() {
             turbo_jpeg_with(&photo, 98, Subsamp::Sub2x2, true),
             turbo_jpeg_with(&photo, 50, Subsamp::Sub2x2, false),
             turbojpeg::compress(gray_image, 85, Subsamp::Gray).expect("fixture encodes").to_vec(),
+            turbo_jpeg_with(&photo, 92, Subsamp::Sub2x1, false),
+            turbo_jpeg_with(&photo, 95, Subsamp::None, true),
+            turbo_jpeg_with(&photo, 90, Subsamp::Sub1x2, false),
         ];
+        // Turns that mirror no axis apply to any size; the others where the mirrored axis is
+        // whole MCUs (64x48, 96x32).
+        let aligned = width % 16 == 0 && height % 16 == 0;
+        let orientations: &[u8] = if aligned { &[1, 2, 3, 4, 5, 6, 7, 8] } else { &[1, 5] };
         for (i, input) in inputs.iter().enumerate() {
-            let ours = requantize::requantize(input, JPEG_QUALITY, 1 << 30).expect("no error").expect("applies");
-            let theirs =
-                requantize::requantize_with_libjpeg_stats(input, JPEG_QUALITY).expect("no error").expect("applies");
-            assert!(
-                ours.jpeg == theirs.jpeg,
-                "{width}x{height} input {i}: {} vs {} bytes",
-                ours.jpeg.len(),
-                theirs.jpeg.len()
-            );
-            assert_eq!((ours.width, ours.height), (width, height));
+            for &orientation in orientations {
+                let ours = requantize::requantize(input, JPEG_QUALITY, orientation, 1 << 30)
+                    .expect("no error")
+                    .expect("applies");
+                let theirs = requantize::requantize_with_libjpeg_stats(input, JPEG_QUALITY, orientation)
+                    .expect("no error")
+                    .expect("applies");
+                assert!(
+                    ours.jpeg == theirs.jpeg,
+                    "{width}x{height} input {i}, orientation {orientation}: {} vs {} bytes",
+                    ours.jpeg.len(),
+                    theirs.jpeg.len()
+                );
+                let upright = if orientation >= 5 { (height, width) } else { (width, height) };
+                assert_eq!((ours.width, ours.height), upright);
+            }
         }
     }
 }
