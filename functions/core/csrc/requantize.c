@@ -386,10 +386,17 @@ static int build_component(struct imgpipe_ctx *ctx, const struct layout *l, int 
   int halved = ci > 0 && (l->dx > 1 || l->dy > 1), same = 1, k;
   struct rescale_table table;
   struct block_transform bt;
-  for (k = 0; k < DCTSIZE2; k++)
-    same &= q_in[k] == q_out[k];
-  rescale_init(&table, q_in, q_out);
+  /* The tables are not symmetric: a transposed coefficient keeps its input quantiser and takes
+   * the output quantiser of its new place. Halved chroma is quantised before it is turned, so
+   * on the output quantisers of the places it will go to. */
+  UINT16 q_in_turned[DCTSIZE2], q_out_unturned[DCTSIZE2];
   block_transform_init(&bt, o);
+  for (k = 0; k < DCTSIZE2; k++) {
+    q_in_turned[k] = q_in[bt.from[k]];
+    q_out_unturned[bt.from[k]] = q_out[k];
+    same &= q_in_turned[k] == q_out[k];
+  }
+  rescale_init(&table, q_in_turned, q_out);
   if (halved)
     chroma_downsampler_init(&ctx->downsampler, l->dx, l->dy);
   for (y = 0; y < height; y++) {
@@ -405,7 +412,7 @@ static int build_component(struct imgpipe_ctx *ctx, const struct layout *l, int 
           for (i = 0; i < l->dx; i++)
             group[j * l->dx + i] = input_block(src, in, ci, sx * (JDIMENSION)l->dx + (JDIMENSION)i,
                                                sy * (JDIMENSION)l->dy + (JDIMENSION)j);
-        chroma_downsample_block(&ctx->downsampler, group, q_in, q_out, block);
+        chroma_downsample_block(&ctx->downsampler, group, q_in, q_out_unturned, block);
         transform_block(&bt, block, row[x]);
         if (!rescale_and_count(&ctx->stats, ac, row[x], NULL))
           return 0;

@@ -5,6 +5,8 @@ use imgpipe_fixtures::jpeg::{exif_app1, exif_orientation, insert_after_soi, segm
 use imgpipe_fixtures::png::{palette_png, png_bomb, png_chunk};
 use imgpipe_fixtures::{animated_gif, encoded};
 
+mod fast_paths;
+
 /// Records, per thread, the largest single allocation, so tests can show that a file
 /// declaring a huge image is refused before any pixel buffer exists; and the most bytes held
 /// at once, so they can hold the codec to its memory limit. Rust allocations only: what

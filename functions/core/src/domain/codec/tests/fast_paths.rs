@@ -1,0 +1,234 @@
+//! The requantisation path on the JPEGs people have (issue 14): 4:2:2, 4:4:0 and 4:4:4 inputs
+//! brought to 4:2:0, EXIF orientations applied to the blocks, and ICC profiles kept.
+
+use super::*;
+use image::ImageEncoder;
+
+/// Our decode + encode of pixels already upright.
+fn reencoded_pixels(upright: &RgbImage) -> RgbImage {
+    turbo_decode_rgb(&encode(&Pixels::Rgb(upright.clone())).expect("encodes"))
+}
+
+/// `ours` against `source`, as close as decode + encode's `theirs`: PSNR over all samples
+/// (chroma included) and SSIM of the luma.
+fn assert_as_good_as(ours: &RgbImage, theirs: &RgbImage, source: &RgbImage, what: &str) {
+    assert_eq!(ours.dimensions(), source.dimensions(), "{what}");
+    let (psnr_ours, psnr_theirs) = (psnr(ours.as_raw(), source.as_raw()), psnr(theirs.as_raw(), source.as_raw()));
+    let luma = |img: &RgbImage| DynamicImage::ImageRgb8(img.clone()).into_luma8();
+    let (ssim_ours, ssim_theirs) = (ssim(&luma(ours), &luma(source)), ssim(&luma(theirs), &luma(source)));
+    assert!(psnr_ours >= psnr_theirs - 0.3, "{what}: PSNR {psnr_ours:.2} dB vs decode+encode {psnr_theirs:.2} dB");
+    assert!(ssim_ours >= ssim_theirs * 0.99, "{what}: SSIM {ssim_ours:.4} vs decode+encode {ssim_theirs:.4}");
+}
+
+fn subsampling(jpeg: &[u8]) -> Subsamp {
+    turbojpeg::read_header(jpeg).expect("a JPEG").subsamp
+}
+
+#[test]
+fn jpegs_with_finer_chroma_than_420_are_requantized_to_420() {
+    let cases = [
+        (Subsamp::None, false),
+        (Subsamp::None, true),
+        (Subsamp::Sub2x1, false),
+        (Subsamp::Sub2x1, true),
+        (Subsamp::Sub1x2, false),
+    ];
+    // Odd sizes: partial blocks and MCUs at the right and bottom edges.
+    for (width, height) in [(333, 250), (64, 48), (17, 9)] {
+        let photo = photo_like(width, height);
+        for (subsamp, progressive) in cases {
+            let what = format!("{width}x{height} {subsamp:?}{}", if progressive { " progressive" } else { "" });
+            let input = turbo_jpeg_with(&photo, 92, subsamp, progressive);
+            let out = run(&input).expect("compresses");
+            assert_eq!(out.path, CodecPath::Requantized, "{what}");
+            assert_eq!((out.width, out.height), (width, height), "{what}");
+            assert_eq!(subsampling(&out.jpeg), Subsamp::Sub2x2, "{what}: the output is 4:2:0, like Pillow's");
+            let source = turbo_decode_rgb(&input);
+            let theirs = reencoded(&input);
+            assert_eq!(dqt_segments(&out.jpeg), dqt_segments(&theirs), "{what}: the q50 tables");
+            assert!(out.jpeg.len() < theirs.len(), "{what}: {} >= decode+encode's {}", out.jpeg.len(), theirs.len());
+            assert_as_good_as(&output_pixels(&out), &turbo_decode_rgb(&theirs), &source, &what);
+        }
+    }
+}
+
+/// A flat colour per 16x16 area: the halved chroma of a 4:4:4 input must be that colour, as
+/// the box average of decode + encode makes it (no ringing, no shift).
+#[test]
+fn halved_chroma_keeps_flat_colours() {
+    let colours = [[200u8, 30, 40], [20, 180, 60], [40, 60, 220], [250, 240, 20]];
+    let tiles = RgbImage::from_fn(64, 32, |x, y| Rgb(colours[((x / 16 + y / 16) % 4) as usize]));
+    let out = run(&turbo_jpeg_with(&tiles, 100, Subsamp::None, false)).expect("compresses");
+    assert_eq!(out.path, CodecPath::Requantized);
+    let pixels = output_pixels(&out);
+    for (x, y) in [(8, 8), (24, 8), (40, 8), (56, 8), (8, 24), (24, 24), (40, 24), (56, 24)] {
+        assert_near(*pixels.get_pixel(x, y), tiles.get_pixel(x, y).0, 12);
+    }
+}
+
+#[test]
+fn turned_jpegs_take_the_fast_path_and_match_decode_turn_encode() {
+    let photo = photo_like(96, 64); // whole MCUs: every turn is exact
+    for subsamp in [Subsamp::Sub2x2, Subsamp::Sub2x1, Subsamp::None] {
+        let plain = turbo_jpeg_with(&photo, 92, subsamp, false);
+        for orientation in 2..=8u8 {
+            let what = format!("{subsamp:?}, orientation {orientation}");
+            let out = run(&with_exif_orientation(&plain, u16::from(orientation))).expect("compresses");
+            assert_eq!(out.path, CodecPath::Requantized, "{what}");
+            let mut upright = DynamicImage::ImageRgb8(turbo_decode_rgb(&plain));
+            upright.apply_orientation(Orientation::from_exif(orientation).expect("1-8"));
+            let upright = upright.into_rgb8();
+            assert_eq!((out.width, out.height), upright.dimensions(), "{what}");
+            assert_as_good_as(&output_pixels(&out), &reencoded_pixels(&upright), &upright, &what);
+            assert_no_metadata(&out.jpeg);
+        }
+    }
+}
+
+#[test]
+fn turned_grayscale_jpegs_take_the_fast_path() {
+    let gray = DynamicImage::ImageRgb8(photo_like(104, 72)).into_luma8(); // whole 8x8 MCUs
+    let image = turbojpeg::Image {
+        pixels: gray.as_raw().as_slice(),
+        width: 104,
+        pitch: 104,
+        height: 72,
+        format: PixelFormat::GRAY,
+    };
+    let plain = turbojpeg::compress(image, 92, Subsamp::Gray).expect("fixture encodes").to_vec();
+    for orientation in 2..=8u8 {
+        let out = run(&with_exif_orientation(&plain, u16::from(orientation))).expect("compresses");
+        assert_eq!(out.path, CodecPath::Requantized, "orientation {orientation}");
+        assert_eq!(output_colorspace(&out), Colorspace::Gray);
+        let mut upright = DynamicImage::ImageLuma8(gray.clone());
+        upright.apply_orientation(Orientation::from_exif(orientation).expect("1-8"));
+        let decoded = image::load_from_memory(&out.jpeg).expect("decodes").into_luma8();
+        assert_eq!((decoded.width(), decoded.height()), (upright.width(), upright.height()));
+        let psnr = psnr(decoded.as_raw(), upright.to_luma8().as_raw());
+        assert!(psnr > 30.0, "orientation {orientation}: {psnr:.1} dB against the turned source");
+    }
+}
+
+/// 104x72 in colour is 6.5 x 4.5 MCUs: only the turns that mirror no axis are exact.
+#[test]
+fn turns_that_would_mirror_a_partial_mcu_fall_back_to_decode_and_encode() {
+    let plain = turbo_jpeg_with(&photo_like(104, 72), 92, Subsamp::None, false);
+    for orientation in 1..=8u8 {
+        let out = run(&with_exif_orientation(&plain, u16::from(orientation))).expect("compresses");
+        let expected = if matches!(orientation, 1 | 5) { CodecPath::Requantized } else { CodecPath::Reencoded };
+        assert_eq!(out.path, expected, "orientation {orientation}");
+        let upright = if orientation >= 5 { (72, 104) } else { (104, 72) };
+        assert_eq!((out.width, out.height), upright, "orientation {orientation}");
+    }
+}
+
+// ----- ICC profiles -----
+
+/// A profile of `len` bytes for colour space `space` ("RGB ", "GRAY", "CMYK"): a real header
+/// layout, filler after it (the codec copies profiles, it does not read them).
+fn icc_profile(space: &[u8; 4], len: usize) -> Vec<u8> {
+    let mut profile: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+    profile[..4].copy_from_slice(&u32::try_from(len).expect("small").to_be_bytes());
+    profile[12..16].copy_from_slice(b"mntr");
+    profile[16..20].copy_from_slice(space);
+    profile[20..24].copy_from_slice(b"XYZ ");
+    profile[36..40].copy_from_slice(b"acsp");
+    profile
+}
+
+/// `jpeg` with `profile` in APP2 segments of at most 60,000 bytes of it each.
+fn with_icc_profile(jpeg: &[u8], profile: &[u8]) -> Vec<u8> {
+    let chunks: Vec<&[u8]> = profile.chunks(60_000).collect();
+    let segments: Vec<Vec<u8>> = (1..)
+        .zip(&chunks)
+        .map(|(sequence, chunk)| {
+            let mut payload = b"ICC_PROFILE\0".to_vec();
+            payload.extend([sequence, chunks.len() as u8]);
+            payload.extend(*chunk);
+            segment(0xE2, &payload)
+        })
+        .collect();
+    insert_after_soi(jpeg, &segments)
+}
+
+fn icc_of(image: &[u8]) -> Option<Vec<u8>> {
+    let reader = ImageReader::new(Cursor::new(image)).with_guessed_format().expect("reads");
+    reader.into_decoder().expect("decodes").icc_profile().expect("a readable profile")
+}
+
+#[test]
+fn colour_profiles_are_kept_on_every_path() {
+    let rgb = icc_profile(b"RGB ", 3_144);
+    let photo = photo_like(96, 64);
+    let fine = turbo_jpeg_with(&photo, 92, Subsamp::None, false);
+    let cases = [
+        ("requantized", with_icc_profile(&fine, &rgb), CodecPath::Requantized),
+        ("turned", with_icc_profile(&with_exif_orientation(&fine, 6), &rgb), CodecPath::Requantized),
+        ("kept", with_icc_profile(&turbo_jpeg_with(&photo, 30, Subsamp::Sub2x2, false), &rgb), CodecPath::KeptOriginal),
+        (
+            "re-encoded",
+            with_icc_profile(&with_exif_orientation(&turbo_jpeg_with(&photo, 30, Subsamp::Sub2x2, false), 6), &rgb),
+            CodecPath::Reencoded,
+        ),
+        (
+            "png",
+            {
+                let mut png = Vec::new();
+                let mut encoder = image::codecs::png::PngEncoder::new(&mut png);
+                encoder.set_icc_profile(rgb.clone()).expect("PNG takes profiles");
+                DynamicImage::ImageRgb8(photo.clone()).write_with_encoder(encoder).expect("encodes");
+                png
+            },
+            CodecPath::Reencoded,
+        ),
+    ];
+    for (what, input, path) in cases {
+        assert_eq!(icc_of(&input).as_deref(), Some(rgb.as_slice()), "{what}: fixture premise");
+        let out = run(&input).expect("compresses");
+        assert_eq!(out.path, path, "{what}");
+        assert_eq!(icc_of(&out.jpeg).as_deref(), Some(rgb.as_slice()), "{what}");
+        assert_no_metadata(&out.jpeg);
+    }
+}
+
+#[test]
+fn a_profile_larger_than_one_segment_is_split_and_reads_back_whole() {
+    let large = icc_profile(b"RGB ", 150_000);
+    let input = with_icc_profile(&turbo_jpeg_with(&photo_like(96, 64), 92, Subsamp::Sub2x2, false), &large);
+    for out in [run(&input).expect("compresses"), run(&with_exif_orientation(&input, 3)).expect("compresses")] {
+        let app2 = header_segments(&out.jpeg).into_iter().filter(|(m, _)| *m == 0xE2).count();
+        assert_eq!(app2, 3, "150,000 bytes in segments of at most 65,519");
+        assert_eq!(icc_of(&out.jpeg).as_deref(), Some(large.as_slice()));
+        assert_eq!(header_segments(&out.jpeg)[0].0, 0xE0, "JFIF stays first");
+    }
+}
+
+#[test]
+fn a_profile_of_another_colour_space_is_dropped() {
+    let photo = photo_like(96, 64);
+    let gray = DynamicImage::ImageRgb8(photo.clone()).into_luma8();
+    let image = turbojpeg::Image {
+        pixels: gray.as_raw().as_slice(),
+        width: 96,
+        pitch: 96,
+        height: 64,
+        format: PixelFormat::GRAY,
+    };
+    let gray_jpeg = turbojpeg::compress(image, 92, Subsamp::Gray).expect("fixture encodes").to_vec();
+    let cases = [
+        (
+            "CMYK profile on a colour JPEG",
+            turbo_jpeg_with(&photo, 92, Subsamp::Sub2x2, false),
+            icc_profile(b"CMYK", 2_000),
+        ),
+        ("RGB profile on a gray JPEG", gray_jpeg.clone(), icc_profile(b"RGB ", 2_000)),
+    ];
+    for (what, jpeg, profile) in cases {
+        let out = run(&with_icc_profile(&jpeg, &profile)).expect("compresses");
+        assert_eq!(out.path, CodecPath::Requantized, "{what}");
+        assert_eq!(icc_of(&out.jpeg), None, "{what}");
+    }
+    let gray_profile = icc_profile(b"GRAY", 500);
+    let out = run(&with_icc_profile(&gray_jpeg, &gray_profile)).expect("compresses");
+    assert_eq!(icc_of(&out.jpeg).as_deref(), Some(gray_profile.as_slice()), "a gray profile on a gray JPEG");
+}
