@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "chroma_downsample.h"
+#include "coefficients.h"
 
 /* cos(m pi / 16) from literals rather than libm, whose last bit may differ between the host and
  * arm64 Lambda: the outputs must be byte-identical on both (with -ffp-contract=off, build.rs). */
@@ -67,47 +68,75 @@ static void axis_map(double T[DCTSIZE][DCTSIZE], int b) {
     }
 }
 
-void chroma_downsampler_init(struct chroma_downsampler *ds, int dx, int dy) {
-  double Tv[DCTSIZE][DCTSIZE], Th[DCTSIZE][DCTSIZE];
-  int j, i, v, u, r, s;
-  ds->dx = dx;
-  ds->dy = dy;
-  memset(ds->basis, 0, sizeof(ds->basis));
-  for (j = 0; j < dy; j++) {
-    axis_map(Tv, dy == 2 ? j : -1);
-    for (i = 0; i < dx; i++) {
-      float(*basis)[DCTSIZE2] = ds->basis[j * dx + i];
-      axis_map(Th, dx == 2 ? i : -1);
-      /* Input coefficient (v, u) -> output coefficient (r, s): Tv[r][v] * Th[s][u]. */
-      for (v = 0; v < DCTSIZE; v++)
-        for (u = 0; u < DCTSIZE; u++)
-          for (r = 0; r < DCTSIZE; r++)
-            for (s = 0; s < DCTSIZE; s++)
-              basis[v * DCTSIZE + u][r * DCTSIZE + s] = (float)(Tv[r][v] * Th[s][u]);
-    }
+/* T stored [b][n][k] (transposed), or the identity on a kept axis (only b = 0 used). */
+static void axis_maps(float maps[2][DCTSIZE][DCTSIZE], int halved) {
+  double T[DCTSIZE][DCTSIZE];
+  int b, n, k;
+  for (b = 0; b < 2; b++) {
+    axis_map(T, halved ? b : -1);
+    for (n = 0; n < DCTSIZE; n++)
+      for (k = 0; k < DCTSIZE; k++)
+        maps[b][n][k] = (float)T[k][n];
   }
 }
 
-void chroma_downsample_block(const struct chroma_downsampler *ds, JCOEF *const in[4], const UINT16 *q_in,
-                             const UINT16 *q_out, JCOEF *out) {
-  float acc[DCTSIZE2];
-  int b, n, k;
+void chroma_downsampler_init(struct chroma_downsampler *ds, int dx, int dy) {
+  ds->dx = dx;
+  ds->dy = dy;
+  axis_maps(ds->across, dx == 2);
+  axis_maps(ds->down, dy == 2);
+}
+
+/* out[k] += value * map[k], k < 8 (vectorised by -O3). */
+static void add_scaled(float *out, const float *map, float value) {
+  int k;
+  for (k = 0; k < DCTSIZE; k++)
+    out[k] += value * map[k];
+}
+
+void chroma_downsample_block(const struct chroma_downsampler *ds, JCOEF *const in[4], const float *q_in,
+                             const float *inverse_q_out, JCOEF *out) {
+  /* rows[j][v]: input row v of block row j after the horizontal pass (output columns). */
+  float rows[2][DCTSIZE][DCTSIZE], acc[DCTSIZE2], magnitude[DCTSIZE2];
+  int used[2] = {0, 0}, b, j, v, r, k;
   memset(acc, 0, sizeof(acc));
   for (b = 0; b < ds->dx * ds->dy; b++) {
     const JCOEF *block = in[b];
-    for (n = 0; n < DCTSIZE2; n++) {
-      const float *row = ds->basis[b][n];
-      float value;
-      if (block[n] == 0)
-        continue;
-      value = (float)block[n] * (float)q_in[n];
-      for (k = 0; k < DCTSIZE2; k++) /* vectorised by -O3 */
-        acc[k] += value * row[k];
+    uint64_t nonzero = nonzero_mask(block);
+    int i = ds->dx == 2 ? b & 1 : 0;
+    j = ds->dx == 2 ? b >> 1 : b;
+    while (nonzero) {
+      int n = __builtin_ctzll(nonzero), row = n / DCTSIZE, column = n % DCTSIZE;
+      float value = (float)block[n] * q_in[n];
+      nonzero &= nonzero - 1;
+      if (ds->dx == 1) {
+        /* Kept horizontally: halve down this column right away. */
+        for (r = 0; r < DCTSIZE; r++)
+          acc[r * DCTSIZE + column] += value * ds->down[j][row][r];
+      } else {
+        if (!(used[j] & (1 << row))) {
+          memset(rows[j][row], 0, sizeof(rows[j][row]));
+          used[j] |= 1 << row;
+        }
+        add_scaled(rows[j][row], ds->across[i][column], value);
+      }
     }
   }
+  /* Vertical pass over the non-zero rows (a kept axis: the identity). */
+  for (j = 0; j < ds->dy && ds->dx == 2; j++)
+    for (v = 0; v < DCTSIZE; v++) {
+      if (!(used[j] & (1 << v)))
+        continue;
+      for (r = 0; r < DCTSIZE; r++)
+        add_scaled(acc + r * DCTSIZE, rows[j][v], ds->down[j][v][r]);
+    }
+  /* Two loops the compiler vectorises: magnitudes, then truncation with the sign back. */
   for (k = 0; k < DCTSIZE2; k++) {
-    float q = acc[k] / (float)q_out[k], magnitude = fabsf(q) + 0.5f;
-    int rounded = (int)(magnitude < 32767.0f ? magnitude : 32767.0f);
-    out[k] = (JCOEF)(q < 0 ? -rounded : rounded);
+    float m = fabsf(acc[k] * inverse_q_out[k]) + 0.5f;
+    magnitude[k] = m < 32767.0f ? m : 32767.0f;
+  }
+  for (k = 0; k < DCTSIZE2; k++) {
+    int rounded = (int)magnitude[k];
+    out[k] = (JCOEF)(acc[k] < 0 ? -rounded : rounded);
   }
 }

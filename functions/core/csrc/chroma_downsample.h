@@ -12,23 +12,25 @@
 
 #include "jpeglib.h"
 
-/* The linear map of each input block's coefficients onto the output block: for input block b
- * (b = row * dx + column within the 2x2 or 1x2 or 2x1 group), coefficient n contributes
- * value * basis[b][n][k] to output coefficient k. All coefficients in natural order. */
+/* The linear map on each axis: output coefficient k of an 8-point row or column gets
+ * value * T[b][n][k] from coefficient n of input block b (0: the first, left or top; 1: the
+ * second); the identity on a kept axis. Stored [b][n][k] so that one input coefficient's
+ * contributions are contiguous. */
 struct chroma_downsampler {
   int dx, dy; /* 2 where that axis is halved, 1 where it is kept */
-  float basis[4][DCTSIZE2][DCTSIZE2];
+  float across[2][DCTSIZE][DCTSIZE], down[2][DCTSIZE][DCTSIZE];
 };
 
 /* dx, dy: 1 or 2, not both 1. */
 void chroma_downsampler_init(struct chroma_downsampler *ds, int dx, int dy);
 
 /*
- * Writes into `out` the output block, quantised on q_out, from the dx * dy input blocks in
- * `in` (quantised on q_in; row-major, as `basis` numbers them). Rounds half away from zero, as
- * libjpeg's quantiser does.
+ * Writes into `out` the output block from the dx * dy input blocks in `in` (row-major:
+ * in[row * dx + column]): each input coefficient times q_in (its quantiser), each output one
+ * times inverse_q_out (one over its quantiser), rounded half away from zero as libjpeg's
+ * quantiser rounds.
  */
-void chroma_downsample_block(const struct chroma_downsampler *ds, JCOEF *const in[4], const UINT16 *q_in,
-                             const UINT16 *q_out, JCOEF *out);
+void chroma_downsample_block(const struct chroma_downsampler *ds, JCOEF *const in[4], const float *q_in,
+                             const float *inverse_q_out, JCOEF *out);
 
 #endif

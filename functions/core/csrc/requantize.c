@@ -27,10 +27,8 @@
 #include "jerror.h"
 
 #include "chroma_downsample.h"
+#include "coefficients.h"
 
-#if defined(__SSE2__)
-#include <emmintrin.h>
-#endif
 
 /* libjpeg internals, exported by the library but declared in headers it does not install
  * (jpegint.h, jchuff.h). */
@@ -192,25 +190,6 @@ static void stats_init(struct huff_stats *st) {
     }
 }
 
-/* Bit n set when the coefficient at natural index n is not zero. */
-static uint64_t nonzero_mask(const JCOEF *block) {
-  uint64_t zero = 0;
-#if defined(__SSE2__)
-  __m128i z = _mm_setzero_si128();
-  int i;
-  for (i = 0; i < 4; i++) {
-    __m128i lo = _mm_cmpeq_epi16(_mm_loadu_si128((const __m128i *)(block + 16 * i)), z);
-    __m128i hi = _mm_cmpeq_epi16(_mm_loadu_si128((const __m128i *)(block + 16 * i + 8)), z);
-    zero |= (uint64_t)(unsigned)_mm_movemask_epi8(_mm_packs_epi16(lo, hi)) << (16 * i);
-  }
-#else
-  int k;
-  for (k = 0; k < DCTSIZE2; k++)
-    zero |= (uint64_t)(block[k] == 0) << k;
-#endif
-  return ~zero;
-}
-
 static int bit_length(unsigned value) { return value ? 32 - __builtin_clz(value) : 0; }
 
 /* One coefficient to the new table, `half` being ROUND_HALF_AWAY or ROUND_HALF_DOWN (above). */
@@ -319,6 +298,7 @@ struct layout {
   struct orientation orientation;
   JDIMENSION width, height;
   JDIMENSION width_in_blocks[MAX_COMPONENTS], height_in_blocks[MAX_COMPONENTS];
+  JDIMENSION rows_in_array[MAX_COMPONENTS]; /* of the output's arrays: whole MCU rows */
 };
 
 static JDIMENSION blocks_for(JDIMENSION pixels, int pixels_per_block) {
@@ -361,69 +341,90 @@ static int plan_layout(j_decompress_ptr src, int orientation, struct layout *l) 
   return 1;
 }
 
-/* Block (x, y) of a component of the input, the nearest one where (x, y) is past its edge. */
-static JCOEF *input_block(j_decompress_ptr src, jvirt_barray_ptr array, int ci, JDIMENSION x, JDIMENSION y) {
-  jpeg_component_info *comp = &src->comp_info[ci];
-  if (x >= comp->width_in_blocks)
-    x = comp->width_in_blocks - 1;
-  if (y >= comp->height_in_blocks)
-    y = comp->height_in_blocks - 1;
-  return (*src->mem->access_virt_barray)((j_common_ptr)src, array, y, 1, FALSE)[0][x];
+/* Every row of a virtual array, for walking it in any order. libjpeg keeps a whole array in
+ * memory or fails (we give it no backing store), so the pointers stay valid; rows of an output
+ * array are made (zeroed) in order here, as libjpeg requires. */
+static JBLOCKROW *all_rows(j_decompress_ptr src, jvirt_barray_ptr array, JDIMENSION rows, boolean writable) {
+  JBLOCKROW *pointers = (JBLOCKROW *)(*src->mem->alloc_small)((j_common_ptr)src, JPOOL_IMAGE,
+                                                               (size_t)rows * sizeof(JBLOCKROW));
+  JDIMENSION y;
+  for (y = 0; y < rows; y++)
+    pointers[y] = (*src->mem->access_virt_barray)((j_common_ptr)src, array, y, 1, writable)[0];
+  return pointers;
 }
 
+/* Blocks are walked in tiles of TILE x TILE, so that a transposed walk, which reads the input
+ * down its columns, touches a few pages at a time instead of one per block. */
+#define TILE 8
+
 /*
- * Writes component ci of the output into `out`, row by row (as libjpeg requires of a virtual
- * array): each block taken from the input block at its place before the orientation, or for
- * chroma to be halved made from the input blocks covering that place (chroma_downsample.c),
- * then turned by the orientation, rescaled to q_out and counted. DC values go to `dc`. 0 if a
- * coefficient is out of range.
+ * Writes component ci of the output into `out`: each block taken from the input block at its
+ * place before the orientation, or for chroma to be halved made from the input blocks covering
+ * that place (chroma_downsample.c; the nearest where they run past the edge), then turned by
+ * the orientation, rescaled to q_out and counted. DC values go to `dc`. 0 if a coefficient is
+ * out of range.
  */
 static int build_component(struct imgpipe_ctx *ctx, const struct layout *l, int ci, jvirt_barray_ptr in,
                            jvirt_barray_ptr out, const UINT16 *q_in, const UINT16 *q_out, long *ac, JCOEF *dc) {
   j_decompress_ptr src = &ctx->src;
+  jpeg_component_info *comp = &src->comp_info[ci];
   const struct orientation *o = &l->orientation;
-  JDIMENSION x, y, width = l->width_in_blocks[ci], height = l->height_in_blocks[ci];
-  int halved = ci > 0 && (l->dx > 1 || l->dy > 1), same = 1, k;
+  JDIMENSION tx, ty, width = l->width_in_blocks[ci], height = l->height_in_blocks[ci];
+  JDIMENSION last_x = comp->width_in_blocks - 1, last_y = comp->height_in_blocks - 1;
+  JBLOCKROW *in_rows = all_rows(src, in, comp->height_in_blocks, FALSE);
+  JBLOCKROW *out_rows = all_rows(src, out, l->rows_in_array[ci], TRUE);
+  int halved = ci > 0 && (l->dx > 1 || l->dy > 1), turned = o->transpose || o->flip_x || o->flip_y, same = 1, k;
   struct rescale_table table;
   struct block_transform bt;
   /* The tables are not symmetric: a transposed coefficient keeps its input quantiser and takes
    * the output quantiser of its new place. Halved chroma is quantised before it is turned, so
    * on the output quantisers of the places it will go to. */
-  UINT16 q_in_turned[DCTSIZE2], q_out_unturned[DCTSIZE2];
+  UINT16 q_in_turned[DCTSIZE2];
+  float q_in_float[DCTSIZE2], inverse_q_out_unturned[DCTSIZE2];
   block_transform_init(&bt, o);
   for (k = 0; k < DCTSIZE2; k++) {
     q_in_turned[k] = q_in[bt.from[k]];
-    q_out_unturned[bt.from[k]] = q_out[k];
+    q_in_float[k] = (float)q_in[k];
+    inverse_q_out_unturned[bt.from[k]] = 1.0f / (float)q_out[k];
     same &= q_in_turned[k] == q_out[k];
   }
   rescale_init(&table, q_in_turned, q_out);
   if (halved)
     chroma_downsampler_init(&ctx->downsampler, l->dx, l->dy);
-  for (y = 0; y < height; y++) {
-    JBLOCKROW row = (*src->mem->access_virt_barray)((j_common_ptr)src, out, y, 1, TRUE)[0];
-    for (x = 0; x < width; x++) {
-      /* The block's place in the upright-before-turning grid. */
-      JDIMENSION fx = o->flip_x ? width - 1 - x : x, fy = o->flip_y ? height - 1 - y : y;
-      JDIMENSION sx = o->transpose ? fy : fx, sy = o->transpose ? fx : fy;
-      if (halved) {
-        JCOEF block[DCTSIZE2], *group[4];
-        int i, j;
-        for (j = 0; j < l->dy; j++)
-          for (i = 0; i < l->dx; i++)
-            group[j * l->dx + i] = input_block(src, in, ci, sx * (JDIMENSION)l->dx + (JDIMENSION)i,
-                                               sy * (JDIMENSION)l->dy + (JDIMENSION)j);
-        chroma_downsample_block(&ctx->downsampler, group, q_in, q_out_unturned, block);
-        transform_block(&bt, block, row[x]);
-        if (!rescale_and_count(&ctx->stats, ac, row[x], NULL))
-          return 0;
-      } else {
-        transform_block(&bt, input_block(src, in, ci, sx, sy), row[x]);
-        if (!rescale_and_count(&ctx->stats, ac, row[x], same ? NULL : &table))
-          return 0;
-      }
-      dc[(size_t)y * width + x] = row[x][0];
+  for (ty = 0; ty < height; ty += TILE)
+    for (tx = 0; tx < width; tx += TILE) {
+      JDIMENSION x, y;
+      for (y = ty; y < ty + TILE && y < height; y++)
+        for (x = tx; x < tx + TILE && x < width; x++) {
+          /* The block's place in the grid before the turn. */
+          JDIMENSION fx = o->flip_x ? width - 1 - x : x, fy = o->flip_y ? height - 1 - y : y;
+          JDIMENSION sx = o->transpose ? fy : fx, sy = o->transpose ? fx : fy;
+          JCOEF *block = out_rows[y][x];
+          if (halved) {
+            JCOEF unturned[DCTSIZE2], *group[4];
+            int i, j;
+            for (j = 0; j < l->dy; j++)
+              for (i = 0; i < l->dx; i++) {
+                JDIMENSION bx = sx * (JDIMENSION)l->dx + (JDIMENSION)i, by = sy * (JDIMENSION)l->dy + (JDIMENSION)j;
+                group[j * l->dx + i] = in_rows[by < last_y ? by : last_y][bx < last_x ? bx : last_x];
+              }
+            chroma_downsample_block(&ctx->downsampler, group, q_in_float, inverse_q_out_unturned,
+                                    turned ? unturned : block);
+            if (turned)
+              transform_block(&bt, unturned, block);
+            if (!rescale_and_count(&ctx->stats, ac, block, NULL))
+              return 0;
+          } else {
+            if (turned)
+              transform_block(&bt, in_rows[sy][sx], block);
+            else
+              memcpy(block, in_rows[sy][sx], sizeof(JBLOCK));
+            if (!rescale_and_count(&ctx->stats, ac, block, same ? NULL : &table))
+              return 0;
+          }
+          dc[(size_t)y * width + x] = block[0];
+        }
     }
-  }
   return 1;
 }
 
@@ -537,14 +538,15 @@ static int requantize(struct imgpipe_ctx *ctx, const unsigned char *in, unsigned
   }
 
   /* The output's arrays, unless the input's are rescaled in place: requested before the input's
-   * are made, as libjpeg's memory manager requires (pre-zeroed: the writer reads the padding
-   * rows of the last MCU row). */
+   * are made, as libjpeg's memory manager requires. Rounded up to whole MCUs, whose padding
+   * rows the writer asks for (and skips), so build_component makes those rows too; not zeroed
+   * first, since every block the writer reads is written. */
   for (ci = 0; ci < l.components && !l.in_place; ci++) {
-    int samp = ci == 0 && l.components == 3 ? 2 : 1;
-    out_coefs[ci] = (*src->mem->request_virt_barray)(
-        (j_common_ptr)src, JPOOL_IMAGE, TRUE,
-        (l.width_in_blocks[ci] + (JDIMENSION)samp - 1) / (JDIMENSION)samp * (JDIMENSION)samp,
-        (l.height_in_blocks[ci] + (JDIMENSION)samp - 1) / (JDIMENSION)samp * (JDIMENSION)samp, (JDIMENSION)samp);
+    JDIMENSION samp = ci == 0 && l.components == 3 ? 2 : 1;
+    l.rows_in_array[ci] = (l.height_in_blocks[ci] + samp - 1) / samp * samp;
+    out_coefs[ci] = (*src->mem->request_virt_barray)((j_common_ptr)src, JPOOL_IMAGE, FALSE,
+                                                     (l.width_in_blocks[ci] + samp - 1) / samp * samp,
+                                                     l.rows_in_array[ci], samp);
   }
 
   *decode_ns = monotonic_ns();
