@@ -5,9 +5,9 @@
  * baseline JPEG with optimised Huffman tables. No IDCT, colour conversion, resampling or FDCT.
  *
  * The output is what decode + encode would write: q50 tables, 4:2:0 (or grayscale), upright.
- * Inputs: 8-bit grayscale or YCbCr at 4:2:0, 4:2:2, 4:4:0 or 4:4:4, Huffman
- * baseline/extended/progressive, no Adobe marker, every quantiser no coarser than the target's
- * (else the output would claim more precision than the input has). Chroma at more than 4:2:0 is
+ * Inputs: 8-bit grayscale or YCbCr (also as an Adobe marker with transform 1 declares it) at
+ * 4:2:0, 4:2:2, 4:4:0 or 4:4:4, Huffman baseline/extended/progressive, every quantiser no
+ * coarser than the target's (else the output would claim more precision than the input has). Chroma at more than 4:2:0 is
  * halved in the DCT domain (chroma_downsample.c); an EXIF orientation is applied to the blocks
  * and their coefficients, as jpegtran's lossless transforms do (plan_layout says when that is
  * exact). Everything else returns IMGPIPE_RQ_NOT_APPLICABLE and the caller decodes and
@@ -308,7 +308,7 @@ static JDIMENSION blocks_for(JDIMENSION pixels, int pixels_per_block) {
 /*
  * The layout for an input header, or 0 when requantisation does not apply to it. Applies to
  * 8-bit Huffman-coded grayscale and YCbCr with full-size luma and chroma at 1x1 (4:2:0, 4:2:2,
- * 4:4:0, 4:4:4), no Adobe marker. Mirroring an axis is exact only when the output's size on it
+ * 4:4:0, 4:4:4). Mirroring an axis is exact only when the output's size on it
  * is a whole number of MCUs (16 pixels in colour, 8 in gray): a partial edge MCU would move to
  * the other side with its padding. Such files go through decode + encode (measured in
  * docs/performance.md: how often phone sizes are affected).
@@ -321,8 +321,9 @@ static int plan_layout(j_decompress_ptr src, int orientation, struct layout *l) 
             (c[0].v_samp_factor == 1 || c[0].v_samp_factor == 2) && c[1].h_samp_factor == 1 &&
             c[1].v_samp_factor == 1 && c[2].h_samp_factor == 1 && c[2].v_samp_factor == 1;
   int mcu = gray ? DCTSIZE : 2 * DCTSIZE, ci;
-  if (!(gray || ycc) || src->data_precision != 8 || src->arith_code || src->saw_Adobe_marker ||
-      orientation < 1 || orientation > 8)
+  /* The colour space is libjpeg's reading of the header: an Adobe marker with transform 1 (as
+   * Photoshop writes YCbCr) gives YCbCr, transform 0 RGB (refused, like CMYK and YCCK). */
+  if (!(gray || ycc) || src->data_precision != 8 || src->arith_code || orientation < 1 || orientation > 8)
     return 0;
   l->components = src->num_components;
   l->dx = gray ? 1 : 3 - c[0].h_samp_factor;

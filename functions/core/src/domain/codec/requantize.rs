@@ -7,8 +7,9 @@
 //!
 //! It applies only where it gives what decode + encode gives: 8-bit grayscale or YCbCr (4:2:0,
 //! or 4:2:2, 4:4:0 and 4:4:4, whose chroma is halved to 4:2:0 in the DCT domain by
-//! `csrc/chroma_downsample.c`), Huffman-coded (baseline, extended or progressive), no Adobe
-//! marker (CMYK/YCCK/RGB), every quantiser of the input no coarser than the q50 one it maps to,
+//! `csrc/chroma_downsample.c`), Huffman-coded (baseline, extended or progressive), not CMYK,
+//! YCCK or RGB (an Adobe marker may say YCbCr), every quantiser of the input no coarser than the
+//! q50 one it maps to,
 //! and an EXIF orientation that turns the blocks exactly (a mirrored axis a whole number of
 //! MCUs long). The caller checks the rest (marker structure, scan count).
 

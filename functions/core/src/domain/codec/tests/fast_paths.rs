@@ -298,3 +298,15 @@ fn adobe_rgb_and_display_p3_photos_keep_their_colours() {
         }
     }
 }
+
+/// Photoshop writes an Adobe marker, without JFIF, into YCbCr JPEGs too (transform 1): those
+/// are requantised. Transform 0 says the three components are RGB: decode + encode reads them so.
+#[test]
+fn an_adobe_marker_saying_ycbcr_keeps_the_fast_path() {
+    let plain = without_segments(&turbo_jpeg_with(&photo_like(96, 64), 92, Subsamp::None, false), APP0);
+    let adobe = |transform: u8| segment(0xEE, &[b'A', b'd', b'o', b'b', b'e', 0, 100, 0, 0, 0, 0, transform]);
+    for (transform, path) in [(1, CodecPath::Requantized), (0, CodecPath::Reencoded)] {
+        let out = run(&insert_after_soi(&plain, &[adobe(transform)])).expect("compresses");
+        assert_eq!(out.path, path, "Adobe transform {transform}");
+    }
+}
