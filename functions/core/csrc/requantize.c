@@ -294,7 +294,8 @@ static void transform_block(const struct block_transform *bt, const JCOEF *in, J
 struct layout {
   int components;
   int dx, dy; /* input chroma blocks per output chroma block, across and down (1 or 2) */
-  int in_place; /* the input's own coefficient arrays are rescaled and written (4:2:0 or gray, upright) */
+  int upright;     /* orientation 1: every output block is written over an input block (see build_component) */
+  int input_arrays; /* upright 4:2:0 or gray: the input's arrays have the output's shape and are written */
   struct orientation orientation;
   JDIMENSION width, height;
   JDIMENSION width_in_blocks[MAX_COMPONENTS], height_in_blocks[MAX_COMPONENTS];
@@ -329,7 +330,8 @@ static int plan_layout(j_decompress_ptr src, int orientation, struct layout *l) 
   l->dx = gray ? 1 : 3 - c[0].h_samp_factor;
   l->dy = gray ? 1 : 3 - c[0].v_samp_factor;
   l->orientation = ORIENTATIONS[orientation];
-  l->in_place = orientation == 1 && l->dx == 1 && l->dy == 1;
+  l->upright = orientation == 1;
+  l->input_arrays = l->upright && l->dx == 1 && l->dy == 1;
   l->width = l->orientation.transpose ? src->image_height : src->image_width;
   l->height = l->orientation.transpose ? src->image_width : src->image_height;
   if ((l->orientation.flip_x && l->width % (JDIMENSION)mcu) || (l->orientation.flip_y && l->height % (JDIMENSION)mcu))
@@ -364,6 +366,12 @@ static JBLOCKROW *all_rows(j_decompress_ptr src, jvirt_barray_ptr array, JDIMENS
  * that place (chroma_downsample.c; the nearest where they run past the edge), then turned by
  * the orientation, rescaled to q_out and counted. DC values go to `dc`. 0 if a coefficient is
  * out of range.
+ *
+ * Upright, no new memory is touched: output block (x, y) is written over input block (x, y),
+ * which only output blocks at or before it in the walk read (halving reads (2x, 2y) and
+ * after), and `out`'s rows are then pointed at the input's. Its own memory, requested for the
+ * output's shape (libjpeg's writer reads two rows of luma blocks at a time, which an input array
+ * of 4:4:4 or 4:2:2 does not allow), is never written, so never paged in.
  */
 static int build_component(struct imgpipe_ctx *ctx, const struct layout *l, int ci, jvirt_barray_ptr in,
                            jvirt_barray_ptr out, const UINT16 *q_in, const UINT16 *q_out, long *ac, JCOEF *dc) {
@@ -373,7 +381,7 @@ static int build_component(struct imgpipe_ctx *ctx, const struct layout *l, int 
   JDIMENSION tx, ty, width = l->width_in_blocks[ci], height = l->height_in_blocks[ci];
   JDIMENSION last_x = comp->width_in_blocks - 1, last_y = comp->height_in_blocks - 1;
   JBLOCKROW *in_rows = all_rows(src, in, comp->height_in_blocks, FALSE);
-  JBLOCKROW *out_rows = all_rows(src, out, l->rows_in_array[ci], TRUE);
+  JBLOCKROW *out_rows = l->upright ? in_rows : all_rows(src, out, l->rows_in_array[ci], TRUE);
   int halved = ci > 0 && (l->dx > 1 || l->dy > 1), turned = o->transpose || o->flip_x || o->flip_y, same = 1, k;
   struct rescale_table table;
   struct block_transform bt;
@@ -417,44 +425,17 @@ static int build_component(struct imgpipe_ctx *ctx, const struct layout *l, int 
               return 0;
           } else {
             if (turned)
-              transform_block(&bt, in_rows[sy][sx], block);
-            else
-              memcpy(block, in_rows[sy][sx], sizeof(JBLOCK));
+              transform_block(&bt, in_rows[sy][sx], block); /* else block is the input's */
             if (!rescale_and_count(&ctx->stats, ac, block, same ? NULL : &table))
               return 0;
           }
           dc[(size_t)y * width + x] = block[0];
         }
     }
-  return 1;
-}
-
-/* Rescales the input's own arrays in place (upright 4:2:0 or gray: the output's layout), row of
- * blocks by row of blocks, counting the AC symbols and keeping the DC values. */
-static int rescale_in_place(struct imgpipe_ctx *ctx, int ci, jvirt_barray_ptr array, const UINT16 *q_in,
-                            const UINT16 *q_out, long *ac, JCOEF *dc_values) {
-  j_decompress_ptr src = &ctx->src;
-  jpeg_component_info *comp = &src->comp_info[ci];
-  JDIMENSION row, width = comp->width_in_blocks;
-  struct rescale_table table;
-  int same = 1, k;
-  for (k = 0; k < DCTSIZE2; k++)
-    same &= q_in[k] == q_out[k];
-  rescale_init(&table, q_in, q_out);
-  for (row = 0; row < comp->height_in_blocks; row += (JDIMENSION)comp->v_samp_factor) {
-    JBLOCKARRAY rows = (*src->mem->access_virt_barray)((j_common_ptr)src, array, row,
-                                                       (JDIMENSION)comp->v_samp_factor, TRUE);
-    int r;
-    for (r = 0; r < comp->v_samp_factor && row + (JDIMENSION)r < comp->height_in_blocks; r++) {
-      JDIMENSION b;
-      JCOEF *dc = dc_values + (size_t)(row + (JDIMENSION)r) * width;
-      for (b = 0; b < width; b++) {
-        /* Same tables: rescaling is the identity. */
-        if (!rescale_and_count(&ctx->stats, ac, rows[r][b], same ? NULL : &table))
-          return 0;
-        dc[b] = rows[r][b][0];
-      }
-    }
+  if (l->upright && out != in) {
+    JDIMENSION y;
+    for (y = 0; y < l->rows_in_array[ci]; y++)
+      (*src->mem->access_virt_barray)((j_common_ptr)src, out, y, 1, TRUE)[0] = in_rows[y < last_y ? y : last_y];
   }
   return 1;
 }
@@ -538,11 +519,11 @@ static int requantize(struct imgpipe_ctx *ctx, const unsigned char *in, unsigned
         return IMGPIPE_RQ_NOT_APPLICABLE;
   }
 
-  /* The output's arrays, unless the input's are rescaled in place: requested before the input's
-   * are made, as libjpeg's memory manager requires. Rounded up to whole MCUs, whose padding
-   * rows the writer asks for (and skips), so build_component makes those rows too; not zeroed
+  /* The output's arrays, unless the input's have its shape: requested before the input's are
+   * made, as libjpeg's memory manager requires. Rounded up to whole MCUs, whose padding rows
+   * the writer asks for (and skips), so build_component makes those rows too; not zeroed
    * first, since every block the writer reads is written. */
-  for (ci = 0; ci < l.components && !l.in_place; ci++) {
+  for (ci = 0; ci < l.components && !l.input_arrays; ci++) {
     JDIMENSION samp = ci == 0 && l.components == 3 ? 2 : 1;
     l.rows_in_array[ci] = (l.height_in_blocks[ci] + samp - 1) / samp * samp;
     out_coefs[ci] = (*src->mem->request_virt_barray)((j_common_ptr)src, JPOOL_IMAGE, FALSE,
@@ -592,8 +573,9 @@ static int requantize(struct imgpipe_ctx *ctx, const unsigned char *in, unsigned
     long *ac = ctx->stats.ac[dst->comp_info[ci].ac_tbl_no ? 1 : 0];
     size_t blocks = (size_t)l.width_in_blocks[ci] * l.height_in_blocks[ci];
     dc_values[ci] = (JCOEF *)(*src->mem->alloc_large)((j_common_ptr)src, JPOOL_IMAGE, blocks * sizeof(JCOEF));
-    if (l.in_place ? !rescale_in_place(ctx, ci, coefs[ci], q_in, q_out, ac, dc_values[ci])
-                   : !build_component(ctx, &l, ci, coefs[ci], out_coefs[ci], q_in, q_out, ac, dc_values[ci]))
+    if (l.input_arrays)
+      out_coefs[ci] = coefs[ci];
+    if (!build_component(ctx, &l, ci, coefs[ci], out_coefs[ci], q_in, q_out, ac, dc_values[ci]))
       return IMGPIPE_RQ_NOT_APPLICABLE;
   }
   if (dst->comp_info[0].dc_tbl_no != 0 || dst->comp_info[0].ac_tbl_no != 0 ||
@@ -619,7 +601,7 @@ static int requantize(struct imgpipe_ctx *ctx, const unsigned char *in, unsigned
   ctx->dest.pub.empty_output_buffer = dest_empty;
   ctx->dest.pub.term_destination = dest_term;
   dst->dest = &ctx->dest.pub;
-  jpeg_write_coefficients(dst, l.in_place ? coefs : out_coefs);
+  jpeg_write_coefficients(dst, out_coefs);
   jpeg_finish_compress(dst);
   return IMGPIPE_RQ_OK;
 }

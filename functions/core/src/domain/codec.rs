@@ -668,7 +668,7 @@ fn keep_segment(marker: u8, payload: &[u8]) -> bool {
 /// `jpeg` (ours, starting SOI, APP0 JFIF) with `profile` after its JFIF segment, so that the
 /// output's colours are the input's: an Adobe RGB or Display P3 photo read as sRGB looks duller
 /// and shifted. Kept rather than converted to sRGB: it costs 0.6-9 KB and no time, and is exact
-/// in every colour-managed viewer (measured in docs/performance.md, "Colour profiles"). Only a
+/// in every colour-managed viewer (measured in docs/performance.md, "ICC profiles"). Only a
 /// profile of the output's colour space is kept: a CMYK file's profile does not describe the RGB
 /// we make of it, nor an RGB profile a grayscale output.
 ///
