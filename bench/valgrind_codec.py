@@ -16,10 +16,12 @@ spread over it, the headers untouched):
   (an original 4:4:4 JPEG with an ICC profile).
 With --smoke only the small files (scikit-image's wheel only, no apt): the check `make test` runs.
 
-Each input is one run of CODEC_CHECK (tests/src/bin/codec_check.rs: the codec once, the codec's
-error is an answer) under `valgrind --tool=memcheck --error-exitcode=99`, definite leaks counted
-as errors. Exits 1 when any run has a valgrind error, crashes or fails; valgrind's own report of
-each input is in WORK_DIR/<input>.valgrind.log.
+The four variants of a file are one run of CODEC_CHECK (tests/src/bin/codec_check.rs: the codec
+once per input, the codec's error is an answer) under `valgrind --tool=memcheck
+--error-exitcode=99`, definite leaks counted as errors (valgrind's start is most of the time on
+small files); when a run fails, each of its inputs is run again alone, so that the verdict is
+per input. Exits 1 when any input has a valgrind error, crashes or fails; valgrind's own report
+is in WORK_DIR/<file or input>.valgrind.log.
 """
 
 import json
@@ -103,18 +105,20 @@ def original_files(originals: Path) -> list[tuple[Path, str]]:
     return picked
 
 
-def run(codec_check: str, path: Path, log: Path) -> dict:
+def run(codec_check: str, paths: list[Path], log: Path) -> dict:
+    """One valgrind run over `paths`: its exit status, seconds, and the codec's answer per path."""
     started = time.monotonic()
-    done = subprocess.run([*VALGRIND, f"--log-file={log}", codec_check, str(path)], capture_output=True, text=True)
-    answer = done.stdout.strip().rsplit(": ", 1)[-1] if done.stdout.strip() else ""
-    return {"exit": done.returncode, "answer": answer, "seconds": round(time.monotonic() - started, 1),
-            "stderr": done.stderr.strip()[-2000:]}
+    done = subprocess.run([*VALGRIND, f"--log-file={log}", codec_check, *map(str, paths)],
+                          capture_output=True, text=True)
+    answers = dict(line.rsplit(": ", 1) for line in done.stdout.splitlines() if ": " in line)
+    return {"exit": done.returncode, "answers": {p.name: answers.get(str(p), "") for p in paths},
+            "seconds": round(time.monotonic() - started, 1), "stderr": done.stderr.strip()[-2000:], "log": str(log)}
 
 
 def section(result: dict) -> list[str]:
     rows, bad = result["runs"], [r for r in result["runs"] if r["exit"] != 0]
     out = [f"Generated {result['date']} by bench/valgrind_codec.py: {result['valgrind']}, `{result['program']}` "
-           f"({len(rows)} runs, {result['seconds']:.0f} s). **{len(rows) - len(bad)} of {len(rows)} clean**"
+           f"({len(rows)} inputs, {result['seconds']:.0f} s). **{len(rows) - len(bad)} of {len(rows)} clean**"
            + (f"; failed: {', '.join(r['input'] for r in bad)}" if bad else "") + ".", "",
            "| input | what | valid | truncated in the scan | truncated in the headers | corrupt scan |",
            "|---|---|---|---|---|---|"]
@@ -150,18 +154,24 @@ def main(args: list[str]) -> None:
     version = subprocess.run(["valgrind", "--version"], capture_output=True, text=True).stdout.strip()
     started, runs = time.monotonic(), []
     for path, what in files:
+        made = {}
         for variant, data in variants(path.name, path.read_bytes()).items():
-            name = f"{path.stem}.{variant}.jpg"
-            (inputs / name).write_bytes(data)
-            r = run(codec_check, inputs / name, work / f"{name}.valgrind.log")
-            runs.append({"file": path.name, "what": what, "variant": variant, "input": name, **r})
-            verdict = "clean" if r["exit"] == 0 else f"FAILED (exit {r['exit']}, see {work / (name + '.valgrind.log')})"
-            print(f"{name}: {r['answer'] or 'no answer'}, {r['seconds']} s under valgrind: {verdict}", flush=True)
+            made[variant] = inputs / f"{path.stem}.{variant}.jpg"
+            made[variant].write_bytes(data)
+        batch = run(codec_check, list(made.values()), work / f"{path.name}.valgrind.log")
+        for variant, input_path in made.items():
+            r = batch if batch["exit"] == 0 else run(codec_check, [input_path], work / f"{input_path.name}.valgrind.log")
+            answer = r["answers"][input_path.name]
+            runs.append({"file": path.name, "what": what, "variant": variant, "input": input_path.name,
+                         "answer": answer, "exit": r["exit"], "seconds": r["seconds"], "stderr": r["stderr"]})
+            verdict = "clean" if r["exit"] == 0 else f"FAILED (exit {r['exit']}, see {r['log']})"
+            print(f"{input_path.name}: {answer or 'no answer'}: {verdict}", flush=True)
+        print(f"  {path.name}: {len(made)} inputs, {batch['seconds']} s under valgrind", flush=True)
     result = {"date": f"{datetime.now(timezone.utc):%Y-%m-%d}", "valgrind": version,
               "program": f"{Path(codec_check).parent.name} codec_check", "options": " ".join(VALGRIND),
               "smoke": smoke, "seconds": time.monotonic() - started, "runs": runs}
     failed = [r for r in runs if r["exit"] != 0]
-    print(f"valgrind: {len(runs) - len(failed)} of {len(runs)} runs clean in {result['seconds']:.0f} s")
+    print(f"valgrind: {len(runs) - len(failed)} of {len(runs)} inputs clean in {result['seconds']:.0f} s")
     if json_path:
         json_path.write_text(json.dumps(result, indent=1))
     if doc:
