@@ -118,6 +118,7 @@ def run(codec_check: str, paths: list[Path], log: Path) -> dict:
 def section(result: dict) -> list[str]:
     rows, bad = result["runs"], [r for r in result["runs"] if r["exit"] != 0]
     out = [f"Generated {result['date']} by bench/valgrind_codec.py: {result['valgrind']}, `{result['program']}` "
+           f"built from {result.get('commit', 'an unrecorded commit')} "
            f"({len(rows)} inputs, {result['seconds']:.0f} s). **{len(rows) - len(bad)} of {len(rows)} clean**"
            + (f"; failed: {', '.join(r['input'] for r in bad)}" if bad else "") + ".", "",
            "| input | what | valid | truncated in the scan | truncated in the headers | corrupt scan |",
@@ -167,7 +168,8 @@ def main(args: list[str]) -> None:
             verdict = "clean" if r["exit"] == 0 else f"FAILED (exit {r['exit']}, see {r['log']})"
             print(f"{input_path.name}: {answer or 'no answer'}: {verdict}", flush=True)
         print(f"  {path.name}: {len(made)} inputs, {batch['seconds']} s under valgrind", flush=True)
-    result = {"date": f"{datetime.now(timezone.utc):%Y-%m-%d}", "valgrind": version,
+    commit = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True).stdout.strip()
+    result = {"date": f"{datetime.now(timezone.utc):%Y-%m-%d}", "valgrind": version, "commit": commit,
               "program": f"{Path(codec_check).parent.name} codec_check", "options": " ".join(VALGRIND),
               "smoke": smoke, "seconds": time.monotonic() - started, "runs": runs}
     failed = [r for r in runs if r["exit"] != 0]
