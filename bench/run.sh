@@ -92,15 +92,15 @@ pipeline() {
     # Each subsampling class alone, the same way, in a request of its share of the images on a
     # stack of its own: CPU per image of that class only (PIPELINE_CLASSES=0 skips them).
     if [[ "${PIPELINE_CLASSES:-1}" != 0 ]]; then
-        local all=(bench/.corpus-originals/*.jpg) class dir files file
+        local all=(bench/.corpus-originals/*.jpg) class dir files file n
         for class in 420 422 444; do
             dir=bench/.corpus-originals-$class files=(bench/.corpus-originals/o$class-*.jpg)
+            n=$((images * ${#files[@]} / ${#all[@]})) && ((n > 0)) || n=1
             rm -rf "$dir" && mkdir -p "$dir"
             for file in "${files[@]}" bench/.corpus-originals/manifest.json; do ln -s "$PWD/$file" "$dir/"; done
-            IMGPIPE_FUNCTIONS=release $target/release/load --images $((images * ${#files[@]} / ${#all[@]})) \
-                --urls-per-row 5 --photos "$dir" --out "bench/results/pipeline-originals-$class.json"
-            $py bench/pillow_loop.py --images $((images * ${#files[@]} / ${#all[@]})) \
-                --merge-into "bench/results/pipeline-originals-$class.json" "$dir"
+            IMGPIPE_FUNCTIONS=release $target/release/load --images "$n" --urls-per-row 5 --photos "$dir" \
+                --out "bench/results/pipeline-originals-$class.json"
+            $py bench/pillow_loop.py --images "$n" --merge-into "bench/results/pipeline-originals-$class.json" "$dir"
         done
     fi
     IMGPIPE_FUNCTIONS=release $target/release/load --images 1 --photos bench/.corpus-originals/o444-painting-24mp-icc.jpg \
