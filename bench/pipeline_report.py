@@ -2,12 +2,13 @@
 
     python bench/pipeline_report.py [--doc docs/performance.md] [--pipeline FILE] [--rss FILE] [--functions FILE]
                                     [--arm64-codec FILE] [--worst-batch FILE] [--originals FILE] [--rss-444 FILE]
+                                    [--originals-420 FILE] [--originals-422 FILE] [--originals-444 FILE]
 
 Reads bench/results/pipeline.json and worker-24mp.json (tests/src/bin/load.rs),
 worker-worst-batch.json (tests/src/bin/worst_batch.rs), functions.json (bench/init_time.py) and
 arm64-codec.json (bench/arm64_codec.py), pipeline-originals.json (load.rs on the unmodified
-originals, with bench/pillow_loop.py's figures merged in) and worker-24mp-444.json, whichever
-exist, and prints
+originals, with bench/pillow_loop.py's figures merged in), pipeline-originals-{420,422,444}.json
+(the same per subsampling class) and worker-24mp-444.json, whichever exist, and prints
 the sections, or rewrites them between their markers in --doc. The cost model takes the worker's measured per-image
 codec time from pipeline.json; every other input is a price or an assumption named in COST.
 """
