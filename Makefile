@@ -5,7 +5,7 @@ SHELL := bash
 PYTHON := .venv/bin/python
 PORT ?= 4599
 
-.PHONY: setup build build-release up run stop key test lint check-template openapi postman check-postman bench-load bench-large bench bench-codec bench-pipeline bench-functions bench-smoke package sam-build aarch64-std clean
+.PHONY: setup build build-release up run stop key test lint check-template openapi postman check-postman bench-load bench-large bench bench-codec bench-pipeline bench-functions bench-smoke bench-valgrind bench-valgrind-smoke package sam-build aarch64-std clean
 
 setup:
 	@infra/setup.sh
@@ -38,11 +38,12 @@ stop:
 
 # Unit tests, adapter tests on the emulator and the end-to-end test through the API; the
 # test binary starts its own emulator on a free port and stops it when it exits. The
-# benchmarks' smoke run comes first, so that `make bench` cannot rot. tests/release_stack runs
-# the release builds (build-release) on a stack of its own. Everything is built
+# benchmarks' smoke run comes first, so that `make bench` cannot rot, and the codec under valgrind
+# on small valid, truncated and corrupt files (bench-valgrind-smoke, under a minute).
+# tests/release_stack runs the release builds (build-release) on a stack of its own. Everything is built
 # first; the tests then run in a network namespace with only loopback (infra/loopback_only.sh:
 # root or user namespaces, or IMGPIPE_NO_NETNS=1 to run them on the host's network).
-test: build build-release lint bench-smoke
+test: build build-release lint bench-smoke bench-valgrind-smoke
 	cargo test --workspace --no-run
 	@mkdir -p target; set -o pipefail; \
 	infra/loopback_only.sh cargo test --workspace --no-fail-fast 2>&1 | tee target/test-output.log; status=$$?; \
@@ -99,8 +100,13 @@ bench-codec: setup
 
 # 500 catalogue photos of 1-3 MP (PIPELINE_IMAGES) through the local stack with release builds
 # of the functions: images/s, per-stage times, worker RSS; then one 24 MP JPEG for the worker's
-# peak RSS, and the worst batch the memory limits allow (tests/src/bin/worst_batch.rs). Writes
-# bench/results/pipeline.json, worker-24mp.json and worker-worst-batch.json.
+# peak RSS, and the worst batch the memory limits allow (tests/src/bin/worst_batch.rs). Then
+# (issue 14) 500 URLs over the unmodified original JPEGs: the worker processes' CPU time per
+# image against a plain Pillow q50 loop over the same images (bench/pillow_loop.py), the same for
+# each subsampling class alone (PIPELINE_CLASSES=0 skips those), and the worker's peak RSS on a
+# 24 MP 4:4:4 original. Writes bench/results/pipeline.json, worker-24mp.json,
+# worker-worst-batch.json, pipeline-originals.json, pipeline-originals-{420,422,444}.json and
+# worker-24mp-444.json.
 bench-pipeline: setup
 	@bench/run.sh --pipeline
 
@@ -109,6 +115,16 @@ bench-pipeline: setup
 # qemu-user against the host's, output by output: bench/results/arm64-codec.json.
 bench-functions: setup
 	@bench/run.sh --functions
+
+# The codec under valgrind memcheck (bench/valgrind_codec.py, tests/src/bin/codec_check.rs),
+# release build: every 4:2:2, 4:4:4 and EXIF-rotated original and small files, each valid,
+# truncated and corrupt; fails on any memcheck error. Writes bench/results/valgrind.json.
+bench-valgrind: setup
+	@bench/run.sh --valgrind
+
+# The same on the small files only, with the dev build.
+bench-valgrind-smoke: setup
+	@bench/run.sh --valgrind-smoke
 
 # The codec benchmark on three small files, one run, dev build: checks that it still works
 # (part of `make test`).

@@ -1,6 +1,6 @@
 """Builds the codec benchmark corpus from photographs shipped inside packages.
 
-    python bench/corpus.py [--smoke | --pipeline] OUT_DIR
+    python bench/corpus.py [--smoke | --pipeline | --originals] OUT_DIR
 
 Sources (nothing is downloaded at run time but registry packages):
 - scikit-image's wheel (bench/requirements.txt): photos in skimage/data, not the pooch-fetched ones;
@@ -264,5 +264,8 @@ if __name__ == "__main__":
         build(Path(sys.argv[-1]), SMOKE)
     elif "--pipeline" in sys.argv:
         build(Path(sys.argv[-1]), PIPELINE)
+    elif "--originals" in sys.argv:
+        # Only the unmodified originals: the pipeline benchmark's photos as people have them.
+        build(Path(sys.argv[-1]), (), ORIGINALS)
     else:
         build(Path(sys.argv[-1]), CORPUS, ORIGINALS)

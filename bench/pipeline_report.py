@@ -1,11 +1,14 @@
 """Pipeline, function and cost figures for docs/performance.md, from the benchmark results.
 
     python bench/pipeline_report.py [--doc docs/performance.md] [--pipeline FILE] [--rss FILE] [--functions FILE]
-                                    [--arm64-codec FILE] [--worst-batch FILE]
+                                    [--arm64-codec FILE] [--worst-batch FILE] [--originals FILE] [--rss-444 FILE]
+                                    [--originals-420 FILE] [--originals-422 FILE] [--originals-444 FILE]
 
 Reads bench/results/pipeline.json and worker-24mp.json (tests/src/bin/load.rs),
 worker-worst-batch.json (tests/src/bin/worst_batch.rs), functions.json (bench/init_time.py) and
-arm64-codec.json (bench/arm64_codec.py), whichever exist, and prints
+arm64-codec.json (bench/arm64_codec.py), pipeline-originals.json (load.rs on the unmodified
+originals, with bench/pillow_loop.py's figures merged in), pipeline-originals-{420,422,444}.json
+(the same per subsampling class) and worker-24mp-444.json, whichever exist, and prints
 the sections, or rewrites them between their markers in --doc. The cost model takes the worker's measured per-image
 codec time from pipeline.json; every other input is a price or an assumption named in COST.
 """
@@ -86,6 +89,102 @@ def pipeline_section(run, rss):
     return out
 
 
+# Issue 14: worker CPU per image at most half of a plain Pillow q50 loop's, same images, same run.
+ORIGINALS_CPU_TARGET = 0.5
+CLASSES = [("4:2:0", lambda f: f["subsampling"] == "4:2:0"), ("4:2:2", lambda f: f["subsampling"] == "4:2:2"),
+           ("4:4:4", lambda f: f["subsampling"] == "4:4:4"), ("progressive", lambda f: f["progressive"]),
+           ("EXIF-rotated", lambda f: (f["orientation"] or 1) != 1), ("all", lambda f: True)]
+
+
+def originals_section(run, rss_444, by_class=None):
+    out = []
+    if run:
+        pillow = run.get("pillow_loop")
+        files = pillow["files"] if pillow else {}
+        head = (f"{run['images']} images in one request of {run['images'] // run['urls_per_row']} rows, the URLs cycling "
+                f"through {len(run['distinct_files'])} unmodified originals (mean "
+                f"{pillow['mean_megapixels']:.1f} MP per image; " if pillow else "")
+        out += [head + f"each URL fetched), {run['functions']} builds of the functions, {run.get('machine', '')}; "
+                f"final (`{run['status']}`) in {run['wall_seconds']:.1f} s, {run['images_per_second']:.1f} images/s.", ""]
+        if not pillow or "worker_cpu_seconds" not in run:
+            return out + ["No Pillow loop or no worker CPU figure in this result: run `make bench-pipeline`."]
+        ours, theirs = run["worker_cpu_ms_per_image"], pillow["cpu_ms_per_image"]
+        ratio = ours / theirs
+        verdict = "met" if ratio <= ORIGINALS_CPU_TARGET else "not met"
+        out += [
+            "| What | ours: every worker process | Pillow q50 loop, one thread | ours / Pillow |",
+            "|---|---|---|---|",
+            f"| **CPU per image** (user + sys, /proc/<pid>/stat) | **{ours:.1f} ms** | **{theirs:.1f} ms** | "
+            f"**{ratio:.2f}x** (target <= {ORIGINALS_CPU_TARGET}x: **{verdict}**) |",
+            f"| CPU, all {run['images']} images | {run['worker_cpu_seconds']:.1f} s in {run['worker_processes']} "
+            f"processes (fetch, codec, upload, record, SDK) | {pillow['cpu_seconds']:.1f} s (decode, orientation, "
+            f"encode) | |",
+            f"| Peak RSS | {run['worker_peak_rss_mb']:.0f} MB (largest worker process) | | |",
+        ]
+        classes = {c: r for c, r in (by_class or {}).items() if r and "pillow_loop" in r and "worker_cpu_seconds" in r}
+        if classes:
+            out += ["", "Each subsampling class alone (its originals, EXIF-rotated ones included, in a request of its share of "
+                        "the images on a stack of its own, then the Pillow loop over the same images; the same CPU "
+                        "measure):", "",
+                    "| class | files | images | mean MP | ours: worker CPU / image | Pillow CPU / image | ours / Pillow |",
+                    "|---|---|---|---|---|---|---|"]
+            for label, r in classes.items():
+                p = r["pillow_loop"]
+                class_ratio = r["worker_cpu_ms_per_image"] / p["cpu_ms_per_image"]
+                out.append(f"| {label} | {len(r['distinct_files'])} | {r['images']} | {p['mean_megapixels']:.1f} | "
+                           f"{r['worker_cpu_ms_per_image']:.1f} ms | {p['cpu_ms_per_image']:.1f} ms | "
+                           f"**{class_ratio:.2f}x** |")
+        out += [
+            "",
+            "By class and file within the request of all of them. The worker's CPU is one figure per process, "
+            "so it is apportioned here by the codec's time per image from the worker's `decode` and `encode` log "
+            "lines (an estimate: it assumes the time-slicing between ten worker processes on two cores "
+            "stretched every class alike, and charges the fetch, upload and record CPU by codec time too). "
+            "The codec's time itself is wall time of its blocking thread, the other processes' turns included, "
+            "so it is not comparable with the Pillow loop's CPU time (time.process_time) on its own:",
+            "",
+            "| class | files | images | mean MP | Pillow CPU ms / image | ours: worker CPU ms / image, apportioned | "
+            "ours / Pillow | codec wall ms / image (log lines) | codec runs |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        codec = run.get("worker_codec_ms_by_file", {})
+        codec_total = sum(c["decode_ms"] + c["encode_ms"] for c in codec.values()) or float("nan")
+        cpu_per_codec_ms = run["worker_cpu_seconds"] * 1000 / codec_total
+        for label, wanted in CLASSES:
+            names = [n for n, f in files.items() if f.get("subsampling") and wanted(f)]
+            if not names:
+                continue
+            images = sum(files[n]["images"] for n in names)
+            mp = sum(files[n]["megapixels"] * files[n]["images"] for n in names) / images
+            pillow_ms = sum(files[n]["cpu_s"] for n in names) * 1000 / images
+            runs = sum(codec.get(n, {}).get("codec_runs", 0) for n in names)
+            wall_ms = sum(codec[n]["decode_ms"] + codec[n]["encode_ms"] for n in names if n in codec) / images
+            ours_ms = wall_ms * cpu_per_codec_ms
+            bold = "**" if label == "all" else ""
+            out.append(f"| {bold}{label}{bold} | {len(names)} | {images} | {mp:.1f} | {pillow_ms:.1f} | {ours_ms:.1f} | "
+                       f"{ours_ms / pillow_ms:.2f}x | {wall_ms:.1f} | {runs} |")
+        out += ["", "Per file:", "",
+                "| file | input | MP | images | Pillow CPU ms / image | ours: worker CPU ms / image, apportioned | "
+                "ours / Pillow | codec wall ms / image (log lines) |",
+                "|---|---|---|---|---|---|---|---|"]
+        for name, f in sorted(files.items(), key=lambda kv: (kv[1].get("subsampling") or "", kv[1]["megapixels"])):
+            what = [f.get("subsampling") or "", "progressive" if f.get("progressive") else "baseline"]
+            what += ["ICC"] * bool(f.get("icc_bytes")) + [f"EXIF {f['orientation']}"] * ((f.get("orientation") or 1) != 1)
+            pillow_ms = f["cpu_s"] * 1000 / f["images"]
+            c = codec.get(name)
+            wall_ms = (c["decode_ms"] + c["encode_ms"]) / f["images"] if c else float("nan")
+            ours_ms = wall_ms * cpu_per_codec_ms
+            out.append(f"| {name} | {' '.join(what)} | {f['megapixels']:.1f} | {f['images']} | {pillow_ms:.1f} | "
+                       f"{ours_ms:.1f} | {ours_ms / pillow_ms:.2f}x | {wall_ms:.1f} |")
+    if rss_444:
+        name = rss_444["distinct_files"][0]
+        ok = "met" if rss_444["worker_peak_rss_mb"] <= 300 else "not met"
+        out += ["", f"Worker peak RSS on one {name} (24 MP 4:4:4 JPEG with an ICC profile, as shipped) on fresh "
+                    f"worker processes: **{rss_444['worker_peak_rss_mb']:.0f} MB** (largest of "
+                    f"{rss_444['worker_processes']} worker processes, VmHWM; target <= 300 MB: **{ok}**)."]
+    return out
+
+
 def functions_section(functions, arm64_codec):
     if not functions:
         return []
@@ -101,6 +200,15 @@ def functions_section(functions, arm64_codec):
         out += ["", f"The arm64 codec (`codec_bench` built like the functions, run under qemu-user) gave output "
                     f"byte-identical to this machine's build on **{arm64_codec['identical']} of {arm64_codec['total']}** "
                     f"corpus files."]
+        originals = [row for row in arm64_codec["files"] if row.get("original")]
+        if originals:
+            out += ["", f"Of them the {len(originals)} unmodified originals (bench/corpus.py ORIGINALS), file by file:", "",
+                    "| file | input | host path | arm64 path | output bytes | byte-identical |", "|---|---|---|---|---|---|"]
+            for row in originals:
+                what = [row["subsampling"] or "", "progressive" if row["progressive"] else "baseline"]
+                what += ["ICC"] * bool(row["icc_bytes"]) + [f"EXIF {row['orientation']}"] * ((row["orientation"] or 1) != 1)
+                out.append(f"| {row['file']} | {' '.join(what)} | {row['path']} | {row['arm64_path']} | {row['bytes']} | "
+                           f"{'yes' if row['identical'] else '**no**'} |")
     return out
 
 
@@ -217,10 +325,15 @@ def main(args):
     functions = load(opts.get("--functions", RESULTS / "functions.json"))
     arm64_codec = load(opts.get("--arm64-codec", RESULTS / "arm64-codec.json"))
     worst = load(opts.get("--worst-batch", RESULTS / "worker-worst-batch.json"))
+    originals = load(opts.get("--originals", RESULTS / "pipeline-originals.json"))
+    rss_444 = load(opts.get("--rss-444", RESULTS / "worker-24mp-444.json"))
+    by_class = {f"{c[0]}:{c[1]}:{c[2]}": load(opts.get(f"--originals-{c}", RESULTS / f"pipeline-originals-{c}.json"))
+                for c in ("420", "422", "444")}
     chosen_mb = int(opts.get("--memory", 1024))
     stamp = f"Generated {datetime.now(timezone.utc):%Y-%m-%d} by bench/pipeline_report.py from bench/results/."
     sections = {
         "pipeline-bench": pipeline_section(run, rss),
+        "pipeline-originals": originals_section(originals, rss_444, by_class),
         "worst-batch": worst_batch_section(worst),
         "functions-bench": functions_section(functions, arm64_codec),
         "cost-model": cost_section(run, chosen_mb, worst),

@@ -2,10 +2,14 @@
 # Benchmarks (not tests), each writing bench/results/ and its part of docs/performance.md:
 #   bench/run.sh --codec       codec vs Pillow on the corpus, release build   (make bench-codec)
 #   bench/run.sh --pipeline    500 photos through the local stack + worker RSS on 24 MP and on the
-#                              worst batch the memory limits allow     (make bench-pipeline)
+#                              worst batch the memory limits allow; then 500 unmodified originals,
+#                              worker CPU against a Pillow q50 loop      (make bench-pipeline)
 #   bench/run.sh --functions   init time and arm64 zip size per function, and the arm64 codec's
 #                              outputs under qemu-user against the host's  (make bench-functions)
 #   bench/run.sh --smoke       three small files, one run, dev build, stdout only  (make bench-smoke)
+#   bench/run.sh --valgrind    the codec under valgrind memcheck on valid, truncated and corrupt
+#                              originals and small files, release build  (make bench-valgrind)
+#   bench/run.sh --valgrind-smoke  the small files only, dev build        (make bench-valgrind-smoke)
 # Needs python3 with venv, apt-get and dpkg-deb (Debian), cmake and nasm (infra/setup.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -67,16 +71,56 @@ codec() {
 # Release builds of the functions on the local stack (IMGPIPE_FUNCTIONS=release): 500 catalogue
 # photos of 1-3 MP in one request, then one 24 MP JPEG on fresh worker processes, then the worst
 # batch (a 50 MP 16-bit RGBA PNG to turn, with nine 25 MiB downloads held) on a fresh one.
+# Then (issue 14) 500 URLs over the unmodified originals, the workers' CPU time against a plain
+# Pillow q50 loop over the same images right after it, and one 24 MP 4:4:4 original on fresh
+# worker processes.
 pipeline() {
+    local images=${PIPELINE_IMAGES:-500}
     $py bench/corpus.py --pipeline bench/.corpus-pipeline
     $py bench/corpus.py bench/.corpus
+    $py bench/corpus.py --originals bench/.corpus-originals
     release_build
-    IMGPIPE_FUNCTIONS=release $target/release/load --images "${PIPELINE_IMAGES:-500}" --urls-per-row 5 \
+    IMGPIPE_FUNCTIONS=release $target/release/load --images "$images" --urls-per-row 5 \
         --photos bench/.corpus-pipeline --out bench/results/pipeline.json
     IMGPIPE_FUNCTIONS=release $target/release/load --images 1 --photos bench/.corpus/kleiber-24mp.jpg \
         --fresh-workers --out bench/results/worker-24mp.json
-    target/release/worst_batch --out bench/results/worker-worst-batch.json
+    $target/release/worst_batch --out bench/results/worker-worst-batch.json
+    IMGPIPE_FUNCTIONS=release $target/release/load --images "$images" --urls-per-row 5 \
+        --photos bench/.corpus-originals --out bench/results/pipeline-originals.json
+    $py bench/pillow_loop.py --images "$images" --merge-into bench/results/pipeline-originals.json \
+        bench/.corpus-originals
+    # Each subsampling class alone, the same way, in a request of its share of the images on a
+    # stack of its own: CPU per image of that class only (PIPELINE_CLASSES=0 skips them).
+    if [[ "${PIPELINE_CLASSES:-1}" != 0 ]]; then
+        local all=(bench/.corpus-originals/*.jpg) class dir files file n
+        for class in 420 422 444; do
+            dir=bench/.corpus-originals-$class files=(bench/.corpus-originals/o$class-*.jpg)
+            n=$((images * ${#files[@]} / ${#all[@]})) && ((n > 0)) || n=1
+            rm -rf "$dir" && mkdir -p "$dir"
+            for file in "${files[@]}" bench/.corpus-originals/manifest.json; do ln -s "$PWD/$file" "$dir/"; done
+            IMGPIPE_FUNCTIONS=release $target/release/load --images "$n" --urls-per-row 5 --photos "$dir" \
+                --out "bench/results/pipeline-originals-$class.json"
+            $py bench/pillow_loop.py --images "$n" --merge-into "bench/results/pipeline-originals-$class.json" "$dir"
+        done
+    fi
+    IMGPIPE_FUNCTIONS=release $target/release/load --images 1 --photos bench/.corpus-originals/o444-painting-24mp-icc.jpg \
+        --fresh-workers --out bench/results/worker-24mp-444.json
     $py bench/pipeline_report.py --doc docs/performance.md
+}
+
+# The codec under valgrind memcheck (bench/valgrind_codec.py): with "smoke", the small files
+# only and the dev build; otherwise the originals too, with the release build that ships.
+valgrind_check() {
+    if [[ -n "$1" ]]; then
+        cargo build -q -p imgpipe-tests --bin codec_check
+        $py bench/valgrind_codec.py --smoke "$target/debug/codec_check" bench/.corpus-originals \
+            target/valgrind-smoke
+    else
+        $py bench/corpus.py --originals bench/.corpus-originals
+        release_build
+        $py bench/valgrind_codec.py --json bench/results/valgrind.json --doc docs/performance.md \
+            "$target/release/codec_check" bench/.corpus-originals target/valgrind
+    fi
 }
 
 functions() {
@@ -97,5 +141,8 @@ case "$mode" in
     --codec) codec "" ;;
     --pipeline) pipeline ;;
     --functions) functions ;;
-    *) echo "usage: bench/run.sh [--codec | --pipeline | --functions | --smoke]" >&2; exit 2 ;;
+    --valgrind) valgrind_check "" ;;
+    --valgrind-smoke) valgrind_check smoke ;;
+    *) echo "usage: bench/run.sh [--codec | --pipeline | --functions | --smoke | --valgrind | --valgrind-smoke]" >&2
+       exit 2 ;;
 esac

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the build and the local stack need, once: cmake and nasm (to build
-# libjpeg-turbo), Node.js and npm (the Postman collection's generator), a project-local Python
-# venv with the pinned emulator and tools, and infra/postman's pinned npm packages.
+# libjpeg-turbo), Node.js and npm (the Postman collection's generator), valgrind (the codec's
+# memory check), a project-local Python venv with the pinned emulator and tools, and
+# infra/postman's pinned npm packages.
 # Re-running is cheap: each step is skipped when already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +11,8 @@ missing=()
 for tool in cmake nasm; do command -v "$tool" >/dev/null || missing+=("$tool"); done
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
+# valgrind, for the codec's memory check in `make test` (bench-valgrind-smoke): Debian bookworm's.
+command -v valgrind >/dev/null || missing+=(valgrind=1:3.19.0-1)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "setup: installing ${missing[*]} with apt-get"

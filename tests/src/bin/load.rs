@@ -1,7 +1,8 @@
 //! Load and pipeline benchmark (not a test): one request through the local stack. Starts its
 //! own emulator, serves the images locally, uploads the CSV through the API, waits for the
 //! final state, checks the counts and the output CSV, and reports: time to accept, images/s,
-//! the worker's per-stage times (from its log lines) and the worker processes' peak RSS.
+//! the worker's per-stage times (from its log lines), the worker processes' peak RSS and their
+//! CPU time (user + system, /proc/<pid>/stat, summed over every worker process seen).
 //!
 //!   load [--images N] [--urls-per-row K] [--photos PATH]... [--fresh-workers] [--presigned] [--out FILE]
 //!
@@ -119,7 +120,7 @@ async fn main() {
         println!("stopped {} warm worker process(es)", stack.kill_function_processes(&stack.worker_function_name));
     }
 
-    let mut workers = WorkerPeaks::default();
+    let mut workers = WorkerPeaks { endpoint: stack.endpoint.clone(), ..WorkerPeaks::default() };
     let started = Instant::now();
     let id = if options.presigned {
         upload_presigned(&api, csv.as_bytes(), started).await
@@ -185,6 +186,12 @@ async fn main() {
         workers.peaks.len(),
         workers.max_kib() as f64 / 1024.0
     );
+    let worker_cpu_seconds = workers.cpu_seconds();
+    println!(
+        "worker CPU (user + sys, every worker process): {worker_cpu_seconds:.2} s, {:.1} ms per image",
+        worker_cpu_seconds * 1000.0 / images as f64
+    );
+    let codec_by_file = codec_ms_by_file(&stack.state.join("emulator.log"), &id, &names);
 
     let binaries = if std::env::var("IMGPIPE_FUNCTIONS").is_ok_and(|p| p == "release") { "release" } else { "debug" };
     let result = serde_json::json!({
@@ -193,6 +200,8 @@ async fn main() {
         "images_per_second": images_per_s, "status": status["status"], "functions": binaries,
         "worker_stages_ms": stages, "worker_processes": workers.peaks.len(),
         "worker_peak_rss_mb": workers.max_kib() as f64 / 1024.0,
+        "worker_cpu_seconds": worker_cpu_seconds, "worker_cpu_ms_per_image": worker_cpu_seconds * 1000.0 / images as f64,
+        "worker_codec_ms_by_file": codec_by_file,
         "machine": format!("{} cores, {}", std::thread::available_parallelism().map_or(0, |n| n.get()), std::env::consts::ARCH),
     });
     let path = options.out.unwrap_or_else(|| workspace_root().join(format!("bench/results/load-{images}.json")));
@@ -271,23 +280,89 @@ fn stage_summary(log: &Path, request_id: &str) -> BTreeMap<String, serde_json::V
         .collect()
 }
 
-/// Peak RSS (VmHWM) of every worker process seen during the run, by pid.
+/// The codec's share of the worker's time per input file (the URLs cycle through `names`):
+/// the `decode` and `encode` log lines of each image, summed by file. Wall-clock time of the
+/// codec's blocking thread, so it includes the turns other processes took on the cores. More
+/// `decode` lines than images means some images went through the codec twice (a job out of
+/// time is retried).
+fn codec_ms_by_file(log: &Path, request_id: &str, names: &[String]) -> BTreeMap<String, serde_json::Value> {
+    let text = std::fs::read_to_string(log).expect("read the emulator log");
+    let mut by_file: BTreeMap<String, (u64, f64, f64)> = BTreeMap::new();
+    for line in text.lines().filter(|line| line.contains(request_id) && line.contains("\"image_index\"")) {
+        let Ok(entry) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        let (Some(index), Some(stage), Some(ms)) =
+            (entry["image_index"].as_u64(), entry["stage"].as_str(), entry["duration_ms"].as_f64())
+        else {
+            continue;
+        };
+        if entry["request_id"] != request_id {
+            continue;
+        }
+        let file = by_file.entry(names[index as usize % names.len()].clone()).or_default();
+        match stage {
+            "decode" => (file.0, file.1) = (file.0 + 1, file.1 + ms),
+            "encode" => file.2 += ms,
+            _ => {}
+        }
+    }
+    by_file
+        .into_iter()
+        .map(|(file, (runs, decode, encode))| {
+            (file, serde_json::json!({ "codec_runs": runs, "decode_ms": decode, "encode_ms": encode }))
+        })
+        .collect()
+}
+
+/// Peak RSS (VmHWM) and CPU time of every worker process of this stack seen during the run, by pid.
 #[derive(Default)]
 struct WorkerPeaks {
+    /// This stack's emulator: every stack deploys the same function names, so on a machine
+    /// running other stacks (other checkouts' tests) their workers are told apart by the
+    /// endpoint the emulator gives its function processes.
+    endpoint: String,
     peaks: HashMap<String, u64>,
+    cpu_ticks: HashMap<String, u64>,
 }
 
 impl WorkerPeaks {
     fn sample(&mut self, function_name: &str) {
+        let ours = format!("AWS_ENDPOINT_URL={}", self.endpoint);
         for pid in function_pids(function_name) {
+            let environ = std::fs::read(Path::new("/proc").join(&pid).join("environ")).unwrap_or_default();
+            if !environ.split(|b| *b == 0).any(|var| var == ours.as_bytes()) {
+                continue;
+            }
             if let Some(hwm) = vm_hwm_kib(&pid) {
-                let peak = self.peaks.entry(pid).or_default();
+                let peak = self.peaks.entry(pid.clone()).or_default();
                 *peak = (*peak).max(hwm);
             }
+            if let Some(ticks) = cpu_ticks(&pid) {
+                let seen = self.cpu_ticks.entry(pid).or_default();
+                *seen = (*seen).max(ticks);
+            }
         }
+    }
+
+    /// User + system CPU of every worker process, as last sampled (a process that ended
+    /// between two samples, 250 ms apart, lost at most that interval's CPU from the figure).
+    fn cpu_seconds(&self) -> f64 {
+        self.cpu_ticks.values().sum::<u64>() as f64 / CLOCK_TICKS_PER_SECOND
     }
 
     fn max_kib(&self) -> u64 {
         self.peaks.values().copied().max().unwrap_or(0)
     }
+}
+
+/// /proc's clock ticks (USER_HZ): 100 on Linux for x86_64 and arm64 (bench/pillow_loop.py reads
+/// the same fields with os.sysconf("SC_CLK_TCK")).
+const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
+
+/// utime + stime of `/proc/<pid>/stat` (fields 14 and 15: every thread of the process, ended
+/// ones included), in clock ticks; `None` if the process is gone.
+fn cpu_ticks(pid: &str) -> Option<u64> {
+    let stat = std::fs::read_to_string(Path::new("/proc").join(pid).join("stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces: count after it.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
 }
