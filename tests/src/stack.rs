@@ -169,7 +169,7 @@ impl LocalStack {
     /// Kills every running process of a deployed function (the emulator runs each as a host
     /// process with AWS_LAMBDA_FUNCTION_NAME in its environment). Returns how many.
     pub fn kill_function_processes(&self, function_name: &str) -> usize {
-        let killed = function_pids(function_name)
+        let killed = function_pids(function_name, &self.endpoint)
             .into_iter()
             .filter(|pid| Command::new("kill").args(["-KILL", pid]).status().is_ok_and(|s| s.success()));
         killed.count()

@@ -326,12 +326,7 @@ struct WorkerPeaks {
 
 impl WorkerPeaks {
     fn sample(&mut self, function_name: &str) {
-        let ours = format!("AWS_ENDPOINT_URL={}", self.endpoint);
-        for pid in function_pids(function_name) {
-            let environ = std::fs::read(Path::new("/proc").join(&pid).join("environ")).unwrap_or_default();
-            if !environ.split(|b| *b == 0).any(|var| var == ours.as_bytes()) {
-                continue;
-            }
+        for pid in function_pids(function_name, &self.endpoint) {
             if let Some(hwm) = vm_hwm_kib(&pid) {
                 let peak = self.peaks.entry(pid.clone()).or_default();
                 *peak = (*peak).max(hwm);

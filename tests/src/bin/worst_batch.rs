@@ -140,7 +140,7 @@ async fn run_batch(stack: &LocalStack, api: &ApiClient, urls: &[String]) -> Batc
     let mut invoke = std::pin::pin!(stack.invoke(&stack.worker_function_name, &event));
     let mut peaks: HashMap<String, u64> = HashMap::new();
     let sample = |peaks: &mut HashMap<String, u64>| {
-        for pid in function_pids(&stack.worker_function_name) {
+        for pid in function_pids(&stack.worker_function_name, &stack.endpoint) {
             if let Some(hwm) = vm_hwm_kib(&pid) {
                 let peak = peaks.entry(pid).or_default();
                 *peak = (*peak).max(hwm);
