@@ -9,7 +9,8 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, KeysAndAttributes, Put, PutRequest, TransactWriteItem, Update, WriteRequest,
+    AttributeValue, ConsumedCapacity, KeysAndAttributes, Put, PutRequest, ReturnConsumedCapacity, TransactWriteItem,
+    Update, WriteRequest,
 };
 use chrono::{DateTime, Utc};
 
@@ -597,10 +598,15 @@ impl RecordResult for DynamoTable {
                 .transact_write_items()
                 .transact_items(TransactWriteItem::builder().put(image.clone()).build())
                 .transact_items(TransactWriteItem::builder().update(counters.clone()).build())
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
                 .send()
                 .await;
-            let Err(error) = result else {
-                return Ok(Transition::Applied);
+            let error = match result {
+                Ok(output) => {
+                    log_write_units(id, 1, output.consumed_capacity());
+                    return Ok(Transition::Applied);
+                }
+                Err(error) => error,
             };
             match cancellation(&cancellation_codes(&error)) {
                 Cancellation::Duplicate => return Ok(Transition::AlreadyDone),
@@ -621,6 +627,13 @@ impl RecordResult for DynamoTable {
             }
         }
     }
+}
+
+/// One line per result transaction with the write units DynamoDB says it consumed (on-demand
+/// tables bill them): the pipeline benchmark sums them per image (`tests/src/bin/load.rs`).
+fn log_write_units(id: RequestId, images: usize, consumed: &[ConsumedCapacity]) {
+    let write_units: f64 = consumed.iter().filter_map(ConsumedCapacity::capacity_units).sum();
+    tracing::info!(request_id = %id, stage = "result_write", images, write_units);
 }
 
 /// Attempts of one result's transaction while other images' transactions hold the request's
