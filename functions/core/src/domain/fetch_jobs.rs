@@ -157,6 +157,22 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_of_ten_of_the_largest_jobs_fits_one_sqs_call() {
+        use crate::domain::csv_rules::MAX_URL_LENGTH_CEILING;
+        use crate::domain::request::QueueMessage;
+        let base = "https://img.example/";
+        let url = HttpUrl::parse(&format!("{base}{}", "u".repeat(MAX_URL_LENGTH_CEILING - base.len()))).unwrap();
+        let tenant: TenantId = "t".repeat(crate::domain::tenant::MAX_TENANT_ID_LENGTH).parse().unwrap();
+        let images = vec![Slot { image_index: u32::MAX, row: u32::MAX }; MAX_IMAGES_PER_JOB];
+        let fetch = FetchJob { request_id: RequestId::new_random(), tenant_id: tenant, url, images };
+        let body = serde_json::to_string(&QueueMessage::Fetch { fetch }).unwrap();
+        // As if JSON escaped every character of the URL; SendMessageBatch takes 256 KiB.
+        let batch = 10 * (body.len() + MAX_URL_LENGTH_CEILING);
+        println!("a batch of ten of the largest jobs: {batch} bytes");
+        assert!(batch < 256 * 1024 * 85 / 100, "{batch} bytes");
+    }
+
+    #[test]
     fn a_job_of_one_image_carries_that_image() {
         let id = RequestId::new_random();
         let one = image(id, 7, "https://img.example/a.jpg");
