@@ -153,13 +153,15 @@ def per_million(value):
     return value * 1e6
 
 
-def measured_counts(run):
-    """The requests per image a load run counted, or None for a run from before they were counted."""
+def measured_counts(path):
+    """The requests per image the load run in `path` counted, or None for a run from before they were counted."""
+    run = load(path)
     if not run or "write_units_per_image" not in run:
         return None
-    return {key: run[key] for key in ("images", "repeats_percent", "distinct_urls", "fetches", "output_puts",
-                                      "result_write_units", "result_writes", "fetches_per_image",
-                                      "output_puts_per_image", "write_units_per_image")}
+    counts = {key: run[key] for key in ("images", "repeats_percent", "distinct_urls", "fetches", "output_puts",
+                                        "result_write_units", "result_writes", "fetches_per_image",
+                                        "output_puts_per_image", "write_units_per_image", "functions")}
+    return {**counts, "source": Path(path).name}
 
 
 # Before issue 15 each image was one transaction of its own (image item + request counters); assumed
@@ -223,6 +225,13 @@ def cost_section(run, chosen_mb, worst, counts=None, repeats=None):
         f"Assumed, because the local stack cannot measure them: fetch {COST['fetch_ms']} ms, S3 upload "
         f"{COST['upload_ms']} ms, result transaction {COST['record_ms']} ms per batch on AWS; a Graviton2 vCPU as fast as this "
         f"machine's core (x{COST['graviton_vs_here']}). Prices: us-east-1 list prices, arm64, no free tier.",
+        *[line for c in (counts, repeats) if c for line in (
+            "", f"Requests per image (fetches, output PUTs, DynamoDB write units of the results) counted by "
+                f"`tests/src/bin/load.rs` in `bench/results/{c['source']}`: {c['images']} images, "
+                f"{c['repeats_percent']}% of the slots repeating a URL, {c['functions']} builds. Fetches and PUTs depend "
+                "on neither the photos nor the machine's load; write units a little, through how full the SQS batches "
+                f"were: {c['result_writes']} result transactions, {c['images'] * c['fetches_per_image'] / b:.0f} with "
+                "every batch full.")],
         "",
         f"Worker batch time = fetch + {b} x codec / vCPU share + upload + record, vCPU share = MemorySize / 1769 MB "
         "(the fetches of a batch overlap, the codec runs one image at a time):",
@@ -262,8 +271,8 @@ def main(args):
     arm64_codec = load(opts.get("--arm64-codec", RESULTS / "arm64-codec.json"))
     worst = load(opts.get("--worst-batch", RESULTS / "worker-worst-batch.json"))
     chosen_mb = int(opts.get("--memory", 1024))
-    counts = measured_counts(load(opts.get("--counts"))) or measured_counts(run)
-    repeats = measured_counts(load(opts.get("--counts-repeats", RESULTS / "pipeline-repeats.json")))
+    counts = measured_counts(opts.get("--counts", opts.get("--pipeline", RESULTS / "pipeline.json")))
+    repeats = measured_counts(opts.get("--counts-repeats", RESULTS / "pipeline-repeats.json"))
     stamp = f"Generated {datetime.now(timezone.utc):%Y-%m-%d} by bench/pipeline_report.py from bench/results/."
     sections = {
         "pipeline-bench": pipeline_section(run, rss),
