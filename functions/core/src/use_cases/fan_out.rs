@@ -198,7 +198,8 @@ mod tests {
 
         // In chunks of 2 images: the logo's second image is in the second chunk.
         fan_out(ports(), id, 2).await.unwrap();
-        for chunk in queue.chunks.lock().unwrap().clone() {
+        let chunks = queue.chunks.lock().unwrap().clone();
+        for chunk in chunks {
             fan_out_chunk(ports(), &chunk).await.unwrap();
         }
         let jobs = queue.jobs.lock().unwrap().clone();

@@ -59,11 +59,14 @@ pub async fn record_results(
     answers
 }
 
+/// An image's result to record, with the index of the job it came from.
+type Owned = (usize, (ImageJob, ImageOutcome));
+
 /// The writes of `results`: their images grouped by request, at most `MAX_RESULTS_PER_WRITE`
 /// each, every image once (a job delivered twice in one batch is recorded once: one transaction
 /// cannot name an item twice), each with the index of the job it came from.
-fn writes(results: &[(&FetchJob, &ImageOutcome)]) -> Vec<Vec<(usize, (ImageJob, ImageOutcome))>> {
-    let mut by_request: Vec<(RequestId, Vec<(usize, (ImageJob, ImageOutcome))>)> = Vec::new();
+fn writes(results: &[(&FetchJob, &ImageOutcome)]) -> Vec<Vec<Owned>> {
+    let mut by_request: Vec<(RequestId, Vec<Owned>)> = Vec::new();
     for (owner, (job, outcome)) in results.iter().enumerate() {
         let at = match by_request.iter().position(|(id, _)| *id == job.request_id) {
             Some(at) => at,
