@@ -16,7 +16,7 @@ use crate::domain::csv_rules::ValidatedCsv;
 use crate::domain::errors::StoreError;
 use crate::domain::fan_out_chunks::{FanOutChunk, chunks_of};
 use crate::domain::fetch_jobs::{FetchJob, fetch_jobs};
-use crate::domain::request::{RequestRecord, RequestStatus, Transition, image_jobs};
+use crate::domain::request::{ImageJob, RequestRecord, RequestStatus, Transition, image_jobs};
 use crate::domain::request_id::RequestId;
 use crate::ports::{BlobStore, CarryOverResults, JobQueue, MoveRequest, ReadRequest, ReadResults};
 use crate::use_cases::fail_request::{FailPorts, fail_request};
@@ -104,7 +104,7 @@ pub async fn fan_out_chunk(ports: FanOutPorts<'_>, chunk: &FanOutChunk) -> Resul
         return Ok(Transition::AlreadyDone);
     }
     let stored = ports.blobs.get(&chunk.jobs_key(&request.tenant_id)).await?;
-    let jobs: Vec<FetchJob> = match stored.map(|body| serde_json::from_slice(&body)) {
+    let jobs = match stored.map(|body| chunk_jobs(&body)) {
         Some(Ok(jobs)) => jobs,
         // Written by the fan-out before it queued this chunk: gone or unreadable, it is our own
         // data corrupted, and the request cannot end with all its images.
@@ -120,6 +120,15 @@ pub async fn fan_out_chunk(ports: FanOutPorts<'_>, chunk: &FanOutChunk) -> Resul
     };
     ports.queue.enqueue(&jobs).await?;
     Ok(Transition::Applied)
+}
+
+/// A chunk's stored jobs; those a fan-out wrote before jobs were grouped by URL (one image each)
+/// too, so that a chunk queued before a deployment still queues its images after it.
+fn chunk_jobs(body: &[u8]) -> Result<Vec<FetchJob>, serde_json::Error> {
+    serde_json::from_slice(body).or_else(|error| match serde_json::from_slice::<Vec<ImageJob>>(body) {
+        Ok(images) => Ok(images.into_iter().map(FetchJob::from).collect()),
+        Err(_) => Err(error),
+    })
 }
 
 /// The request's stored CSV; one that is gone or unreadable fails the request.
@@ -260,6 +269,22 @@ mod tests {
         assert_eq!(queued, [2, 0, 1, 0, 1], "each chunk its own images; a duplicate chunk duplicate jobs");
         assert_eq!(fan_out(ports(), id, 2).await.unwrap(), Transition::AlreadyDone, "chunks are queued once");
         assert_eq!(queue.chunks.lock().unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_chunk_whose_jobs_were_stored_one_per_image_before_a_deployment_queues_them() {
+        let (table, blobs, queue) = (MemoryTable::default(), MemoryBlobs::default(), MemoryQueue::default());
+        let id = accepted(&table, &blobs, Some(CSV)).await;
+        let ports = || ports(&table, &blobs, &queue);
+        fan_out(ports(), id, 2).await.unwrap();
+        let chunk = queue.chunks.lock().unwrap()[0];
+        let request = table.get(id).await.unwrap().unwrap();
+        let csv = ValidatedCsv::parse(CSV.as_bytes(), &crate::domain::csv_rules::CsvLimits::default()).unwrap();
+        let images: Vec<ImageJob> = image_jobs(&request, &csv).into_iter().take(2).collect();
+        blobs.put(&chunk.jobs_key(&tenant()), serde_json::to_vec(&images).unwrap(), "application/json").await.unwrap();
+
+        assert_eq!(fan_out_chunk(ports(), &chunk).await.unwrap(), Transition::Applied);
+        assert_eq!(queue.queued_images(), images);
     }
 
     #[tokio::test]
