@@ -95,6 +95,11 @@ impl TimeReserves {
     pub fn to_store(&self) -> Duration {
         self.store
     }
+
+    /// Recording a result: the second of `store`'s two SDK calls.
+    pub fn to_record(&self) -> Duration {
+        self.store / 2
+    }
 }
 
 /// How long a job waits before its next attempt after a transient failure on delivery

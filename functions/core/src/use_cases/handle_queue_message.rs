@@ -28,7 +28,7 @@ use crate::use_cases::accept_upload::{AcceptPorts, UploadRules};
 use crate::use_cases::fail_request::{FailPorts, fail_request};
 use crate::use_cases::fan_out::{FanOutError, FanOutPorts, fan_out, fan_out_chunk};
 use crate::use_cases::process_image::{CodecPool, JobClock, JobResult, ProcessPorts, prepare_image};
-use crate::use_cases::record_results::record_results;
+use crate::use_cases::record_results::{RESULT_WINDOW, Ready, record_as_they_come};
 
 /// The accepting ports (for fan-outs and dropped CSVs), and those of image jobs.
 #[derive(Clone, Copy)]
@@ -111,9 +111,10 @@ pub async fn handle_queue_message(
 }
 
 /// A batch of messages, each answered on its own, `concurrency` at a time; the verdicts in the
-/// order of `deliveries`. The results of its image jobs are recorded together once every message
-/// has been handled, one write per request (`use_cases::record_results`): a result costs the
-/// request's counters once per batch instead of once per image.
+/// order of `deliveries`. The results of its image jobs are recorded together as they become
+/// ready, one write per request for those ready within `RESULT_WINDOW` of each other
+/// (`use_cases::record_results`): a result costs the request's counters once per batch instead
+/// of once per image.
 pub async fn handle_queue_batch(
     ports: WorkerPorts<'_>,
     rules: &WorkerRules<'_>,
@@ -124,39 +125,51 @@ pub async fn handle_queue_batch(
     // Every message's time is counted from the batch's start: with more messages than
     // `concurrency`, the last ones start later with less of it left.
     let received = Instant::now();
-    let steps: Vec<Step> = stream::iter(deliveries)
-        .map(|delivery| {
-            let clock = JobClock { deadline: received + delivery.time_left, reserves: rules.reserves };
-            first_step(ports, rules, codec, delivery, clock)
-        })
-        .buffered(concurrency.max(1))
-        .collect()
-        .await;
-    let results: Vec<(&FetchJob, &ImageOutcome)> = steps
-        .iter()
-        .filter_map(|step| match step {
-            Step::ToRecord { job, outcome, .. } => Some((job, outcome)),
-            Step::Answered(_) => None,
-        })
-        .collect();
-    let mut recorded = record_results(ports.recorder, &results).await.into_iter();
-    steps
-        .into_iter()
-        .map(|step| match step {
-            Step::Answered(verdict) => verdict,
-            Step::ToRecord { job, outcome: _, receives, from_dead_letters } => {
-                let answer = recorded.next().expect("an answer per result recorded");
-                recorded_verdict(rules, &job.first(), receives, from_dead_letters, answer)
-            }
-        })
-        .collect()
+    let mut verdicts: Vec<Option<Verdict>> = deliveries.iter().map(|_| None).collect();
+    let (ready_tx, ready_rx) = tokio::sync::mpsc::unbounded_channel();
+    let handle_each = async move {
+        let answered: Vec<(usize, Verdict)> = stream::iter(deliveries.into_iter().enumerate())
+            .map(|(index, delivery)| {
+                let clock = JobClock { deadline: received + delivery.time_left, reserves: rules.reserves };
+                async move { (index, first_step(ports, rules, codec, delivery, clock).await) }
+            })
+            .buffer_unordered(concurrency.max(1))
+            .filter_map(|(index, step)| {
+                let answered = match step {
+                    Step::Answered(verdict) => Some((index, verdict)),
+                    Step::ToRecord(ready) => {
+                        let Ready { job, outcome, latest, tag: (receives, from_dead_letters) } = *ready;
+                        let tag = (index, job.first(), receives, from_dead_letters);
+                        // The receiver is dropped only after this stream ends: the send succeeds.
+                        let _ = ready_tx.send(Ready { job, outcome, latest, tag });
+                        None
+                    }
+                };
+                std::future::ready(answered)
+            })
+            .collect()
+            .await;
+        // Every message is handled: what waits is recorded now.
+        drop(ready_tx);
+        answered
+    };
+    let record = record_as_they_come(ports.recorder, ready_rx, RESULT_WINDOW);
+    let (answered, recorded) = tokio::join!(handle_each, record);
+    for (index, verdict) in answered {
+        verdicts[index] = Some(verdict);
+    }
+    for ((index, first, receives, from_dead_letters), answer) in recorded {
+        verdicts[index] = Some(recorded_verdict(rules, &first, receives, from_dead_letters, answer));
+    }
+    verdicts.into_iter().map(|verdict| verdict.expect("every message is answered")).collect()
 }
 
 /// Where a message stands once it has been handled: answered, or an image job whose outcome is
-/// to be recorded with the batch's others.
+/// to be recorded with the batch's others (tagged with its delivery's receive count and whether
+/// it came from the dead-letter queue).
 enum Step {
     Answered(Verdict),
-    ToRecord { job: FetchJob, outcome: ImageOutcome, receives: u32, from_dead_letters: bool },
+    ToRecord(Box<Ready<(u32, bool)>>),
 }
 
 async fn first_step(
@@ -227,7 +240,8 @@ async fn image_step(
             error_code: RETRIES_EXHAUSTED.into(),
             error_message: "the image could not be processed in any of its attempts".into(),
         };
-        return Step::ToRecord { job, outcome, receives, from_dead_letters: true };
+        let latest = clock.latest_to_record();
+        return Step::ToRecord(Box::new(Ready { job, outcome, latest, tag: (receives, true) }));
     }
     if clock.time_left() < rules.reserves.to_start() {
         return Step::Answered(out_of_time(&job.first()));
@@ -239,7 +253,9 @@ async fn image_step(
         results: ports.results,
     };
     match prepare_image(&process, &job, codec, rules.retry.is_last_attempt(receives), clock).await {
-        Ok(outcome) => Step::ToRecord { job, outcome, receives, from_dead_letters: false },
+        Ok(outcome) => {
+            Step::ToRecord(Box::new(Ready { job, outcome, latest: clock.latest_to_record(), tag: (receives, false) }))
+        }
         Err(JobResult::OutOfTime) => Step::Answered(out_of_time(&job.first())),
         Err(JobResult::Retry(error)) => Step::Answered(retry(rules, &job.first(), receives, &error)),
         Err(JobResult::Recorded(_) | JobResult::Duplicate) => Step::Answered(Verdict::Acknowledge),

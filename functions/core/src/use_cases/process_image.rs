@@ -48,6 +48,11 @@ impl JobClock {
         self.deadline.saturating_duration_since(Instant::now())
     }
 
+    /// The latest a result's write may start: one SDK call before the deadline.
+    pub fn latest_to_record(&self) -> Instant {
+        self.deadline.checked_sub(self.reserves.to_record()).unwrap_or_else(Instant::now)
+    }
+
     fn has_left(&self, needed: Duration) -> bool {
         self.time_left() >= needed
     }

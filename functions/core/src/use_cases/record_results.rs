@@ -7,16 +7,83 @@
 //! When a condition cancels it (one image had its result already, or the request is final),
 //! nothing was written, and each image is recorded alone as before (`RecordResult::record`): the
 //! duplicates change nothing, the others are recorded, a closed request's are dropped.
+//!
+//! A batch's results become ready one after another (the codec takes one image at a time) and
+//! one slow download must not hold the others back: a result waits at most `RESULT_WINDOW` for
+//! the batch's others (`record_as_they_come`), and never so long that its write could not finish
+//! before its Lambda is stopped.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::domain::errors::StoreError;
 use crate::domain::fetch_jobs::{FetchJob, MAX_RESULTS_PER_WRITE};
 use crate::domain::request::{ImageJob, ImageOutcome, Progress, Transition};
 use crate::domain::request_id::RequestId;
 use crate::ports::RecordResult;
+
+/// The longest a ready result waits for the others of its batch before it is recorded: a batch's
+/// ten images are ready within about a second of each other (ten turns of the codec and their
+/// uploads), a download that hangs until its timeout is not.
+pub const RESULT_WINDOW: Duration = Duration::from_secs(2);
+
+/// A job's outcome ready to be recorded, with what its caller needs back (`tag`).
+pub struct Ready<T> {
+    pub job: FetchJob,
+    pub outcome: ImageOutcome,
+    /// The latest its write may start: its Lambda's deadline less one write's time.
+    pub latest: Instant,
+    pub tag: T,
+}
+
+/// Records the results arriving on `ready`, together: each waits for the next ones until
+/// `window` after the first of them, or its own `latest` if that comes first, and all that wait
+/// then are recorded (`record_results`). Returns once `ready` is closed and every result is
+/// recorded: each tag with its job's answer.
+pub async fn record_as_they_come<T>(
+    recorder: &dyn RecordResult,
+    mut ready: UnboundedReceiver<Ready<T>>,
+    window: Duration,
+) -> Vec<(T, Result<Transition, StoreError>)> {
+    let mut answers = Vec::new();
+    let mut waiting: Vec<Ready<T>> = Vec::new();
+    let mut record_at = Instant::now();
+    let mut open = true;
+    loop {
+        let next = match (waiting.is_empty(), open) {
+            (true, _) => match ready.recv().await {
+                Some(result) => Some(result),
+                None => break,
+            },
+            (false, true) => match tokio::time::timeout_at(record_at.into(), ready.recv()).await {
+                Ok(Some(result)) => Some(result),
+                Ok(None) => {
+                    open = false;
+                    None
+                }
+                Err(_time_to_record) => None,
+            },
+            (false, false) => None,
+        };
+        match next {
+            Some(result) => {
+                record_at = match waiting.is_empty() {
+                    true => result.latest.min(Instant::now() + window),
+                    false => record_at.min(result.latest),
+                };
+                waiting.push(result);
+            }
+            None => {
+                let results: Vec<(&FetchJob, &ImageOutcome)> = waiting.iter().map(|r| (&r.job, &r.outcome)).collect();
+                let written = record_results(recorder, &results).await;
+                answers.extend(waiting.drain(..).map(|result| result.tag).zip(written));
+            }
+        }
+    }
+    answers
+}
 
 /// Records each job's outcome for every image it carries. For each job, in order: `Applied` when
 /// this call recorded any of its images, `AlreadyDone` when all had their results (or the request

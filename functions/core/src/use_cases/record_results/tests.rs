@@ -1,4 +1,5 @@
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use super::*;
 use crate::adapters::memory::MemoryTable;
@@ -124,4 +125,67 @@ async fn an_outage_fails_every_job_of_the_write_and_records_nothing() {
     assert!(answers.iter().all(|answer| answer.as_ref().is_err_and(StoreError::is_transient)), "{answers:?}");
     table.outage.set(false);
     assert_eq!(counts(&table, id).await, (0, 0, 2));
+}
+
+fn ready(job: &FetchJob, latest: Instant, tag: u32) -> Ready<u32> {
+    Ready { job: job.clone(), outcome: done("out/x.jpg"), latest, tag }
+}
+
+/// Waits (up to 5 s) until the table has taken `writes` writes of results.
+async fn writes_reach(table: &MemoryTable, writes: u32) {
+    let reached = async {
+        while table.result_writes.load(Ordering::SeqCst) < writes {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), reached).await.expect("the writes were made");
+}
+
+#[tokio::test]
+async fn results_ready_within_the_window_are_one_write_and_a_late_one_does_not_hold_them_back() {
+    let table = MemoryTable::default();
+    let id = request(&table, 3).await;
+    let (a, b, late) = (job(id, "a.jpg", &[0]), job(id, "b.jpg", &[1]), job(id, "c.jpg", &[2]));
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let far = Instant::now() + Duration::from_secs(600);
+    let arrive = async {
+        tx.send(ready(&a, far, 0)).unwrap();
+        tx.send(ready(&b, far, 1)).unwrap();
+        // The late one (a slow download, say) is still running when the window ends.
+        writes_reach(&table, 1).await;
+        assert_eq!(counts(&table, id).await, (2, 0, 1), "the first two recorded together");
+        tx.send(ready(&late, far, 2)).unwrap();
+        drop(tx);
+    };
+    let ((), answers) = tokio::join!(arrive, record_as_they_come(&table, rx, Duration::from_millis(100)));
+
+    let tags: Vec<u32> = answers.iter().map(|(tag, _)| *tag).collect();
+    assert_eq!(tags, [0, 1, 2]);
+    assert!(answers.iter().all(|(_, answer)| matches!(answer, Ok(Transition::Applied))));
+    assert_eq!(table.result_writes.load(Ordering::SeqCst), 2);
+    assert_eq!(counts(&table, id).await, (3, 0, 0));
+}
+
+#[tokio::test]
+async fn a_result_near_its_lambdas_deadline_is_recorded_without_waiting_for_the_window() {
+    let table = MemoryTable::default();
+    let id = request(&table, 2).await;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let table = &table;
+    let arrive = async move {
+        tx.send(ready(&job(id, "a.jpg", &[0]), Instant::now(), 0)).unwrap();
+        writes_reach(table, 1).await;
+        tx.send(ready(&job(id, "b.jpg", &[1]), Instant::now() + Duration::from_secs(600), 1)).unwrap();
+    };
+    // The window is ten minutes and the channel open until the first result is recorded: only
+    // its own deadline makes it recorded; once the channel closes, the second one is too.
+    let record = record_as_they_come(table, rx, Duration::from_secs(600));
+    let answers = tokio::time::timeout(Duration::from_secs(5), async {
+        let ((), answers) = tokio::join!(arrive, record);
+        answers
+    })
+    .await
+    .expect("recorded without waiting for the window");
+    assert_eq!(answers.len(), 2);
+    assert_eq!(table.result_writes.load(Ordering::SeqCst), 2);
 }
