@@ -3,6 +3,7 @@
     python bench/pipeline_report.py [--doc docs/performance.md] [--pipeline FILE] [--rss FILE] [--functions FILE]
                                     [--arm64-codec FILE] [--worst-batch FILE] [--originals FILE] [--rss-444 FILE]
                                     [--originals-420 FILE] [--originals-422 FILE] [--originals-444 FILE]
+                                    [--counts FILE] [--counts-repeats FILE]
 
 Reads bench/results/pipeline.json and worker-24mp.json (tests/src/bin/load.rs),
 worker-worst-batch.json (tests/src/bin/worst_batch.rs), functions.json (bench/init_time.py) and
@@ -10,7 +11,10 @@ arm64-codec.json (bench/arm64_codec.py), pipeline-originals.json (load.rs on the
 originals, with bench/pillow_loop.py's figures merged in), pipeline-originals-{420,422,444}.json
 (the same per subsampling class) and worker-24mp-444.json, whichever exist, and prints
 the sections, or rewrites them between their markers in --doc. The cost model takes the worker's measured per-image
-codec time from pipeline.json; every other input is a price or an assumption named in COST.
+codec time from pipeline.json, and the requests per image (fetches, output PUTs, DynamoDB write units) that
+tests/src/bin/load.rs counts: from pipeline.json and pipeline-repeats.json (the same photos, 30% of the slots
+repeating a URL), or from the runs --counts and --counts-repeats name (counts do not depend on the machine's load or
+on the photos, so a smaller run may give them); every other input is a price or an assumption named in COST.
 """
 
 import json
@@ -43,7 +47,7 @@ COST = {
     "images_per_request": 500,
     "fetch_ms": 150,  # a ~250 KB catalogue photo from a CDN or shop server
     "upload_ms": 40,  # S3 PutObject of ~100 KB
-    "record_ms": 15,  # DynamoDB TransactWriteItems, two items
+    "record_ms": 15,  # DynamoDB TransactWriteItems of a batch's results
     "graviton_vs_here": 1.0,  # codec time on one Lambda vCPU / on one core here
     "status_polls_per_request": 30,
 }
@@ -258,7 +262,67 @@ def per_million(value):
     return value * 1e6
 
 
-def cost_section(run, chosen_mb, worst):
+def measured_counts(path):
+    """The requests per image the load run in `path` counted, or None for a run from before they were counted."""
+    run = load(path)
+    if not run or "write_units_per_image" not in run:
+        return None
+    counts = {key: run[key] for key in ("images", "repeats_percent", "distinct_urls", "fetches", "output_puts",
+                                        "result_write_units", "result_writes", "fetches_per_image",
+                                        "output_puts_per_image", "write_units_per_image", "functions")}
+    return {**counts, "source": Path(path).name}
+
+
+# Before issue 15 each image was one transaction of its own (image item + request counters); assumed
+# here when a run has no counts. Measured on the emulator then: 5.0 WRU per image (the counters' update
+# also rewrites the request's entry in the TenantRequests index, which projects every attribute).
+UNCOUNTED = {"images": None, "fetches_per_image": 1.0, "output_puts_per_image": 1.0, "write_units_per_image": 4.0}
+
+
+def cost_lines(counts, seconds, chosen_mb):
+    """(item, arithmetic, dollars per image): the worker's work scales with the jobs (one per distinct
+    URL), its results' writes and PUTs with what was counted."""
+    b, n = COST["batch"], COST["images_per_request"]
+    jobs = counts["fetches_per_image"]
+    job_share = f" x {jobs:.2f} jobs per image" if jobs != 1 else ""
+    if counts["images"]:
+        writes = (f"measured: {counts['result_write_units']:.0f} WRU in {counts['result_writes']} result transactions "
+                  f"for {counts['images']} images = {counts['write_units_per_image']:.2f} per image (each image item 2, "
+                  "the counters' update 2 + 1 for the TenantRequests index, once per batch and request)")
+        puts = (f"measured: {counts['output_puts']} output PUTs for {counts['images']} images "
+                f"({counts['distinct_urls']} distinct URLs) = {counts['output_puts_per_image']:.2f} per image")
+    else:
+        writes = "not counted: a transaction per image, 2 items (under 1 KB) x 2 WRU"
+        puts = "not counted: 1 PUT per image"
+    worker_gb_s = chosen_mb / 1024 * seconds / b * jobs
+    return [
+        ("Lambda worker, duration", f"{chosen_mb}/1024 GB x {seconds:.3f} s / {b}{job_share}",
+         worker_gb_s * PRICE["lambda_gb_s"]),
+        ("Lambda worker, invocations", f"1 / {b}{job_share} (+ 1 fan-out per request)",
+         (jobs / b + 1 / n) * PRICE["lambda_request"]),
+        ("Lambda api + notifier", f"(1 upload + {COST['status_polls_per_request']} polls + 1 notifier) / {n}, ~50 ms at 512 MB",
+         (2 + COST["status_polls_per_request"]) / n * (PRICE["lambda_request"] + 0.5 * 0.05 * PRICE["lambda_gb_s"])),
+        ("HTTP API requests", f"(1 + {COST['status_polls_per_request']}) / {n}",
+         (1 + COST["status_polls_per_request"]) / n * PRICE["http_api_request"]),
+        ("SQS", f"send 1/{b} (batches of {b}) + receive 1/{b} + delete 1/{b}" + (f", all{job_share}" if job_share else ""),
+         3 / b * jobs * PRICE["sqs_request"]),
+        ("DynamoDB writes", writes, counts["write_units_per_image"] * PRICE["dynamodb_wru"]),
+        ("DynamoDB reads", f"notifier's query, ~0.05 RRU per image; status polls {COST['status_polls_per_request']} x 0.5 RRU / {n}",
+         (0.05 + COST["status_polls_per_request"] * 0.5 / n) * PRICE["dynamodb_rru"]),
+        ("S3 requests", f"{puts}; per request 3 PUT (input, output, errors CSV) + 2 GET, / {n}",
+         PRICE["s3_put"] * (counts["output_puts_per_image"] + 3 / n) + PRICE["s3_get"] * 2 / n),
+    ]
+
+
+def cost_table(title, lines):
+    total = sum(cost for _, _, cost in lines)
+    out = ["", title, "", "| item | per image | $ per million images |", "|---|---|---|"]
+    out += [f"| {name} | {how} | {per_million(cost):.2f} |" for name, how, cost in lines]
+    out.append(f"| **total** | | **{per_million(total):.2f}** |")
+    return out
+
+
+def cost_section(run, chosen_mb, worst, counts=None, repeats=None):
     if not run:
         return []
     stages = run["worker_stages_ms"]
@@ -268,8 +332,15 @@ def cost_section(run, chosen_mb, worst):
         f"Inputs: measured codec time per image **{codec_ms:.1f} ms** (mean decode {stages['decode']['mean_ms']:.1f} + "
         f"encode {stages['encode']['mean_ms']:.1f} ms over the {run['images']} photos above, one core of this machine). "
         f"Assumed, because the local stack cannot measure them: fetch {COST['fetch_ms']} ms, S3 upload "
-        f"{COST['upload_ms']} ms, transaction {COST['record_ms']} ms per image on AWS; a Graviton2 vCPU as fast as this "
+        f"{COST['upload_ms']} ms, result transaction {COST['record_ms']} ms per batch on AWS; a Graviton2 vCPU as fast as this "
         f"machine's core (x{COST['graviton_vs_here']}). Prices: us-east-1 list prices, arm64, no free tier.",
+        *[line for c in (counts, repeats) if c for line in (
+            "", f"Requests per image (fetches, output PUTs, DynamoDB write units of the results) counted by "
+                f"`tests/src/bin/load.rs` in `bench/results/{c['source']}`: {c['images']} images, "
+                f"{c['repeats_percent']}% of the slots repeating a URL, {c['functions']} builds. Fetches and PUTs depend "
+                "on neither the photos nor the machine's load; write units a little, through how full the SQS batches "
+                f"were: {c['result_writes']} result transactions, {c['images'] * c['fetches_per_image'] / b:.0f} with "
+                "every batch full.")],
         "",
         f"Worker batch time = fetch + {b} x codec / vCPU share + upload + record, vCPU share = MemorySize / 1769 MB "
         "(the fetches of a batch overlap, the codec runs one image at a time):",
@@ -286,28 +357,11 @@ def cost_section(run, chosen_mb, worst):
                    f"{dollars:.2f} |")
 
     seconds = worker_batch_seconds(chosen_mb, codec_ms)
-    worker_gb_s = chosen_mb / 1024 * seconds / b
-    # Per image, with the request's own work spread over its n images.
-    lines = [
-        ("Lambda worker, duration", f"{chosen_mb}/1024 GB x {seconds:.3f} s / {b}", worker_gb_s * PRICE["lambda_gb_s"]),
-        ("Lambda worker, invocations", f"1 / {b} (+ 1 fan-out per request)", (1 / b + 1 / n) * PRICE["lambda_request"]),
-        ("Lambda api + notifier", f"(1 upload + {COST['status_polls_per_request']} polls + 1 notifier) / {n}, ~50 ms at 512 MB",
-         (2 + COST["status_polls_per_request"]) / n * (PRICE["lambda_request"] + 0.5 * 0.05 * PRICE["lambda_gb_s"])),
-        ("HTTP API requests", f"(1 + {COST['status_polls_per_request']}) / {n}",
-         (1 + COST["status_polls_per_request"]) / n * PRICE["http_api_request"]),
-        ("SQS", f"send 1/{b} (batches of {b}) + receive 1/{b} + delete 1/{b}", 3 / b * PRICE["sqs_request"]),
-        ("DynamoDB writes", "transaction: 2 items (under 1 KB with URLs of ordinary length) x 2 WRU; the index is untouched",
-         4 * PRICE["dynamodb_wru"]),
-        ("DynamoDB reads", f"notifier's query, ~0.05 RRU per image; status polls {COST['status_polls_per_request']} x 0.5 RRU / {n}",
-         (0.05 + COST["status_polls_per_request"] * 0.5 / n) * PRICE["dynamodb_rru"]),
-        ("S3 requests", f"1 PUT per image; per request 3 PUT (input, output, errors CSV) + 2 GET, / {n}",
-         PRICE["s3_put"] * (1 + 3 / n) + PRICE["s3_get"] * 2 / n),
-    ]
-    total = sum(cost for _, _, cost in lines)
-    out += ["", f"Cost per million images at MemorySize {chosen_mb} MB, batch {b}, {n} images per request:", "",
-            "| item | per image | $ per million images |", "|---|---|---|"]
-    out += [f"| {name} | {how} | {per_million(cost):.2f} |" for name, how, cost in lines]
-    out.append(f"| **total** | | **{per_million(total):.2f}** |")
+    out += cost_table(f"Cost per million images at MemorySize {chosen_mb} MB, batch {b}, {n} images per request, "
+                      "each URL distinct:", cost_lines(counts or UNCOUNTED, seconds, chosen_mb))
+    if repeats:
+        out += cost_table(f"The same with {repeats['repeats_percent']}% of the slots repeating a URL of the request "
+                          "(fetched, compressed and stored once):", cost_lines(repeats, seconds, chosen_mb))
     share = f"{math.floor(chosen_mb / FULL_VCPU_MB * 100)}% of a vCPU"
     if worst:
         out += ["", f"Memory for one worker: the decode limit is what {chosen_mb} MB leaves after the process and "
@@ -330,13 +384,15 @@ def main(args):
     by_class = {f"{c[0]}:{c[1]}:{c[2]}": load(opts.get(f"--originals-{c}", RESULTS / f"pipeline-originals-{c}.json"))
                 for c in ("420", "422", "444")}
     chosen_mb = int(opts.get("--memory", 1024))
+    counts = measured_counts(opts.get("--counts", opts.get("--pipeline", RESULTS / "pipeline.json")))
+    repeats = measured_counts(opts.get("--counts-repeats", RESULTS / "pipeline-repeats.json"))
     stamp = f"Generated {datetime.now(timezone.utc):%Y-%m-%d} by bench/pipeline_report.py from bench/results/."
     sections = {
         "pipeline-bench": pipeline_section(run, rss),
         "pipeline-originals": originals_section(originals, rss_444, by_class),
         "worst-batch": worst_batch_section(worst),
         "functions-bench": functions_section(functions, arm64_codec),
-        "cost-model": cost_section(run, chosen_mb, worst),
+        "cost-model": cost_section(run, chosen_mb, worst, counts, repeats),
     }
     if "--doc" in opts:
         doc = Path(opts["--doc"]).read_text()

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Benchmarks (not tests), each writing bench/results/ and its part of docs/performance.md:
 #   bench/run.sh --codec       codec vs Pillow on the corpus, release build   (make bench-codec)
-#   bench/run.sh --pipeline    500 photos through the local stack + worker RSS on 24 MP and on the
-#                              worst batch the memory limits allow; then 500 unmodified originals,
-#                              worker CPU against a Pillow q50 loop      (make bench-pipeline)
+#   bench/run.sh --pipeline    500 photos through the local stack (each URL distinct, then 30% of them
+#                              repeated) + worker RSS on 24 MP and on the worst batch the memory
+#                              limits allow; then 500 unmodified originals, worker CPU against a
+#                              Pillow q50 loop      (make bench-pipeline)
 #   bench/run.sh --functions   init time and arm64 zip size per function, and the arm64 codec's
 #                              outputs under qemu-user against the host's  (make bench-functions)
 #   bench/run.sh --smoke       three small files, one run, dev build, stdout only  (make bench-smoke)
@@ -69,7 +70,8 @@ codec() {
 }
 
 # Release builds of the functions on the local stack (IMGPIPE_FUNCTIONS=release): 500 catalogue
-# photos of 1-3 MP in one request, then one 24 MP JPEG on fresh worker processes, then the worst
+# photos of 1-3 MP in one request, the same with 30% of the URLs repeated (the cost model's counts),
+# then one 24 MP JPEG on fresh worker processes, then the worst
 # batch (a 50 MP 16-bit RGBA PNG to turn, with nine 25 MiB downloads held) on a fresh one.
 # Then (issue 14) 500 URLs over the unmodified originals, the workers' CPU time against a plain
 # Pillow q50 loop over the same images right after it, and one 24 MP 4:4:4 original on fresh
@@ -82,6 +84,9 @@ pipeline() {
     release_build
     IMGPIPE_FUNCTIONS=release $target/release/load --images "$images" --urls-per-row 5 \
         --photos bench/.corpus-pipeline --out bench/results/pipeline.json
+    # The same photos with 30% of the slots repeating a URL: the cost model's second request.
+    IMGPIPE_FUNCTIONS=release $target/release/load --images "${PIPELINE_IMAGES:-500}" --urls-per-row 5 --repeats 30 \
+        --photos bench/.corpus-pipeline --out bench/results/pipeline-repeats.json
     IMGPIPE_FUNCTIONS=release $target/release/load --images 1 --photos bench/.corpus/kleiber-24mp.jpg \
         --fresh-workers --out bench/results/worker-24mp.json
     $target/release/worst_batch --out bench/results/worker-worst-batch.json

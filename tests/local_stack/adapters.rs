@@ -6,11 +6,12 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures::future::join_all;
 use imgpipe_core::adapters::aws::{DynamoTable, S3Blobs, SqsQueue};
+use imgpipe_core::domain::fetch_jobs::{FetchJob, Slot};
 use imgpipe_core::domain::http_url::HttpUrl;
 use imgpipe_core::domain::idempotency::{IdempotencyKey, IdempotencyRecord, Repeat, StoredAnswer, fingerprint};
 use imgpipe_core::domain::quota::TenantQuota;
 use imgpipe_core::domain::request::{
-    FinalState, ImageJob, ImageOutcome, ImageState, Progress, RequestRecord, RequestStatus, Transition,
+    FinalState, ImageJob, ImageOutcome, ImageState, Progress, QueueMessage, RequestRecord, RequestStatus, Transition,
 };
 use imgpipe_core::domain::request_id::RequestId;
 use imgpipe_core::domain::tenant::TenantId;
@@ -196,20 +197,55 @@ async fn a_cancel_applies_only_to_the_counts_seen_and_then_no_result_is_counted(
     assert_eq!(table.get(id).await.unwrap().unwrap().output_csv_key.as_deref(), Some("out.csv"));
 }
 
+/// The job of images `indexes` of request `id`, all naming one URL.
+fn fetch(id: RequestId, indexes: &[u32]) -> FetchJob {
+    let mut fetch = FetchJob::from(job(id, indexes[0]));
+    fetch.images = indexes.iter().map(|&image_index| Slot { image_index, row: image_index / 3 }).collect();
+    fetch
+}
+
 #[tokio::test]
-async fn a_job_stands_to_do_until_its_image_has_a_result_or_its_request_ends() {
+async fn a_job_stands_to_do_until_each_of_its_images_has_a_result_or_its_request_ends() {
     let table = fresh_table().await;
-    let id = request_with_images(&table, 2).await;
-    assert_eq!(table.job_standing(&job(id, 0)).await.unwrap(), JobStanding::ToDo);
+    let id = request_with_images(&table, 3).await;
+    assert_eq!(table.job_standing(&fetch(id, &[0])).await.unwrap(), JobStanding::ToDo);
     table.record(&job(id, 0), &done(0), Utc::now(), Progress::Made).await.unwrap();
-    assert_eq!(table.job_standing(&job(id, 0)).await.unwrap(), JobStanding::Recorded);
-    assert_eq!(table.job_standing(&job(id, 1)).await.unwrap(), JobStanding::ToDo);
+    assert_eq!(table.job_standing(&fetch(id, &[0])).await.unwrap(), JobStanding::Recorded);
+    assert_eq!(table.job_standing(&fetch(id, &[1])).await.unwrap(), JobStanding::ToDo);
+    assert_eq!(table.job_standing(&fetch(id, &[0, 1])).await.unwrap(), JobStanding::ToDo, "image 1 has none");
 
     let seen = table.get(id).await.unwrap().unwrap();
     table.cancel(&seen, &FinalState::cancelled(&seen, Utc::now()), Utc::now()).await.unwrap();
-    assert_eq!(table.job_standing(&job(id, 1)).await.unwrap(), JobStanding::RequestEnded);
+    assert_eq!(table.job_standing(&fetch(id, &[1])).await.unwrap(), JobStanding::RequestEnded);
     let unknown = RequestId::new_random();
-    assert_eq!(table.job_standing(&job(unknown, 0)).await.unwrap(), JobStanding::RequestEnded);
+    assert_eq!(table.job_standing(&fetch(unknown, &[0])).await.unwrap(), JobStanding::RequestEnded);
+}
+
+#[tokio::test]
+async fn results_written_together_are_all_recorded_with_summed_counts_or_none_at_all() {
+    let table = fresh_table().await;
+    let id = request_with_images(&table, 101).await;
+    let failed = ImageOutcome::Failed { error_code: "http_status_404".into(), error_message: "gone".into() };
+    // The most one write holds: 99 images (DynamoDB's 100 actions with the counters).
+    let results: Vec<(ImageJob, ImageOutcome)> =
+        (0..99).map(|i| (job(id, i), if i % 10 == 0 { failed.clone() } else { done(i) })).collect();
+    assert_eq!(table.record_all(&results, Utc::now(), Progress::Made).await.unwrap(), Transition::Applied);
+    let request = table.get(id).await.unwrap().unwrap();
+    assert_eq!((request.succeeded, request.failed, request.remaining), (89, 10, 2));
+    assert_eq!(table.failed_images(id, 100).await.unwrap().len(), 10);
+
+    // One image of the write has its result: nothing of it is written.
+    let again = [(job(id, 98), done(98)), (job(id, 99), done(99))];
+    assert_eq!(table.record_all(&again, Utc::now(), Progress::Made).await.unwrap(), Transition::AlreadyDone);
+    assert_eq!(table.recorded_images(id).await.unwrap().len(), 99);
+    assert_eq!(table.get(id).await.unwrap().unwrap().remaining, 2);
+
+    // A final request takes no more.
+    let seen = table.get(id).await.unwrap().unwrap();
+    table.cancel(&seen, &FinalState::cancelled(&seen, Utc::now()), Utc::now()).await.unwrap();
+    let late = [(job(id, 99), done(99)), (job(id, 100), done(100))];
+    assert_eq!(table.record_all(&late, Utc::now(), Progress::Made).await.unwrap(), Transition::AlreadyDone);
+    assert_eq!(table.recorded_images(id).await.unwrap().len(), 99);
 }
 
 #[tokio::test]
@@ -261,7 +297,7 @@ async fn queue_delivers_every_job_of_a_fan_out() {
     let queue_url = sqs.create_queue().queue_name(&name).send().await.unwrap().queue_url.unwrap();
     let id = RequestId::new_random();
     // 23 jobs: two full batches of 10 and a partial one.
-    let jobs: Vec<ImageJob> = (0..23).map(|i| job(id, i)).collect();
+    let jobs: Vec<FetchJob> = (0..23).map(|i| fetch(id, &[i, 100 + i])).collect();
 
     SqsQueue::new(&sdk, &queue_url).enqueue(&jobs).await.unwrap();
 
@@ -269,13 +305,16 @@ async fn queue_delivers_every_job_of_a_fan_out() {
     for _ in 0..20 {
         let batch = sqs.receive_message().queue_url(&queue_url).max_number_of_messages(10).send().await.unwrap();
         for message in batch.messages() {
-            received.push(serde_json::from_str::<ImageJob>(message.body().unwrap()).unwrap());
+            match serde_json::from_str(message.body().unwrap()).unwrap() {
+                QueueMessage::Fetch { fetch } => received.push(fetch),
+                other => panic!("not a job: {other:?}"),
+            }
         }
         if received.len() >= jobs.len() {
             break;
         }
     }
-    received.sort_by_key(|job| job.image_index);
+    received.sort_by_key(|job| job.images[0].image_index);
     assert_eq!(received, jobs);
 }
 
@@ -384,7 +423,7 @@ async fn the_queue_reports_the_messages_waiting_for_a_worker() {
     let queue = SqsQueue::new(&stack.sdk_config().await, &queue_url);
     assert_eq!(queue.waiting_messages().await.unwrap(), 0);
     let id = RequestId::new_random();
-    queue.enqueue(&(0..3).map(|i| job(id, i)).collect::<Vec<_>>()).await.unwrap();
+    queue.enqueue(&(0..3).map(|i| fetch(id, &[i])).collect::<Vec<_>>()).await.unwrap();
     assert_eq!(queue.waiting_messages().await.unwrap(), 3);
 }
 

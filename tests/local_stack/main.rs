@@ -15,6 +15,7 @@ mod manage;
 mod openapi;
 mod pipeline;
 mod promises;
+mod repeats;
 mod tenants;
 
 /// Tests with requests in flight hold it shared; tests that act on the whole stack (count

@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use crate::domain::api_key::KeyRecord;
 use crate::domain::errors::{FetchError, StoreError};
 use crate::domain::fan_out_chunks::FanOutChunk;
+use crate::domain::fetch_jobs::FetchJob;
 use crate::domain::http_url::HttpUrl;
 use crate::domain::idempotency::{IdempotencyRecord, StoredAnswer};
 use crate::domain::quota::TenantQuota;
@@ -35,7 +36,7 @@ pub trait BlobStore: Send + Sync {
 pub trait JobQueue: Send + Sync {
     /// Queues every job or fails; a partial send is retried by the caller as a whole
     /// (duplicates are harmless, see `RecordResult::record`).
-    async fn enqueue(&self, jobs: &[ImageJob]) -> Result<(), StoreError>;
+    async fn enqueue(&self, jobs: &[FetchJob]) -> Result<(), StoreError>;
     /// Queues the fan-out of an accepted request: the step that queues its image jobs.
     async fn enqueue_fan_out(&self, id: RequestId) -> Result<(), StoreError>;
     /// Queues the chunks of a large request's fan-out, each for an invocation of its own;
@@ -128,18 +129,18 @@ pub trait ReadResults: Send + Sync {
     /// The first `limit` images that failed, in image order: read without reading the
     /// successes (a request of 10,000 images with 3 failures reads 3 items).
     async fn failed_images(&self, id: RequestId, limit: usize) -> Result<Vec<ImageRecord>, StoreError>;
-    /// Whether the job still has work to do, read before any (its image's item and its request's
+    /// Whether the job still has work to do, read before any (its images' items and its request's
     /// state, in one call): a duplicate delivery, or a job of a request cancelled or failed
     /// meanwhile, is acknowledged without a download.
-    async fn job_standing(&self, job: &ImageJob) -> Result<JobStanding, StoreError>;
+    async fn job_standing(&self, job: &FetchJob) -> Result<JobStanding, StoreError>;
 }
 
 /// What `ReadResults::job_standing` found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum JobStanding {
-    /// The image has no result and its request is open: do the work.
+    /// An image of the job has no result and its request is open: do the work.
     ToDo,
-    /// The image has its result already (a duplicate delivery).
+    /// Every image of the job has its result already (a duplicate delivery).
     Recorded,
     /// The request is final (cancelled, or failed without its images) or gone.
     RequestEnded,
@@ -156,6 +157,17 @@ pub trait RecordResult: Send + Sync {
         &self,
         job: &ImageJob,
         outcome: &ImageOutcome,
+        now: DateTime<Utc>,
+        progress: Progress,
+    ) -> Result<Transition, StoreError>;
+
+    /// Records the results of several images of one request (at most `MAX_RESULTS_PER_WRITE`)
+    /// in one atomic write, the request's counters moved by their sums: all of them (`Applied`),
+    /// or none (`AlreadyDone`) when any image had a result already or the request is final.
+    /// `use_cases::record_results` then records them one by one with `record`.
+    async fn record_all(
+        &self,
+        results: &[(ImageJob, ImageOutcome)],
         now: DateTime<Utc>,
         progress: Progress,
     ) -> Result<Transition, StoreError>;

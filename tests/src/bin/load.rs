@@ -4,7 +4,8 @@
 //! the worker's per-stage times (from its log lines), the worker processes' peak RSS and their
 //! CPU time (user + system, /proc/<pid>/stat, summed over every worker process seen).
 //!
-//!   load [--images N] [--urls-per-row K] [--photos PATH]... [--fresh-workers] [--presigned] [--out FILE]
+//!   load [--images N] [--urls-per-row K] [--photos PATH]... [--repeats PERCENT] [--fresh-workers] [--presigned]
+//!        [--out FILE]
 //!
 //! With --presigned the CSV goes the large-CSV way (`make bench-large`): `POST /api/uploads`,
 //! a PUT of the bytes to the presigned URL, then the status polled until it stops answering
@@ -12,7 +13,11 @@
 //!
 //! Without --photos the images are 50 small generated JPEGs (`make bench-load`); with it, the
 //! files given (or every image in the folders given) are served, the URLs cycling through them
-//! (`make bench-pipeline`). Each URL is unique by its query, so every image is fetched. With
+//! (`make bench-pipeline`). Each URL is unique by its query, so every image is fetched; with
+//! --repeats, that share of the slots names a URL an earlier slot named (a catalogue's logo or
+//! colour variants). It counts what the cost model prices: fetches (the image server's log),
+//! output PUTs (the worker's `upload` lines) and DynamoDB write units of the results (the
+//! worker's `result_write` lines, DynamoDB's consumed capacity), per image. With
 //! --fresh-workers the warm worker processes are stopped first, so the peak RSS is this
 //! request's own. `IMGPIPE_FUNCTIONS=release` runs release builds of the functions. The JSON
 //! summary goes to FILE (default bench/results/load-<N>.json).
@@ -36,12 +41,20 @@ struct Options {
     photos: Vec<PathBuf>,
     fresh_workers: bool,
     presigned: bool,
+    repeats_percent: usize,
     out: Option<PathBuf>,
 }
 
 fn options() -> Options {
-    let mut options =
-        Options { images: 10_000, per_row: 1, photos: Vec::new(), fresh_workers: false, presigned: false, out: None };
+    let mut options = Options {
+        images: 10_000,
+        per_row: 1,
+        photos: Vec::new(),
+        fresh_workers: false,
+        presigned: false,
+        repeats_percent: 0,
+        out: None,
+    };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().unwrap_or_else(|| panic!("{arg} needs a value"));
@@ -50,6 +63,7 @@ fn options() -> Options {
             "--urls-per-row" => options.per_row = value().parse::<usize>().expect("--urls-per-row K").max(1),
             "--photos" => options.photos.push(value().into()),
             "--out" => options.out = Some(value().into()),
+            "--repeats" => options.repeats_percent = value().parse::<usize>().expect("--repeats PERCENT").min(99),
             "--fresh-workers" => options.fresh_workers = true,
             "--presigned" => options.presigned = true,
             other => panic!("unknown argument {other}; see the comment at the top of tests/src/bin/load.rs"),
@@ -104,13 +118,19 @@ async fn main() {
     let bytes_in: usize = files.values().map(|(bytes, _)| bytes.len()).sum::<usize>() / files.len();
     let server = ImageServer::start(files, Duration::ZERO).await;
 
-    let urls: Vec<String> = (0..images).map(|i| server.url(&format!("img/{}?n={i}", names[i % names.len()]))).collect();
+    let distinct = distinct_urls(images, options.repeats_percent);
+    let urls: Vec<String> = (0..images)
+        .map(|slot| {
+            let n = url_of_slot(slot, images, distinct);
+            server.url(&format!("img/{}?n={n}", names[n % names.len()]))
+        })
+        .collect();
     let mut csv = String::from("S. No.,Product Name,Input Image Urls\n");
     for (row, chunk) in urls.chunks(per_row).enumerate() {
         csv.push_str(&format!("{},Product {},\"{}\"\n", row + 1, row + 1, chunk.join(",")));
     }
     println!(
-        "{images} images ({} distinct files, ~{} KB each) in {} rows, CSV {} KiB",
+        "{images} images ({distinct} distinct URLs, {} distinct files, ~{} KB each) in {} rows, CSV {} KiB",
         names.len(),
         bytes_in / 1000,
         images.div_ceil(per_row),
@@ -191,7 +211,20 @@ async fn main() {
         "worker CPU (user + sys, every worker process): {worker_cpu_seconds:.2} s, {:.1} ms per image",
         worker_cpu_seconds * 1000.0 / images as f64
     );
-    let codec_by_file = codec_ms_by_file(&stack.state.join("emulator.log"), &id, &names);
+    let file_of_slot: Vec<&str> =
+        (0..images).map(|slot| names[url_of_slot(slot, images, distinct) % names.len()].as_str()).collect();
+    let codec_by_file = codec_ms_by_file(&stack.state.join("emulator.log"), &id, &file_of_slot);
+    let fetches = server.requests();
+    let output_puts = stages.get("upload").map_or(0, |upload| upload["count"].as_u64().unwrap_or(0));
+    let (write_units, result_writes) = result_write_units(&stack.state.join("emulator.log"), &id);
+    let per_image = |n: f64| n / images as f64;
+    println!(
+        "per image: {:.3} fetches ({fetches} for {distinct} distinct URLs), {:.3} output PUTs ({output_puts}), \
+         {:.3} DynamoDB write units of results ({write_units} in {result_writes} transactions)",
+        per_image(fetches as f64),
+        per_image(output_puts as f64),
+        per_image(write_units),
+    );
 
     let binaries = if std::env::var("IMGPIPE_FUNCTIONS").is_ok_and(|p| p == "release") { "release" } else { "debug" };
     let result = serde_json::json!({
@@ -202,11 +235,41 @@ async fn main() {
         "worker_peak_rss_mb": workers.max_kib() as f64 / 1024.0,
         "worker_cpu_seconds": worker_cpu_seconds, "worker_cpu_ms_per_image": worker_cpu_seconds * 1000.0 / images as f64,
         "worker_codec_ms_by_file": codec_by_file,
+        "repeats_percent": options.repeats_percent, "distinct_urls": distinct,
+        "fetches": fetches, "output_puts": output_puts,
+        "result_write_units": write_units, "result_writes": result_writes,
+        "fetches_per_image": per_image(fetches as f64), "output_puts_per_image": per_image(output_puts as f64),
+        "write_units_per_image": per_image(write_units),
         "machine": format!("{} cores, {}", std::thread::available_parallelism().map_or(0, |n| n.get()), std::env::consts::ARCH),
     });
     let path = options.out.unwrap_or_else(|| workspace_root().join(format!("bench/results/load-{images}.json")));
     std::fs::write(&path, serde_json::to_string_pretty(&result).unwrap()).expect("write the result");
     println!("written to {}", path.display());
+}
+
+/// The distinct URLs of a request of `images` slots of which `repeats_percent` repeat an earlier one.
+fn distinct_urls(images: usize, repeats_percent: usize) -> usize {
+    (images * (100 - repeats_percent)).div_ceil(100).max(1)
+}
+
+/// Which distinct URL a slot names: the repeats are spread over the request (slot `slot` starts
+/// distinct URL `slot * distinct / images` when it is the first slot with that value), and each
+/// names one of the URLs already seen, not always the last one.
+fn url_of_slot(slot: usize, images: usize, distinct: usize) -> usize {
+    let seen = slot * distinct / images;
+    let starts_one = slot == 0 || (slot - 1) * distinct / images != seen;
+    if starts_one { seen } else { (slot * 31) % (seen + 1) }
+}
+
+/// The DynamoDB write units the worker's result transactions consumed for one request, and how
+/// many transactions they were (its `result_write` log lines).
+fn result_write_units(log: &Path, request_id: &str) -> (f64, u64) {
+    let text = std::fs::read_to_string(log).expect("read the emulator log");
+    let lines = text.lines().filter(|line| line.contains(request_id) && line.contains("\"result_write\""));
+    let entries = lines.filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok());
+    entries
+        .filter(|entry| entry["request_id"] == request_id && entry["stage"] == "result_write")
+        .fold((0.0, 0), |(units, writes), entry| (units + entry["write_units"].as_f64().unwrap_or(0.0), writes + 1))
 }
 
 /// The large-CSV way: reserve, PUT, then poll until the status stops answering `not_ready`.
@@ -280,12 +343,12 @@ fn stage_summary(log: &Path, request_id: &str) -> BTreeMap<String, serde_json::V
         .collect()
 }
 
-/// The codec's share of the worker's time per input file (the URLs cycle through `names`):
+/// The codec's share of the worker's time per input file (`file_of_slot` names each image's):
 /// the `decode` and `encode` log lines of each image, summed by file. Wall-clock time of the
 /// codec's blocking thread, so it includes the turns other processes took on the cores. More
 /// `decode` lines than images means some images went through the codec twice (a job out of
 /// time is retried).
-fn codec_ms_by_file(log: &Path, request_id: &str, names: &[String]) -> BTreeMap<String, serde_json::Value> {
+fn codec_ms_by_file(log: &Path, request_id: &str, file_of_slot: &[&str]) -> BTreeMap<String, serde_json::Value> {
     let text = std::fs::read_to_string(log).expect("read the emulator log");
     let mut by_file: BTreeMap<String, (u64, f64, f64)> = BTreeMap::new();
     for line in text.lines().filter(|line| line.contains(request_id) && line.contains("\"image_index\"")) {
@@ -298,7 +361,8 @@ fn codec_ms_by_file(log: &Path, request_id: &str, names: &[String]) -> BTreeMap<
         if entry["request_id"] != request_id {
             continue;
         }
-        let file = by_file.entry(names[index as usize % names.len()].clone()).or_default();
+        let Some(name) = file_of_slot.get(index as usize) else { continue };
+        let file = by_file.entry((*name).to_owned()).or_default();
         match stage {
             "decode" => (file.0, file.1) = (file.0 + 1, file.1 + ms),
             "encode" => file.2 += ms,

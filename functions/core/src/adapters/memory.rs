@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use crate::domain::api_key::{KeyRecord, KeyStatus};
 use crate::domain::errors::{FetchError, StoreError};
 use crate::domain::fan_out_chunks::FanOutChunk;
+use crate::domain::fetch_jobs::{FetchJob, MAX_RESULTS_PER_WRITE};
 use crate::domain::http_url::HttpUrl;
 use crate::domain::idempotency::{IdempotencyRecord, Repeat, StoredAnswer};
 use crate::domain::quota::TenantQuota;
@@ -76,7 +77,7 @@ impl BlobStore for MemoryBlobs {
 
 #[derive(Default)]
 pub struct MemoryQueue {
-    pub jobs: Mutex<Vec<ImageJob>>,
+    pub jobs: Mutex<Vec<FetchJob>>,
     pub fan_outs: Mutex<Vec<RequestId>>,
     pub chunks: Mutex<Vec<FanOutChunk>>,
     pub outage: Outage,
@@ -84,9 +85,16 @@ pub struct MemoryQueue {
     pub waiting: AtomicU64,
 }
 
+impl MemoryQueue {
+    /// Every image of the jobs queued, in queue order.
+    pub fn queued_images(&self) -> Vec<ImageJob> {
+        self.jobs.lock().unwrap().iter().flat_map(FetchJob::image_jobs).collect()
+    }
+}
+
 #[async_trait]
 impl JobQueue for MemoryQueue {
-    async fn enqueue(&self, jobs: &[ImageJob]) -> Result<(), StoreError> {
+    async fn enqueue(&self, jobs: &[FetchJob]) -> Result<(), StoreError> {
         self.outage.check("SQS")?;
         self.jobs.lock().unwrap().extend_from_slice(jobs);
         Ok(())
@@ -123,6 +131,8 @@ pub struct MemoryTable {
     pub refused_results: Mutex<HashSet<RequestId>>,
     /// Milliseconds each result takes to record, as a network call does.
     pub record_delay: AtomicU64,
+    /// Writes of results that changed the table (`record` and `record_all` calls applied).
+    pub result_writes: AtomicU32,
 }
 
 #[derive(Default)]
@@ -313,10 +323,11 @@ impl ReadResults for MemoryTable {
         Ok(failed.filter(|image| image.state == ImageState::Failed).take(limit).cloned().collect())
     }
 
-    async fn job_standing(&self, job: &ImageJob) -> Result<JobStanding, StoreError> {
+    async fn job_standing(&self, job: &FetchJob) -> Result<JobStanding, StoreError> {
         self.outage.check("DynamoDB")?;
         let state = self.state.lock().unwrap();
-        if state.images.get(&job.request_id).is_some_and(|images| images.contains_key(&job.image_index)) {
+        let recorded = state.images.get(&job.request_id);
+        if job.images.iter().all(|slot| recorded.is_some_and(|images| images.contains_key(&slot.image_index))) {
             return Ok(JobStanding::Recorded);
         }
         match state.requests.get(&job.request_id) {
@@ -509,28 +520,65 @@ impl RecordResult for MemoryTable {
         now: DateTime<Utc>,
         progress: Progress,
     ) -> Result<Transition, StoreError> {
+        self.write_results(&[(job.clone(), outcome.clone())], now, progress).await
+    }
+
+    async fn record_all(
+        &self,
+        results: &[(ImageJob, ImageOutcome)],
+        now: DateTime<Utc>,
+        progress: Progress,
+    ) -> Result<Transition, StoreError> {
+        assert!(results.len() <= MAX_RESULTS_PER_WRITE, "{} results in one write", results.len());
+        self.write_results(results, now, progress).await
+    }
+}
+
+impl MemoryTable {
+    /// The adapter's result transaction: every image item written with the request's counters,
+    /// or nothing when an image has its result already or the request is final.
+    async fn write_results(
+        &self,
+        results: &[(ImageJob, ImageOutcome)],
+        now: DateTime<Utc>,
+        progress: Progress,
+    ) -> Result<Transition, StoreError> {
         self.outage.check("DynamoDB")?;
         tokio::time::sleep(Duration::from_millis(self.record_delay.load(Ordering::SeqCst))).await;
-        if self.refused_results.lock().unwrap().contains(&job.request_id) {
+        let Some((first, _)) = results.first() else {
+            return Ok(Transition::AlreadyDone);
+        };
+        let id = first.request_id;
+        assert!(results.iter().all(|(job, _)| job.request_id == id), "the results of one request");
+        if self.refused_results.lock().unwrap().contains(&id) {
             return Err(StoreError::Refused { service: "DynamoDB", detail: "simulated refusal of the item".into() });
+        }
+        // DynamoDB refuses a transaction that names one item twice.
+        let indexes: HashSet<u32> = results.iter().map(|(job, _)| job.image_index).collect();
+        if indexes.len() < results.len() {
+            let detail = "Transaction request cannot include multiple operations on one item".into();
+            return Err(StoreError::Refused { service: "DynamoDB", detail });
         }
         let mut state = self.state.lock().unwrap();
         let TableState { requests, images, .. } = &mut *state;
-        let request = requests.get_mut(&job.request_id).ok_or_else(Self::no_such_request)?;
-        let images = images.entry(job.request_id).or_default();
-        // The adapter's condition: a final request's counts never move again.
-        if images.contains_key(&job.image_index) || request.status.is_final() {
+        let request = requests.get_mut(&id).ok_or_else(Self::no_such_request)?;
+        let images = images.entry(id).or_default();
+        // The adapter's conditions: each image once, and a final request's counts never move again.
+        if results.iter().any(|(job, _)| images.contains_key(&job.image_index)) || request.status.is_final() {
             return Ok(Transition::AlreadyDone);
         }
-        images.insert(job.image_index, ImageRecord::with_outcome(job, outcome));
-        match outcome.state() {
-            ImageState::Done => request.succeeded += 1,
-            _ => request.failed += 1,
+        for (job, outcome) in results {
+            images.insert(job.image_index, ImageRecord::with_outcome(job, outcome));
+            match outcome.state() {
+                ImageState::Done => request.succeeded += 1,
+                _ => request.failed += 1,
+            }
+            request.remaining -= 1;
         }
-        request.remaining -= 1;
         if progress == Progress::Made {
             request.updated_at = now;
         }
+        self.result_writes.fetch_add(1, Ordering::SeqCst);
         Ok(Transition::Applied)
     }
 }

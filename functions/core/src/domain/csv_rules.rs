@@ -26,9 +26,10 @@ pub struct CsvLimits {
 
 /// The most `max_url_length` may be set to. Each URL is written whole into DynamoDB items
 /// (an image's result, the request's webhook) and SQS messages (an image's job): at this
-/// length the largest item is under 10 KB of DynamoDB's 400 KB, and a batch of ten jobs under
-/// 170 KB of SendMessageBatch's 256 KiB even if JSON escaped every character (docs/api.md,
-/// "Limits", has the arithmetic; `adapters::aws::dynamo::item_size` tests it).
+/// length the largest item is under 10 KB of DynamoDB's 400 KB, and a batch of ten jobs of 99
+/// images each under 210 KB of SendMessageBatch's 256 KiB even if JSON escaped every character
+/// (docs/api.md, "Limits", has the arithmetic; `adapters::aws::dynamo::item_size` and
+/// `domain::fetch_jobs` test it).
 pub const MAX_URL_LENGTH_CEILING: usize = 8192;
 
 /// The inline upload's size limit. API Gateway's HTTP API base64-encodes a multipart body for

@@ -2,7 +2,7 @@
 //! attempt, and how long to wait before the next one.
 //!
 //! The queue carries four kinds of message: the fan-out of an accepted request, one chunk of a
-//! large request's fan-out, one image's job (those three written by us, `QueueMessage`), and
+//! large request's fan-out, one URL's job (those three written by us, `QueueMessage`), and
 //! S3's notification of CSVs dropped into the bucket. The same messages also arrive from the jobs' dead-letter queue once they were
 //! delivered `maxReceiveCount` times without an answer.
 
@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use crate::domain::dropped_csv::{DroppedCsv, dropped_csvs_in};
 use crate::domain::fan_out_chunks::FanOutChunk;
+use crate::domain::fetch_jobs::FetchJob;
 use crate::domain::request::{ImageJob, QueueMessage};
 use crate::domain::request_id::RequestId;
 
@@ -18,6 +19,9 @@ use crate::domain::request_id::RequestId;
 pub enum JobsMessage {
     FanOut(RequestId),
     FanOutChunk(FanOutChunk),
+    /// One URL's job, for every image of its request that names it.
+    Fetch(FetchJob),
+    /// One image's job (queued before jobs were grouped by URL, or written by hand).
     Image(ImageJob),
     DroppedCsvs(Vec<DroppedCsv>),
     /// A body no one of ours wrote: it will never become readable, and names no image.
@@ -28,6 +32,10 @@ impl JobsMessage {
     pub fn read(body: &str) -> Self {
         match serde_json::from_str(body) {
             Ok(QueueMessage::Image(job)) => Self::Image(job),
+            Ok(QueueMessage::Fetch { fetch }) if fetch.images.is_empty() => {
+                Self::Unreadable("a job of no image".into())
+            }
+            Ok(QueueMessage::Fetch { fetch }) => Self::Fetch(fetch),
             Ok(QueueMessage::FanOut { fan_out }) => Self::FanOut(fan_out),
             Ok(QueueMessage::FanOutChunk { fan_out_chunk }) => Self::FanOutChunk(fan_out_chunk),
             Err(error) => match dropped_csvs_in(body) {
@@ -87,6 +95,11 @@ impl TimeReserves {
     pub fn to_store(&self) -> Duration {
         self.store
     }
+
+    /// Recording a result: the second of `store`'s two SDK calls.
+    pub fn to_record(&self) -> Duration {
+        self.store / 2
+    }
 }
 
 /// How long a job waits before its next attempt after a transient failure on delivery
@@ -100,6 +113,7 @@ pub fn retry_delay(receives: u32, base: Duration, cap: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::fetch_jobs::Slot;
     use crate::domain::http_url::HttpUrl;
 
     #[test]
@@ -133,5 +147,18 @@ mod tests {
         assert_eq!(JobsMessage::read(&format!(r#"{{"fan_out":"{id}"}}"#)), JobsMessage::FanOut(id));
         assert_eq!(JobsMessage::read(r#"{"Event":"s3:TestEvent"}"#), JobsMessage::DroppedCsvs(vec![]));
         assert!(matches!(JobsMessage::read("{\"hello\": 1}"), JobsMessage::Unreadable(_)));
+    }
+
+    #[test]
+    fn a_urls_job_is_read_with_its_images_and_one_naming_none_is_unreadable() {
+        let id: RequestId = "6f1c1f7e-8a3e-4a47-9b7e-0d6b7b0f3a11".parse().unwrap();
+        let url = HttpUrl::parse("https://a.example/logo.png").unwrap();
+        let images = vec![Slot { image_index: 0, row: 0 }, Slot { image_index: 4, row: 2 }];
+        let fetch = FetchJob { request_id: id, tenant_id: crate::test_support::tenant(), url, images };
+        let body = serde_json::to_string(&QueueMessage::Fetch { fetch: fetch.clone() }).unwrap();
+        assert_eq!(JobsMessage::read(&body), JobsMessage::Fetch(fetch.clone()));
+
+        let none = QueueMessage::Fetch { fetch: FetchJob { images: Vec::new(), ..fetch } };
+        assert!(matches!(JobsMessage::read(&serde_json::to_string(&none).unwrap()), JobsMessage::Unreadable(_)));
     }
 }

@@ -5,7 +5,7 @@
 use crate::domain::codec::CodecError;
 
 /// A failure of one of our own backing services (S3, SQS, DynamoDB, the network to them).
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
     /// Throttling, timeouts, 5xx, connection failures: the same call may succeed later.
     #[error("{service} is unavailable: {detail}")]

@@ -7,8 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::csv_rules::ValidatedCsv;
-use crate::domain::request::{ImageJob, RequestRecord, jobs_of};
+use crate::domain::fetch_jobs::FetchJob;
 use crate::domain::request_id::RequestId;
 use crate::domain::tenant::TenantId;
 
@@ -16,7 +15,8 @@ use crate::domain::tenant::TenantId;
 /// seconds, well inside the worker's timeout. FAN_OUT_CHUNK_IMAGES sets it.
 pub const DEFAULT_CHUNK_IMAGES: u32 = 2_000;
 
-/// The images `first..first + count` of a request.
+/// The images `first..first + count` of a request: the chunk queues the jobs whose first image
+/// is one of them (a job also carries its URL's later images, wherever they are).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FanOutChunk {
     pub request_id: RequestId,
@@ -44,9 +44,9 @@ impl FanOutChunk {
         format!("tenants/{tenant}/requests/{}/chunks/{:08}.json", self.request_id, self.first)
     }
 
-    /// The jobs of this chunk's images, in output order.
-    pub fn jobs(&self, request: &RequestRecord, csv: &ValidatedCsv) -> Vec<ImageJob> {
-        jobs_of(request, csv).skip(self.first as usize).take(self.count as usize).collect()
+    /// Whether this chunk queues `job`: its first image is one of the chunk's.
+    pub fn holds(&self, job: &FetchJob) -> bool {
+        (self.first..self.first.saturating_add(self.count)).contains(&job.images[0].image_index)
     }
 }
 
@@ -55,8 +55,9 @@ mod tests {
     use chrono::Utc;
 
     use super::*;
-    use crate::domain::csv_rules::CsvLimits;
-    use crate::domain::request::image_jobs;
+    use crate::domain::csv_rules::{CsvLimits, ValidatedCsv};
+    use crate::domain::fetch_jobs::fetch_jobs;
+    use crate::domain::request::{RequestRecord, image_jobs};
     use crate::test_support::tenant;
 
     #[test]
@@ -84,15 +85,20 @@ mod tests {
     }
 
     #[test]
-    fn the_jobs_of_all_chunks_are_the_jobs_of_the_request() {
+    fn every_job_of_the_request_is_held_by_one_chunk_in_order() {
         let mut csv = String::from("S. No.,Product Name,Input Image Urls\n");
         for row in 0..9 {
-            csv.push_str(&format!("{row},P{row},\"https://img.example/{row}a.jpg, https://img.example/{row}b.jpg\"\n"));
+            // Each row's second image is the logo every row names.
+            csv.push_str(&format!("{row},P{row},\"https://img.example/{row}a.jpg, https://img.example/logo.jpg\"\n"));
         }
         let csv = ValidatedCsv::parse(csv.as_bytes(), &CsvLimits::default()).unwrap();
         let request = RequestRecord::new(RequestId::new_random(), tenant(), 18, None, Utc::now());
-        let chunked: Vec<ImageJob> =
-            chunks_of(request.request_id, 18, 4).iter().flat_map(|chunk| chunk.jobs(&request, &csv)).collect();
-        assert_eq!(chunked, image_jobs(&request, &csv));
+        let jobs = fetch_jobs(image_jobs(&request, &csv));
+        assert_eq!(jobs.len(), 10);
+        let chunked: Vec<FetchJob> = chunks_of(request.request_id, 18, 4)
+            .iter()
+            .flat_map(|chunk| jobs.iter().filter(|job| chunk.holds(job)).cloned())
+            .collect();
+        assert_eq!(chunked, jobs);
     }
 }

@@ -10,6 +10,7 @@ pub mod delivery;
 pub mod dropped_csv;
 pub mod errors;
 pub mod fan_out_chunks;
+pub mod fetch_jobs;
 pub mod http_url;
 pub mod idempotency;
 pub mod locations;

@@ -393,8 +393,9 @@ pub struct ImageJob {
     pub url: HttpUrl,
 }
 
-/// What the jobs queue carries: the fan-out of an accepted request, one chunk of it, or one
-/// image's job.
+/// What the jobs queue carries: the fan-out of an accepted request, one chunk of it, or the job
+/// of one URL (for every image that names it); one image's job too, as queued before jobs were
+/// grouped by URL.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum QueueMessage {
@@ -404,6 +405,10 @@ pub enum QueueMessage {
     /// One range of a large request's images (`domain::fan_out_chunks`).
     FanOutChunk {
         fan_out_chunk: crate::domain::fan_out_chunks::FanOutChunk,
+    },
+    /// One URL of a request, for every image that names it (`domain::fetch_jobs`).
+    Fetch {
+        fetch: crate::domain::fetch_jobs::FetchJob,
     },
     Image(ImageJob),
 }

@@ -1,4 +1,5 @@
-//! The fan-out of an accepted request: one job per image on the queue, then `processing`.
+//! The fan-out of an accepted request: one job per distinct URL on the queue, carrying every
+//! image that names it (`domain::fetch_jobs`), then `processing`.
 //! It runs off the upload's path, so a 10,000-image CSV is answered as fast as a small one.
 //! A request of more than a chunk of images is split (`domain::fan_out_chunks`): the fan-out
 //! writes each chunk's jobs to the bucket and queues one message per chunk, and each chunk's
@@ -14,6 +15,7 @@ use futures::{StreamExt, TryStreamExt, stream};
 use crate::domain::csv_rules::ValidatedCsv;
 use crate::domain::errors::StoreError;
 use crate::domain::fan_out_chunks::{FanOutChunk, chunks_of};
+use crate::domain::fetch_jobs::{FetchJob, fetch_jobs};
 use crate::domain::request::{ImageJob, RequestRecord, RequestStatus, Transition, image_jobs};
 use crate::domain::request_id::RequestId;
 use crate::ports::{BlobStore, CarryOverResults, JobQueue, MoveRequest, ReadRequest, ReadResults};
@@ -58,16 +60,21 @@ pub async fn fan_out(
         Some(first) => carry_over_successes(ports.results, ports.carry, &request, first).await?,
         None => HashSet::new(),
     };
+    let mut images = image_jobs(&request, &csv);
+    images.retain(|image| !carried.contains(&image.image_index));
+    let jobs = fetch_jobs(images);
     let chunks = chunks_of(request_id, request.total, chunk_images);
     if chunks.is_empty() {
-        let mut jobs = image_jobs(&request, &csv);
-        jobs.retain(|job| !carried.contains(&job.image_index));
         ports.queue.enqueue(&jobs).await?;
     } else {
         // Every chunk's jobs are stored before any chunk is queued: a chunk never looks for jobs
         // that are not there yet. A fan-out run again writes the same jobs again.
-        let writes: Vec<_> =
-            chunks.iter().map(|chunk| write_chunk_jobs(&ports, &request, &csv, chunk, &carried)).collect();
+        let writes: Vec<_> = chunks
+            .iter()
+            .map(|chunk| {
+                write_chunk_jobs(&ports, &request, chunk, jobs.iter().filter(|job| chunk.holds(job)).collect())
+            })
+            .collect();
         stream::iter(writes).buffer_unordered(PARALLEL_WRITES).try_collect::<()>().await?;
         ports.queue.enqueue_chunks(&chunks).await?;
     }
@@ -80,12 +87,9 @@ const PARALLEL_WRITES: usize = 8;
 async fn write_chunk_jobs(
     ports: &FanOutPorts<'_>,
     request: &RequestRecord,
-    csv: &ValidatedCsv,
     chunk: &FanOutChunk,
-    carried: &HashSet<u32>,
+    jobs: Vec<&FetchJob>,
 ) -> Result<(), StoreError> {
-    let mut jobs = chunk.jobs(request, csv);
-    jobs.retain(|job| !carried.contains(&job.image_index));
     let body = serde_json::to_vec(&jobs).expect("jobs are plain data that always serialise");
     ports.blobs.put(&chunk.jobs_key(&request.tenant_id), body, "application/json").await
 }
@@ -100,7 +104,7 @@ pub async fn fan_out_chunk(ports: FanOutPorts<'_>, chunk: &FanOutChunk) -> Resul
         return Ok(Transition::AlreadyDone);
     }
     let stored = ports.blobs.get(&chunk.jobs_key(&request.tenant_id)).await?;
-    let jobs: Vec<ImageJob> = match stored.map(|body| serde_json::from_slice(&body)) {
+    let jobs = match stored.map(|body| chunk_jobs(&body)) {
         Some(Ok(jobs)) => jobs,
         // Written by the fan-out before it queued this chunk: gone or unreadable, it is our own
         // data corrupted, and the request cannot end with all its images.
@@ -116,6 +120,15 @@ pub async fn fan_out_chunk(ports: FanOutPorts<'_>, chunk: &FanOutChunk) -> Resul
     };
     ports.queue.enqueue(&jobs).await?;
     Ok(Transition::Applied)
+}
+
+/// A chunk's stored jobs; those a fan-out wrote before jobs were grouped by URL (one image each)
+/// too, so that a chunk queued before a deployment still queues its images after it.
+fn chunk_jobs(body: &[u8]) -> Result<Vec<FetchJob>, serde_json::Error> {
+    serde_json::from_slice(body).or_else(|error| match serde_json::from_slice::<Vec<ImageJob>>(body) {
+        Ok(images) => Ok(images.into_iter().map(FetchJob::from).collect()),
+        Err(_) => Err(error),
+    })
 }
 
 /// The request's stored CSV; one that is gone or unreadable fails the request.
@@ -167,7 +180,7 @@ mod tests {
         let ports = ports(&table, &blobs, &queue);
         assert_eq!(fan_out(ports, id, CHUNK).await.unwrap(), Transition::Applied);
 
-        let jobs = queue.jobs.lock().unwrap().clone();
+        let jobs = queue.queued_images();
         let queued: Vec<(u32, u32, &str)> = jobs.iter().map(|j| (j.image_index, j.row, j.url.as_str())).collect();
         assert_eq!(
             queued,
@@ -178,6 +191,39 @@ mod tests {
             ]
         );
         assert_eq!(table.get(id).await.unwrap().unwrap().status, RequestStatus::Processing);
+    }
+
+    #[tokio::test]
+    async fn a_url_named_by_several_images_is_one_job_even_across_chunks() {
+        let (table, blobs, queue) = (MemoryTable::default(), MemoryBlobs::default(), MemoryQueue::default());
+        let csv = "S. No.,Product Name,Input Image Urls\n\
+            1,Shirt,\"https://img.example/logo.png, https://img.example/a.jpg\"\n\
+            2,Shoe,\"HTTPS://IMG.example/logo.png, https://img.example/b.jpg\"\n";
+        let id = RequestId::new_random();
+        let request = RequestRecord::new(id, tenant(), 4, None, Utc::now());
+        blobs.put(&request.input_csv_key, csv.into(), "text/csv").await.unwrap();
+        table.create(&request, &NO_QUOTA).await.unwrap();
+        let ports = || ports(&table, &blobs, &queue);
+
+        // In chunks of 2 images: the logo's second image is in the second chunk.
+        fan_out(ports(), id, 2).await.unwrap();
+        let chunks = queue.chunks.lock().unwrap().clone();
+        for chunk in chunks {
+            fan_out_chunk(ports(), &chunk).await.unwrap();
+        }
+        let jobs = queue.jobs.lock().unwrap().clone();
+        let queued: Vec<(&str, Vec<u32>)> = jobs
+            .iter()
+            .map(|job| (job.url.as_str(), job.images.iter().map(|slot| slot.image_index).collect()))
+            .collect();
+        assert_eq!(
+            queued,
+            [
+                ("https://img.example/logo.png", vec![0, 2]),
+                ("https://img.example/a.jpg", vec![1]),
+                ("https://img.example/b.jpg", vec![3])
+            ]
+        );
     }
 
     #[tokio::test]
@@ -219,10 +265,26 @@ mod tests {
         for chunk in [&chunks[1], &chunks[0], &chunks[0]] {
             assert_eq!(fan_out_chunk(ports(), chunk).await.unwrap(), Transition::Applied);
         }
-        let queued: Vec<u32> = queue.jobs.lock().unwrap().iter().map(|job| job.image_index).collect();
+        let queued: Vec<u32> = queue.queued_images().iter().map(|job| job.image_index).collect();
         assert_eq!(queued, [2, 0, 1, 0, 1], "each chunk its own images; a duplicate chunk duplicate jobs");
         assert_eq!(fan_out(ports(), id, 2).await.unwrap(), Transition::AlreadyDone, "chunks are queued once");
         assert_eq!(queue.chunks.lock().unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_chunk_whose_jobs_were_stored_one_per_image_before_a_deployment_queues_them() {
+        let (table, blobs, queue) = (MemoryTable::default(), MemoryBlobs::default(), MemoryQueue::default());
+        let id = accepted(&table, &blobs, Some(CSV)).await;
+        let ports = || ports(&table, &blobs, &queue);
+        fan_out(ports(), id, 2).await.unwrap();
+        let chunk = queue.chunks.lock().unwrap()[0];
+        let request = table.get(id).await.unwrap().unwrap();
+        let csv = ValidatedCsv::parse(CSV.as_bytes(), &crate::domain::csv_rules::CsvLimits::default()).unwrap();
+        let images: Vec<ImageJob> = image_jobs(&request, &csv).into_iter().take(2).collect();
+        blobs.put(&chunk.jobs_key(&tenant()), serde_json::to_vec(&images).unwrap(), "application/json").await.unwrap();
+
+        assert_eq!(fan_out_chunk(ports(), &chunk).await.unwrap(), Transition::Applied);
+        assert_eq!(queue.queued_images(), images);
     }
 
     #[tokio::test]

@@ -3,18 +3,21 @@
 //! the dead-letter queue, end what it was for rather than let its request wait forever.
 //!
 //! Each message is answered on its own: acknowledged (deleted), or handed back to the queue for
-//! another delivery, so one image never holds up another.
+//! another delivery, so one image never holds up another. Only the writes of image results are
+//! shared: those of a batch are recorded together once its messages are handled.
 
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use futures::{StreamExt, stream};
 use tokio::sync::Semaphore;
 
 use crate::domain::delivery::{JobsMessage, RetryPolicy, TimeReserves};
 use crate::domain::dropped_csv::DroppedCsv;
-use crate::domain::errors::RETRIES_EXHAUSTED;
+use crate::domain::errors::{ImageError, RETRIES_EXHAUSTED, StoreError};
 use crate::domain::fan_out_chunks::FanOutChunk;
-use crate::domain::request::{ImageJob, ImageOutcome, Progress, Transition};
+use crate::domain::fetch_jobs::FetchJob;
+use crate::domain::request::{ImageJob, ImageOutcome, Transition};
 use crate::domain::request_id::RequestId;
 use crate::ports::{
     BlobStore, CarryOverResults, CreateRequest, Fetcher, IdempotencyKeys, JobQueue, KnownTenants, MoveRequest,
@@ -24,7 +27,8 @@ use crate::use_cases::accept_dropped_csv::{accept_dropped_csv, reject_dropped_cs
 use crate::use_cases::accept_upload::{AcceptPorts, UploadRules};
 use crate::use_cases::fail_request::{FailPorts, fail_request};
 use crate::use_cases::fan_out::{FanOutError, FanOutPorts, fan_out, fan_out_chunk};
-use crate::use_cases::process_image::{CodecPool, JobClock, JobResult, ProcessPorts, process_image};
+use crate::use_cases::process_image::{CodecPool, JobClock, JobResult, ProcessPorts, prepare_image};
+use crate::use_cases::record_results::{RESULT_WINDOW, Ready, record_as_they_come};
 
 /// The accepting ports (for fan-outs and dropped CSVs), and those of image jobs.
 #[derive(Clone, Copy)]
@@ -96,14 +100,88 @@ pub enum Verdict {
     HandBack { delay: Option<Duration> },
 }
 
+/// One message on its own: a batch of one.
 pub async fn handle_queue_message(
     ports: WorkerPorts<'_>,
     rules: &WorkerRules<'_>,
     codec: &CodecPool,
     delivery: Delivery<'_>,
 ) -> Verdict {
-    let clock = JobClock { deadline: Instant::now() + delivery.time_left, reserves: rules.reserves };
-    match JobsMessage::read(delivery.body) {
+    handle_queue_batch(ports, rules, codec, vec![delivery], 1).await.remove(0)
+}
+
+/// A batch of messages, each answered on its own, `concurrency` at a time; the verdicts in the
+/// order of `deliveries`. The results of its image jobs are recorded together as they become
+/// ready, one write per request for those ready within `RESULT_WINDOW` of each other
+/// (`use_cases::record_results`): a result costs the request's counters once per batch instead
+/// of once per image.
+pub async fn handle_queue_batch(
+    ports: WorkerPorts<'_>,
+    rules: &WorkerRules<'_>,
+    codec: &CodecPool,
+    deliveries: Vec<Delivery<'_>>,
+    concurrency: usize,
+) -> Vec<Verdict> {
+    // Every message's time is counted from the batch's start: with more messages than
+    // `concurrency`, the last ones start later with less of it left.
+    let received = Instant::now();
+    let mut verdicts: Vec<Option<Verdict>> = deliveries.iter().map(|_| None).collect();
+    let (ready_tx, ready_rx) = tokio::sync::mpsc::unbounded_channel();
+    let handle_each = async move {
+        let answered: Vec<(usize, Verdict)> = stream::iter(deliveries.into_iter().enumerate())
+            .map(|(index, delivery)| {
+                let clock = JobClock { deadline: received + delivery.time_left, reserves: rules.reserves };
+                async move { (index, first_step(ports, rules, codec, delivery, clock).await) }
+            })
+            .buffer_unordered(concurrency.max(1))
+            .filter_map(|(index, step)| {
+                let answered = match step {
+                    Step::Answered(verdict) => Some((index, verdict)),
+                    Step::ToRecord(ready) => {
+                        let Ready { job, outcome, latest, tag: (receives, from_dead_letters) } = *ready;
+                        let tag = (index, job.first(), receives, from_dead_letters);
+                        // The receiver is dropped only after this stream ends: the send succeeds.
+                        let _ = ready_tx.send(Ready { job, outcome, latest, tag });
+                        None
+                    }
+                };
+                std::future::ready(answered)
+            })
+            .collect()
+            .await;
+        // Every message is handled: what waits is recorded now.
+        drop(ready_tx);
+        answered
+    };
+    let record = record_as_they_come(ports.recorder, ready_rx, RESULT_WINDOW);
+    let (answered, recorded) = tokio::join!(handle_each, record);
+    for (index, verdict) in answered {
+        verdicts[index] = Some(verdict);
+    }
+    for ((index, first, receives, from_dead_letters), answer) in recorded {
+        verdicts[index] = Some(recorded_verdict(rules, &first, receives, from_dead_letters, answer));
+    }
+    verdicts.into_iter().map(|verdict| verdict.expect("every message is answered")).collect()
+}
+
+/// Where a message stands once it has been handled: answered, or an image job whose outcome is
+/// to be recorded with the batch's others (tagged with its delivery's receive count and whether
+/// it came from the dead-letter queue).
+enum Step {
+    Answered(Verdict),
+    ToRecord(Box<Ready<(u32, bool)>>),
+}
+
+async fn first_step(
+    ports: WorkerPorts<'_>,
+    rules: &WorkerRules<'_>,
+    codec: &CodecPool,
+    delivery: Delivery<'_>,
+    clock: JobClock,
+) -> Step {
+    let answered = match JobsMessage::read(delivery.body) {
+        JobsMessage::Fetch(job) => return image_step(ports, rules, codec, job, &delivery, &clock).await,
+        JobsMessage::Image(job) => return image_step(ports, rules, codec, job.into(), &delivery, &clock).await,
         JobsMessage::FanOut(request_id) if delivery.from_dead_letters => {
             // The fan-out failed on every attempt: fail the request rather than leave it waiting.
             let ports = FailPorts { requests: ports.accept.requests, lifecycle: ports.accept.lifecycle };
@@ -128,8 +206,8 @@ pub async fn handle_queue_message(
         }
         JobsMessage::FanOutChunk(chunk) => {
             let _slot = rules.fan_out_slot.acquire().await.expect("the fan-out slot is never closed");
-            if clock.deadline.saturating_duration_since(Instant::now()) < rules.reserves.to_start() {
-                return requeue_chunk(ports, &chunk).await;
+            if clock.time_left() < rules.reserves.to_start() {
+                return Step::Answered(requeue_chunk(ports, &chunk).await);
             }
             run_fan_out_chunk(ports, &chunk).await
         }
@@ -141,9 +219,69 @@ pub async fn handle_queue_message(
             tracing::error!(stage = "decode_message", error = %error);
             Verdict::Acknowledge
         }
-        JobsMessage::Image(job) if delivery.from_dead_letters => record_dead_letter(ports, &job).await,
-        JobsMessage::Image(job) if delivery.time_left < rules.reserves.to_start() => out_of_time(&job),
-        JobsMessage::Image(job) => run_image_job(ports, rules, codec, &job, delivery.receives, &clock).await,
+    };
+    Step::Answered(answered)
+}
+
+/// An image job: fetched, compressed and stored, its outcome then recorded with the batch's.
+async fn image_step(
+    ports: WorkerPorts<'_>,
+    rules: &WorkerRules<'_>,
+    codec: &CodecPool,
+    job: FetchJob,
+    delivery: &Delivery<'_>,
+    clock: &JobClock,
+) -> Step {
+    let receives = delivery.receives;
+    if delivery.from_dead_letters {
+        // Delivered `maxReceiveCount` times without a result (the worker crashed or timed out on
+        // each): its images fail, so its request can end.
+        let outcome = ImageOutcome::Failed {
+            error_code: RETRIES_EXHAUSTED.into(),
+            error_message: "the image could not be processed in any of its attempts".into(),
+        };
+        let latest = clock.latest_to_record();
+        return Step::ToRecord(Box::new(Ready { job, outcome, latest, tag: (receives, true) }));
+    }
+    if clock.time_left() < rules.reserves.to_start() {
+        return Step::Answered(out_of_time(&job.first()));
+    }
+    let process = ProcessPorts {
+        fetcher: ports.fetcher,
+        blobs: ports.accept.blobs,
+        recorder: ports.recorder,
+        results: ports.results,
+    };
+    match prepare_image(&process, &job, codec, rules.retry.is_last_attempt(receives), clock).await {
+        Ok(outcome) => {
+            Step::ToRecord(Box::new(Ready { job, outcome, latest: clock.latest_to_record(), tag: (receives, false) }))
+        }
+        Err(JobResult::OutOfTime) => Step::Answered(out_of_time(&job.first())),
+        Err(JobResult::Retry(error)) => Step::Answered(retry(rules, &job.first(), receives, &error)),
+        Err(JobResult::Recorded(_) | JobResult::Duplicate) => Step::Answered(Verdict::Acknowledge),
+    }
+}
+
+/// What becomes of an image job's message once its result's write answered.
+fn recorded_verdict(
+    rules: &WorkerRules<'_>,
+    first: &ImageJob,
+    receives: u32,
+    from_dead_letters: bool,
+    answer: Result<Transition, StoreError>,
+) -> Verdict {
+    let (request_id, image_index) = (first.request_id, first.image_index);
+    match answer {
+        Ok(transition) if from_dead_letters => {
+            tracing::info!(request_id = %request_id, image_index, stage = "dead_letter", ?transition);
+            Verdict::Acknowledge
+        }
+        Ok(_) => Verdict::Acknowledge,
+        Err(error) if from_dead_letters => {
+            tracing::error!(request_id = %request_id, image_index, stage = "dead_letter", error = %error);
+            hand_back_if_transient(error.is_transient())
+        }
+        Err(error) => retry(rules, first, receives, &error.into()),
     }
 }
 
@@ -153,41 +291,23 @@ fn out_of_time(job: &ImageJob) -> Verdict {
     Verdict::HandBack { delay: Some(Duration::ZERO) }
 }
 
-fn hand_back_if_transient(transient: bool) -> Verdict {
-    if transient { Verdict::HandBack { delay: None } } else { Verdict::Acknowledge }
+/// A transient failure: deliver it again after the policy's delay.
+fn retry(rules: &WorkerRules<'_>, job: &ImageJob, receives: u32, error: &ImageError) -> Verdict {
+    let delay = rules.retry.delay_after(receives);
+    tracing::warn!(
+        request_id = %job.request_id,
+        image_index = job.image_index,
+        stage = "retry",
+        receives,
+        retry_in_s = delay.as_secs(),
+        error_code = error.code(),
+        error = %error,
+    );
+    Verdict::HandBack { delay: Some(delay) }
 }
 
-async fn run_image_job(
-    ports: WorkerPorts<'_>,
-    rules: &WorkerRules<'_>,
-    codec: &CodecPool,
-    job: &ImageJob,
-    receives: u32,
-    clock: &JobClock,
-) -> Verdict {
-    let process = ProcessPorts {
-        fetcher: ports.fetcher,
-        blobs: ports.accept.blobs,
-        recorder: ports.recorder,
-        results: ports.results,
-    };
-    match process_image(process, job, codec, rules.retry.is_last_attempt(receives), clock).await {
-        JobResult::Recorded(_) | JobResult::Duplicate => Verdict::Acknowledge,
-        JobResult::OutOfTime => out_of_time(job),
-        JobResult::Retry(error) => {
-            let delay = rules.retry.delay_after(receives);
-            tracing::warn!(
-                request_id = %job.request_id,
-                image_index = job.image_index,
-                stage = "retry",
-                receives,
-                retry_in_s = delay.as_secs(),
-                error_code = error.code(),
-                error = %error,
-            );
-            Verdict::HandBack { delay: Some(delay) }
-        }
-    }
+fn hand_back_if_transient(transient: bool) -> Verdict {
+    if transient { Verdict::HandBack { delay: None } } else { Verdict::Acknowledge }
 }
 
 fn fan_out_ports(ports: WorkerPorts<'_>) -> FanOutPorts<'_> {
@@ -284,25 +404,6 @@ async fn give_up_on_dropped(ports: WorkerPorts<'_>, dropped: &[DroppedCsv]) -> V
         }
     }
     verdict
-}
-
-/// A job in the dead-letter queue was delivered `maxReceiveCount` times without a result
-/// (the worker crashed or timed out on each): its image fails, so its request can end.
-async fn record_dead_letter(ports: WorkerPorts<'_>, job: &ImageJob) -> Verdict {
-    let outcome = ImageOutcome::Failed {
-        error_code: RETRIES_EXHAUSTED.into(),
-        error_message: "the image could not be processed in any of its attempts".into(),
-    };
-    match ports.recorder.record(job, &outcome, Utc::now(), Progress::Made).await {
-        Ok(transition) => {
-            tracing::info!(request_id = %job.request_id, image_index = job.image_index, stage = "dead_letter", ?transition);
-            Verdict::Acknowledge
-        }
-        Err(error) => {
-            tracing::error!(request_id = %job.request_id, image_index = job.image_index, stage = "dead_letter", error = %error);
-            hand_back_if_transient(error.is_transient())
-        }
-    }
 }
 
 #[cfg(test)]

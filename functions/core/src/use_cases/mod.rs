@@ -15,6 +15,7 @@ pub mod links;
 pub mod list_images;
 pub mod manage_keys;
 pub mod process_image;
+pub mod record_results;
 pub mod reserve_upload;
 pub mod retry_request;
 pub mod stored_csv;

@@ -1,16 +1,19 @@
-//! One image job: fetch, compress, store, then record the result once.
+//! One URL's job: fetch, compress and store once, then record the result once for every image
+//! that names the URL. A batch's jobs are prepared each (`prepare_image`) and their results
+//! recorded together (`use_cases::handle_queue_message::handle_queue_batch`).
 
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use tokio::sync::Semaphore;
 
 use crate::domain::codec::{self, CodecError, CodecLimits, Compressed, PanicMarker};
 use crate::domain::delivery::TimeReserves;
 use crate::domain::errors::{ImageError, RETRIES_EXHAUSTED};
+use crate::domain::fetch_jobs::FetchJob;
 use crate::domain::locations::output_image_key;
-use crate::domain::request::{ImageJob, ImageOutcome, Progress, Transition};
+use crate::domain::request::{ImageJob, ImageOutcome, Transition};
 use crate::ports::{BlobStore, Fetcher, JobStanding, ReadResults, RecordResult};
+use crate::use_cases::record_results::record_results;
 
 /// What the queue should do with the job's message.
 #[derive(Debug)]
@@ -41,8 +44,17 @@ pub struct JobClock {
 }
 
 impl JobClock {
+    pub fn time_left(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+
+    /// The latest a result's write may start: one SDK call before the deadline.
+    pub fn latest_to_record(&self) -> Instant {
+        self.deadline.checked_sub(self.reserves.to_record()).unwrap_or_else(Instant::now)
+    }
+
     fn has_left(&self, needed: Duration) -> bool {
-        self.deadline.saturating_duration_since(Instant::now()) >= needed
+        self.time_left() >= needed
     }
 }
 
@@ -104,49 +116,59 @@ impl<E: Into<ImageError>> From<E> for Stop {
     }
 }
 
+/// One job alone: prepared (`prepare_image`), then its result recorded for its images.
 /// `last_attempt` is true when the queue will not deliver this message again: a transient
-/// failure is then recorded as the image's final result rather than lost to the DLQ.
+/// failure is then recorded as the images' final result rather than lost to the DLQ.
 pub async fn process_image(
     ports: ProcessPorts<'_>,
-    job: &ImageJob,
+    job: &FetchJob,
     codec: &CodecPool,
     last_attempt: bool,
     clock: &JobClock,
 ) -> JobResult {
+    let outcome = match prepare_image(&ports, job, codec, last_attempt, clock).await {
+        Ok(outcome) => outcome,
+        Err(stopped) => return stopped,
+    };
+    match record_results(ports.recorder, &[(job, &outcome)]).await.remove(0) {
+        Ok(Transition::Applied) => JobResult::Recorded(outcome),
+        Ok(Transition::AlreadyDone) => JobResult::Duplicate,
+        Err(error) => JobResult::Retry(error.into()),
+    }
+}
+
+/// Everything before recording: the job's standing read, then fetch, compress and store. The
+/// outcome to record for its images, or what to do with its message instead (never `Recorded`).
+pub async fn prepare_image(
+    ports: &ProcessPorts<'_>,
+    job: &FetchJob,
+    codec: &CodecPool,
+    last_attempt: bool,
+    clock: &JobClock,
+) -> Result<ImageOutcome, JobResult> {
+    let first = job.first();
     // A duplicate delivery, or a job of a request cancelled meanwhile, costs one read, not a
     // download, a decode and an upload.
     match ports.results.job_standing(job).await {
         Ok(JobStanding::ToDo) => {}
-        Ok(JobStanding::Recorded) => return JobResult::Duplicate,
+        Ok(JobStanding::Recorded) => return Err(JobResult::Duplicate),
         Ok(JobStanding::RequestEnded) => {
-            tracing::info!(request_id = %job.request_id, stage = "job_dropped", image_index = job.image_index);
-            return JobResult::Duplicate;
+            tracing::info!(request_id = %first.request_id, stage = "job_dropped", image_index = first.image_index);
+            return Err(JobResult::Duplicate);
         }
-        Err(error) => return JobResult::Retry(error.into()),
+        Err(error) => return Err(JobResult::Retry(error.into())),
     }
-    let outcome = match compress_and_store(&ports, job, codec, clock).await {
-        Ok(done) => done,
-        Err(Stop::OutOfTime) => return JobResult::OutOfTime,
-        Err(Stop::Failed(error)) if error.is_transient() && !last_attempt => return JobResult::Retry(error),
-        Err(Stop::Failed(error)) if error.is_transient() => ImageOutcome::Failed {
+    match compress_and_store(ports, &first, codec, clock).await {
+        Ok(done) => Ok(done),
+        Err(Stop::OutOfTime) => Err(JobResult::OutOfTime),
+        Err(Stop::Failed(error)) if error.is_transient() && !last_attempt => Err(JobResult::Retry(error)),
+        Err(Stop::Failed(error)) if error.is_transient() => Ok(ImageOutcome::Failed {
             error_code: RETRIES_EXHAUSTED.into(),
             error_message: format!("gave up after the last attempt: {error}"),
-        },
-        Err(Stop::Failed(error)) => ImageOutcome::Failed { error_code: error.code(), error_message: error.to_string() },
-    };
-    let started = Instant::now();
-    let recorded = ports.recorder.record(job, &outcome, Utc::now(), Progress::Made).await;
-    tracing::info!(
-        request_id = %job.request_id,
-        image_index = job.image_index,
-        stage = "record",
-        duration_ms = milliseconds(started.elapsed()),
-        state = outcome.state().as_str(),
-    );
-    match recorded {
-        Ok(Transition::Applied) => JobResult::Recorded(outcome),
-        Ok(Transition::AlreadyDone) => JobResult::Duplicate,
-        Err(error) => JobResult::Retry(error.into()),
+        }),
+        Err(Stop::Failed(error)) => {
+            Ok(ImageOutcome::Failed { error_code: error.code(), error_message: error.to_string() })
+        }
     }
 }
 

@@ -189,7 +189,7 @@ mod tests {
         assert_eq!(fakes.table.open_images(&tenant()), 2);
         fakes.fan_out(retry.request_id).await;
 
-        let queued: Vec<u32> = fakes.queue.jobs.lock().unwrap().iter().map(|job| job.image_index).collect();
+        let queued: Vec<u32> = fakes.queue.queued_images().iter().map(|job| job.image_index).collect();
         assert_eq!(queued, [1, 2], "only the images that did not succeed");
         let (images, _) = list_images(&fakes.table, &fakes.blobs, &retry, None, 10).await.unwrap();
         assert_eq!(images[0].state, ImageState::Done);
@@ -205,7 +205,7 @@ mod tests {
 
         fakes.fan_out_in_chunks(accepted.request_id, 2).await;
         assert_eq!(fakes.queue.chunks.lock().unwrap().len(), 2, "3 images in chunks of 2");
-        let queued: Vec<u32> = fakes.queue.jobs.lock().unwrap().iter().map(|job| job.image_index).collect();
+        let queued: Vec<u32> = fakes.queue.queued_images().iter().map(|job| job.image_index).collect();
         assert_eq!(queued, [0, 2], "the success in the first chunk is carried over, not queued");
     }
 

@@ -9,12 +9,14 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, KeysAndAttributes, Put, PutRequest, TransactWriteItem, Update, WriteRequest,
+    AttributeValue, ConsumedCapacity, KeysAndAttributes, Put, PutRequest, ReturnConsumedCapacity, TransactWriteItem,
+    Update, WriteRequest,
 };
 use chrono::{DateTime, Utc};
 
 use super::store_error;
 use crate::domain::errors::StoreError;
+use crate::domain::fetch_jobs::FetchJob;
 use crate::domain::request::{
     FinalState, ImageJob, ImageOutcome, ImageRecord, ImageState, Progress, RequestRecord, RequestStatus, Transition,
 };
@@ -242,14 +244,17 @@ impl ReadResults for DynamoTable {
         items.into_iter().map(|item| serde_dynamo::from_item(item).map_err(corrupt)).collect()
     }
 
-    async fn job_standing(&self, job: &ImageJob) -> Result<JobStanding, StoreError> {
-        let image_key = HashMap::from([("pk".into(), pk(job.request_id)), ("sk".into(), image_sk(job.image_index))]);
-        let items = self.read_items(vec![image_key, Self::request_key(job.request_id)]).await?;
+    async fn job_standing(&self, job: &FetchJob) -> Result<JobStanding, StoreError> {
+        // At most MAX_IMAGES_PER_JOB images and the request: BatchGetItem's 100 keys.
+        let image_key = |index| HashMap::from([("pk".into(), pk(job.request_id)), ("sk".into(), image_sk(index))]);
+        let mut keys: Vec<Item> = job.images.iter().map(|slot| image_key(slot.image_index)).collect();
+        keys.push(Self::request_key(job.request_id));
+        let items = self.read_items(keys).await?;
         let sk = |item: &Item| match item.get("sk") {
             Some(AttributeValue::S(sk)) => sk.clone(),
             _ => String::new(),
         };
-        if items.iter().any(|item| sk(item) != REQUEST_SK) {
+        if items.iter().filter(|item| sk(item) != REQUEST_SK).count() == job.images.len() {
             return Ok(JobStanding::Recorded);
         }
         let open = [RequestStatus::Pending.as_str(), RequestStatus::Processing.as_str()];
@@ -275,7 +280,7 @@ impl DynamoTable {
             .await
             .map_err(|e| store_error("DynamoDB", e))?;
         if output.unprocessed_keys().is_some_and(|left| !left.is_empty()) {
-            let detail = "part of a two-item read was left unprocessed".to_string();
+            let detail = "part of a job's read was left unprocessed".to_string();
             return Err(StoreError::Unavailable { service: "DynamoDB", detail });
         }
         Ok(output.responses.and_then(|mut found| found.remove(&self.table)).unwrap_or_default())
@@ -555,20 +560,60 @@ impl RecordResult for DynamoTable {
         now: DateTime<Utc>,
         progress: Progress,
     ) -> Result<Transition, StoreError> {
-        let id = job.request_id;
-        let item = self.result_item(job, outcome, now)?;
-        // The item exists only once the image has its result: its absence is PENDING.
-        let image = Put::builder()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk)")
-            .build()
-            .map_err(|e| StoreError::Refused { service: "DynamoDB", detail: e.to_string() })?;
-        let counter = match outcome.state() {
-            ImageState::Done => "succeeded",
-            _ => "failed",
+        match self.write_results(&[(job.clone(), outcome.clone())], now, progress).await? {
+            None => Ok(Transition::Applied),
+            Some(Cancellation::RequestClosed) => {
+                // Its request was cancelled or failed while the job ran: the result is dropped.
+                let id = job.request_id;
+                tracing::info!(request_id = %id, stage = "result_dropped", image_index = job.image_index);
+                Ok(Transition::AlreadyDone)
+            }
+            Some(_) => Ok(Transition::AlreadyDone),
+        }
+    }
+
+    async fn record_all(
+        &self,
+        results: &[(ImageJob, ImageOutcome)],
+        now: DateTime<Utc>,
+        progress: Progress,
+    ) -> Result<Transition, StoreError> {
+        match self.write_results(results, now, progress).await? {
+            None => Ok(Transition::Applied),
+            Some(_) => Ok(Transition::AlreadyDone),
+        }
+    }
+}
+
+impl DynamoTable {
+    /// The result transaction: a `Put` of each image's item, conditional on not existing (its
+    /// absence is PENDING), then one update of the request's counters by their sums, conditional
+    /// on the request being open. `None` when it was applied; why a condition cancelled it
+    /// otherwise (`Duplicate` or `RequestClosed`, nothing written).
+    async fn write_results(
+        &self,
+        results: &[(ImageJob, ImageOutcome)],
+        now: DateTime<Utc>,
+        progress: Progress,
+    ) -> Result<Option<Cancellation>, StoreError> {
+        let Some((first, _)) = results.first() else {
+            return Ok(None);
         };
-        let counts = format!("ADD remaining :minus_one, {counter} :one");
+        let id = first.request_id;
+        let refused =
+            |e: aws_sdk_dynamodb::error::BuildError| StoreError::Refused { service: "DynamoDB", detail: e.to_string() };
+        let mut items = Vec::with_capacity(results.len() + 1);
+        for (job, outcome) in results {
+            let image = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(self.result_item(job, outcome, now)?))
+                .condition_expression("attribute_not_exists(pk)")
+                .build()
+                .map_err(refused)?;
+            items.push(TransactWriteItem::builder().put(image).build());
+        }
+        let succeeded = results.iter().filter(|(_, outcome)| outcome.state() == ImageState::Done).count();
+        let counts = "ADD remaining :minus_images, succeeded :succeeded, failed :failed";
         // A final request's counts never move again: a job still queued when its request was
         // cancelled or failed records nothing (`Cancellation::RequestClosed`).
         let mut counters = Update::builder()
@@ -585,30 +630,31 @@ impl RecordResult for DynamoTable {
             Progress::None => counters.update_expression(counts),
         };
         let counters = counters
-            .expression_attribute_values(":minus_one", n(-1))
-            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":minus_images", n(-(results.len() as i64)))
+            .expression_attribute_values(":succeeded", n(succeeded))
+            .expression_attribute_values(":failed", n(results.len() - succeeded))
             .build()
-            .map_err(|e| StoreError::Refused { service: "DynamoDB", detail: e.to_string() })?;
+            .map_err(refused)?;
+        items.push(TransactWriteItem::builder().update(counters).build());
 
         let mut attempt = 1;
         loop {
             let result = self
                 .client
                 .transact_write_items()
-                .transact_items(TransactWriteItem::builder().put(image.clone()).build())
-                .transact_items(TransactWriteItem::builder().update(counters.clone()).build())
+                .set_transact_items(Some(items.clone()))
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
                 .send()
                 .await;
-            let Err(error) = result else {
-                return Ok(Transition::Applied);
+            let error = match result {
+                Ok(output) => {
+                    log_write_units(id, results.len(), output.consumed_capacity());
+                    return Ok(None);
+                }
+                Err(error) => error,
             };
             match cancellation(&cancellation_codes(&error)) {
-                Cancellation::Duplicate => return Ok(Transition::AlreadyDone),
-                Cancellation::RequestClosed => {
-                    // Its request was cancelled or failed while the job ran: the result is dropped.
-                    tracing::info!(request_id = %id, stage = "result_dropped", image_index = job.image_index);
-                    return Ok(Transition::AlreadyDone);
-                }
+                cancelled @ (Cancellation::Duplicate | Cancellation::RequestClosed) => return Ok(Some(cancelled)),
                 Cancellation::Conflict if attempt < CONFLICT_ATTEMPTS => {
                     tokio::time::sleep(conflict_backoff(attempt)).await;
                     attempt += 1;
@@ -621,6 +667,13 @@ impl RecordResult for DynamoTable {
             }
         }
     }
+}
+
+/// One line per result transaction with the write units DynamoDB says it consumed (on-demand
+/// tables bill them): the pipeline benchmark sums them per image (`tests/src/bin/load.rs`).
+fn log_write_units(id: RequestId, images: usize, consumed: &[ConsumedCapacity]) {
+    let write_units: f64 = consumed.iter().filter_map(ConsumedCapacity::capacity_units).sum();
+    tracing::info!(request_id = %id, stage = "result_write", images, write_units);
 }
 
 /// Attempts of one result's transaction while other images' transactions hold the request's
@@ -651,12 +704,14 @@ fn cancellation_codes<R>(error: &SdkError<TransactWriteItemsError, R>) -> Vec<Op
     }
 }
 
-/// Reads the cancellation reasons of the result transaction (image Put first, then the
-/// request's counters), one code per item; empty for any other error.
+/// Reads the cancellation reasons of the result transaction (the image Puts first, then the
+/// request's counters last), one code per item; empty for any other error.
 fn cancellation(reasons: &[Option<&str>]) -> Cancellation {
-    if reasons.first() == Some(&Some("ConditionalCheckFailed")) {
+    let failed = Some("ConditionalCheckFailed");
+    let (images, counters) = reasons.split_at(reasons.len().saturating_sub(1));
+    if images.contains(&failed) {
         Cancellation::Duplicate
-    } else if reasons.get(1) == Some(&Some("ConditionalCheckFailed")) {
+    } else if counters.first() == Some(&failed) {
         Cancellation::RequestClosed
     } else if reasons.contains(&Some("TransactionConflict")) {
         Cancellation::Conflict

@@ -7,7 +7,8 @@ use futures::{StreamExt, TryStreamExt, stream};
 use super::store_error;
 use crate::domain::errors::StoreError;
 use crate::domain::fan_out_chunks::FanOutChunk;
-use crate::domain::request::{ImageJob, QueueMessage};
+use crate::domain::fetch_jobs::FetchJob;
+use crate::domain::request::QueueMessage;
 use crate::domain::request_id::RequestId;
 use crate::ports::{JobQueue, QueueBacklog};
 
@@ -107,10 +108,11 @@ impl QueueBacklog for SqsQueue {
 
 #[async_trait]
 impl JobQueue for SqsQueue {
-    async fn enqueue(&self, jobs: &[ImageJob]) -> Result<(), StoreError> {
+    async fn enqueue(&self, jobs: &[FetchJob]) -> Result<(), StoreError> {
+        let messages: Vec<QueueMessage> = jobs.iter().map(|job| QueueMessage::Fetch { fetch: job.clone() }).collect();
         // Futures built up front: a closure here trips the compiler's lifetime inference
         // inside async-trait methods.
-        let sends: Vec<_> = jobs.chunks(BATCH).map(|batch| self.send_batch(batch)).collect();
+        let sends: Vec<_> = messages.chunks(BATCH).map(|batch| self.send_batch(batch)).collect();
         stream::iter(sends).buffer_unordered(PARALLEL_CALLS).try_collect::<()>().await
     }
 

@@ -34,6 +34,11 @@ impl Fakes {
     }
 
     async fn handle(&self, body: &str, receives: u32, from_dead_letters: bool, time_left: Duration) -> Verdict {
+        let delivery = Delivery { body, receives, from_dead_letters, time_left };
+        self.handle_batch(vec![delivery]).await.remove(0)
+    }
+
+    async fn handle_batch(&self, deliveries: Vec<Delivery<'_>>) -> Vec<Verdict> {
         let retry = RetryPolicy { max_receives: 3, base: Duration::from_secs(10), cap: Duration::from_secs(120) };
         let limits = CsvLimits::default();
         let reserves = TimeReserves {
@@ -45,8 +50,7 @@ impl Fakes {
         let fan_out_slot = tokio::sync::Semaphore::new(1);
         let rules = WorkerRules { retry: &retry, reserves, upload, chunk_images: 2_000, fan_out_slot: &fan_out_slot };
         let codec = CodecPool::new(CodecLimits::default(), 1);
-        let delivery = Delivery { body, receives, from_dead_letters, time_left };
-        handle_queue_message(self.ports(), &rules, &codec, delivery).await
+        handle_queue_batch(self.ports(), &rules, &codec, deliveries, 10).await
     }
 
     async fn status(&self, id: RequestId) -> RequestStatus {
@@ -87,7 +91,7 @@ async fn a_fan_out_queues_the_jobs() {
     let fakes = Fakes::default();
     let (id, job) = fakes.request().await;
     assert_eq!(fakes.handle(&body(QueueMessage::FanOut { fan_out: id }), 1, false, PLENTY).await, Verdict::Acknowledge);
-    assert_eq!(*fakes.queue.jobs.lock().unwrap(), [job]);
+    assert_eq!(fakes.queue.queued_images(), [job]);
     assert_eq!(fakes.status(id).await, RequestStatus::Processing);
 }
 
@@ -181,4 +185,39 @@ async fn a_chunk_without_the_time_to_queue_its_jobs_is_queued_again_as_a_new_mes
     assert_eq!(fakes.handle(&message, 4, false, Duration::from_secs(19)).await, Verdict::Acknowledge);
     assert_eq!(*fakes.queue.chunks.lock().unwrap(), [chunk], "queued again, with a delivery count of its own");
     assert!(fakes.queue.jobs.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn the_image_results_of_one_request_in_a_batch_are_recorded_in_one_write() {
+    let fakes = Fakes::default();
+    let id = RequestId::new_random();
+    fakes.table.create(&RequestRecord::new(id, tenant(), 4, None, Utc::now()), &NO_QUOTA).await.unwrap();
+    let job = |index: u32, url: &str| ImageJob {
+        request_id: id,
+        tenant_id: tenant(),
+        image_index: index,
+        row: index,
+        url: HttpUrl::parse(url).unwrap(),
+    };
+    // A URL named by two images, two more of one image each (all missing: 404), and one
+    // message nobody wrote: each message is answered on its own.
+    let mut logo = crate::domain::fetch_jobs::FetchJob::from(job(0, "https://img.example/logo.png"));
+    logo.images.push(crate::domain::fetch_jobs::Slot { image_index: 3, row: 3 });
+    let bodies = [
+        body(QueueMessage::Fetch { fetch: logo }),
+        body(QueueMessage::Image(job(1, "https://img.example/a.png"))),
+        "{\"hello\": 1}".to_string(),
+        body(QueueMessage::Image(job(2, "https://img.example/b.png"))),
+    ];
+    let deliveries =
+        bodies.iter().map(|body| Delivery { body, receives: 1, from_dead_letters: false, time_left: PLENTY }).collect();
+    let verdicts = fakes.handle_batch(deliveries).await;
+
+    assert_eq!(verdicts, (0..4).map(|_| Verdict::Acknowledge).collect::<Vec<_>>());
+    assert_eq!(fakes.fetcher.fetches.load(std::sync::atomic::Ordering::SeqCst), 3, "one fetch per distinct URL");
+    assert_eq!(fakes.table.result_writes.load(std::sync::atomic::Ordering::SeqCst), 1, "one write");
+    let request = fakes.table.get(id).await.unwrap().unwrap();
+    assert_eq!((request.failed, request.remaining), (4, 0));
+    let images = fakes.table.recorded_images(id).await.unwrap();
+    assert!(images.iter().all(|image| image.error_code.as_deref() == Some("http_status_404")), "{images:?}");
 }

@@ -1,5 +1,7 @@
 use std::io::Cursor;
 
+use chrono::Utc;
+
 use super::*;
 use crate::adapters::memory::{MemoryBlobs, MemoryFetcher, MemoryTable};
 use crate::domain::http_url::HttpUrl;
@@ -45,7 +47,7 @@ impl Fixture {
     async fn run_until(&self, codec: &CodecPool, last_attempt: bool, clock: &JobClock) -> JobResult {
         let ports =
             ProcessPorts { fetcher: &self.fetcher, blobs: &self.blobs, recorder: &self.table, results: &self.table };
-        process_image(ports, &self.job, codec, last_attempt, clock).await
+        process_image(ports, &FetchJob::from(self.job.clone()), codec, last_attempt, clock).await
     }
 
     async fn request(&self) -> RequestRecord {

@@ -7,6 +7,7 @@ use chrono::{TimeZone, Utc};
 
 use super::*;
 use crate::domain::csv_rules::{CsvLimits, CsvRejection, MAX_URL_LENGTH_CEILING, ValidatedCsv};
+use crate::domain::fetch_jobs::MAX_RESULTS_PER_WRITE;
 use crate::domain::http_url::HttpUrl;
 use crate::domain::locations::{output_csv_key, output_image_key};
 use crate::domain::upload_reservation::{UploadRefusal, UploadReservation};
@@ -161,4 +162,16 @@ fn the_largest_items_the_limits_allow_fit_dynamodb_with_room_to_spare() {
         // bounded, but larger; four times under the limit.
         assert!(reservation * 4 < ITEM_LIMIT, "reservation item of {reservation} bytes with {what}");
     }
+}
+
+#[test]
+fn a_write_of_the_most_results_at_the_largest_items_fits_a_transaction() {
+    // DynamoDB refuses a transaction over 4 MB of items (and 100 actions: the results and the
+    // request's counters).
+    const TRANSACTION_LIMIT: usize = 4 * 1024 * 1024;
+    let image = item_size(&largest_image_item(MAX_URL_LENGTH_CEILING));
+    let request = item_size(&largest_request_item(MAX_URL_LENGTH_CEILING));
+    let write = MAX_RESULTS_PER_WRITE * image + request;
+    println!("{MAX_RESULTS_PER_WRITE} results of {image} bytes and the request item: {write} bytes");
+    assert!(write * 2 < TRANSACTION_LIMIT, "{write} bytes");
 }
