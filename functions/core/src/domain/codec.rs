@@ -1,5 +1,5 @@
 //! Turns an uploaded image into the JPEG we store: quality 50, 4:2:0 (grayscale stays grayscale),
-//! upright, no metadata.
+//! upright, no metadata but the ICC colour profile.
 //!
 //! The format is decided by magic bytes only: extensions and content types come from strangers.
 //! Sizes are checked from the header before any pixel buffer exists, because a 1 KB file can
@@ -7,7 +7,8 @@
 //! through libjpeg-turbo when it can (faster, and it reads CMYK/YCCK files that zune-jpeg gets
 //! wrong); encoding is always libjpeg-turbo, which gives the same bytes as the Pillow-based seed.
 //! JPEG inputs that allow it skip decoding altogether: their DCT coefficients are requantised
-//! to the q50 tables (`codec/requantize.rs`), faster and smaller than decode + encode.
+//! to the q50 tables, chroma halved to 4:2:0 and EXIF turns applied in the DCT domain
+//! (`codec/requantize.rs`), faster and smaller than decode + encode.
 
 use std::io::Cursor;
 use std::time::{Duration, Instant};
