@@ -33,10 +33,23 @@ static double cos_pi16(int m) {
   return m <= 8 ? first_quadrant[m] : -first_quadrant[16 - m];
 }
 
+/* out = a b, or a b^T; summed in index order, so the same on every machine. */
+static void multiply(double out[DCTSIZE][DCTSIZE], double a[DCTSIZE][DCTSIZE], double b[DCTSIZE][DCTSIZE],
+                     int b_transposed) {
+  int k, n, i;
+  for (k = 0; k < DCTSIZE; k++)
+    for (n = 0; n < DCTSIZE; n++) {
+      double sum = 0;
+      for (i = 0; i < DCTSIZE; i++)
+        sum += a[k][i] * (b_transposed ? b[n][i] : b[i][n]);
+      out[k][n] = sum;
+    }
+}
+
 /* T_b for a halved axis (b = 0, 1), or the identity (b = -1), as T[out][in]. */
 static void axis_map(double T[DCTSIZE][DCTSIZE], int b) {
   double C[DCTSIZE][DCTSIZE], A[DCTSIZE][DCTSIZE], CA[DCTSIZE][DCTSIZE];
-  int k, x, i, n;
+  int k, x, i;
   memset(T, 0, sizeof(double) * DCTSIZE2);
   if (b < 0) {
     for (k = 0; k < DCTSIZE; k++)
@@ -51,21 +64,8 @@ static void axis_map(double T[DCTSIZE][DCTSIZE], int b) {
     A[4 * b + i][2 * i] = 0.5;
     A[4 * b + i][2 * i + 1] = 0.5;
   }
-  /* T = C A C^T */
-  for (k = 0; k < DCTSIZE; k++)
-    for (x = 0; x < DCTSIZE; x++) {
-      double sum = 0;
-      for (i = 0; i < DCTSIZE; i++)
-        sum += C[k][i] * A[i][x];
-      CA[k][x] = sum;
-    }
-  for (k = 0; k < DCTSIZE; k++)
-    for (n = 0; n < DCTSIZE; n++) {
-      double sum = 0;
-      for (x = 0; x < DCTSIZE; x++)
-        sum += CA[k][x] * C[n][x];
-      T[k][n] = sum;
-    }
+  multiply(CA, C, A, 0); /* T = C A C^T */
+  multiply(T, CA, C, 1);
 }
 
 /* T stored [b][n][k] (transposed), or the identity on a kept axis (only b = 0 used). */

@@ -925,6 +925,13 @@ fn turbo_jpeg_with(img: &RgbImage, quality: i32, subsamp: Subsamp, progressive: 
     compressor.compress_to_vec(image).expect("fixture encodes")
 }
 
+fn turbo_gray_jpeg(gray: &GrayImage, quality: i32) -> Vec<u8> {
+    let (width, height) = (gray.width() as usize, gray.height() as usize);
+    let image =
+        turbojpeg::Image { pixels: gray.as_raw().as_slice(), width, pitch: width, height, format: PixelFormat::GRAY };
+    turbojpeg::compress(image, quality, Subsamp::Gray).expect("fixture encodes").to_vec()
+}
+
 fn turbo_decode_rgb(jpeg: &[u8]) -> RgbImage {
     let img: turbojpeg::Image<Vec<u8>> = turbojpeg::decompress(jpeg, PixelFormat::RGB).expect("decodes");
     RgbImage::from_raw(img.width as u32, img.height as u32, img.pixels).expect("buffer size")
@@ -1028,10 +1035,7 @@ fn progressive_jpeg_is_requantized_to_baseline() {
 #[test]
 fn grayscale_jpeg_is_requantized_and_stays_gray() {
     let gray = DynamicImage::ImageRgb8(photo_like(120, 90)).into_luma8();
-    let (width, height) = (120, 90);
-    let image =
-        turbojpeg::Image { pixels: gray.as_raw().as_slice(), width, pitch: width, height, format: PixelFormat::GRAY };
-    let input = turbojpeg::compress(image, 92, Subsamp::Gray).expect("fixture encodes").to_vec();
+    let input = turbo_gray_jpeg(&gray, 92);
     let out = run(&input).expect("compresses");
     assert_eq!(out.path, CodecPath::Requantized);
     assert_eq!(output_colorspace(&out), Colorspace::Gray);
@@ -1130,19 +1134,11 @@ fn requantize_statistics_match_libjpegs_optimize_coding() {
     for (width, height) in [(65, 33), (64, 48), (17, 9), (8, 8), (1, 1), (200, 123), (96, 32)] {
         let photo = photo_like(width, height);
         let gray = DynamicImage::ImageRgb8(photo.clone()).into_luma8();
-        let (w, h) = (width as usize, height as usize);
-        let gray_image = turbojpeg::Image {
-            pixels: gray.as_raw().as_slice(),
-            width: w,
-            pitch: w,
-            height: h,
-            format: PixelFormat::GRAY,
-        };
         let inputs = [
             turbo_jpeg_with(&photo, 90, Subsamp::Sub2x2, false),
             turbo_jpeg_with(&photo, 98, Subsamp::Sub2x2, true),
             turbo_jpeg_with(&photo, 50, Subsamp::Sub2x2, false),
-            turbojpeg::compress(gray_image, 85, Subsamp::Gray).expect("fixture encodes").to_vec(),
+            turbo_gray_jpeg(&gray, 85),
             turbo_jpeg_with(&photo, 92, Subsamp::Sub2x1, false),
             turbo_jpeg_with(&photo, 95, Subsamp::None, true),
             turbo_jpeg_with(&photo, 90, Subsamp::Sub1x2, false),

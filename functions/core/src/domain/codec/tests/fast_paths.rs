@@ -88,14 +88,7 @@ fn turned_jpegs_take_the_fast_path_and_match_decode_turn_encode() {
 #[test]
 fn turned_grayscale_jpegs_take_the_fast_path() {
     let gray = DynamicImage::ImageRgb8(photo_like(104, 72)).into_luma8(); // whole 8x8 MCUs
-    let image = turbojpeg::Image {
-        pixels: gray.as_raw().as_slice(),
-        width: 104,
-        pitch: 104,
-        height: 72,
-        format: PixelFormat::GRAY,
-    };
-    let plain = turbojpeg::compress(image, 92, Subsamp::Gray).expect("fixture encodes").to_vec();
+    let plain = turbo_gray_jpeg(&gray, 92);
     for orientation in 2..=8u8 {
         let out = run(&with_exif_orientation(&plain, u16::from(orientation))).expect("compresses");
         assert_eq!(out.path, CodecPath::Requantized, "orientation {orientation}");
@@ -205,14 +198,7 @@ fn a_profile_larger_than_one_segment_is_split_and_reads_back_whole() {
 fn a_profile_of_another_colour_space_is_dropped() {
     let photo = photo_like(96, 64);
     let gray = DynamicImage::ImageRgb8(photo.clone()).into_luma8();
-    let image = turbojpeg::Image {
-        pixels: gray.as_raw().as_slice(),
-        width: 96,
-        pitch: 96,
-        height: 64,
-        format: PixelFormat::GRAY,
-    };
-    let gray_jpeg = turbojpeg::compress(image, 92, Subsamp::Gray).expect("fixture encodes").to_vec();
+    let gray_jpeg = turbo_gray_jpeg(&gray, 92);
     let cases = [
         (
             "CMYK profile on a colour JPEG",
