@@ -458,6 +458,8 @@ async fn a_tenants_requests_are_listed_newest_first_a_page_at_a_time_and_no_one_
         mine.push(request.request_id);
     }
     table.create(&RequestRecord::new(RequestId::new_random(), other, 1, None, start), &NO_QUOTA).await.unwrap();
+    // The index keeps keys only: the listing reads each request's counters as they are now.
+    table.record(&job(mine[4], 0), &done(0), Utc::now(), Progress::Made).await.unwrap();
 
     let (page, next) = table.requests_of(&tenant(), None, 3).await.unwrap();
     let (rest, last) = table.requests_of(&tenant(), next.as_ref(), 3).await.unwrap();
@@ -465,6 +467,20 @@ async fn a_tenants_requests_are_listed_newest_first_a_page_at_a_time_and_no_one_
     mine.reverse();
     assert_eq!(listed, mine, "newest first, each once, only the tenant's");
     assert!(next.is_some() && last.is_none());
+    assert_eq!((page[0].succeeded, page[0].remaining, page[0].status), (1, 0, RequestStatus::Pending));
+}
+
+#[tokio::test]
+async fn a_listing_longer_than_one_batch_read_keeps_the_newest_first_order() {
+    let table = fresh_table().await;
+    let start = Utc::now() - chrono::Duration::hours(1);
+    // BatchGetItem reads at most 100 keys: 150 requests take two calls.
+    let created = (0..150).map(|second| request_created_at(&table, 1, start + chrono::Duration::seconds(second)));
+    let mut mine = join_all(created).await;
+    mine.reverse();
+    let (listed, next) = table.requests_of(&tenant(), None, 1000).await.unwrap();
+    assert_eq!(listed.iter().map(|request| request.request_id).collect::<Vec<_>>(), mine);
+    assert_eq!(next, None);
 }
 
 #[tokio::test]

@@ -694,3 +694,43 @@ impl WebhookSender for MemoryWebhooks {
         Duration::from_secs(30)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::{NO_QUOTA, tenant};
+
+    #[tokio::test]
+    async fn a_tenants_requests_are_listed_newest_first_a_page_at_a_time_with_their_current_counts() {
+        let table = MemoryTable::default();
+        let start = Utc::now() - chrono::Duration::minutes(10);
+        let mut mine = Vec::new();
+        for minute in 0..5 {
+            let request = RequestRecord::new(
+                RequestId::new_random(),
+                tenant(),
+                2,
+                None,
+                start + chrono::Duration::minutes(minute),
+            );
+            table.create(&request, &NO_QUOTA).await.unwrap();
+            mine.push(request.request_id);
+        }
+        let other = RequestRecord::new(RequestId::new_random(), "someone-else".parse().unwrap(), 1, None, start);
+        table.create(&other, &NO_QUOTA).await.unwrap();
+        // The counters move after creation: the listing shows them as they are now.
+        let url = HttpUrl::parse("https://img.example/a.jpg").unwrap();
+        let job = ImageJob { request_id: mine[4], tenant_id: tenant(), image_index: 0, row: 0, url };
+        let done = ImageOutcome::Done { output_key: "out.jpg".into(), bytes_in: 10, bytes_out: 5, note: None };
+        table.record_all(&[(job, done)], Utc::now(), Progress::Made).await.unwrap();
+
+        let (page, next) = table.requests_of(&tenant(), None, 3).await.unwrap();
+        let (rest, last) = table.requests_of(&tenant(), next.as_ref(), 3).await.unwrap();
+        let listed: Vec<RequestId> = page.iter().chain(&rest).map(|request| request.request_id).collect();
+        mine.reverse();
+        assert_eq!(listed, mine, "newest first, each once, only the tenant's");
+        assert_eq!(next, Some(RequestPage { created_at: page[2].created_at, request_id: page[2].request_id }));
+        assert_eq!(last, None);
+        assert_eq!((page[0].succeeded, page[0].remaining), (1, 1));
+    }
+}

@@ -106,16 +106,93 @@ impl ListRequests for DynamoTable {
             .send()
             .await
             .map_err(|e| store_error("DynamoDB", e))?;
-        let requests: Vec<RequestRecord> = output
-            .items()
-            .iter()
-            .map(|item| serde_dynamo::from_item(item.clone()).map_err(corrupt))
+        // The index keeps keys only (template.yaml), so the requests are read from the table.
+        let entries = output.items();
+        let found = self.read_requests(entries).await?;
+        let requests = in_index_order(entries, found)
+            .into_iter()
+            .map(|item| serde_dynamo::from_item(item).map_err(corrupt))
             .collect::<Result<_, _>>()?;
-        let next = match (output.last_evaluated_key(), requests.last()) {
-            (Some(_), Some(last)) => Some(RequestPage { created_at: last.created_at, request_id: last.request_id }),
+        // Where the index stopped, even if its last request has gone from the table since.
+        let next = match (output.last_evaluated_key(), entries.last()) {
+            (Some(_), Some(last)) => Some(page_end(last)?),
             _ => None,
         };
         Ok((requests, next))
+    }
+}
+
+/// Keys per BatchGetItem call, DynamoDB's most.
+const BATCH_GET_KEYS: usize = 100;
+
+impl DynamoTable {
+    /// The request items the index `entries` name, by `pk`, in BatchGetItem calls of at most
+    /// 100 keys; the keys DynamoDB leaves unprocessed (when throttled) are asked for again.
+    /// Eventually consistent, like the index itself; a request gone meanwhile (TTL) is absent.
+    async fn read_requests(&self, entries: &[Item]) -> Result<HashMap<String, Item>, StoreError> {
+        let mut found = HashMap::with_capacity(entries.len());
+        let keys = entries.iter().filter_map(|entry| entry.get("pk"));
+        let keys: Vec<Item> =
+            keys.map(|pk| HashMap::from([("pk".into(), pk.clone()), ("sk".into(), s(REQUEST_SK))])).collect();
+        for chunk in keys.chunks(BATCH_GET_KEYS) {
+            let mut wanted = chunk.to_vec();
+            let mut attempt = 1;
+            while !wanted.is_empty() {
+                let keys = KeysAndAttributes::builder().set_keys(Some(wanted)).build().map_err(refused)?;
+                let output = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, keys)
+                    .send()
+                    .await
+                    .map_err(|e| store_error("DynamoDB", e))?;
+                for item in output.responses.and_then(|mut read| read.remove(&self.table)).unwrap_or_default() {
+                    if let Some(AttributeValue::S(pk)) = item.get("pk") {
+                        found.insert(pk.clone(), item);
+                    }
+                }
+                wanted = output
+                    .unprocessed_keys
+                    .and_then(|mut left| left.remove(&self.table))
+                    .map(|left| left.keys)
+                    .unwrap_or_default();
+                if !wanted.is_empty() {
+                    if attempt == CONFLICT_ATTEMPTS {
+                        let detail = "part of a listing's read stayed unprocessed".to_string();
+                        return Err(StoreError::Unavailable { service: "DynamoDB", detail });
+                    }
+                    tokio::time::sleep(conflict_backoff(attempt)).await;
+                    attempt += 1;
+                }
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// The items `found` (by `pk`) in the order of the index `entries` that named them (BatchGetItem
+/// answers in any order); an entry whose item was not found is left out.
+fn in_index_order(entries: &[Item], mut found: HashMap<String, Item>) -> Vec<Item> {
+    let pk_of = |entry: &Item| match entry.get("pk") {
+        Some(AttributeValue::S(pk)) => Some(pk.clone()),
+        _ => None,
+    };
+    entries.iter().filter_map(|entry| found.remove(&pk_of(entry)?)).collect()
+}
+
+/// Where a page ends, from the index entry of its last request (`created_at` and `pk`).
+fn page_end(entry: &Item) -> Result<RequestPage, StoreError> {
+    let created_at = match entry.get("created_at") {
+        Some(AttributeValue::S(text)) => DateTime::parse_from_rfc3339(text).ok().map(|time| time.with_timezone(&Utc)),
+        _ => None,
+    };
+    let request_id = match entry.get("pk") {
+        Some(AttributeValue::S(pk)) => pk.strip_prefix("REQ#").and_then(|id| id.parse().ok()),
+        _ => None,
+    };
+    match (created_at, request_id) {
+        (Some(created_at), Some(request_id)) => Ok(RequestPage { created_at, request_id }),
+        _ => Err(refused("a TenantRequests entry without a request's created_at and pk")),
     }
 }
 
@@ -194,5 +271,57 @@ impl IdempotencyKeys for DynamoTable {
             Err(error) if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(()),
             Err(error) => Err(store_error("DynamoDB", error)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An index entry of the request `id` as the keys-only `TenantRequests` holds it.
+    fn entry(id: RequestId, created_at: DateTime<Utc>) -> Item {
+        HashMap::from([
+            (TENANT_REQUESTS_KEY.into(), s("acme")),
+            ("created_at".into(), s(timestamp(created_at))),
+            ("pk".into(), pk(id)),
+            ("sk".into(), s(REQUEST_SK)),
+        ])
+    }
+
+    fn request_item(id: RequestId) -> (String, Item) {
+        let item = HashMap::from([("pk".into(), pk(id)), ("status".into(), s("processing"))]);
+        (format!("REQ#{id}"), item)
+    }
+
+    #[test]
+    fn requests_read_in_any_order_come_back_in_the_index_order_without_the_missing_ones() {
+        let now = Utc::now();
+        let ids: Vec<RequestId> = (0..4).map(|_| RequestId::new_random()).collect();
+        let entries: Vec<Item> =
+            ids.iter().enumerate().map(|(i, id)| entry(*id, now - chrono::Duration::minutes(i as i64))).collect();
+        // BatchGetItem's answer, reversed, without the third (removed by TTL meanwhile).
+        let found = HashMap::from([request_item(ids[3]), request_item(ids[1]), request_item(ids[0])]);
+        let ordered = in_index_order(&entries, found);
+        let pks: Vec<&AttributeValue> = ordered.iter().map(|item| &item["pk"]).collect();
+        assert_eq!(pks, [&pk(ids[0]), &pk(ids[1]), &pk(ids[3])]);
+    }
+
+    #[test]
+    fn a_page_ends_at_its_last_index_entry_and_starts_the_next_query_there() {
+        let id = RequestId::new_random();
+        let created_at = "2026-11-30T11:20:01.123456Z".parse::<DateTime<Utc>>().unwrap();
+        let end = page_end(&entry(id, created_at)).unwrap();
+        assert_eq!(end, RequestPage { created_at, request_id: id });
+        // The next query's ExclusiveStartKey names the same index entry.
+        assert_eq!(s(timestamp(end.created_at)), entry(id, created_at)["created_at"]);
+    }
+
+    #[test]
+    fn an_index_entry_without_a_request_key_is_refused() {
+        let mut broken = entry(RequestId::new_random(), Utc::now());
+        broken.insert("pk".into(), s("TENANT#acme"));
+        assert!(matches!(page_end(&broken), Err(StoreError::Refused { .. })));
+        broken.remove("created_at");
+        assert!(matches!(page_end(&broken), Err(StoreError::Refused { .. })));
     }
 }
