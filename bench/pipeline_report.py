@@ -275,7 +275,7 @@ def measured_counts(path):
 
 # Before issue 15 each image was one transaction of its own (image item + request counters); assumed
 # here when a run has no counts. Measured on the emulator then: 5.0 WRU per image (the counters' update
-# also rewrites the request's entry in the TenantRequests index, which projects every attribute).
+# also rewrote the request's entry in the TenantRequests index, which then projected every attribute).
 UNCOUNTED = {"images": None, "fetches_per_image": 1.0, "output_puts_per_image": 1.0, "write_units_per_image": 4.0}
 
 
@@ -288,7 +288,8 @@ def cost_lines(counts, seconds, chosen_mb):
     if counts["images"]:
         writes = (f"measured: {counts['result_write_units']:.0f} WRU in {counts['result_writes']} result transactions "
                   f"for {counts['images']} images = {counts['write_units_per_image']:.2f} per image (each image item 2, "
-                  "the counters' update 2 + 1 for the TenantRequests index, once per batch and request)")
+                  "the counters' update 2, once per batch and request; no index entry: TenantRequests keeps keys "
+                  "only, which the update does not change)")
         puts = (f"measured: {counts['output_puts']} output PUTs for {counts['images']} images "
                 f"({counts['distinct_urls']} distinct URLs) = {counts['output_puts_per_image']:.2f} per image")
     else:
