@@ -222,7 +222,8 @@ def worst_batch_section(worst):
     w, n = worst["worst_image"], worst["other_downloads"]["count"]
     mib = 1024 * 1024
     downloads = worst["worker_concurrency"] * worst["max_image_bytes"] / mib
-    budget = worst["process_baseline_mib"] + downloads + w["codec_estimate_mib"]
+    kept = worst.get("kept_free_mib", 0)
+    budget = worst["process_baseline_mib"] + downloads + kept + w["codec_estimate_mib"]
     peak, memory = worst["worst_batch_peak_rss_mib"], worst["memory_size_mb"]
     verdict = "under" if peak < memory else "**over**"
     return [
@@ -235,13 +236,20 @@ def worst_batch_section(worst):
         "| What | MiB |",
         "|---|---|",
         f"| Decode limit: ({memory} - {worst['worker_concurrency']} x {worst['max_image_bytes'] / mib:.0f} - "
-        f"{worst['process_baseline_mib']:.0f}) / 1 | {worst['decode_limit_mib']:.0f} |",
+        f"{worst['process_baseline_mib']:.0f} - {kept:.0f} kept free) / 1 | {worst['decode_limit_mib']:.0f} |",
         f"| The worst image's estimate: 8 bytes per pixel decoded + 3 flattened (the turn copies the flattened 3) | "
         f"{w['codec_estimate_mib']:.0f} |",
-        f"| Budget: process {worst['process_baseline_mib']:.0f} + downloads {downloads:.0f} + estimate "
-        f"{w['codec_estimate_mib']:.0f} | {budget:.0f} |",
+        f"| Budget: process {worst['process_baseline_mib']:.0f} + downloads {downloads:.0f} + kept free {kept:.0f} + "
+        f"estimate {w['codec_estimate_mib']:.0f} | {budget:.0f} |",
         f"| Measured: a worker after one small photo (VmHWM) | {worst['baseline_peak_rss_mib']:.0f} |",
         f"| **Measured: the worst batch (VmHWM)** | **{peak:.0f}**, {verdict} {memory} MB |",
+    ] + ([
+        f"| Measured: {worst['warm_up']['photos']} JPEGs of {worst['warm_up']['width']} x {worst['warm_up']['height']} "
+        f"on a fresh process (VmHWM) | {worst['warm_up']['peak_rss_mib']:.0f} |",
+        f"| **Measured: the worst batch right after them, on the same process (VmHWM)** | "
+        f"**{worst['worst_batch_after_warm_up_peak_rss_mib']:.0f}**, "
+        f"{'under' if worst['worst_batch_after_warm_up_peak_rss_mib'] < memory else '**over**'} {memory} MB |",
+    ] if "warm_up" in worst else []) + [
         "",
         f"The worst image decoded in {worst['worst_image_decode_ms']:.0f} ms (decode step of its log line: PNG, "
         f"flattening and the turn); {worst['downloads_complete_before_its_decode_ended']} of {n} other downloads were "

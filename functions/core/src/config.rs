@@ -12,7 +12,7 @@ use crate::domain::delivery::{RetryPolicy, TimeReserves};
 use crate::domain::fan_out_chunks::DEFAULT_CHUNK_IMAGES;
 use crate::domain::locations::Links;
 use crate::domain::quota::{DEFAULT_MAX_OPEN_IMAGES, TenantQuota};
-use crate::domain::worker_memory::WorkerMemory;
+use crate::domain::worker_memory::{WorkerMemory, kept_free_bytes};
 
 #[derive(Debug, thiserror::Error)]
 #[error("environment variable {name}: {problem}")]
@@ -175,6 +175,8 @@ impl WorkerConfig {
             concurrency,
             max_image_bytes,
             codec_slots,
+            // glibc reads it when the process starts (template.yaml sets it for the worker).
+            kept_free_bytes: kept_free_bytes(&std::env::var("GLIBC_TUNABLES").unwrap_or_default()),
         };
         let max_alloc_bytes =
             memory.decode_limit().map_err(|error| ConfigError { name: memory_name, problem: error.to_string() })?;
@@ -280,5 +282,17 @@ mod tests {
         let defaults = WorkerMemory::default();
         assert_eq!(defaults.max_image_bytes, FetchLimits::default().max_bytes);
         assert_eq!(Ok(CodecLimits::default().max_alloc_bytes), defaults.decode_limit());
+    }
+
+    /// `WorkerMemory::default()` counts the memory glibc keeps as the template's worker sets it.
+    #[test]
+    fn the_default_kept_free_memory_is_the_templates() {
+        let template = include_str!("../../../template.yaml");
+        let tunables = template
+            .lines()
+            .find_map(|line| line.trim().strip_prefix("GLIBC_TUNABLES:"))
+            .expect("the worker's GLIBC_TUNABLES in template.yaml");
+        let tunables = tunables.trim().trim_matches('"');
+        assert_eq!(kept_free_bytes(tunables), WorkerMemory::default().kept_free_bytes);
     }
 }

@@ -32,7 +32,7 @@ pub struct CodecLimits {
 }
 
 impl Default for CodecLimits {
-    /// 50 MP, and the decode limit of the worker's default settings (710 MiB).
+    /// 50 MP, and the decode limit of the worker's default settings (582 MiB).
     fn default() -> Self {
         let max_alloc_bytes =
             WorkerMemory::default().decode_limit().expect("the default settings leave memory to decode");

@@ -641,7 +641,7 @@ fn the_memory_estimate_counts_the_copy_a_turn_makes() {
 }
 
 /// The worst image the pixel limit allows, 50 MP of 16-bit RGBA turned by its EXIF orientation,
-/// fits the default decode limit: 400 MB decoded + 150 MB flattened = 524 MiB of 710 MiB.
+/// fits the default decode limit: 400 MB decoded + 150 MB flattened = 524 MiB of 582 MiB.
 #[test]
 fn the_worst_allowed_image_fits_the_default_limit() {
     let limits = CodecLimits::default();
