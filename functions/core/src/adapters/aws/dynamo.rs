@@ -272,6 +272,17 @@ impl DynamoTable {
         let mut wanted = KeysAndAttributes::builder().set_keys(Some(keys)).consistent_read(true);
         wanted = wanted.projection_expression("sk, #status").expression_attribute_names("#status", "status");
         let wanted = wanted.build().map_err(|e| StoreError::Refused { service: "DynamoDB", detail: e.to_string() })?;
+        let (found, unprocessed) = self.batch_get(wanted).await?;
+        if !unprocessed.is_empty() {
+            let detail = "part of a job's read was left unprocessed".to_string();
+            return Err(StoreError::Unavailable { service: "DynamoDB", detail });
+        }
+        Ok(found)
+    }
+
+    /// One BatchGetItem call on this table: the items found, and the keys DynamoDB left
+    /// unprocessed (when throttled), which the caller asks for again or gives up on.
+    async fn batch_get(&self, wanted: KeysAndAttributes) -> Result<(Vec<Item>, Vec<Item>), StoreError> {
         let output = self
             .client
             .batch_get_item()
@@ -279,11 +290,13 @@ impl DynamoTable {
             .send()
             .await
             .map_err(|e| store_error("DynamoDB", e))?;
-        if output.unprocessed_keys().is_some_and(|left| !left.is_empty()) {
-            let detail = "part of a job's read was left unprocessed".to_string();
-            return Err(StoreError::Unavailable { service: "DynamoDB", detail });
-        }
-        Ok(output.responses.and_then(|mut found| found.remove(&self.table)).unwrap_or_default())
+        let found = output.responses.and_then(|mut found| found.remove(&self.table)).unwrap_or_default();
+        let unprocessed = output
+            .unprocessed_keys
+            .and_then(|mut left| left.remove(&self.table))
+            .map(|left| left.keys)
+            .unwrap_or_default();
+        Ok((found, unprocessed))
     }
 }
 

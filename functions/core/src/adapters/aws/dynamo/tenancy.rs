@@ -139,23 +139,13 @@ impl DynamoTable {
             let mut attempt = 1;
             while !wanted.is_empty() {
                 let keys = KeysAndAttributes::builder().set_keys(Some(wanted)).build().map_err(refused)?;
-                let output = self
-                    .client
-                    .batch_get_item()
-                    .request_items(&self.table, keys)
-                    .send()
-                    .await
-                    .map_err(|e| store_error("DynamoDB", e))?;
-                for item in output.responses.and_then(|mut read| read.remove(&self.table)).unwrap_or_default() {
+                let (items, unprocessed) = self.batch_get(keys).await?;
+                for item in items {
                     if let Some(AttributeValue::S(pk)) = item.get("pk") {
                         found.insert(pk.clone(), item);
                     }
                 }
-                wanted = output
-                    .unprocessed_keys
-                    .and_then(|mut left| left.remove(&self.table))
-                    .map(|left| left.keys)
-                    .unwrap_or_default();
+                wanted = unprocessed;
                 if !wanted.is_empty() {
                     if attempt == CONFLICT_ATTEMPTS {
                         let detail = "part of a listing's read stayed unprocessed".to_string();
