@@ -373,8 +373,9 @@ def cost_section(run, chosen_mb, worst, counts=None, repeats=None):
                           "(fetched, compressed and stored once):", cost_lines(repeats, seconds, chosen_mb))
     share = f"{math.floor(chosen_mb / FULL_VCPU_MB * 100)}% of a vCPU"
     if worst:
-        out += ["", f"Memory for one worker: the decode limit is what {chosen_mb} MB leaves after the process and "
-                    f"{b} downloads at the cap, so it fits by construction; the worst batch the limits allow peaked at "
+        out += ["", f"Memory for one worker: the decode limit is what {chosen_mb} MB leaves after the process, "
+                    f"{b} downloads at the cap and the {worst.get('kept_free_mib', 0):.0f} MiB of freed memory glibc keeps, "
+                    "so it fits by construction; the worst batch the limits allow peaked at "
                     f"{worst['worst_batch_peak_rss_mib']:.0f} MiB ([Worst batch](#worst-batch-memory)); {share}."]
     else:
         out += ["", f"{chosen_mb} MB is {share}."]
