@@ -19,6 +19,8 @@
 struct chroma_downsampler {
   int dx, dy; /* 2 where that axis is halved, 1 where it is kept */
   float across[2][DCTSIZE][DCTSIZE], down[2][DCTSIZE][DCTSIZE];
+  unsigned char across_used[2];        /* [b]: bit n set where T[b][n] is not all zero */
+  unsigned char down_from[2][DCTSIZE]; /* [b][k]: bit n set where T[b][n][k] != 0 */
 };
 
 /* dx, dy: 1 or 2, not both 1. */

@@ -30,4 +30,36 @@ static inline uint64_t nonzero_mask(const JCOEF *block) {
   return ~zero;
 }
 
+
+/* Clears every coefficient whose magnitude is at most max_zeroed[k]; bit n of the result is set
+ * when coefficient n is kept. Saturating: -32768 counts as 32767, so it is kept. */
+static inline uint64_t keep_survivors(JCOEF *block, const JCOEF *max_zeroed) {
+  uint64_t kept = 0;
+#if defined(__SSE2__)
+  __m128i z = _mm_setzero_si128();
+  int i, half;
+  for (i = 0; i < 4; i++) {
+    __m128i keep[2];
+    for (half = 0; half < 2; half++) {
+      JCOEF *at = block + 16 * i + 8 * half;
+      __m128i v = _mm_loadu_si128((const __m128i *)at);
+      __m128i magnitude = _mm_max_epi16(v, _mm_subs_epi16(z, v));
+      keep[half] = _mm_cmpgt_epi16(magnitude, _mm_loadu_si128((const __m128i *)(max_zeroed + 16 * i + 8 * half)));
+      _mm_storeu_si128((__m128i *)at, _mm_and_si128(v, keep[half]));
+    }
+    kept |= (uint64_t)(unsigned)_mm_movemask_epi8(_mm_packs_epi16(keep[0], keep[1])) << (16 * i);
+  }
+#else
+  int k;
+  for (k = 0; k < DCTSIZE2; k++) {
+    int v = block[k];
+    if ((v < 0 ? -v : v) > max_zeroed[k])
+      kept |= (uint64_t)1 << k;
+    else
+      block[k] = 0;
+  }
+#endif
+  return kept;
+}
+
 #endif

@@ -154,16 +154,29 @@ static void dest_term(j_compress_ptr cinfo) {
 #define ROUND_HALF_AWAY (0.5f + 1.0f / 1024)
 #define ROUND_HALF_DOWN (0.5f - 1.0f / 1024)
 
+/* max_zeroed[k]: the largest magnitude that the AC coefficient k rescales to 0 (-1 for the DC
+ * coefficient: it is always rescaled). A q90-q95 input's coefficients mostly fall at or under
+ * it on q50's tables, so one vector comparison per 8 coefficients clears them, and only the few
+ * that stay are rescaled one at a time (keep_survivors). */
 struct rescale_table {
   float scale[DCTSIZE2];
+  JCOEF max_zeroed[DCTSIZE2];
 };
 
 static float scale_of(unsigned q_in, unsigned q_out) { return (float)q_in / (float)q_out; }
 
+static inline int rescale(int v, float scale, float half);
+
 static void rescale_init(struct rescale_table *t, const UINT16 *q_in, const UINT16 *q_out) {
   int k;
-  for (k = 0; k < DCTSIZE2; k++)
+  for (k = 0; k < DCTSIZE2; k++) {
+    JCOEF zeroed = 0;
     t->scale[k] = scale_of(q_in[k], q_out[k]);
+    /* rescale is monotonic in the magnitude, and q_in <= q_out keeps this under 128. */
+    while (rescale(zeroed + 1, t->scale[k], ROUND_HALF_DOWN) == 0)
+      zeroed++;
+    t->max_zeroed[k] = k == 0 ? -1 : zeroed;
+  }
 }
 
 /*
@@ -208,7 +221,7 @@ static inline int rescale(int v, float scale, float half) {
  */
 static int rescale_and_count(const struct huff_stats *st, long *ac, JCOEF *block,
                              const struct rescale_table *t) {
-  uint64_t natural = nonzero_mask(block), zz = 0;
+  uint64_t natural = t != NULL ? keep_survivors(block, t->max_zeroed) : nonzero_mask(block), zz = 0;
   int byte, last = 0;
   for (byte = 0; byte < 8; byte++)
     zz |= st->zigzag_bits[byte][(natural >> (8 * byte)) & 0xFF];
@@ -219,10 +232,8 @@ static int rescale_and_count(const struct huff_stats *st, long *ac, JCOEF *block
     int k = __builtin_ctzll(zz), n = jpeg_natural_order[k], v = block[n], run, nbits;
     zz &= zz - 1;
     if (t != NULL) {
-      v = rescale(v, t->scale[n], ROUND_HALF_DOWN);
+      v = rescale(v, t->scale[n], ROUND_HALF_DOWN); /* not 0: above max_zeroed */
       block[n] = (JCOEF)v;
-      if (v == 0)
-        continue; /* part of the next run */
     }
     run = k - last - 1;
     last = k;
@@ -660,8 +671,29 @@ int imgpipe_requantize(const unsigned char *in, unsigned long in_len, int qualit
 
 void imgpipe_requantize_free(unsigned char *buffer) { free(buffer); }
 
-/* The rounding rule alone, for the tests: coefficient `v` of quantiser `q_in` on quantiser
- * `q_out`, as the DC coefficient (`dc` != 0) or an AC one. */
-int imgpipe_requantize_coefficient(int v, int q_in, int q_out, int dc) {
-  return rescale(v, scale_of((unsigned)q_in, (unsigned)q_out), dc ? ROUND_HALF_AWAY : ROUND_HALF_DOWN);
+/* The rounding rule, for the tests: each of the `count` values, as the DC coefficient
+ * (`dc` != 0) or an AC one of quantiser q_in, expressed on q_out through the path a block
+ * takes (rescale_init's thresholds, keep_survivors, rescale_and_count). */
+int imgpipe_requantize_coefficients(const int *values, int *out, int count, int q_in, int q_out, int dc) {
+  struct huff_stats *st = (struct huff_stats *)malloc(sizeof(*st));
+  struct rescale_table t;
+  UINT16 q_in_table[DCTSIZE2], q_out_table[DCTSIZE2];
+  int i, k, place = dc ? 0 : 9;
+  if (st == NULL)
+    return 0;
+  stats_init(st);
+  for (k = 0; k < DCTSIZE2; k++) {
+    q_in_table[k] = (UINT16)q_in;
+    q_out_table[k] = (UINT16)q_out;
+  }
+  rescale_init(&t, q_in_table, q_out_table);
+  for (i = 0; i < count; i++) {
+    JCOEF block[DCTSIZE2];
+    memset(block, 0, sizeof(block));
+    block[place] = (JCOEF)values[i];
+    (void)rescale_and_count(st, st->ac[0], block, &t); /* 0 when out of range; the value is written */
+    out[i] = block[place];
+  }
+  free(st);
+  return 1;
 }

@@ -43,7 +43,14 @@ unsafe extern "C" {
     ) -> c_int;
     fn imgpipe_requantize_free(buffer: *mut u8);
     #[cfg(test)]
-    fn imgpipe_requantize_coefficient(v: c_int, q_in: c_int, q_out: c_int, dc: c_int) -> c_int;
+    fn imgpipe_requantize_coefficients(
+        values: *const c_int,
+        out: *mut c_int,
+        count: c_int,
+        q_in: c_int,
+        q_out: c_int,
+        dc: c_int,
+    ) -> c_int;
 }
 
 /// A requantised JPEG and its dimensions (upright: after the orientation).
@@ -78,11 +85,17 @@ pub(super) fn requantize_with_libjpeg_stats(
     requantize_with(input, quality, orientation, 0, LIBJPEG_STATS)
 }
 
-/// The rounding rule alone: coefficient `v` of quantiser `q_in` expressed on `q_out`.
+/// The rounding rule: each coefficient of quantiser `q_in` expressed on `q_out`, as the DC
+/// coefficient or an AC one, through the path a block takes.
 #[cfg(test)]
-pub(super) fn requantize_coefficient(v: i32, q_in: i32, q_out: i32, dc: bool) -> i32 {
-    // SAFETY: pure arithmetic on its arguments.
-    unsafe { imgpipe_requantize_coefficient(v, q_in, q_out, c_int::from(dc)) }
+pub(super) fn requantize_coefficients(values: &[i32], q_in: i32, q_out: i32, dc: bool) -> Vec<i32> {
+    let mut out = vec![0; values.len()];
+    let count = c_int::try_from(values.len()).expect("a test's handful");
+    // SAFETY: both slices hold `count` values; the callee reads one and writes the other.
+    let done =
+        unsafe { imgpipe_requantize_coefficients(values.as_ptr(), out.as_mut_ptr(), count, q_in, q_out, c_int::from(dc)) };
+    assert_eq!(done, 1, "out of memory");
+    out
 }
 
 fn requantize_with(
