@@ -6,11 +6,16 @@
  * one halved axis, output sample i (of 8) is the mean of input samples 2i and 2i + 1 of the 16
  * that two neighbouring input blocks hold: output samples 0-3 come from the first block, 4-7
  * from the second. So the output's coefficients are T_0 X_0 + T_1 X_1 with T_b = C A_b C^T, A_b
- * the 8x8 averaging matrix of block b. In two dimensions the map of input block (row j, column
- * i) is T_j (vertically) and T_i (horizontally); a kept axis uses the identity. Applied one
- * axis at a time: each non-zero input coefficient adds a multiple of one 8-wide row of T_i to
- * its row, then each row that is not zero adds multiples of itself to the output rows T_j sends
- * it to. No IDCT, no FDCT, no colour conversion.
+ * the 8x8 averaging matrix of block b. The second block's averaging is the first's mirrored,
+ * and mirroring negates a block's odd frequencies, so T_1[k][n] = (-1)^(k + n) T_0[k][n]:
+ *
+ *   out[k] = sum_n T_0[k][n] (X_0[n] + (-1)^(k + n) X_1[n]),
+ *
+ * one product per pair of input coefficients, and T_0's even rows have at most two entries that
+ * are not zero (35 of its 64 are not). In two dimensions the axes are halved one after the
+ * other, rows of 8 coefficients at a time: down the columns (each row a vector), then across
+ * (the blocks transposed, and back). A kept axis is left as it is. No IDCT, no FDCT, no colour
+ * conversion.
  *
  * The same mean as libjpeg's encoder takes (h2v2_downsample, h2v1_downsample), without its
  * rounding of each sample to an integer: the output is what decode + encode gives, less the
@@ -47,134 +52,159 @@ static void multiply(double out[DCTSIZE][DCTSIZE], double a[DCTSIZE][DCTSIZE], d
     }
 }
 
-/* T_b for a halved axis (b = 0, 1), or the identity (b = -1), as T[out][in]. */
-static void axis_map(double T[DCTSIZE][DCTSIZE], int b) {
+/* T_0, as T[out][in]. */
+static void first_block_map(double T[DCTSIZE][DCTSIZE]) {
   double C[DCTSIZE][DCTSIZE], A[DCTSIZE][DCTSIZE], CA[DCTSIZE][DCTSIZE];
   int k, x, i;
-  memset(T, 0, sizeof(double) * DCTSIZE2);
-  if (b < 0) {
-    for (k = 0; k < DCTSIZE; k++)
-      T[k][k] = 1.0;
-    return;
-  }
   for (k = 0; k < DCTSIZE; k++)
     for (x = 0; x < DCTSIZE; x++)
       C[k][x] = (k == 0 ? 0.35355339059327376220 : 0.5) * cos_pi16((2 * x + 1) * k);
   memset(A, 0, sizeof(A));
   for (i = 0; i < DCTSIZE / 2; i++) {
-    A[4 * b + i][2 * i] = 0.5;
-    A[4 * b + i][2 * i + 1] = 0.5;
+    A[i][2 * i] = 0.5;
+    A[i][2 * i + 1] = 0.5;
   }
   multiply(CA, C, A, 0); /* T = C A C^T */
   multiply(T, CA, C, 1);
 }
 
-/* T stored [b][n][k] (transposed), or the identity on a kept axis (only b = 0 used), and for
- * each (b, k) the bits of the n that reach k. About a third of a halving map's entries are zero
- * (input coefficient 4 reaches nothing); those the cosines' rounding leaves at 1e-17 are made
- * exactly zero, so that skipping every zero entry changes no sum. */
-static void axis_maps(float maps[2][DCTSIZE][DCTSIZE], unsigned char from[2][DCTSIZE], int halved) {
-  double T[DCTSIZE][DCTSIZE];
-  int b, n, k;
-  memset(from, 0, 2 * DCTSIZE);
-  for (b = 0; b < 2; b++) {
-    axis_map(T, halved ? b : -1);
-    for (n = 0; n < DCTSIZE; n++)
-      for (k = 0; k < DCTSIZE; k++) {
-        maps[b][n][k] = fabs(T[k][n]) < 1e-12 ? 0.0f : (float)T[k][n];
-        if (maps[b][n][k] != 0.0f)
-          from[b][k] |= (unsigned char)(1 << n);
-      }
-  }
-}
-
 void chroma_downsampler_init(struct chroma_downsampler *ds, int dx, int dy) {
-  unsigned char across_from[2][DCTSIZE];
-  int b, k;
+  double T[DCTSIZE][DCTSIZE];
+  int k, n;
   ds->dx = dx;
   ds->dy = dy;
-  axis_maps(ds->across, across_from, dx == 2);
-  axis_maps(ds->down, ds->down_from, dy == 2);
-  for (b = 0; b < 2; b++) {
-    ds->across_used[b] = 0;
-    for (k = 0; k < DCTSIZE; k++)
-      ds->across_used[b] |= across_from[b][k];
+  first_block_map(T);
+  for (k = 0; k < DCTSIZE; k++) {
+    ds->half_from[k] = 0;
+    for (n = 0; n < DCTSIZE; n++) {
+      /* Entries the cosines' rounding leaves at 1e-17 are zero: skipped. */
+      ds->half[k][n] = fabs(T[k][n]) < 1e-12 ? 0.0f : (float)T[k][n];
+      if (ds->half[k][n] != 0.0f)
+        ds->half_from[k] |= (unsigned char)(1 << n);
+    }
   }
 }
 
-/* Eight floats, a row of a block, as two vectors of four (GCC's vector extension: SSE2 on
- * x86-64, NEON on arm64), so that a sum stays in registers: a float array summed one
- * coefficient at a time waited on a store and a load per coefficient. Each lane is still a
- * multiply and then an add (-ffp-contract=off), the same arithmetic on both machines. */
+/* A row of 8 coefficients as two vectors of four (GCC's vector extension: SSE2 on x86-64, NEON
+ * on arm64). Each lane is a multiply and then an add (-ffp-contract=off): the same arithmetic on
+ * both machines. */
 typedef float float4 __attribute__((vector_size(4 * sizeof(float))));
 typedef int int4 __attribute__((vector_size(4 * sizeof(int))));
 struct row8 {
   float4 lo, hi;
 };
 
-/* sum += value * map[0..8] */
-static inline void add_scaled(struct row8 *sum, float value, const float *map) {
-  float4 lo, hi;
-  memcpy(&lo, map, sizeof(lo));
-  memcpy(&hi, map + 4, sizeof(hi));
-  sum->lo += value * lo;
-  sum->hi += value * hi;
+/* out = the halving of the axis the rows are stacked on, `first` the top (or left) block. Bit n
+ * of `used` is set where row n of either input may be other than zero; the other rows are
+ * skipped (adding a product with zero would change no sum). */
+static void halve(const struct chroma_downsampler *ds, const struct row8 first[DCTSIZE],
+                  const struct row8 second[DCTSIZE], unsigned used, struct row8 out[DCTSIZE]) {
+  /* What even outputs take of input n, X_0[n] + (-1)^n X_1[n], and odd ones, X_0[n] - (-1)^n X_1[n]. */
+  struct row8 even[DCTSIZE], odd[DCTSIZE];
+  unsigned rows = used;
+  int n, k;
+  while (rows) {
+    struct row8 sum, difference;
+    n = __builtin_ctz(rows);
+    rows &= rows - 1;
+    sum.lo = first[n].lo + second[n].lo;
+    sum.hi = first[n].hi + second[n].hi;
+    difference.lo = first[n].lo - second[n].lo;
+    difference.hi = first[n].hi - second[n].hi;
+    even[n] = n & 1 ? difference : sum;
+    odd[n] = n & 1 ? sum : difference;
+  }
+  for (k = 0; k < DCTSIZE; k++) {
+    const struct row8 *from = k & 1 ? odd : even;
+    struct row8 sum = {{0, 0, 0, 0}, {0, 0, 0, 0}};
+    unsigned inputs = ds->half_from[k] & used;
+    while (inputs) {
+      n = __builtin_ctz(inputs);
+      inputs &= inputs - 1;
+      sum.lo += ds->half[k][n] * from[n].lo;
+      sum.hi += ds->half[k][n] * from[n].hi;
+    }
+    out[k] = sum;
+  }
+}
+
+/* A 4x4 transpose of the rows a, b, c, d. */
+static void transpose_quarter(float4 a, float4 b, float4 c, float4 d, float4 out[4]) {
+  float4 ab_low = __builtin_shufflevector(a, b, 0, 4, 1, 5), ab_high = __builtin_shufflevector(a, b, 2, 6, 3, 7);
+  float4 cd_low = __builtin_shufflevector(c, d, 0, 4, 1, 5), cd_high = __builtin_shufflevector(c, d, 2, 6, 3, 7);
+  out[0] = __builtin_shufflevector(ab_low, cd_low, 0, 1, 4, 5);
+  out[1] = __builtin_shufflevector(ab_low, cd_low, 2, 3, 6, 7);
+  out[2] = __builtin_shufflevector(ab_high, cd_high, 0, 1, 4, 5);
+  out[3] = __builtin_shufflevector(ab_high, cd_high, 2, 3, 6, 7);
+}
+
+/* 8x8: each quarter transposed, the off-diagonal ones swapped. */
+static void transpose(const struct row8 in[DCTSIZE], struct row8 out[DCTSIZE]) {
+  float4 quarter[4];
+  int half, i;
+  for (half = 0; half < 2; half++) {
+    const struct row8 *rows = in + 4 * half;
+    transpose_quarter(rows[0].lo, rows[1].lo, rows[2].lo, rows[3].lo, quarter);
+    for (i = 0; i < 4; i++)
+      half ? (out[i].hi = quarter[i]) : (out[i].lo = quarter[i]);
+    transpose_quarter(rows[0].hi, rows[1].hi, rows[2].hi, rows[3].hi, quarter);
+    for (i = 0; i < 4; i++)
+      half ? (out[4 + i].hi = quarter[i]) : (out[4 + i].lo = quarter[i]);
+  }
+}
+
+/* The block's coefficients times their quantisers, row by row; bit v of the result is set
+ * where row v is not zero, bit 8 + c where column c is not. */
+static unsigned dequantize(const JCOEF *block, const float *q, struct row8 rows[DCTSIZE]) {
+  uint64_t nonzero = nonzero_mask(block);
+  unsigned used = 0, columns = 0;
+  int v;
+  for (v = 0; v < DCTSIZE; v++) {
+    const JCOEF *c = block + DCTSIZE * v;
+    unsigned row = (unsigned)(nonzero >> (DCTSIZE * v)) & 0xFF;
+    if (row) {
+      int4 lo = {c[0], c[1], c[2], c[3]}, hi = {c[4], c[5], c[6], c[7]};
+      float4 q_lo, q_hi;
+      memcpy(&q_lo, q + DCTSIZE * v, sizeof(q_lo));
+      memcpy(&q_hi, q + DCTSIZE * v + 4, sizeof(q_hi));
+      rows[v].lo = __builtin_convertvector(lo, float4) * q_lo;
+      rows[v].hi = __builtin_convertvector(hi, float4) * q_hi;
+      used |= 1u << v;
+      columns |= row;
+    } else
+      rows[v].lo = rows[v].hi = (float4){0, 0, 0, 0};
+  }
+  return used | columns << DCTSIZE;
 }
 
 void chroma_downsample_block(const struct chroma_downsampler *ds, JCOEF *const in[4], const float *q_in,
                              const float *inverse_q_out, JCOEF *out) {
-  /* rows[j][v]: row v of input block row j after the horizontal pass (8 output columns), where
-   * bit v of used[j] is set; the other rows are zero. */
-  struct row8 rows[2][DCTSIZE];
+  struct row8 blocks[4][DCTSIZE], down[2][DCTSIZE], across[2][DCTSIZE], halved[DCTSIZE], result[DCTSIZE];
+  const struct row8 *columns[2];
+  unsigned used[4], used_columns = 0;
   float acc[DCTSIZE2], magnitude[DCTSIZE2];
-  int used[2] = {0, 0}, i, j, v, r, k;
-  for (j = 0; j < ds->dy; j++) {
-    uint64_t nonzero[2];
-    for (i = 0; i < ds->dx; i++)
-      nonzero[i] = nonzero_mask(in[j * ds->dx + i]);
-    for (v = 0; v < DCTSIZE; v++) {
-      struct row8 sum = {{0, 0, 0, 0}, {0, 0, 0, 0}};
-      unsigned any = 0;
-      for (i = 0; i < ds->dx; i++) {
-        const JCOEF *row = in[j * ds->dx + i] + DCTSIZE * v;
-        unsigned columns = (unsigned)(nonzero[i] >> (DCTSIZE * v)) & ds->across_used[i];
-        any |= columns;
-        if (ds->dx == 1 && columns) {
-          /* Kept horizontally: the row itself, times its quantisers. */
-          int4 lo = {row[0], row[1], row[2], row[3]}, hi = {row[4], row[5], row[6], row[7]};
-          float4 q_lo, q_hi;
-          memcpy(&q_lo, q_in + DCTSIZE * v, sizeof(q_lo));
-          memcpy(&q_hi, q_in + DCTSIZE * v + 4, sizeof(q_hi));
-          sum.lo = __builtin_convertvector(lo, float4) * q_lo;
-          sum.hi = __builtin_convertvector(hi, float4) * q_hi;
-          break;
-        }
-        while (columns) {
-          int n = __builtin_ctz(columns);
-          columns &= columns - 1;
-          add_scaled(&sum, (float)row[n] * q_in[DCTSIZE * v + n], ds->across[i][n]);
-        }
-      }
-      if (any) {
-        rows[j][v] = sum;
-        used[j] |= 1 << v;
-      }
-    }
+  int b, i, k;
+  for (b = 0; b < ds->dx * ds->dy; b++) {
+    used[b] = dequantize(in[b], q_in, blocks[b]);
+    used_columns |= used[b] >> DCTSIZE;
   }
-  /* Vertical pass over the rows that are not zero (a kept axis: the identity). */
-  for (r = 0; r < DCTSIZE; r++) {
-    struct row8 sum = {{0, 0, 0, 0}, {0, 0, 0, 0}};
-    for (j = 0; j < ds->dy; j++) {
-      unsigned from = (unsigned)used[j] & ds->down_from[j][r];
-      while (from) {
-        v = __builtin_ctz(from);
-        from &= from - 1;
-        sum.lo += ds->down[j][v][r] * rows[j][v].lo;
-        sum.hi += ds->down[j][v][r] * rows[j][v].hi;
-      }
-    }
-    memcpy(acc + DCTSIZE * r, &sum.lo, sizeof(sum.lo));
-    memcpy(acc + DCTSIZE * r + 4, &sum.hi, sizeof(sum.hi));
+  /* Down: the top and bottom block of each column of blocks. A column stays zero down the way. */
+  for (i = 0; i < ds->dx; i++) {
+    if (ds->dy == 2)
+      halve(ds, blocks[i], blocks[ds->dx + i], (used[i] | used[ds->dx + i]) & 0xFF, down[i]);
+    columns[i] = ds->dy == 2 ? down[i] : blocks[i];
+  }
+  /* Across: the left and right result, transposed so that their columns are rows. */
+  if (ds->dx == 2) {
+    transpose(columns[0], across[0]);
+    transpose(columns[1], across[1]);
+    halve(ds, across[0], across[1], used_columns, halved);
+    transpose(halved, result);
+  } else
+    memcpy(result, columns[0], sizeof(result));
+  for (k = 0; k < DCTSIZE; k++) {
+    memcpy(acc + DCTSIZE * k, &result[k].lo, sizeof(result[k].lo));
+    memcpy(acc + DCTSIZE * k + 4, &result[k].hi, sizeof(result[k].hi));
   }
   /* Two loops the compiler vectorises: magnitudes, then truncation with the sign back. */
   for (k = 0; k < DCTSIZE2; k++) {

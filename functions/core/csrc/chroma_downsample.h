@@ -12,15 +12,13 @@
 
 #include "jpeglib.h"
 
-/* The linear map on each axis: output coefficient k of an 8-point row or column gets
- * value * T[b][n][k] from coefficient n of input block b (0: the first, left or top; 1: the
- * second); the identity on a kept axis. Stored [b][n][k] so that one input coefficient's
- * contributions are contiguous. */
+/* T_0 of a halved axis (chroma_downsample.c): half[k][n] takes input coefficient n of the first
+ * (top or left) block to output coefficient k; bit n of half_from[k] is set where it is not
+ * zero. The second block's map follows from it. */
 struct chroma_downsampler {
   int dx, dy; /* 2 where that axis is halved, 1 where it is kept */
-  float across[2][DCTSIZE][DCTSIZE], down[2][DCTSIZE][DCTSIZE];
-  unsigned char across_used[2];        /* [b]: bit n set where T[b][n] is not all zero */
-  unsigned char down_from[2][DCTSIZE]; /* [b][k]: bit n set where T[b][n][k] != 0 */
+  float half[DCTSIZE][DCTSIZE];
+  unsigned char half_from[DCTSIZE];
 };
 
 /* dx, dy: 1 or 2, not both 1. */

@@ -279,9 +279,9 @@ static const struct orientation ORIENTATIONS[9] = {
     {0, 0, 0}, {0, 0, 0}, {0, 1, 0}, {0, 1, 1}, {0, 0, 1}, {1, 0, 0}, {1, 1, 0}, {1, 1, 1}, {1, 0, 1},
 };
 
-/* out[k] = sign[k] * in[from[k]]: one block under an orientation. */
+/* out[to[n]] = sign[n] * in[n]: one block under an orientation. */
 struct block_transform {
-  unsigned char from[DCTSIZE2];
+  unsigned char to[DCTSIZE2];
   signed char sign[DCTSIZE2];
 };
 
@@ -289,16 +289,33 @@ static void block_transform_init(struct block_transform *bt, const struct orient
   int v, u;
   for (v = 0; v < DCTSIZE; v++)
     for (u = 0; u < DCTSIZE; u++) {
-      int k = v * DCTSIZE + u, negate = (o->flip_x && (u & 1)) ^ (o->flip_y && (v & 1));
-      bt->from[k] = (unsigned char)(o->transpose ? u * DCTSIZE + v : k);
-      bt->sign[k] = (signed char)(negate ? -1 : 1);
+      /* (u, v): the place in the output block, after the transpose */
+      int k = v * DCTSIZE + u, n = o->transpose ? u * DCTSIZE + v : k;
+      bt->to[n] = (unsigned char)k;
+      bt->sign[n] = (signed char)((o->flip_x && (u & 1)) ^ (o->flip_y && (v & 1)) ? -1 : 1);
     }
 }
 
-static void transform_block(const struct block_transform *bt, const JCOEF *in, JCOEF *out) {
-  int k;
-  for (k = 0; k < DCTSIZE2; k++)
-    out[k] = (JCOEF)(bt->sign[k] * in[bt->from[k]]);
+/*
+ * Turns the input block into `out`, rescaling it first when `t` is given (in the input's order:
+ * each coefficient's input quantiser over the output quantiser of its new place). Only the
+ * coefficients that stay are moved: a q90-q95 block keeps a few of its dozens on q50's tables,
+ * so the turn costs little more than the upright walk. `in` may be cleared.
+ */
+static void turn_block(const struct block_transform *bt, JCOEF *in, JCOEF *out, const struct rescale_table *t) {
+  uint64_t kept = t != NULL ? keep_survivors(in, t->max_zeroed) : nonzero_mask(in);
+  memset(out, 0, DCTSIZE2 * sizeof(JCOEF));
+  if (t != NULL && (kept & 1)) {
+    out[0] = (JCOEF)rescale(in[0], t->scale[0], ROUND_HALF_AWAY); /* DC: in place, never negated */
+    kept &= ~(uint64_t)1;
+  }
+  while (kept) {
+    int n = __builtin_ctzll(kept), v = in[n];
+    kept &= kept - 1;
+    if (t != NULL)
+      v = rescale(v, t->scale[n], ROUND_HALF_DOWN);
+    out[bt->to[n]] = (JCOEF)(bt->sign[n] * v);
+  }
 }
 
 /* The output's shape: upright, grayscale or 4:2:0. */
@@ -397,18 +414,19 @@ static int build_component(struct imgpipe_ctx *ctx, const struct layout *l, int 
   struct rescale_table table;
   struct block_transform bt;
   /* The tables are not symmetric: a transposed coefficient keeps its input quantiser and takes
-   * the output quantiser of its new place. Halved chroma is quantised before it is turned, so
-   * on the output quantisers of the places it will go to. */
-  UINT16 q_in_turned[DCTSIZE2];
+   * the output quantiser of its new place. So the tables are taken in the input's order: each
+   * coefficient rescaled (or halved chroma quantised) before it is turned, on the output
+   * quantiser of the place it will go to. */
+  UINT16 q_out_unturned[DCTSIZE2];
   float q_in_float[DCTSIZE2], inverse_q_out_unturned[DCTSIZE2];
   block_transform_init(&bt, o);
   for (k = 0; k < DCTSIZE2; k++) {
-    q_in_turned[k] = q_in[bt.from[k]];
+    q_out_unturned[k] = q_out[bt.to[k]];
     q_in_float[k] = (float)q_in[k];
-    inverse_q_out_unturned[bt.from[k]] = 1.0f / (float)q_out[k];
-    same &= q_in_turned[k] == q_out[k];
+    inverse_q_out_unturned[k] = 1.0f / (float)q_out_unturned[k];
+    same &= q_in[k] == q_out_unturned[k];
   }
-  rescale_init(&table, q_in_turned, q_out);
+  rescale_init(&table, q_in, q_out_unturned);
   if (halved)
     chroma_downsampler_init(&ctx->downsampler, l->dx, l->dy);
   for (ty = 0; ty < height; ty += TILE)
@@ -431,12 +449,15 @@ static int build_component(struct imgpipe_ctx *ctx, const struct layout *l, int 
             chroma_downsample_block(&ctx->downsampler, group, q_in_float, inverse_q_out_unturned,
                                     turned ? unturned : block);
             if (turned)
-              transform_block(&bt, unturned, block);
+              turn_block(&bt, unturned, block, NULL);
+            if (!rescale_and_count(&ctx->stats, ac, block, NULL))
+              return 0;
+          } else if (turned) {
+            turn_block(&bt, in_rows[sy][sx], block, same ? NULL : &table);
             if (!rescale_and_count(&ctx->stats, ac, block, NULL))
               return 0;
           } else {
-            if (turned)
-              transform_block(&bt, in_rows[sy][sx], block); /* else block is the input's */
+            /* block is the input's */
             if (!rescale_and_count(&ctx->stats, ac, block, same ? NULL : &table))
               return 0;
           }
