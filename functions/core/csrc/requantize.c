@@ -165,14 +165,20 @@ struct rescale_table {
 
 static float scale_of(unsigned q_in, unsigned q_out) { return (float)q_in / (float)q_out; }
 
-static inline int rescale(int v, float scale, float half);
+/* One coefficient to the new table, `half` being ROUND_HALF_AWAY or ROUND_HALF_DOWN (above). */
+static inline int rescale(int v, float scale, float half) {
+  int sign = v >> 31; /* 0 or -1 */
+  float magnitude = (float)((v ^ sign) - sign) * scale + half;
+  int out = (int)(magnitude < 32767.0f ? magnitude : 32767.0f);
+  return (out ^ sign) - sign;
+}
 
 static void rescale_init(struct rescale_table *t, const UINT16 *q_in, const UINT16 *q_out) {
   int k;
   for (k = 0; k < DCTSIZE2; k++) {
     JCOEF zeroed = 0;
     t->scale[k] = scale_of(q_in[k], q_out[k]);
-    /* rescale is monotonic in the magnitude, and q_in <= q_out keeps this under 128. */
+    /* rescale is monotonic in the magnitude; this ends by q_out / (2 q_in), under 128. */
     while (rescale(zeroed + 1, t->scale[k], ROUND_HALF_DOWN) == 0)
       zeroed++;
     t->max_zeroed[k] = k == 0 ? -1 : zeroed;
@@ -204,14 +210,6 @@ static void stats_init(struct huff_stats *st) {
 }
 
 static int bit_length(unsigned value) { return value ? 32 - __builtin_clz(value) : 0; }
-
-/* One coefficient to the new table, `half` being ROUND_HALF_AWAY or ROUND_HALF_DOWN (above). */
-static inline int rescale(int v, float scale, float half) {
-  int sign = v >> 31; /* 0 or -1 */
-  float magnitude = (float)((v ^ sign) - sign) * scale + half;
-  int out = (int)(magnitude < 32767.0f ? magnitude : 32767.0f);
-  return (out ^ sign) - sign;
-}
 
 /*
  * Rescales a block in place (unless `t` is NULL: the tables are the same) and counts its AC
