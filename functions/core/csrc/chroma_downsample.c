@@ -6,16 +6,17 @@
  * one halved axis, output sample i (of 8) is the mean of input samples 2i and 2i + 1 of the 16
  * that two neighbouring input blocks hold: output samples 0-3 come from the first block, 4-7
  * from the second. So the output's coefficients are T_0 X_0 + T_1 X_1 with T_b = C A_b C^T, A_b
- * the 8x8 averaging matrix of block b. The second block's averaging is the first's mirrored,
- * and mirroring negates a block's odd frequencies, so T_1[k][n] = (-1)^(k + n) T_0[k][n]:
+ * the 8x8 averaging matrix of block b. A shifted axis (chroma_downsample.h) is the same with
+ * A_b moving samples instead: the first block's last 4 to the front, the second's first 4 to
+ * the back. Either way the second block's A is the first's mirrored, and mirroring negates a
+ * block's odd frequencies, so T_1[k][n] = (-1)^(k + n) T_0[k][n]:
  *
  *   out[k] = sum_n T_0[k][n] (X_0[n] + (-1)^(k + n) X_1[n]),
  *
- * one product per pair of input coefficients, and T_0's even rows have at most two entries that
- * are not zero (35 of its 64 are not). In two dimensions the axes are halved one after the
- * other, rows of 8 coefficients at a time: down the columns (each row a vector), then across
- * (the blocks transposed, and back). A kept axis is left as it is. No IDCT, no FDCT, no colour
- * conversion.
+ * one product per pair of input coefficients (and a halving's T_0 has 35 entries of 64 that
+ * are not zero). In two dimensions the axes are mapped one after the other, rows of 8
+ * coefficients at a time: down the columns (each row a vector), then across (the blocks
+ * transposed, and back). A kept axis is left as it is. No IDCT, no FDCT, no colour conversion.
  *
  * The same mean as libjpeg's encoder takes (h2v2_downsample, h2v1_downsample), without its
  * rounding of each sample to an integer: the output is what decode + encode gives, less the
@@ -52,8 +53,9 @@ static void multiply(double out[DCTSIZE][DCTSIZE], double a[DCTSIZE][DCTSIZE], d
     }
 }
 
-/* T_0, as T[out][in]. */
-static void first_block_map(double T[DCTSIZE][DCTSIZE]) {
+/* T_0 of a halved or shifted axis, as T[out][in]: C A C^T, A the first block's samples' part
+ * in the output's (their means, or the last 4 of them moved to the front). */
+static void first_block_map(double T[DCTSIZE][DCTSIZE], int kind) {
   double C[DCTSIZE][DCTSIZE], A[DCTSIZE][DCTSIZE], CA[DCTSIZE][DCTSIZE];
   int k, x, i;
   for (k = 0; k < DCTSIZE; k++)
@@ -61,28 +63,37 @@ static void first_block_map(double T[DCTSIZE][DCTSIZE]) {
       C[k][x] = (k == 0 ? 0.35355339059327376220 : 0.5) * cos_pi16((2 * x + 1) * k);
   memset(A, 0, sizeof(A));
   for (i = 0; i < DCTSIZE / 2; i++) {
-    A[i][2 * i] = 0.5;
-    A[i][2 * i + 1] = 0.5;
+    if (kind == CHROMA_HALVE) {
+      A[i][2 * i] = 0.5;
+      A[i][2 * i + 1] = 0.5;
+    } else
+      A[i][DCTSIZE / 2 + i] = 1.0;
   }
   multiply(CA, C, A, 0); /* T = C A C^T */
   multiply(T, CA, C, 1);
 }
 
-void chroma_downsampler_init(struct chroma_downsampler *ds, int dx, int dy) {
+static void axis_init(struct chroma_axis *axis, int kind) {
   double T[DCTSIZE][DCTSIZE];
   int k, n;
-  ds->dx = dx;
-  ds->dy = dy;
-  first_block_map(T);
+  axis->blocks = kind == CHROMA_KEEP ? 1 : 2;
+  if (kind == CHROMA_KEEP)
+    return;
+  first_block_map(T, kind);
   for (k = 0; k < DCTSIZE; k++) {
-    ds->half_from[k] = 0;
+    axis->from[k] = 0;
     for (n = 0; n < DCTSIZE; n++) {
       /* Entries the cosines' rounding leaves at 1e-17 are zero: skipped. */
-      ds->half[k][n] = fabs(T[k][n]) < 1e-12 ? 0.0f : (float)T[k][n];
-      if (ds->half[k][n] != 0.0f)
-        ds->half_from[k] |= (unsigned char)(1 << n);
+      axis->t0[k][n] = fabs(T[k][n]) < 1e-12 ? 0.0f : (float)T[k][n];
+      if (axis->t0[k][n] != 0.0f)
+        axis->from[k] |= (unsigned char)(1 << n);
     }
   }
+}
+
+void chroma_downsampler_init(struct chroma_downsampler *ds, int across, int down) {
+  axis_init(&ds->across, across);
+  axis_init(&ds->down, down);
 }
 
 /* A row of 8 coefficients as two vectors of four (GCC's vector extension: SSE2 on x86-64, NEON
@@ -94,11 +105,11 @@ struct row8 {
   float4 lo, hi;
 };
 
-/* out = the halving of the axis the rows are stacked on, `first` the top (or left) block. Bit n
- * of `used` is set where row n of either input may be other than zero; the other rows are
- * skipped (adding a product with zero would change no sum). */
-static void halve(const struct chroma_downsampler *ds, const struct row8 first[DCTSIZE],
-                  const struct row8 second[DCTSIZE], unsigned used, struct row8 out[DCTSIZE]) {
+/* out = the map of the axis the rows are stacked on, `first` the top (or left) block. Bit n of
+ * `used` is set where row n of either input may be other than zero; the other rows are skipped
+ * (adding a product with zero would change no sum). */
+static void pair(const struct chroma_axis *axis, const struct row8 first[DCTSIZE],
+                 const struct row8 second[DCTSIZE], unsigned used, struct row8 out[DCTSIZE]) {
   /* What even outputs take of input n, X_0[n] + (-1)^n X_1[n], and odd ones, X_0[n] - (-1)^n X_1[n]. */
   struct row8 even[DCTSIZE], odd[DCTSIZE];
   unsigned rows = used;
@@ -117,12 +128,12 @@ static void halve(const struct chroma_downsampler *ds, const struct row8 first[D
   for (k = 0; k < DCTSIZE; k++) {
     const struct row8 *from = k & 1 ? odd : even;
     struct row8 sum = {{0, 0, 0, 0}, {0, 0, 0, 0}};
-    unsigned inputs = ds->half_from[k] & used;
+    unsigned inputs = axis->from[k] & used;
     while (inputs) {
       n = __builtin_ctz(inputs);
       inputs &= inputs - 1;
-      sum.lo += ds->half[k][n] * from[n].lo;
-      sum.hi += ds->half[k][n] * from[n].hi;
+      sum.lo += axis->t0[k][n] * from[n].lo;
+      sum.hi += axis->t0[k][n] * from[n].hi;
     }
     out[k] = sum;
   }
@@ -179,27 +190,27 @@ static unsigned dequantize(const JCOEF *block, const float *q, struct row8 rows[
 
 void chroma_downsample_block(const struct chroma_downsampler *ds, JCOEF *const in[4], const float *q_in,
                              const float *inverse_q_out, JCOEF *out) {
-  struct row8 blocks[4][DCTSIZE], down[2][DCTSIZE], across[2][DCTSIZE], halved[DCTSIZE], result[DCTSIZE];
+  struct row8 blocks[4][DCTSIZE], down[2][DCTSIZE], across[2][DCTSIZE], paired[DCTSIZE], result[DCTSIZE];
   const struct row8 *columns[2];
   unsigned used[4], used_columns = 0;
   float acc[DCTSIZE2], magnitude[DCTSIZE2];
-  int b, i, k;
-  for (b = 0; b < ds->dx * ds->dy; b++) {
+  int nx = ds->across.blocks, ny = ds->down.blocks, b, i, k;
+  for (b = 0; b < nx * ny; b++) {
     used[b] = dequantize(in[b], q_in, blocks[b]);
     used_columns |= used[b] >> DCTSIZE;
   }
   /* Down: the top and bottom block of each column of blocks. A column stays zero down the way. */
-  for (i = 0; i < ds->dx; i++) {
-    if (ds->dy == 2)
-      halve(ds, blocks[i], blocks[ds->dx + i], (used[i] | used[ds->dx + i]) & 0xFF, down[i]);
-    columns[i] = ds->dy == 2 ? down[i] : blocks[i];
+  for (i = 0; i < nx; i++) {
+    if (ny == 2)
+      pair(&ds->down, blocks[i], blocks[nx + i], (used[i] | used[nx + i]) & 0xFF, down[i]);
+    columns[i] = ny == 2 ? down[i] : blocks[i];
   }
   /* Across: the left and right result, transposed so that their columns are rows. */
-  if (ds->dx == 2) {
+  if (nx == 2) {
     transpose(columns[0], across[0]);
     transpose(columns[1], across[1]);
-    halve(ds, across[0], across[1], used_columns, halved);
-    transpose(halved, result);
+    pair(&ds->across, across[0], across[1], used_columns, paired);
+    transpose(paired, result);
   } else
     memcpy(result, columns[0], sizeof(result));
   for (k = 0; k < DCTSIZE; k++) {

@@ -7,12 +7,13 @@
  * The output is what decode + encode would write: q50 tables, 4:2:0 (or grayscale), upright.
  * Inputs: 8-bit grayscale or YCbCr (also as an Adobe marker with transform 1 declares it) at
  * 4:2:0, 4:2:2, 4:4:0 or 4:4:4, Huffman baseline/extended/progressive, every quantiser no
- * coarser than the target's (else the output would claim more precision than the input has). Chroma at more than 4:2:0 is
- * halved in the DCT domain (chroma_downsample.c); an EXIF orientation is applied to the blocks
- * and their coefficients, as jpegtran's lossless transforms do (plan_layout says when that is
- * exact). Everything else returns IMGPIPE_RQ_NOT_APPLICABLE and the caller decodes and
- * re-encodes. No marker of the input is copied (EXIF, ICC, comments): the output has a JFIF
- * header only.
+ * coarser than the target's (else the output would claim more precision than the input has).
+ * Chroma at more than 4:2:0 is halved in the DCT domain (chroma_downsample.c); an EXIF
+ * orientation is applied to the blocks and their coefficients, as jpegtran's lossless
+ * transforms do (plan_layout says when that is exact; chroma half a block off the mirrored grid
+ * is shifted, like the halving). Everything else returns IMGPIPE_RQ_NOT_APPLICABLE and the
+ * caller decodes and re-encodes. No marker of the input is copied (EXIF, ICC, comments): the
+ * output has a JFIF header only.
  *
  * libjpeg reports errors by calling error_exit, which would exit(); ours longjmps back here.
  */
@@ -320,6 +321,9 @@ static void turn_block(const struct block_transform *bt, JCOEF *in, JCOEF *out, 
 struct layout {
   int components;
   int dx, dy; /* input chroma blocks per output chroma block, across and down (1 or 2) */
+  /* Colour, a mirrored side 8 pixels off a whole MCU (the output's x, y): its chroma blocks
+   * start half a block into the input's (see plan_layout) */
+  int shift_x, shift_y;
   int upright;     /* orientation 1: every output block is written over an input block (see build_component) */
   int input_arrays; /* upright 4:2:0 or gray: the input's arrays have the output's shape and are written */
   struct orientation orientation;
@@ -335,10 +339,12 @@ static JDIMENSION blocks_for(JDIMENSION pixels, int pixels_per_block) {
 /*
  * The layout for an input header, or 0 when requantisation does not apply to it. Applies to
  * 8-bit Huffman-coded grayscale and YCbCr with full-size luma and chroma at 1x1 (4:2:0, 4:2:2,
- * 4:4:0, 4:4:4). Mirroring an axis is exact only when the output's size on it
- * is a whole number of MCUs (16 pixels in colour, 8 in gray): a partial edge MCU would move to
- * the other side with its padding. Such files go through decode + encode (measured in
- * docs/performance.md: how often phone sizes are affected).
+ * 4:4:0, 4:4:4). Mirroring an axis is exact only when the output's size on it is a whole number
+ * of blocks (8 pixels): a partial edge block would move to the other side with its padding.
+ * Such files go through decode + encode (measured in docs/performance.md: how often phone sizes
+ * are affected). In colour a mirrored side may be 8 pixels off a whole MCU, as 3000 of a
+ * 4000x3000 phone photo is: its luma is whole blocks, and its chroma, 4 pixels off whole blocks,
+ * starts half a chroma block into the input's once mirrored (shift_x, shift_y; build_component).
  */
 static int plan_layout(j_decompress_ptr src, int orientation, struct layout *l) {
   jpeg_component_info *c = src->comp_info;
@@ -347,7 +353,7 @@ static int plan_layout(j_decompress_ptr src, int orientation, struct layout *l) 
             (c[0].h_samp_factor == 1 || c[0].h_samp_factor == 2) &&
             (c[0].v_samp_factor == 1 || c[0].v_samp_factor == 2) && c[1].h_samp_factor == 1 &&
             c[1].v_samp_factor == 1 && c[2].h_samp_factor == 1 && c[2].v_samp_factor == 1;
-  int mcu = gray ? DCTSIZE : 2 * DCTSIZE, ci;
+  int ci;
   /* The colour space is libjpeg's reading of the header: an Adobe marker with transform 1 (as
    * Photoshop writes YCbCr) gives YCbCr, transform 0 RGB (refused, like CMYK and YCCK). */
   if (!(gray || ycc) || src->data_precision != 8 || src->arith_code || orientation < 1 || orientation > 8)
@@ -360,8 +366,10 @@ static int plan_layout(j_decompress_ptr src, int orientation, struct layout *l) 
   l->input_arrays = l->upright && l->dx == 1 && l->dy == 1;
   l->width = l->orientation.transpose ? src->image_height : src->image_width;
   l->height = l->orientation.transpose ? src->image_width : src->image_height;
-  if ((l->orientation.flip_x && l->width % (JDIMENSION)mcu) || (l->orientation.flip_y && l->height % (JDIMENSION)mcu))
+  if ((l->orientation.flip_x && l->width % DCTSIZE) || (l->orientation.flip_y && l->height % DCTSIZE))
     return 0;
+  l->shift_x = !gray && l->orientation.flip_x && l->width % (2 * DCTSIZE) != 0;
+  l->shift_y = !gray && l->orientation.flip_y && l->height % (2 * DCTSIZE) != 0;
   for (ci = 0; ci < l->components; ci++) {
     int pixels_per_block = ci == 0 ? DCTSIZE : 2 * DCTSIZE;
     l->width_in_blocks[ci] = blocks_for(l->width, pixels_per_block);
@@ -388,10 +396,10 @@ static JBLOCKROW *all_rows(j_decompress_ptr src, jvirt_barray_ptr array, JDIMENS
 
 /*
  * Writes component ci of the output into `out`: each block taken from the input block at its
- * place before the orientation, or for chroma to be halved made from the input blocks covering
- * that place (chroma_downsample.c; the nearest where they run past the edge), then turned by
- * the orientation, rescaled to q_out and counted. DC values go to `dc`. 0 if a coefficient is
- * out of range.
+ * place before the orientation, or for chroma to be halved or shifted made from the input
+ * blocks covering that place (chroma_downsample.c; the nearest where they run past the edge),
+ * then turned by the orientation, rescaled to q_out and counted. DC values go to `dc`. 0 if a
+ * coefficient is out of range.
  *
  * Upright, no new memory is touched: output block (x, y) is written over input block (x, y),
  * which only output blocks at or before it in the walk read (halving reads (2x, 2y) and
@@ -408,7 +416,15 @@ static int build_component(struct imgpipe_ctx *ctx, const struct layout *l, int 
   JDIMENSION last_x = comp->width_in_blocks - 1, last_y = comp->height_in_blocks - 1;
   JBLOCKROW *in_rows = all_rows(src, in, comp->height_in_blocks, FALSE);
   JBLOCKROW *out_rows = l->upright ? in_rows : all_rows(src, out, l->rows_in_array[ci], TRUE);
-  int halved = ci > 0 && (l->dx > 1 || l->dy > 1), turned = o->transpose || o->flip_x || o->flip_y, same = 1, k;
+  int turned = o->transpose || o->flip_x || o->flip_y, same = 1, k;
+  /* Chroma, on each axis of the input: an output block is made of two input blocks where the
+   * axis is halved or shifted, starting one block earlier (half a block, shifted) where the
+   * mirrored side is 8 pixels off a whole MCU; of one where the axis is kept. */
+  int back_x = ci > 0 && (o->transpose ? l->shift_y : l->shift_x);
+  int back_y = ci > 0 && (o->transpose ? l->shift_x : l->shift_y);
+  int across = ci == 0 ? CHROMA_KEEP : l->dx == 2 ? CHROMA_HALVE : back_x ? CHROMA_SHIFT : CHROMA_KEEP;
+  int down = ci == 0 ? CHROMA_KEEP : l->dy == 2 ? CHROMA_HALVE : back_y ? CHROMA_SHIFT : CHROMA_KEEP;
+  int mapped = across != CHROMA_KEEP || down != CHROMA_KEEP;
   struct rescale_table table;
   struct block_transform bt;
   /* The tables are not symmetric: a transposed coefficient keeps its input quantiser and takes
@@ -425,8 +441,8 @@ static int build_component(struct imgpipe_ctx *ctx, const struct layout *l, int 
     same &= q_in[k] == q_out_unturned[k];
   }
   rescale_init(&table, q_in, q_out_unturned);
-  if (halved)
-    chroma_downsampler_init(&ctx->downsampler, l->dx, l->dy);
+  if (mapped)
+    chroma_downsampler_init(&ctx->downsampler, across, down);
   for (ty = 0; ty < height; ty += TILE)
     for (tx = 0; tx < width; tx += TILE) {
       JDIMENSION x, y;
@@ -436,13 +452,26 @@ static int build_component(struct imgpipe_ctx *ctx, const struct layout *l, int 
           JDIMENSION fx = o->flip_x ? width - 1 - x : x, fy = o->flip_y ? height - 1 - y : y;
           JDIMENSION sx = o->transpose ? fy : fx, sy = o->transpose ? fx : fy;
           JCOEF *block = out_rows[y][x];
-          if (halved) {
-            JCOEF unturned[DCTSIZE2], *group[4];
-            int i, j;
-            for (j = 0; j < l->dy; j++)
-              for (i = 0; i < l->dx; i++) {
-                JDIMENSION bx = sx * (JDIMENSION)l->dx + (JDIMENSION)i, by = sy * (JDIMENSION)l->dy + (JDIMENSION)j;
-                group[j * l->dx + i] = in_rows[by < last_y ? by : last_y][bx < last_x ? bx : last_x];
+          if (mapped) {
+            JCOEF unturned[DCTSIZE2], before_edge[4][DCTSIZE2], *group[4];
+            int nx = ctx->downsampler.across.blocks, ny = ctx->downsampler.down.blocks, i, j;
+            for (j = 0; j < ny; j++)
+              for (i = 0; i < nx; i++) {
+                long bx = (long)sx * l->dx + i - back_x, by = (long)sy * l->dy + j - back_y;
+                /* Before the first block (a shifted axis' first output block, whose other half
+                 * is the output's padding once mirrored): the first block mirrored, so that the
+                 * padding continues the edge smoothly, as the encoder's replicated padding does.
+                 * A step there would ring into the half that is seen. */
+                struct orientation mirror = {0, bx < 0, by < 0};
+                bx = bx < 0 ? 0 : bx > (long)last_x ? (long)last_x : bx;
+                by = by < 0 ? 0 : by > (long)last_y ? (long)last_y : by;
+                group[j * nx + i] = in_rows[by][bx];
+                if (mirror.flip_x || mirror.flip_y) {
+                  struct block_transform flip;
+                  block_transform_init(&flip, &mirror);
+                  turn_block(&flip, in_rows[by][bx], before_edge[j * nx + i], NULL);
+                  group[j * nx + i] = before_edge[j * nx + i];
+                }
               }
             chroma_downsample_block(&ctx->downsampler, group, q_in_float, inverse_q_out_unturned,
                                     turned ? unturned : block);

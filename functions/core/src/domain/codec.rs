@@ -208,8 +208,8 @@ impl CodecError {
 ///   tables, chroma finer than 4:2:0 is halved in the DCT domain, the EXIF orientation is
 ///   applied to the blocks, and the result is written with optimised Huffman tables
 ///   ([`CodecPath::Requantized`]). Same tables, subsampling and quality as decode + encode,
-///   fewer bytes, faster (docs/performance.md). A mirrored axis must be a whole number of MCUs
-///   long (16 pixels, 8 in gray) for the turn to be exact; otherwise, or on any other input or
+///   fewer bytes, faster (docs/performance.md). A mirrored axis must be a whole number of
+///   blocks long (8 pixels) for the turn to be exact; otherwise, or on any other input or
 ///   trouble on that path, decode + encode.
 ///
 /// Every error is about the input; `CodecError::code` gives the stable code to report.

@@ -11,7 +11,8 @@
 //! YCCK or RGB (an Adobe marker may say YCbCr), every quantiser of the input no coarser than the
 //! q50 one it maps to,
 //! and an EXIF orientation that turns the blocks exactly (a mirrored axis a whole number of
-//! MCUs long). The caller checks the rest (marker structure, scan count).
+//! blocks long; chroma half a block off is shifted in the DCT domain). The caller checks the
+//! rest (marker structure, scan count).
 
 use std::ffi::{CStr, c_char, c_int, c_uint, c_ulong};
 use std::time::Duration;
@@ -92,8 +93,9 @@ pub(super) fn requantize_coefficients(values: &[i32], q_in: i32, q_out: i32, dc:
     let mut out = vec![0; values.len()];
     let count = c_int::try_from(values.len()).expect("a test's handful");
     // SAFETY: both slices hold `count` values; the callee reads one and writes the other.
-    let done =
-        unsafe { imgpipe_requantize_coefficients(values.as_ptr(), out.as_mut_ptr(), count, q_in, q_out, c_int::from(dc)) };
+    let done = unsafe {
+        imgpipe_requantize_coefficients(values.as_ptr(), out.as_mut_ptr(), count, q_in, q_out, c_int::from(dc))
+    };
     assert_eq!(done, 1, "out of memory");
     out
 }

@@ -1055,12 +1055,12 @@ fn other_jpegs_fall_back_to_decode_and_encode() {
     let coarse = turbo_jpeg_with(&photo, 40, Subsamp::Sub2x2, false);
     assert!(requantize::requantize(&coarse, JPEG_QUALITY, 1, 1 << 30).expect("no libjpeg error").is_none());
     assert_ne!(run(&coarse).expect("compresses").path, CodecPath::Requantized);
-    // To be turned right, which mirrors the 120 rows (7.5 MCUs) left to right: the half MCU of
-    // padding at the bottom would become the left edge.
-    let rotated = with_exif_orientation(&turbo_jpeg_with(&photo, 95, Subsamp::Sub2x2, false), 6);
+    // To be turned right, which mirrors the 116 rows (14.5 blocks) left to right: the half block
+    // of padding at the bottom would become the left edge.
+    let rotated = with_exif_orientation(&turbo_jpeg_with(&photo_like(160, 116), 95, Subsamp::Sub2x2, false), 6);
     let out = run(&rotated).expect("compresses");
     assert_eq!(out.path, CodecPath::Reencoded);
-    assert_eq!((out.width, out.height), (120, 160));
+    assert_eq!((out.width, out.height), (116, 160));
 }
 
 #[test]
@@ -1131,7 +1131,7 @@ fn requantized_coefficients_round_to_nearest_and_ac_ties_down() {
 /// chroma halved from 4:2:2 and 4:4:4 and for turned outputs.
 #[test]
 fn requantize_statistics_match_libjpegs_optimize_coding() {
-    for (width, height) in [(65, 33), (64, 48), (17, 9), (8, 8), (1, 1), (200, 123), (96, 32)] {
+    for (width, height) in [(65, 33), (64, 48), (17, 9), (8, 8), (1, 1), (200, 123), (96, 32), (104, 72), (40, 24)] {
         let photo = photo_like(width, height);
         let gray = DynamicImage::ImageRgb8(photo.clone()).into_luma8();
         let inputs = [
@@ -1144,8 +1144,8 @@ fn requantize_statistics_match_libjpegs_optimize_coding() {
             turbo_jpeg_with(&photo, 90, Subsamp::Sub1x2, false),
         ];
         // Turns that mirror no axis apply to any size; the others where the mirrored axis is
-        // whole MCUs (64x48, 96x32).
-        let aligned = width % 16 == 0 && height % 16 == 0;
+        // whole blocks: whole MCUs (64x48, 96x32) or half an MCU over (104x72, 40x24, 8x8).
+        let aligned = width % 8 == 0 && height % 8 == 0;
         let orientations: &[u8] = if aligned { &[1, 2, 3, 4, 5, 6, 7, 8] } else { &[1, 5] };
         for (i, input) in inputs.iter().enumerate() {
             for &orientation in orientations {
