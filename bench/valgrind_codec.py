@@ -24,6 +24,7 @@ per input. Exits 1 when any input has a valgrind error, crashes or fails; valgri
 is in WORK_DIR/<file or input>.valgrind.log.
 """
 
+import io
 import json
 import random
 import shutil
@@ -82,6 +83,16 @@ def small_files(work: Path) -> list[tuple[Path, str]]:
         path = out / f"s{label.replace(':', '')}-astronaut-o{orientation}.jpg"
         path.write_bytes(data)
         made.append((path, f"{label}, EXIF orientation {orientation}, Pillow-made 509x381"))
+    # Sides of whole blocks but not whole MCUs (504 = 31.5 x 16): the turns that mirror them
+    # shift the chroma by half a block (4:2:0, 4:2:2) or pair it one block earlier (4:4:4).
+    half_mcu = img.crop((0, 0, 504, 376))
+    for orientation, sampling, label in ((3, 2, "4:2:0"), (6, 0, "4:4:4"), (8, 1, "4:2:2")):
+        buffer = io.BytesIO()
+        half_mcu.save(buffer, "JPEG", quality=90, subsampling=sampling)
+        data, _ = corpus.with_orientation(buffer.getvalue(), orientation)
+        path = out / f"s{label.replace(':', '')}-astronaut-504x376-o{orientation}.jpg"
+        path.write_bytes(data)
+        made.append((path, f"{label}, EXIF orientation {orientation}, Pillow-made 504x376 (half an MCU over)"))
     rocket = next(e for e in corpus.ORIGINALS if e[0].startswith("o444-rocket"))
     row = corpus.build_original(out, rocket)
     made.append((out / row["file"], "4:4:4 ICC, original (scikit-image)"))
