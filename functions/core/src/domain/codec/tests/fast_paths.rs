@@ -66,21 +66,26 @@ fn halved_chroma_keeps_flat_colours() {
     }
 }
 
+/// Every turn of 96x64 (whole MCUs) and of 104x72 (6.5 x 4.5 MCUs: whole blocks, half an MCU
+/// over, as a 4000x3000 phone photo's 3000 is 187.5; a mirrored side then starts its chroma half
+/// a chroma block into the input's, or one block in where the input's chroma is finer).
 #[test]
 fn turned_jpegs_take_the_fast_path_and_match_decode_turn_encode() {
-    let photo = photo_like(96, 64); // whole MCUs: every turn is exact
-    for subsamp in [Subsamp::Sub2x2, Subsamp::Sub2x1, Subsamp::None] {
-        let plain = turbo_jpeg_with(&photo, 92, subsamp, false);
-        for orientation in 2..=8u8 {
-            let what = format!("{subsamp:?}, orientation {orientation}");
-            let out = run(&with_exif_orientation(&plain, u16::from(orientation))).expect("compresses");
-            assert_eq!(out.path, CodecPath::Requantized, "{what}");
-            let mut upright = DynamicImage::ImageRgb8(turbo_decode_rgb(&plain));
-            upright.apply_orientation(Orientation::from_exif(orientation).expect("1-8"));
-            let upright = upright.into_rgb8();
-            assert_eq!((out.width, out.height), upright.dimensions(), "{what}");
-            assert_as_good_as(&output_pixels(&out), &reencoded_pixels(&upright), &upright, &what);
-            assert_no_metadata(&out.jpeg);
+    for (width, height) in [(96, 64), (104, 72)] {
+        let photo = photo_like(width, height);
+        for subsamp in [Subsamp::Sub2x2, Subsamp::Sub2x1, Subsamp::Sub1x2, Subsamp::None] {
+            let plain = turbo_jpeg_with(&photo, 92, subsamp, false);
+            for orientation in 2..=8u8 {
+                let what = format!("{width}x{height} {subsamp:?}, orientation {orientation}");
+                let out = run(&with_exif_orientation(&plain, u16::from(orientation))).expect("compresses");
+                assert_eq!(out.path, CodecPath::Requantized, "{what}");
+                let mut upright = DynamicImage::ImageRgb8(turbo_decode_rgb(&plain));
+                upright.apply_orientation(Orientation::from_exif(orientation).expect("1-8"));
+                let upright = upright.into_rgb8();
+                assert_eq!((out.width, out.height), upright.dimensions(), "{what}");
+                assert_as_good_as(&output_pixels(&out), &reencoded_pixels(&upright), &upright, &what);
+                assert_no_metadata(&out.jpeg);
+            }
         }
     }
 }
@@ -102,33 +107,12 @@ fn turned_grayscale_jpegs_take_the_fast_path() {
     }
 }
 
-/// 104x72 in colour is 6.5 x 4.5 MCUs (whole blocks, half an MCU over), as a 4000x3000 phone
-/// photo's 3000 is 187.5: a mirrored side starts its chroma half a chroma block into the input's
-/// (or, where the input's chroma is finer, one block in). Those turns take the fast path too.
-#[test]
-fn turns_that_mirror_half_an_mcu_take_the_fast_path_and_match_decode_turn_encode() {
-    let photo = photo_like(104, 72);
-    for subsamp in [Subsamp::Sub2x2, Subsamp::Sub2x1, Subsamp::Sub1x2, Subsamp::None] {
-        let plain = turbo_jpeg_with(&photo, 92, subsamp, false);
-        for orientation in 2..=8u8 {
-            let what = format!("{subsamp:?}, orientation {orientation}");
-            let out = run(&with_exif_orientation(&plain, u16::from(orientation))).expect("compresses");
-            assert_eq!(out.path, CodecPath::Requantized, "{what}");
-            let mut upright = DynamicImage::ImageRgb8(turbo_decode_rgb(&plain));
-            upright.apply_orientation(Orientation::from_exif(orientation).expect("1-8"));
-            let upright = upright.into_rgb8();
-            assert_eq!((out.width, out.height), upright.dimensions(), "{what}");
-            assert_as_good_as(&output_pixels(&out), &reencoded_pixels(&upright), &upright, &what);
-        }
-    }
-}
-
 /// Flat colours in 16x16 tiles, 4 pixels off the block grid (so that colour edges fall inside
 /// chroma blocks), turned where the
 /// mirrored sides are half an MCU over: well inside each tile our colour is as close to the
 /// source's as decode + turn + encode's, so the chroma has not moved by the half block it is
-/// shifted by, nor been taken from the wrong half of a block (the test above measures the whole
-/// image, where a misplaced half block costs only a fraction of a dB).
+/// shifted by, nor been taken from the wrong half of a block (`turned_jpegs_take_the_fast_path…`
+/// measures the whole image, where a misplaced half block costs only a fraction of a dB).
 #[test]
 fn turns_that_mirror_half_an_mcu_keep_colours_in_place() {
     let colours = [[200u8, 30, 40], [20, 180, 60], [40, 60, 220], [250, 240, 20], [30, 200, 210]];
