@@ -27,6 +27,7 @@
 #include "jpeglib.h"
 #include "jerror.h"
 
+#include "block_store.h"
 #include "chroma_downsample.h"
 #include "coefficients.h"
 
@@ -35,6 +36,16 @@
  * (jpegint.h, jchuff.h). */
 extern const int jpeg_natural_order[]; /* zigzag index -> natural index */
 extern void jpeg_gen_optimal_table(j_compress_ptr cinfo, JHUFF_TBL *htbl, long freq[]);
+
+/* The decompressor's inverse DCT, as libjpeg-turbo 3.1's jpegint.h declares it (its first two
+ * members; the version is pinned by Cargo.lock, and a changed layout fails every requantisation
+ * test): read_in_bands replaces it. */
+typedef void (*inverse_dct_method)(j_decompress_ptr cinfo, jpeg_component_info *comp, JCOEFPTR block,
+                                   JSAMPARRAY output_rows, JDIMENSION output_col);
+struct jpeg_inverse_dct {
+  void (*start_pass)(j_decompress_ptr cinfo);
+  inverse_dct_method inverse_DCT[MAX_COMPONENTS];
+};
 
 #define MAX_AC_BITS 10 /* 8-bit samples: data_precision + 2 */
 
@@ -75,7 +86,17 @@ struct imgpipe_ctx {
   struct imgpipe_err src_err, dst_err;
   struct imgpipe_dest dest;
   struct huff_stats stats;
-  struct chroma_downsampler downsampler;
+  struct component_plan *plans; /* one per component */
+  struct block_store stores[MAX_COMPONENTS];
+  size_t store_budget;
+  /* The writer's own access to virtual arrays, for arrays other than the stores. */
+  JBLOCKARRAY (*libjpeg_access)(j_common_ptr, jvirt_barray_ptr, JDIMENSION, JDIMENSION, boolean);
+  /* read_in_bands: the band (iMCU row) being read, each component's ring of block rows and its
+   * rows by number, and the pixel rows libjpeg is given but never writes. */
+  JDIMENSION band_row;
+  JBLOCKROW ring[MAX_COMPONENTS];
+  JBLOCKROW *in_rows[MAX_COMPONENTS];
+  JSAMPROW no_rows[MAX_SAMP_FACTOR * DCTSIZE];
   int src_created, dst_created;
   jmp_buf jump;
 };
@@ -213,13 +234,14 @@ static void stats_init(struct huff_stats *st) {
 static int bit_length(unsigned value) { return value ? 32 - __builtin_clz(value) : 0; }
 
 /*
- * Rescales a block in place (unless `t` is NULL: the tables are the same) and counts its AC
- * symbols; 0 if a coefficient is out of range for 8-bit JPEG. One walk over the non-zero
- * coefficients in zigzag order does both: a q90-q95 input has a few to a few dozen per block,
- * and a 64-wide vector rescale spent most of its time widening and narrowing zeros.
+ * Rescales a block in place (unless `t` is NULL: the tables are the same), counts its AC
+ * symbols and writes the AC coefficients that stay into `kept`; 0 if a coefficient is out of
+ * range for 8-bit JPEG. One walk over the non-zero coefficients in zigzag order does all three:
+ * a q90-q95 input has a few to a few dozen per block, and a 64-wide vector rescale spent most of
+ * its time widening and narrowing zeros.
  */
 static int rescale_and_count(const struct huff_stats *st, long *ac, JCOEF *block,
-                             const struct rescale_table *t) {
+                             const struct rescale_table *t, struct kept_coefficients *kept) {
   uint64_t natural = t != NULL ? keep_survivors(block, t->max_zeroed) : nonzero_mask(block), zz = 0;
   int byte, last = 0;
   for (byte = 0; byte < 8; byte++)
@@ -227,6 +249,8 @@ static int rescale_and_count(const struct huff_stats *st, long *ac, JCOEF *block
   if (t != NULL)
     block[0] = (JCOEF)rescale(block[0], t->scale[0], ROUND_HALF_AWAY);
   zz &= ~(uint64_t)1; /* DC */
+  kept->zigzag = zz;
+  kept->count = 0;
   while (zz) {
     int k = __builtin_ctzll(zz), n = jpeg_natural_order[k], v = block[n], run, nbits;
     zz &= zz - 1;
@@ -234,6 +258,7 @@ static int rescale_and_count(const struct huff_stats *st, long *ac, JCOEF *block
       v = rescale(v, t->scale[n], ROUND_HALF_DOWN); /* not 0: above max_zeroed */
       block[n] = (JCOEF)v;
     }
+    kept->ac[kept->count++] = (JCOEF)v;
     run = k - last - 1;
     last = k;
     nbits = bit_length((unsigned)(v < 0 ? -v : v));
@@ -324,12 +349,9 @@ struct layout {
   /* Colour, a mirrored side 8 pixels off a whole MCU (the output's x, y): its chroma blocks
    * start half a block into the input's (see plan_layout) */
   int shift_x, shift_y;
-  int upright;     /* orientation 1: every output block is written over an input block (see build_component) */
-  int input_arrays; /* upright 4:2:0 or gray: the input's arrays have the output's shape and are written */
   struct orientation orientation;
   JDIMENSION width, height;
   JDIMENSION width_in_blocks[MAX_COMPONENTS], height_in_blocks[MAX_COMPONENTS];
-  JDIMENSION rows_in_array[MAX_COMPONENTS]; /* of the output's arrays: whole MCU rows */
 };
 
 static JDIMENSION blocks_for(JDIMENSION pixels, int pixels_per_block) {
@@ -362,8 +384,6 @@ static int plan_layout(j_decompress_ptr src, int orientation, struct layout *l) 
   l->dx = gray ? 1 : 3 - c[0].h_samp_factor;
   l->dy = gray ? 1 : 3 - c[0].v_samp_factor;
   l->orientation = ORIENTATIONS[orientation];
-  l->upright = orientation == 1;
-  l->input_arrays = l->upright && l->dx == 1 && l->dy == 1;
   l->width = l->orientation.transpose ? src->image_height : src->image_width;
   l->height = l->orientation.transpose ? src->image_width : src->image_height;
   if ((l->orientation.flip_x && l->width % DCTSIZE) || (l->orientation.flip_y && l->height % DCTSIZE))
@@ -379,123 +399,218 @@ static int plan_layout(j_decompress_ptr src, int orientation, struct layout *l) 
 }
 
 /* Every row of a virtual array, for walking it in any order. libjpeg keeps a whole array in
- * memory or fails (we give it no backing store), so the pointers stay valid; rows of an output
- * array are made (zeroed) in order here, as libjpeg requires. */
-static JBLOCKROW *all_rows(j_decompress_ptr src, jvirt_barray_ptr array, JDIMENSION rows, boolean writable) {
-  JBLOCKROW *pointers = (JBLOCKROW *)(*src->mem->alloc_small)((j_common_ptr)src, JPOOL_IMAGE,
+ * memory or fails (we give it no backing store), so the pointers stay valid. */
+static JBLOCKROW *all_rows(j_decompress_ptr src, jvirt_barray_ptr array, JDIMENSION rows) {
+  JBLOCKROW *pointers = (JBLOCKROW *)(*src->mem->alloc_large)((j_common_ptr)src, JPOOL_IMAGE,
                                                                (size_t)rows * sizeof(JBLOCKROW));
   JDIMENSION y;
   for (y = 0; y < rows; y++)
-    pointers[y] = (*src->mem->access_virt_barray)((j_common_ptr)src, array, y, 1, writable)[0];
+    pointers[y] = (*src->mem->access_virt_barray)((j_common_ptr)src, array, y, 1, FALSE)[0];
   return pointers;
 }
 
-/* Blocks are walked in tiles of TILE x TILE, so that a transposed walk, which reads the input
- * down its columns, touches a few pages at a time instead of one per block. */
-#define TILE 8
-
 /*
- * Writes component ci of the output into `out`: each block taken from the input block at its
- * place before the orientation, or for chroma to be halved or shifted made from the input
- * blocks covering that place (chroma_downsample.c; the nearest where they run past the edge),
- * then turned by the orientation, rescaled to q_out and counted. DC values go to `dc`. 0 if a
- * coefficient is out of range.
- *
- * Upright, no new memory is touched: output block (x, y) is written over input block (x, y),
- * which only output blocks at or before it in the walk read (halving reads (2x, 2y) and
- * after), and `out`'s rows are then pointed at the input's. Its own memory, requested for the
- * output's shape (libjpeg's writer reads two rows of luma blocks at a time, which an input array
- * of 4:4:4 or 4:2:2 does not allow), is never written, so never paged in.
+ * How component ci of the output is made (build_row). Each output block is taken from the input
+ * block at its place before the orientation, or for chroma to be halved or shifted made from the
+ * input blocks covering that place (chroma_downsample.c; the nearest where they run past the
+ * edge), then turned by the orientation, rescaled to q_out, counted and stored. The blocks are
+ * made in the input's order, row by row of the grid before the turn ("unturned"), so that an
+ * input read in bands (read_in_bands) can be dropped row by row.
  */
-static int build_component(struct imgpipe_ctx *ctx, const struct layout *l, int ci, jvirt_barray_ptr in,
-                           jvirt_barray_ptr out, const UINT16 *q_in, const UINT16 *q_out, long *ac, JCOEF *dc) {
-  j_decompress_ptr src = &ctx->src;
-  jpeg_component_info *comp = &src->comp_info[ci];
-  const struct orientation *o = &l->orientation;
-  JDIMENSION tx, ty, width = l->width_in_blocks[ci], height = l->height_in_blocks[ci];
-  JDIMENSION last_x = comp->width_in_blocks - 1, last_y = comp->height_in_blocks - 1;
-  JBLOCKROW *in_rows = all_rows(src, in, comp->height_in_blocks, FALSE);
-  JBLOCKROW *out_rows = l->upright ? in_rows : all_rows(src, out, l->rows_in_array[ci], TRUE);
-  int turned = o->transpose || o->flip_x || o->flip_y, same = 1, k;
+struct component_plan {
+  const struct orientation *o;
+  int turned, mapped, same;
   /* Chroma, on each axis of the input: an output block is made of two input blocks where the
    * axis is halved or shifted, starting one block earlier (half a block, shifted) where the
    * mirrored side is 8 pixels off a whole MCU; of one where the axis is kept. */
-  int back_x = ci > 0 && (o->transpose ? l->shift_y : l->shift_x);
-  int back_y = ci > 0 && (o->transpose ? l->shift_x : l->shift_y);
-  int across = ci == 0 ? CHROMA_KEEP : l->dx == 2 ? CHROMA_HALVE : back_x ? CHROMA_SHIFT : CHROMA_KEEP;
-  int down = ci == 0 ? CHROMA_KEEP : l->dy == 2 ? CHROMA_HALVE : back_y ? CHROMA_SHIFT : CHROMA_KEEP;
-  int mapped = across != CHROMA_KEEP || down != CHROMA_KEEP;
+  int dx, dy, back_x, back_y;
+  JDIMENSION width, height;                   /* the output's, in blocks */
+  JDIMENSION unturned_width, unturned_height; /* the same grid before the turn */
+  JDIMENSION last_x, last_y;                  /* the input's last block */
   struct rescale_table table;
   struct block_transform bt;
+  float q_in_float[DCTSIZE2], inverse_q_out_unturned[DCTSIZE2];
+  struct chroma_downsampler downsampler;
+  long *ac;
+  struct block_store *store;
+};
+
+static void plan_component(struct component_plan *p, const struct layout *l, int ci, const jpeg_component_info *comp,
+                           const UINT16 *q_in, const UINT16 *q_out, long *ac, struct block_store *store) {
+  const struct orientation *o = &l->orientation;
+  int across, down, k;
   /* The tables are not symmetric: a transposed coefficient keeps its input quantiser and takes
    * the output quantiser of its new place. So the tables are taken in the input's order: each
    * coefficient rescaled (or halved chroma quantised) before it is turned, on the output
    * quantiser of the place it will go to. */
   UINT16 q_out_unturned[DCTSIZE2];
-  float q_in_float[DCTSIZE2], inverse_q_out_unturned[DCTSIZE2];
-  block_transform_init(&bt, o);
+  memset(p, 0, sizeof(*p));
+  p->o = o;
+  p->turned = o->transpose || o->flip_x || o->flip_y;
+  p->back_x = ci > 0 && (o->transpose ? l->shift_y : l->shift_x);
+  p->back_y = ci > 0 && (o->transpose ? l->shift_x : l->shift_y);
+  across = ci == 0 ? CHROMA_KEEP : l->dx == 2 ? CHROMA_HALVE : p->back_x ? CHROMA_SHIFT : CHROMA_KEEP;
+  down = ci == 0 ? CHROMA_KEEP : l->dy == 2 ? CHROMA_HALVE : p->back_y ? CHROMA_SHIFT : CHROMA_KEEP;
+  p->mapped = across != CHROMA_KEEP || down != CHROMA_KEEP;
+  p->dx = p->mapped ? l->dx : 1;
+  p->dy = p->mapped ? l->dy : 1;
+  p->width = l->width_in_blocks[ci];
+  p->height = l->height_in_blocks[ci];
+  p->unturned_width = o->transpose ? p->height : p->width;
+  p->unturned_height = o->transpose ? p->width : p->height;
+  p->last_x = comp->width_in_blocks - 1;
+  p->last_y = comp->height_in_blocks - 1;
+  p->ac = ac;
+  p->store = store;
+  block_transform_init(&p->bt, o);
+  p->same = 1;
   for (k = 0; k < DCTSIZE2; k++) {
-    q_out_unturned[k] = q_out[bt.to[k]];
-    q_in_float[k] = (float)q_in[k];
-    inverse_q_out_unturned[k] = 1.0f / (float)q_out_unturned[k];
-    same &= q_in[k] == q_out_unturned[k];
+    q_out_unturned[k] = q_out[p->bt.to[k]];
+    p->q_in_float[k] = (float)q_in[k];
+    p->inverse_q_out_unturned[k] = 1.0f / (float)q_out_unturned[k];
+    p->same &= q_in[k] == q_out_unturned[k];
   }
-  rescale_init(&table, q_in, q_out_unturned);
-  if (mapped)
-    chroma_downsampler_init(&ctx->downsampler, across, down);
-  for (ty = 0; ty < height; ty += TILE)
-    for (tx = 0; tx < width; tx += TILE) {
-      JDIMENSION x, y;
-      for (y = ty; y < ty + TILE && y < height; y++)
-        for (x = tx; x < tx + TILE && x < width; x++) {
-          /* The block's place in the grid before the turn. */
-          JDIMENSION fx = o->flip_x ? width - 1 - x : x, fy = o->flip_y ? height - 1 - y : y;
-          JDIMENSION sx = o->transpose ? fy : fx, sy = o->transpose ? fx : fy;
-          JCOEF *block = out_rows[y][x];
-          if (mapped) {
-            JCOEF unturned[DCTSIZE2], before_edge[4][DCTSIZE2], *group[4];
-            int nx = ctx->downsampler.across.blocks, ny = ctx->downsampler.down.blocks, i, j;
-            for (j = 0; j < ny; j++)
-              for (i = 0; i < nx; i++) {
-                long bx = (long)sx * l->dx + i - back_x, by = (long)sy * l->dy + j - back_y;
-                /* Before the first block (a shifted axis' first output block, whose other half
-                 * is the output's padding once mirrored): the first block mirrored, so that the
-                 * padding continues the edge smoothly, as the encoder's replicated padding does.
-                 * A step there would ring into the half that is seen. */
-                struct orientation mirror = {0, bx < 0, by < 0};
-                bx = bx < 0 ? 0 : bx > (long)last_x ? (long)last_x : bx;
-                by = by < 0 ? 0 : by > (long)last_y ? (long)last_y : by;
-                group[j * nx + i] = in_rows[by][bx];
-                if (mirror.flip_x || mirror.flip_y) {
-                  struct block_transform flip;
-                  block_transform_init(&flip, &mirror);
-                  turn_block(&flip, in_rows[by][bx], before_edge[j * nx + i], NULL);
-                  group[j * nx + i] = before_edge[j * nx + i];
-                }
-              }
-            chroma_downsample_block(&ctx->downsampler, group, q_in_float, inverse_q_out_unturned,
-                                    turned ? unturned : block);
-            if (turned)
-              turn_block(&bt, unturned, block, NULL);
-            if (!rescale_and_count(&ctx->stats, ac, block, NULL))
-              return 0;
-          } else if (turned) {
-            turn_block(&bt, in_rows[sy][sx], block, same ? NULL : &table);
-            if (!rescale_and_count(&ctx->stats, ac, block, NULL))
-              return 0;
-          } else {
-            /* block is the input's */
-            if (!rescale_and_count(&ctx->stats, ac, block, same ? NULL : &table))
-              return 0;
+  rescale_init(&p->table, q_in, q_out_unturned);
+  if (p->mapped)
+    chroma_downsampler_init(&p->downsampler, across, down);
+}
+
+/* The last input row that unturned row sy reads (rows sy * dy - back_y and on). */
+static JDIMENSION last_row_read(const struct component_plan *p, JDIMENSION sy) {
+  long last = (long)sy * p->dy + (p->mapped ? p->downsampler.down.blocks : 1) - 1 - p->back_y;
+  return last < (long)p->last_y ? (JDIMENSION)last : p->last_y;
+}
+
+/*
+ * Makes, stores and counts the output blocks of unturned row sy from `in_rows` (the input's block
+ * rows, indexed by row number; those sy reads must be there). 0 if a coefficient is out of range.
+ * A block that is neither mapped nor turned is rescaled in the input's row, which only it reads.
+ */
+static int build_row(struct imgpipe_ctx *ctx, const struct component_plan *p, JBLOCKROW *in_rows, JDIMENSION sy) {
+  JDIMENSION sx;
+  for (sx = 0; sx < p->unturned_width; sx++) {
+    /* The block's place in the output: (sx, sy) turned. */
+    JDIMENSION fx = p->o->transpose ? sy : sx, fy = p->o->transpose ? sx : sy;
+    JDIMENSION x = p->o->flip_x ? p->width - 1 - fx : fx, y = p->o->flip_y ? p->height - 1 - fy : fy;
+    JCOEF built[DCTSIZE2], *block = built;
+    struct kept_coefficients kept;
+    int in_range;
+    if (p->mapped) {
+      JCOEF unturned[DCTSIZE2], before_edge[4][DCTSIZE2], *group[4];
+      int nx = p->downsampler.across.blocks, ny = p->downsampler.down.blocks, i, j;
+      for (j = 0; j < ny; j++)
+        for (i = 0; i < nx; i++) {
+          long bx = (long)sx * p->dx + i - p->back_x, by = (long)sy * p->dy + j - p->back_y;
+          /* Before the first block (a shifted axis' first output block, whose other half
+           * is the output's padding once mirrored): the first block mirrored, so that the
+           * padding continues the edge smoothly, as the encoder's replicated padding does.
+           * A step there would ring into the half that is seen. */
+          struct orientation mirror = {0, bx < 0, by < 0};
+          bx = bx < 0 ? 0 : bx > (long)p->last_x ? (long)p->last_x : bx;
+          by = by < 0 ? 0 : by > (long)p->last_y ? (long)p->last_y : by;
+          group[j * nx + i] = in_rows[by][bx];
+          if (mirror.flip_x || mirror.flip_y) {
+            struct block_transform flip;
+            block_transform_init(&flip, &mirror);
+            turn_block(&flip, in_rows[by][bx], before_edge[j * nx + i], NULL);
+            group[j * nx + i] = before_edge[j * nx + i];
           }
-          dc[(size_t)y * width + x] = block[0];
         }
+      chroma_downsample_block(&p->downsampler, group, p->q_in_float, p->inverse_q_out_unturned,
+                              p->turned ? unturned : built);
+      if (p->turned)
+        turn_block(&p->bt, unturned, built, NULL);
+      in_range = rescale_and_count(&ctx->stats, p->ac, built, NULL, &kept);
+    } else if (p->turned) {
+      turn_block(&p->bt, in_rows[sy][sx], built, p->same ? NULL : &p->table);
+      in_range = rescale_and_count(&ctx->stats, p->ac, built, NULL, &kept);
+    } else {
+      block = in_rows[sy][sx];
+      in_range = rescale_and_count(&ctx->stats, p->ac, block, p->same ? NULL : &p->table, &kept);
     }
-  if (l->upright && out != in) {
-    JDIMENSION y;
-    for (y = 0; y < l->rows_in_array[ci]; y++)
-      (*src->mem->access_virt_barray)((j_common_ptr)src, out, y, 1, TRUE)[0] = in_rows[y < last_y ? y : last_y];
+    if (!in_range)
+      return 0;
+    if (!block_store_put(p->store, x, y, block[0], &kept))
+      ERREXIT1(&ctx->src, JERR_OUT_OF_MEMORY, 12);
   }
+  return 1;
+}
+
+/* Every row of every component, from the whole-image arrays jpeg_read_coefficients filled. */
+static int build_from_arrays(struct imgpipe_ctx *ctx, const struct layout *l, jvirt_barray_ptr *coefs) {
+  int ci;
+  for (ci = 0; ci < l->components; ci++) {
+    const struct component_plan *p = &ctx->plans[ci];
+    JBLOCKROW *in_rows = all_rows(&ctx->src, coefs[ci], ctx->src.comp_info[ci].height_in_blocks);
+    JDIMENSION sy;
+    for (sy = 0; sy < p->unturned_height; sy++)
+      if (!build_row(ctx, p, in_rows, sy))
+        return 0;
+  }
+  return 1;
+}
+
+/*
+ * A single-scan input (baseline or extended, not progressive) read in bands: libjpeg decodes one
+ * row of MCUs at a time and hands each block to the inverse DCT, which we replace by a copy
+ * into a ring of a few block rows per component (capture_block); the output rows those complete
+ * are built at once, while they are in cache. jpeg_read_coefficients would keep every
+ * coefficient of the image instead, 6 bytes a pixel at 4:4:4, fresh memory that the kernel
+ * faults in and zeroes for each image: reading fossa (9.4 MP 4:4:4) into those arrays took 31 ms,
+ * in bands 11-13 ms (docs/performance.md). The decoder's raw-data mode stops after the IDCT, so
+ * no upsampling or colour conversion runs.
+ */
+#define RING_ROWS(v_samp) (2 * (v_samp) + 2) /* rows read at once, plus those a shifted pair reads back */
+
+static void capture_block(j_decompress_ptr src, jpeg_component_info *comp, JCOEFPTR block, JSAMPARRAY output_rows,
+                          JDIMENSION output_col) {
+  struct imgpipe_ctx *ctx = (struct imgpipe_ctx *)src->client_data;
+  /* libjpeg points output_rows at the block's pixel rows in the planes read_in_bands passed,
+   * all no_rows: its distance from there gives the block's row within the band. */
+  JDIMENSION y = ctx->band_row * (JDIMENSION)comp->v_samp_factor +
+                 (JDIMENSION)(output_rows - ctx->no_rows) / DCTSIZE;
+  memcpy(ctx->in_rows[comp->component_index][y][output_col / DCTSIZE], block, sizeof(JBLOCK));
+}
+
+static int read_in_bands(struct imgpipe_ctx *ctx, const struct layout *l, uint64_t *decode_ns) {
+  j_decompress_ptr src = &ctx->src;
+  JSAMPARRAY planes[MAX_COMPONENTS];
+  JDIMENSION built[MAX_COMPONENTS];
+  int ci;
+  for (ci = 0; ci < l->components; ci++) {
+    jpeg_component_info *comp = &src->comp_info[ci];
+    size_t ring = (size_t)RING_ROWS(comp->v_samp_factor) * comp->width_in_blocks;
+    ctx->ring[ci] = (JBLOCKROW)(*src->mem->alloc_large)((j_common_ptr)src, JPOOL_IMAGE, ring * sizeof(JBLOCK));
+    ctx->in_rows[ci] = (JBLOCKROW *)(*src->mem->alloc_large)((j_common_ptr)src, JPOOL_IMAGE,
+                                                             comp->height_in_blocks * sizeof(JBLOCKROW));
+    /* The inverse DCT is chosen per component by jpeg_start_decompress: replaced after it. */
+    src->idct->inverse_DCT[ci] = capture_block;
+    planes[ci] = ctx->no_rows;
+    built[ci] = 0;
+  }
+  src->client_data = ctx;
+  for (ctx->band_row = 0; src->output_scanline < src->output_height; ctx->band_row++) {
+    uint64_t started;
+    for (ci = 0; ci < l->components; ci++) {
+      jpeg_component_info *comp = &src->comp_info[ci];
+      JDIMENSION v = (JDIMENSION)comp->v_samp_factor, y;
+      for (y = ctx->band_row * v; y < (ctx->band_row + 1) * v && y < comp->height_in_blocks; y++)
+        ctx->in_rows[ci][y] = ctx->ring[ci] + (size_t)(y % RING_ROWS(v)) * comp->width_in_blocks;
+    }
+    started = monotonic_ns();
+    if (jpeg_read_raw_data(src, planes, (JDIMENSION)(src->max_v_samp_factor * DCTSIZE)) == 0)
+      return 0; /* suspended: not with an input in memory */
+    *decode_ns += monotonic_ns() - started;
+    for (ci = 0; ci < l->components; ci++) {
+      const struct component_plan *p = &ctx->plans[ci];
+      jpeg_component_info *comp = &src->comp_info[ci];
+      JDIMENSION read = (ctx->band_row + 1) * (JDIMENSION)comp->v_samp_factor;
+      for (; built[ci] < p->unturned_height && last_row_read(p, built[ci]) < read; built[ci]++)
+        if (!build_row(ctx, p, ctx->in_rows[ci], built[ci]))
+          return 0;
+    }
+  }
+  jpeg_finish_decompress(src); /* reads on to the end of the image, warning of damage after it */
   return 1;
 }
 
@@ -506,15 +621,16 @@ static int build_component(struct imgpipe_ctx *ctx, const struct layout *l, int 
  * dummy blocks that repeat the previous DC (difference 0) and have no AC coefficients (an end
  * of block). 0 if a difference is out of range.
  */
-static int count_dc_in_scan_order(struct huff_stats *st, const struct layout *l, JCOEF *const dc_values[]) {
+static int count_dc_in_scan_order(struct huff_stats *st, const struct layout *l, const struct block_store *stores) {
   int last[3] = {0, 0, 0}, ci;
   long *dc_luma = st->dc[0], *dc_chroma = st->dc[1];
   JDIMENSION luma_w = l->width_in_blocks[0], luma_h = l->height_in_blocks[0];
   if (l->components == 1) {
-    size_t i, n = (size_t)luma_w * luma_h;
-    for (i = 0; i < n; i++)
-      if (!count_dc(dc_luma, dc_values[0][i], &last[0]))
-        return 0;
+    JDIMENSION x, y;
+    for (y = 0; y < luma_h; y++)
+      for (x = 0; x < luma_w; x++)
+        if (!count_dc(dc_luma, block_store_dc(&stores[0], x, y), &last[0]))
+          return 0;
   } else {
     JDIMENSION mcu_x, mcu_y, mcus_x = l->width_in_blocks[1], mcus_y = l->height_in_blocks[1];
     for (mcu_y = 0; mcu_y < mcus_y; mcu_y++)
@@ -524,7 +640,7 @@ static int count_dc_in_scan_order(struct huff_stats *st, const struct layout *l,
           for (x = 0; x < 2; x++) {
             JDIMENSION bx = 2 * mcu_x + (JDIMENSION)x, by = 2 * mcu_y + (JDIMENSION)y;
             if (bx < luma_w && by < luma_h) {
-              if (!count_dc(dc_luma, dc_values[0][(size_t)by * luma_w + bx], &last[0]))
+              if (!count_dc(dc_luma, block_store_dc(&stores[0], bx, by), &last[0]))
                 return 0;
             } else {
               dc_luma[0]++;
@@ -532,21 +648,32 @@ static int count_dc_in_scan_order(struct huff_stats *st, const struct layout *l,
             }
           }
         for (ci = 1; ci < 3; ci++)
-          if (!count_dc(dc_chroma, dc_values[ci][(size_t)mcu_y * mcus_x + mcu_x], &last[ci]))
+          if (!count_dc(dc_chroma, block_store_dc(&stores[ci], mcu_x, mcu_y), &last[ci]))
             return 0;
       }
   }
   return 1;
 }
 
+/* The writer reads the output's blocks through its memory manager's virtual-array access:
+ * the stores stand in for its arrays (requantize passes their addresses as the arrays). */
+static JBLOCKARRAY writer_access(j_common_ptr cinfo, jvirt_barray_ptr array, JDIMENSION start, JDIMENSION rows,
+                                 boolean writable) {
+  struct imgpipe_ctx *ctx = (struct imgpipe_ctx *)cinfo->client_data;
+  int ci;
+  for (ci = 0; ci < MAX_COMPONENTS; ci++)
+    if (array == (jvirt_barray_ptr)&ctx->stores[ci])
+      return block_store_rows(&ctx->stores[ci], start, rows);
+  return (*ctx->libjpeg_access)(cinfo, array, start, rows, writable);
+}
+
 static int requantize(struct imgpipe_ctx *ctx, const unsigned char *in, unsigned long in_len, int quality,
                       int orientation, unsigned long max_memory, int flags, uint64_t *decode_ns) {
   j_decompress_ptr src = &ctx->src;
   j_compress_ptr dst = &ctx->dst;
-  jvirt_barray_ptr *coefs, out_coefs[MAX_COMPONENTS];
-  JCOEF *dc_values[MAX_COMPONENTS];
+  jvirt_barray_ptr *coefs = NULL, out_coefs[MAX_COMPONENTS];
   struct layout l;
-  int ci, k;
+  int ci, k, in_bands;
 
   jpeg_create_decompress(src);
   ctx->src_created = 1;
@@ -578,24 +705,21 @@ static int requantize(struct imgpipe_ctx *ctx, const unsigned char *in, unsigned
         return IMGPIPE_RQ_NOT_APPLICABLE;
   }
 
-  /* The output's arrays, unless the input's have its shape: requested before the input's are
-   * made, as libjpeg's memory manager requires. Rounded up to whole MCUs, whose padding rows
-   * the writer asks for (and skips), so build_component makes those rows too; not zeroed
-   * first, since every block the writer reads is written. */
-  for (ci = 0; ci < l.components && !l.input_arrays; ci++) {
-    JDIMENSION samp = ci == 0 && l.components == 3 ? 2 : 1;
-    l.rows_in_array[ci] = (l.height_in_blocks[ci] + samp - 1) / samp * samp;
-    out_coefs[ci] = (*src->mem->request_virt_barray)((j_common_ptr)src, JPOOL_IMAGE, FALSE,
-                                                     (l.width_in_blocks[ci] + samp - 1) / samp * samp,
-                                                     l.rows_in_array[ci], samp);
-  }
-
+  /* A single scan is read in bands, the output built as it comes (read_in_bands); progressive
+   * and other multi-scan inputs need every coefficient before any is final. Either way the
+   * quantisers are latched by here. */
+  in_bands = !jpeg_has_multiple_scans(src);
   *decode_ns = monotonic_ns();
-  coefs = jpeg_read_coefficients(src);
+  if (in_bands) {
+    src->raw_data_out = TRUE;
+    jpeg_start_decompress(src);
+  } else {
+    coefs = jpeg_read_coefficients(src);
+    /* Damaged data: the decoder path judges it. */
+    if (coefs == NULL || ctx->src_err.pub.num_warnings > 0)
+      return IMGPIPE_RQ_NOT_APPLICABLE;
+  }
   *decode_ns = monotonic_ns() - *decode_ns;
-  /* Damaged data: the decoder path judges it. */
-  if (coefs == NULL || ctx->src_err.pub.num_warnings > 0)
-    return IMGPIPE_RQ_NOT_APPLICABLE;
 
   jpeg_copy_critical_parameters(src, dst);
   dst->image_width = l.width;
@@ -611,6 +735,9 @@ static int requantize(struct imgpipe_ctx *ctx, const unsigned char *in, unsigned
   dst->optimize_coding = (flags & IMGPIPE_RQ_LIBJPEG_STATS) != 0;
   dst->write_JFIF_header = TRUE;
   dst->write_Adobe_marker = FALSE;
+  if (dst->comp_info[0].dc_tbl_no != 0 || dst->comp_info[0].ac_tbl_no != 0 ||
+      (l.components == 3 && (dst->comp_info[1].dc_tbl_no != 1 || dst->comp_info[2].dc_tbl_no != 1)))
+    return IMGPIPE_RQ_NOT_APPLICABLE; /* not the table assignment count_dc_in_scan_order assumes */
 
   /* Every input quantiser (as latched for decoding) must be no coarser than its target's. */
   for (ci = 0; ci < src->num_components; ci++) {
@@ -623,24 +750,35 @@ static int requantize(struct imgpipe_ctx *ctx, const unsigned char *in, unsigned
         return IMGPIPE_RQ_NOT_APPLICABLE;
   }
 
-  /* Rescale (and turn, and halve chroma), component by component, counting the AC symbols and
-   * keeping the DC values: their differences follow the MCU order, counted after. */
+  /* The output's blocks, kept sparse, within what max_memory leaves beside the input's arrays. */
+  ctx->store_budget = (size_t)-1;
+  if (max_memory > 0) {
+    size_t input = 0;
+    for (ci = 0; ci < l.components && !in_bands; ci++)
+      input += (size_t)src->comp_info[ci].width_in_blocks * src->comp_info[ci].height_in_blocks * sizeof(JBLOCK);
+    ctx->store_budget = max_memory > input ? max_memory - input : 0;
+  }
+  ctx->plans = (struct component_plan *)(*src->mem->alloc_small)((j_common_ptr)src, JPOOL_IMAGE,
+                                                                  (size_t)l.components * sizeof(struct component_plan));
   stats_init(&ctx->stats);
   for (ci = 0; ci < l.components; ci++) {
     const UINT16 *q_in = src->comp_info[ci].quant_table->quantval;
     const UINT16 *q_out = dst->quant_tbl_ptrs[dst->comp_info[ci].quant_tbl_no]->quantval;
-    long *ac = ctx->stats.ac[dst->comp_info[ci].ac_tbl_no ? 1 : 0];
-    size_t blocks = (size_t)l.width_in_blocks[ci] * l.height_in_blocks[ci];
-    dc_values[ci] = (JCOEF *)(*src->mem->alloc_large)((j_common_ptr)src, JPOOL_IMAGE, blocks * sizeof(JCOEF));
-    if (l.input_arrays)
-      out_coefs[ci] = coefs[ci];
-    if (!build_component(ctx, &l, ci, coefs[ci], out_coefs[ci], q_in, q_out, ac, dc_values[ci]))
-      return IMGPIPE_RQ_NOT_APPLICABLE;
+    if (!block_store_init(&ctx->stores[ci], l.width_in_blocks[ci], l.height_in_blocks[ci],
+                          dst->comp_info[ci].v_samp_factor, &ctx->store_budget))
+      ERREXIT1(src, JERR_OUT_OF_MEMORY, 13);
+    plan_component(&ctx->plans[ci], &l, ci, &src->comp_info[ci], q_in, q_out,
+                   ctx->stats.ac[dst->comp_info[ci].ac_tbl_no ? 1 : 0], &ctx->stores[ci]);
+    out_coefs[ci] = (jvirt_barray_ptr)&ctx->stores[ci];
   }
-  if (dst->comp_info[0].dc_tbl_no != 0 || dst->comp_info[0].ac_tbl_no != 0 ||
-      (l.components == 3 && (dst->comp_info[1].dc_tbl_no != 1 || dst->comp_info[2].dc_tbl_no != 1)))
-    return IMGPIPE_RQ_NOT_APPLICABLE; /* not the table assignment assumed here */
-  if (!count_dc_in_scan_order(&ctx->stats, &l, dc_values))
+
+  /* Rescale (and turn, and halve chroma), counting the AC symbols and keeping the DC values:
+   * their differences follow the MCU order, counted after. */
+  if (!(in_bands ? read_in_bands(ctx, &l, decode_ns) : build_from_arrays(ctx, &l, coefs)))
+    return IMGPIPE_RQ_NOT_APPLICABLE;
+  if (ctx->src_err.pub.num_warnings > 0)
+    return IMGPIPE_RQ_NOT_APPLICABLE; /* damaged data, found while reading in bands */
+  if (!count_dc_in_scan_order(&ctx->stats, &l, ctx->stores))
     return IMGPIPE_RQ_NOT_APPLICABLE;
   for (ci = 0; ci < (l.components == 1 ? 1 : 2) && !dst->optimize_coding; ci++) {
     if (dst->dc_huff_tbl_ptrs[ci] == NULL)
@@ -660,6 +798,9 @@ static int requantize(struct imgpipe_ctx *ctx, const unsigned char *in, unsigned
   ctx->dest.pub.empty_output_buffer = dest_empty;
   ctx->dest.pub.term_destination = dest_term;
   dst->dest = &ctx->dest.pub;
+  dst->client_data = ctx;
+  ctx->libjpeg_access = dst->mem->access_virt_barray;
+  dst->mem->access_virt_barray = writer_access;
   jpeg_write_coefficients(dst, out_coefs);
   jpeg_finish_compress(dst);
   return IMGPIPE_RQ_OK;
@@ -678,7 +819,7 @@ int imgpipe_requantize(const unsigned char *in, unsigned long in_len, int qualit
                        unsigned int *width, unsigned int *height, char *err_msg, int err_len,
                        int flags, uint64_t *decode_ns) {
   struct imgpipe_ctx *volatile ctx;
-  int result;
+  int result, ci;
 
   *out = NULL;
   *out_len = 0;
@@ -712,6 +853,8 @@ int imgpipe_requantize(const unsigned char *in, unsigned long in_len, int qualit
     jpeg_destroy_compress(&ctx->dst);
   if (ctx->src_created)
     jpeg_destroy_decompress(&ctx->src);
+  for (ci = 0; ci < MAX_COMPONENTS; ci++)
+    block_store_free(&ctx->stores[ci]);
   free(ctx->dest.buffer);
   free(ctx);
   return result;
@@ -739,7 +882,8 @@ int imgpipe_requantize_coefficients(const int *values, int *out, int count, int 
     JCOEF block[DCTSIZE2];
     memset(block, 0, sizeof(block));
     block[place] = (JCOEF)values[i];
-    (void)rescale_and_count(st, st->ac[0], block, &t); /* 0 when out of range; the value is written */
+    struct kept_coefficients kept;
+    (void)rescale_and_count(st, st->ac[0], block, &t, &kept); /* 0 when out of range; the value is written */
     out[i] = block[place];
   }
   free(st);
