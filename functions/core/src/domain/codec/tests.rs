@@ -1126,6 +1126,63 @@ fn requantized_coefficients_round_to_nearest_and_ac_ties_down() {
     }
 }
 
+/// A single-scan JPEG is read in bands and a progressive one whole (csrc/requantize.c,
+/// read_in_bands): the same coefficients must give the same bytes either way, in every
+/// subsampling and orientation, edge blocks and shifted chroma included. The progressive copy
+/// is a lossless transform of the baseline file, so its coefficients are the same.
+#[test]
+fn jpegs_read_in_bands_and_read_whole_give_the_same_output() {
+    let mut to_progressive = turbojpeg::Transform::default();
+    to_progressive.progressive = true;
+    for (width, height) in [(65, 33), (64, 48), (104, 72), (17, 9)] {
+        let photo = photo_like(width, height);
+        let gray = DynamicImage::ImageRgb8(photo.clone()).into_luma8();
+        let inputs = [
+            turbo_jpeg_with(&photo, 90, Subsamp::Sub2x2, false),
+            turbo_jpeg_with(&photo, 92, Subsamp::Sub2x1, false),
+            turbo_jpeg_with(&photo, 95, Subsamp::None, false),
+            turbo_jpeg_with(&photo, 90, Subsamp::Sub1x2, false),
+            turbo_gray_jpeg(&gray, 85),
+        ];
+        let aligned = width % 8 == 0 && height % 8 == 0;
+        let orientations: &[u8] = if aligned { &[1, 2, 3, 4, 5, 6, 7, 8] } else { &[1, 5] };
+        for (i, baseline) in inputs.iter().enumerate() {
+            let progressive = turbojpeg::transform(&to_progressive, baseline).expect("lossless transform");
+            assert_eq!(sof_marker(&progressive), Some(0xC2), "{width}x{height} input {i}: progressive");
+            for &orientation in orientations {
+                let requantized = |jpeg: &[u8]| {
+                    requantize::requantize(jpeg, JPEG_QUALITY, orientation, 1 << 30)
+                        .expect("no error")
+                        .expect("applies")
+                        .jpeg
+                };
+                assert!(
+                    requantized(baseline) == requantized(&progressive),
+                    "{width}x{height} input {i}, orientation {orientation}"
+                );
+            }
+        }
+    }
+}
+
+/// The output's blocks (block_store.c) count against the memory bound as libjpeg's arrays do:
+/// under it, requantisation fails (the caller then decodes and re-encodes) instead of
+/// allocating past it.
+#[test]
+fn requantisation_keeps_to_its_memory_bound() {
+    let photo = photo_like(333, 250);
+    for (what, input) in [
+        ("baseline", turbo_jpeg_with(&photo, 95, Subsamp::None, false)),
+        ("progressive", turbo_jpeg_with(&photo, 95, Subsamp::None, true)),
+    ] {
+        assert!(requantize::requantize(&input, JPEG_QUALITY, 1, 1 << 30).expect("no error").is_some(), "{what}");
+        // The output's 2016 blocks take 16 bytes each before any value; read whole, the input's
+        // coefficients take 333 x 250 x 6 bytes. Read in bands, only the store meets the bound.
+        let refused = requantize::requantize(&input, JPEG_QUALITY, 1, 16 * 1024);
+        assert!(refused.is_err(), "{what}: {:?}", refused.map(|out| out.map(|o| o.jpeg.len())));
+    }
+}
+
 /// Our Huffman statistics give libjpeg's optimised tables: byte-identical output, including
 /// the dummy blocks of MCUs cut by the right and bottom edges (odd luma block counts), for
 /// chroma halved from 4:2:2 and 4:4:4 and for turned outputs.
