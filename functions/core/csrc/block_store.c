@@ -19,12 +19,12 @@ int block_store_init(struct block_store *s, JDIMENSION width, JDIMENSION height,
   s->height = height;
   s->budget = budget;
   s->band_rows = band_rows;
-  if (band_rows < 1 || band_rows > (int)(sizeof(s->rows) / sizeof(s->rows[0])) ||
+  if (band_rows < 0 || band_rows > (int)(sizeof(s->rows) / sizeof(s->rows[0])) ||
       !take(budget, blocks * sizeof(struct stored_block) + band))
     return 0;
   s->blocks = (struct stored_block *)malloc(blocks * sizeof(struct stored_block));
-  s->band = (JBLOCKROW)malloc(band);
-  return s->blocks != NULL && s->band != NULL;
+  s->band = band_rows > 0 ? (JBLOCKROW)malloc(band) : NULL;
+  return s->blocks != NULL && (band_rows == 0 || s->band != NULL);
 }
 
 void block_store_free(struct block_store *s) {

@@ -1,11 +1,11 @@
 /*
- * The output's blocks between the requantisation and libjpeg's writer, kept sparse: a q50 block
+ * The output's blocks between the requantisation and the scan's writer, kept sparse: a q50 block
  * of a q90-q95 photo keeps a few of its 64 coefficients, so each block is its DC, a mask of the
  * AC coefficients it keeps (zigzag order) and their values, 16 bytes plus 2 per value, where a
- * whole-image coefficient array takes 128 bytes per block. The writer reads the blocks through
- * libjpeg's virtual-array access (block_store_rows), one band of rows at a time, made whole
- * again just before they are encoded. Blocks may be put in any order (a turn writes them down
- * the output's columns).
+ * whole-image coefficient array takes 128 bytes per block. scan_writer.c encodes them as they
+ * are; libjpeg's writer (the tests' reference) reads them through its virtual-array access
+ * (block_store_rows), one band of rows at a time, made whole again. Blocks may be put in any
+ * order (a turn writes them down the output's columns).
  */
 #ifndef IMGPIPE_BLOCK_STORE_H
 #define IMGPIPE_BLOCK_STORE_H
@@ -40,8 +40,8 @@ struct block_store {
   int band_rows;
 };
 
-/* 0 if the budget or memory runs out. band_rows: the most rows the writer asks for at once
- * (the component's vertical sampling factor). */
+/* 0 if the budget or memory runs out. band_rows: the most rows libjpeg's writer asks for at
+ * once (the component's vertical sampling factor), or 0 where it does not read the store. */
 int block_store_init(struct block_store *s, JDIMENSION width, JDIMENSION height, int band_rows, size_t *budget);
 void block_store_free(struct block_store *s);
 

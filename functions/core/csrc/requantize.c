@@ -30,12 +30,14 @@
 #include "block_store.h"
 #include "chroma_downsample.h"
 #include "coefficients.h"
+#include "scan_writer.h"
 
 
 /* libjpeg internals, exported by the library but declared in headers it does not install
  * (jpegint.h, jchuff.h). */
 extern const int jpeg_natural_order[]; /* zigzag index -> natural index */
 extern void jpeg_gen_optimal_table(j_compress_ptr cinfo, JHUFF_TBL *htbl, long freq[]);
+extern void jpeg_make_c_derived_tbl(j_compress_ptr cinfo, boolean isDC, int tblno, struct huffman_codes **codes);
 
 /* The decompressor's inverse DCT, as libjpeg-turbo 3.1's jpegint.h declares it (its first two
  * members; the version is pinned by Cargo.lock, and a changed layout fails every requantisation
@@ -46,6 +48,12 @@ struct jpeg_inverse_dct {
   void (*start_pass)(j_decompress_ptr cinfo);
   inverse_dct_method inverse_DCT[MAX_COMPONENTS];
 };
+/* The compressor's coefficient controller, the same way: requantize replaces its compress_data,
+ * which would hand whole blocks to libjpeg's Huffman encoder, by write_scan_row. */
+struct jpeg_c_coef_controller {
+  void (*start_pass)(j_compress_ptr cinfo, int pass_mode);
+  boolean (*compress_data)(j_compress_ptr cinfo, JSAMPIMAGE input_buf);
+};
 
 #define MAX_AC_BITS 10 /* 8-bit samples: data_precision + 2 */
 
@@ -54,7 +62,7 @@ struct jpeg_inverse_dct {
 #define IMGPIPE_RQ_ERROR 2
 
 /* flags */
-#define IMGPIPE_RQ_LIBJPEG_STATS 1 /* let libjpeg gather the Huffman statistics (tests) */
+#define IMGPIPE_RQ_LIBJPEG_WRITER 1 /* libjpeg gathers the Huffman statistics and writes the scan (tests) */
 
 struct imgpipe_err {
   struct jpeg_error_mgr pub;
@@ -89,6 +97,7 @@ struct imgpipe_ctx {
   struct component_plan *plans; /* one per component */
   struct block_store stores[MAX_COMPONENTS];
   size_t store_budget;
+  struct scan_writer scan;
   /* The writer's own access to virtual arrays, for arrays other than the stores. */
   JBLOCKARRAY (*libjpeg_access)(j_common_ptr, jvirt_barray_ptr, JDIMENSION, JDIMENSION, boolean);
   /* read_in_bands: the band (iMCU row) being read, each component's ring of block rows and its
@@ -147,6 +156,23 @@ static boolean dest_empty(j_compress_ptr cinfo) {
   dest->pub.free_in_buffer = capacity - dest->capacity;
   dest->capacity = capacity;
   return TRUE;
+}
+
+/* Room for `bytes` more at next_output_byte, growing the buffer if need be (write_scan_row). */
+static unsigned char *dest_reserve(j_compress_ptr cinfo, size_t bytes) {
+  struct imgpipe_dest *dest = (struct imgpipe_dest *)cinfo->dest;
+  if (dest->pub.free_in_buffer < bytes) {
+    size_t used = dest->capacity - dest->pub.free_in_buffer;
+    size_t capacity = 2 * dest->capacity > used + bytes ? 2 * dest->capacity : used + bytes;
+    unsigned char *grown = (unsigned char *)realloc(dest->buffer, capacity);
+    if (grown == NULL)
+      ERREXIT1(cinfo, JERR_OUT_OF_MEMORY, 14);
+    dest->buffer = grown;
+    dest->capacity = capacity;
+    dest->pub.next_output_byte = grown + used;
+    dest->pub.free_in_buffer = capacity - used;
+  }
+  return dest->pub.next_output_byte;
 }
 
 static void dest_term(j_compress_ptr cinfo) {
@@ -655,8 +681,9 @@ static int count_dc_in_scan_order(struct huff_stats *st, const struct layout *l,
   return 1;
 }
 
-/* The writer reads the output's blocks through its memory manager's virtual-array access:
- * the stores stand in for its arrays (requantize passes their addresses as the arrays). */
+/* libjpeg's writer (the tests' reference, IMGPIPE_RQ_LIBJPEG_WRITER) reads the output's blocks
+ * through its memory manager's virtual-array access: the stores stand in for its arrays
+ * (requantize passes their addresses as the arrays). */
 static JBLOCKARRAY writer_access(j_common_ptr cinfo, jvirt_barray_ptr array, JDIMENSION start, JDIMENSION rows,
                                  boolean writable) {
   struct imgpipe_ctx *ctx = (struct imgpipe_ctx *)cinfo->client_data;
@@ -665,6 +692,21 @@ static JBLOCKARRAY writer_access(j_common_ptr cinfo, jvirt_barray_ptr array, JDI
     if (array == (jvirt_barray_ptr)&ctx->stores[ci])
       return block_store_rows(&ctx->stores[ci], start, rows);
   return (*ctx->libjpeg_access)(cinfo, array, start, rows, writable);
+}
+
+/* One MCU row of the scan, called by jpeg_finish_compress once libjpeg has written the headers
+ * (with our Huffman tables); the last row ends the scan's bits, so libjpeg's own encoder, never
+ * given a block, has none to write before the end of image. */
+static boolean write_scan_row(j_compress_ptr dst, JSAMPIMAGE unused) {
+  struct imgpipe_ctx *ctx = (struct imgpipe_ctx *)dst->client_data;
+  unsigned char *start = dest_reserve(dst, scan_writer_row_bound(&ctx->scan)), *end;
+  (void)unused;
+  end = scan_writer_row(&ctx->scan, start);
+  if (ctx->scan.row == dst->total_iMCU_rows)
+    end = scan_writer_flush(&ctx->scan, end);
+  dst->dest->next_output_byte = end;
+  dst->dest->free_in_buffer -= (size_t)(end - start);
+  return TRUE;
 }
 
 static int requantize(struct imgpipe_ctx *ctx, const unsigned char *in, unsigned long in_len, int quality,
@@ -731,8 +773,8 @@ static int requantize(struct imgpipe_ctx *ctx, const unsigned char *in, unsigned
     dst->comp_info[ci].quant_tbl_no = ci == 0 ? 0 : 1;
     dst->comp_info[ci].h_samp_factor = dst->comp_info[ci].v_samp_factor = ci == 0 && l.components == 3 ? 2 : 1;
   }
-  /* Our own statistics (below), or libjpeg's extra pass for the tests to compare with. */
-  dst->optimize_coding = (flags & IMGPIPE_RQ_LIBJPEG_STATS) != 0;
+  /* Our own statistics and scan (below), or libjpeg's for the tests to compare with. */
+  dst->optimize_coding = (flags & IMGPIPE_RQ_LIBJPEG_WRITER) != 0;
   dst->write_JFIF_header = TRUE;
   dst->write_Adobe_marker = FALSE;
   if (dst->comp_info[0].dc_tbl_no != 0 || dst->comp_info[0].ac_tbl_no != 0 ||
@@ -765,7 +807,7 @@ static int requantize(struct imgpipe_ctx *ctx, const unsigned char *in, unsigned
     const UINT16 *q_in = src->comp_info[ci].quant_table->quantval;
     const UINT16 *q_out = dst->quant_tbl_ptrs[dst->comp_info[ci].quant_tbl_no]->quantval;
     if (!block_store_init(&ctx->stores[ci], l.width_in_blocks[ci], l.height_in_blocks[ci],
-                          dst->comp_info[ci].v_samp_factor, &ctx->store_budget))
+                          dst->optimize_coding ? dst->comp_info[ci].v_samp_factor : 0, &ctx->store_budget))
       ERREXIT1(src, JERR_OUT_OF_MEMORY, 13);
     plan_component(&ctx->plans[ci], &l, ci, &src->comp_info[ci], q_in, q_out,
                    ctx->stats.ac[dst->comp_info[ci].ac_tbl_no ? 1 : 0], &ctx->stores[ci]);
@@ -802,6 +844,14 @@ static int requantize(struct imgpipe_ctx *ctx, const unsigned char *in, unsigned
   ctx->libjpeg_access = dst->mem->access_virt_barray;
   dst->mem->access_virt_barray = writer_access;
   jpeg_write_coefficients(dst, out_coefs);
+  if (!dst->optimize_coding) {
+    scan_writer_init(&ctx->scan, ctx->stores, l.components);
+    for (ci = 0; ci < (l.components == 1 ? 1 : 2); ci++) {
+      jpeg_make_c_derived_tbl(dst, TRUE, ci, &ctx->scan.dc[ci]);
+      jpeg_make_c_derived_tbl(dst, FALSE, ci, &ctx->scan.ac[ci]);
+    }
+    dst->coef->compress_data = write_scan_row;
+  }
   jpeg_finish_compress(dst);
   return IMGPIPE_RQ_OK;
 }
@@ -810,8 +860,8 @@ static int requantize(struct imgpipe_ctx *ctx, const unsigned char *in, unsigned
  * Returns IMGPIPE_RQ_OK with *out (free it with imgpipe_requantize_free), *out_len, *width and
  * *height set (the output's: turned by the orientation); IMGPIPE_RQ_NOT_APPLICABLE; or
  * IMGPIPE_RQ_ERROR with a message in err_msg. orientation: the input's EXIF orientation, 1-8,
- * applied to the output. max_memory bounds libjpeg's allocations for the source's coefficients (0: no bound). flags:
- * 0, or IMGPIPE_RQ_LIBJPEG_STATS. *decode_ns: time spent reading (entropy-decoding) the
+ * applied to the output. max_memory bounds the input's coefficients and the output's blocks (0: no bound). flags:
+ * 0, or IMGPIPE_RQ_LIBJPEG_WRITER. *decode_ns: time spent reading (entropy-decoding) the
  * coefficients, the part decode + encode would also spend; the rest of the call is the encode.
  */
 int imgpipe_requantize(const unsigned char *in, unsigned long in_len, int quality, int orientation,

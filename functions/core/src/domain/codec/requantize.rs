@@ -22,9 +22,10 @@ use super::JPEG_QUALITY;
 
 const OK: c_int = 0;
 const NOT_APPLICABLE: c_int = 1;
-/// Huffman statistics gathered by libjpeg's optimize_coding pass instead of ours.
+/// Huffman statistics gathered by libjpeg's optimize_coding pass and the scan written by its
+/// encoder, instead of ours.
 #[cfg(test)]
-const LIBJPEG_STATS: c_int = 1;
+const LIBJPEG_WRITER: c_int = 1;
 
 unsafe extern "C" {
     fn imgpipe_requantize(
@@ -76,14 +77,15 @@ pub(super) fn requantize(
     requantize_with(input, quality, orientation, max_memory, 0)
 }
 
-/// The same with libjpeg gathering the Huffman statistics: the output must be byte-identical.
+/// The same with libjpeg gathering the Huffman statistics and writing the scan: the output must
+/// be byte-identical.
 #[cfg(test)]
-pub(super) fn requantize_with_libjpeg_stats(
+pub(super) fn requantize_with_libjpeg_writer(
     input: &[u8],
     quality: i32,
     orientation: u8,
 ) -> Result<Option<Requantized>, String> {
-    requantize_with(input, quality, orientation, 0, LIBJPEG_STATS)
+    requantize_with(input, quality, orientation, 0, LIBJPEG_WRITER)
 }
 
 /// The rounding rule: each coefficient of quantiser `q_in` expressed on `q_out`, as the DC

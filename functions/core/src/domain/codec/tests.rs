@@ -1183,11 +1183,12 @@ fn requantisation_keeps_to_its_memory_bound() {
     }
 }
 
-/// Our Huffman statistics give libjpeg's optimised tables: byte-identical output, including
-/// the dummy blocks of MCUs cut by the right and bottom edges (odd luma block counts), for
-/// chroma halved from 4:2:2 and 4:4:4 and for turned outputs.
+/// Our Huffman statistics and scan writer (csrc/scan_writer.c) give libjpeg's optimised tables
+/// and its encoder's bytes, from the same blocks: byte-identical output, including the dummy
+/// blocks of MCUs cut by the right and bottom edges (odd luma block counts), for chroma halved
+/// from 4:2:2 and 4:4:4 and for turned outputs.
 #[test]
-fn requantize_statistics_match_libjpegs_optimize_coding() {
+fn requantize_statistics_and_scan_match_libjpegs_optimize_coding() {
     for (width, height) in [(65, 33), (64, 48), (17, 9), (8, 8), (1, 1), (200, 123), (96, 32), (104, 72), (40, 24)] {
         let photo = photo_like(width, height);
         let gray = DynamicImage::ImageRgb8(photo.clone()).into_luma8();
@@ -1209,7 +1210,7 @@ fn requantize_statistics_match_libjpegs_optimize_coding() {
                 let ours = requantize::requantize(input, JPEG_QUALITY, orientation, 1 << 30)
                     .expect("no error")
                     .expect("applies");
-                let theirs = requantize::requantize_with_libjpeg_stats(input, JPEG_QUALITY, orientation)
+                let theirs = requantize::requantize_with_libjpeg_writer(input, JPEG_QUALITY, orientation)
                     .expect("no error")
                     .expect("applies");
                 assert!(
