@@ -1,8 +1,11 @@
 /*
- * DCT-domain requantisation of a JPEG to libjpeg's quality-N tables, through libjpeg-turbo's
- * coefficient API (the static libturbojpeg built by turbojpeg-sys carries the whole libjpeg
- * API): read the quantised DCT coefficients, rescale them to the new tables, write them as a
- * baseline JPEG with optimised Huffman tables. No IDCT, colour conversion, resampling or FDCT.
+ * DCT-domain requantisation of a JPEG to libjpeg's quality-N tables, through libjpeg-turbo
+ * (the static libturbojpeg built by turbojpeg-sys carries the whole libjpeg API): read the
+ * quantised DCT coefficients, rescale them to the new tables, write them as a baseline JPEG
+ * with optimised Huffman tables. No IDCT, colour conversion, resampling or FDCT. A single-scan
+ * input is read in bands (read_in_bands), a progressive one whole (jpeg_read_coefficients); the
+ * output's blocks are kept sparse (block_store.c) and its scan written from them
+ * (scan_writer.c), after libjpeg has written the headers.
  *
  * The output is what decode + encode would write: q50 tables, 4:2:0 (or grayscale), upright.
  * Inputs: 8-bit grayscale or YCbCr (also as an Adobe marker with transform 1 declares it) at

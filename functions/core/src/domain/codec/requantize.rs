@@ -1,9 +1,9 @@
 //! DCT-domain requantisation of a JPEG to the quality-[`JPEG_QUALITY`] tables (issue 5, item 1):
-//! the quantised coefficients are read with libjpeg's coefficient API, rescaled to the new
-//! tables and written as a baseline JPEG with optimised Huffman tables. No IDCT, colour
-//! conversion, chroma resampling or FDCT, so it is several times faster than decode + encode
-//! and, with the optimised tables, smaller. The C side is `csrc/requantize.c`, linked against
-//! the libjpeg-turbo that turbojpeg-sys builds.
+//! the quantised coefficients are read with libjpeg (a single scan in bands, a progressive
+//! file whole), rescaled to the new tables, kept sparse and written as a baseline JPEG with
+//! optimised Huffman tables. No IDCT, colour conversion, chroma resampling or FDCT, so it is
+//! several times faster than decode + encode and, with the optimised tables, smaller. The C
+//! side is `csrc/requantize.c`, linked against the libjpeg-turbo that turbojpeg-sys builds.
 //!
 //! It applies only where it gives what decode + encode gives: 8-bit grayscale or YCbCr (4:2:0,
 //! or 4:2:2, 4:4:0 and 4:4:4, whose chroma is halved to 4:2:0 in the DCT domain by
@@ -67,7 +67,8 @@ pub(super) struct Requantized {
 /// `Ok(None)` when the input is not one requantisation applies to; `Err` with libjpeg's
 /// message when libjpeg fails on it (callers fall back to decode + encode either way).
 /// `orientation` is the input's EXIF orientation (1-8), applied to the output. `max_memory`
-/// bounds libjpeg's allocations for the input's and the output's coefficients.
+/// bounds the memory for the input's coefficients (a progressive input's, read whole) and the
+/// output's blocks.
 pub(super) fn requantize(
     input: &[u8],
     quality: i32,
