@@ -132,11 +132,12 @@ bench-smoke: setup
 	@bench/run.sh --smoke
 
 # The deployable zips: release builds for arm64 Lambda (provided.al2023) through cargo-lambda
-# and its zig toolchain, libjpeg-turbo included; target/lambda/<function>/bootstrap.zip.
+# and its zig toolchain, libjpeg-turbo included; target/lambda/<function>/bootstrap.zip (in
+# $CARGO_TARGET_DIR when it is set).
 package: setup aarch64-std
 	PATH="$$PWD/.venv/bin:$$PATH" cargo lambda build --release --arm64 --output-format zip \
 	  -p imgpipe-api -p imgpipe-worker -p imgpipe-notifier -p imgpipe-authorizer
-	@ls -l target/lambda/*/bootstrap.zip
+	@ls -l $${CARGO_TARGET_DIR:-target}/lambda/*/bootstrap.zip
 
 # What `sam deploy` uploads: the SAM CLI builds template.yaml's functions with cargo-lambda
 # into .aws-sam/build (no AWS account needed). The SAM CLI is pinned in

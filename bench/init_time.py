@@ -5,7 +5,7 @@
   bench/init_time.py [BIN_DIR] [RUNS] [--json FILE]     (default target/release, 15)
 
 With --json, the medians go to FILE with the size of each function's arm64 zip
-(target/lambda/<function>/bootstrap.zip, from `make package`) when it exists.
+(<target>/lambda/<function>/bootstrap.zip beside BIN_DIR, from `make package`) when it exists.
 
 Each arm64 zip's bootstrap is also started under qemu's user-mode emulator (Debian's
 qemu-user-static and an arm64 glibc, fetched with `apt-get download` and unpacked into
@@ -13,8 +13,12 @@ bench/.qemu, nothing installed): it shows that the build Lambda would run starts
 Runtime API. Its time is the emulator's, tens of times a real arm64 CPU's: no Graviton figure.
 
 A local socket plays the Runtime API; the binaries get the environment Lambda would give
-them (credentials and region in variables, so the SDK looks nothing up)."""
+them (credentials and region in variables, so the SDK looks nothing up). The api and the
+notifier read the webhook signing key from Secrets Manager before their first poll: a local
+HTTP server answers that call on loopback (AWS_ENDPOINT_URL), so their figure has the SDK's
+request but not AWS's round trip."""
 import glob
+import http.server
 import json
 import os
 import socket
@@ -22,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import zipfile
 
@@ -35,6 +40,31 @@ ENV = {
 
 
 QEMU_DIR = os.path.join(ROOT, "bench", ".qemu")
+
+
+class SecretsManager(http.server.BaseHTTPRequestHandler):
+    """GetSecretValue, the only call a function makes before its first poll."""
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        body = json.dumps({"ARN": "arn:aws:secretsmanager:us-east-1:000000000000:secret:init-time",
+                           "Name": "init-time", "VersionId": "v1", "SecretString": "k" * 64}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-amz-json-1.1")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def serve_secrets_manager():
+    """Starts SecretsManager on a loopback port and points the functions' SDK at it."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), SecretsManager)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    ENV["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{server.server_address[1]}"
+    ENV["WEBHOOK_SIGNING_SECRET_ID"] = "init-time"
 
 
 def qemu_aarch64():
@@ -96,6 +126,7 @@ def main():
     bin_dir = args[0] if args else os.path.join(ROOT, "target", "release")
     runs = int(args[1]) if len(args) > 1 else 15
     qemu = None
+    serve_secrets_manager()
     result = {"machine": f"{os.cpu_count()} cores, {os.uname().machine}", "runs": runs, "functions": {}}
     for name in ("api", "worker", "notifier", "authorizer"):
         binary = os.path.join(bin_dir, name)
@@ -104,7 +135,8 @@ def main():
               f"min {min(times):6.1f}, max {max(times):6.1f} ({runs} starts, {os.path.getsize(binary) // 1024} KiB)")
         entry = {"init_median_ms": statistics.median(times), "init_min_ms": min(times), "init_max_ms": max(times),
                  "host_binary_bytes": os.path.getsize(binary)}
-        zipped = os.path.join(ROOT, "target", "lambda", name, "bootstrap.zip")
+        # cargo-lambda puts the zips beside release/ in the same target directory.
+        zipped = os.path.join(os.path.dirname(os.path.abspath(bin_dir)), "lambda", name, "bootstrap.zip")
         if os.path.exists(zipped):
             entry["arm64_zip_bytes"] = os.path.getsize(zipped)
             print(f"{name:9} arm64 zip: {entry['arm64_zip_bytes'] / 1e6:.2f} MB")
