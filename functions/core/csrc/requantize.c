@@ -865,7 +865,8 @@ static int requantize(struct imgpipe_ctx *ctx, const unsigned char *in, unsigned
  * IMGPIPE_RQ_ERROR with a message in err_msg. orientation: the input's EXIF orientation, 1-8,
  * applied to the output. max_memory bounds the input's coefficients and the output's blocks (0: no bound). flags:
  * 0, or IMGPIPE_RQ_LIBJPEG_WRITER. *decode_ns: time spent reading (entropy-decoding) the
- * coefficients, the part decode + encode would also spend; the rest of the call is the encode.
+ * coefficients, the part decode + encode would also spend (in bands: the time inside libjpeg's
+ * reading calls, each block's copy into the ring included); the rest of the call is the encode.
  */
 int imgpipe_requantize(const unsigned char *in, unsigned long in_len, int quality, int orientation,
                        unsigned long max_memory, unsigned char **out, unsigned long *out_len,
