@@ -1195,7 +1195,10 @@ fn requantize_statistics_and_scan_match_libjpegs_optimize_coding() {
                     let whole = requantize::requantize(progressive, JPEG_QUALITY, orientation, 1 << 30)
                         .expect("no error")
                         .expect("applies");
-                    assert!(ours.jpeg == whole.jpeg, "{width}x{height} input {i}, orientation {orientation}: read whole");
+                    assert!(
+                        ours.jpeg == whole.jpeg,
+                        "{width}x{height} input {i}, orientation {orientation}: read whole"
+                    );
                 }
             }
         }
