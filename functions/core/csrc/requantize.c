@@ -147,21 +147,8 @@ static void dest_init(j_compress_ptr cinfo) {
   dest->pub.free_in_buffer = dest->capacity;
 }
 
-static boolean dest_empty(j_compress_ptr cinfo) {
-  /* Called when the buffer is full: double it. */
-  struct imgpipe_dest *dest = (struct imgpipe_dest *)cinfo->dest;
-  size_t capacity = dest->capacity * 2;
-  unsigned char *grown = (unsigned char *)realloc(dest->buffer, capacity);
-  if (grown == NULL)
-    ERREXIT1(cinfo, JERR_OUT_OF_MEMORY, 10);
-  dest->buffer = grown;
-  dest->pub.next_output_byte = grown + dest->capacity;
-  dest->pub.free_in_buffer = capacity - dest->capacity;
-  dest->capacity = capacity;
-  return TRUE;
-}
-
-/* Room for `bytes` more at next_output_byte, growing the buffer if need be (write_scan_row). */
+/* Room for `bytes` more at next_output_byte, the buffer grown (at least doubled) if need be:
+ * for write_scan_row, and when libjpeg finds the buffer full (dest_empty). */
 static unsigned char *dest_reserve(j_compress_ptr cinfo, size_t bytes) {
   struct imgpipe_dest *dest = (struct imgpipe_dest *)cinfo->dest;
   if (dest->pub.free_in_buffer < bytes) {
@@ -169,13 +156,18 @@ static unsigned char *dest_reserve(j_compress_ptr cinfo, size_t bytes) {
     size_t capacity = 2 * dest->capacity > used + bytes ? 2 * dest->capacity : used + bytes;
     unsigned char *grown = (unsigned char *)realloc(dest->buffer, capacity);
     if (grown == NULL)
-      ERREXIT1(cinfo, JERR_OUT_OF_MEMORY, 14);
+      ERREXIT1(cinfo, JERR_OUT_OF_MEMORY, 10);
     dest->buffer = grown;
     dest->capacity = capacity;
     dest->pub.next_output_byte = grown + used;
     dest->pub.free_in_buffer = capacity - used;
   }
   return dest->pub.next_output_byte;
+}
+
+static boolean dest_empty(j_compress_ptr cinfo) {
+  dest_reserve(cinfo, 1);
+  return TRUE;
 }
 
 static void dest_term(j_compress_ptr cinfo) {
