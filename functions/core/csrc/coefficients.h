@@ -1,4 +1,4 @@
-/* What both coefficient loops need (requantize.c, chroma_downsample.c). */
+/* What the coefficient loops need (requantize.c, chroma_downsample.c, scan_writer.c). */
 #ifndef IMGPIPE_COEFFICIENTS_H
 #define IMGPIPE_COEFFICIENTS_H
 
@@ -10,6 +10,9 @@
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
+
+/* How many bits a magnitude takes: JPEG's size category of a coefficient or a DC difference. */
+static inline int bit_length(unsigned value) { return value ? 32 - __builtin_clz(value) : 0; }
 
 /* Bit n set when the coefficient at natural index n is not zero. */
 static inline uint64_t nonzero_mask(const JCOEF *block) {

@@ -252,8 +252,6 @@ static void stats_init(struct huff_stats *st) {
     }
 }
 
-static int bit_length(unsigned value) { return value ? 32 - __builtin_clz(value) : 0; }
-
 /*
  * Rescales a block in place (unless `t` is NULL: the tables are the same), counts its AC
  * symbols and writes the AC coefficients that stay into `kept`; 0 if a coefficient is out of

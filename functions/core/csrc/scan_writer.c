@@ -2,6 +2,8 @@
 
 #include <string.h>
 
+#include "coefficients.h"
+
 /* The bits being written and where their bytes go; local to a row, so they stay in registers.
  * As libjpeg-turbo's encoder does, whole 64-bit words are written at once unless one holds a
  * 0xFF byte, which needs a 0 after it (byte stuffing: 0xFF starts a marker). */
@@ -41,8 +43,6 @@ static inline void put(struct bit_output *o, unsigned bits, int size) {
     o->free = 64 - spill;
   }
 }
-
-static inline int bit_length(unsigned value) { return value ? 32 - __builtin_clz(value) : 0; }
 
 /* A symbol's code followed by the low nbits of value, negative values one less (JPEG's
  * one's-complement-like form, as libjpeg writes it). */
