@@ -16,7 +16,13 @@ fn main() {
     // fused multiply-adds: arm64 would fuse where x86-64 does not, and the outputs must be
     // byte-identical on both (chroma_downsample.c sums floats).
     build
-        .files(["csrc/requantize.c", "csrc/chroma_downsample.c", "csrc/block_store.c", "csrc/scan_writer.c"])
+        .files([
+            "csrc/requantize.c",
+            "csrc/chroma_downsample.c",
+            "csrc/block_store.c",
+            "csrc/scan_writer.c",
+            "csrc/progressive_reader.c",
+        ])
         .flag_if_supported("-ffp-contract=off")
         .opt_level(3)
         .warnings(true)

@@ -51,7 +51,8 @@ int block_store_put(struct block_store *s, JDIMENSION x, JDIMENSION y, JCOEF dc,
   b->zigzag = kept->zigzag;
   b->first = (uint32_t)s->count;
   b->dc = dc;
-  memcpy(s->values + s->count, kept->ac, (size_t)kept->count * sizeof(JCOEF));
+  if (kept->count > 0) /* values is NULL until the first */
+    memcpy(s->values + s->count, kept->ac, (size_t)kept->count * sizeof(JCOEF));
   s->count += (size_t)kept->count;
   return 1;
 }

@@ -3,9 +3,10 @@
  * (the static libturbojpeg built by turbojpeg-sys carries the whole libjpeg API): read the
  * quantised DCT coefficients, rescale them to the new tables, write them as a baseline JPEG
  * with optimised Huffman tables. No IDCT, colour conversion, resampling or FDCT. A single-scan
- * input is read in bands (read_in_bands), a progressive one whole (jpeg_read_coefficients); the
- * output's blocks are kept sparse (block_store.c) and its scan written from them
- * (scan_writer.c), after libjpeg has written the headers.
+ * input is read in bands (read_in_bands), a progressive one whole by our own reader
+ * (progressive_reader.c; other multi-scan inputs by jpeg_read_coefficients); the output's blocks
+ * are kept sparse (block_store.c) and its scan written from them (scan_writer.c), after libjpeg
+ * has written the headers.
  *
  * The output is what decode + encode would write: q50 tables, 4:2:0 (or grayscale), upright.
  * Inputs: 8-bit grayscale or YCbCr (also as an Adobe marker with transform 1 declares it) at
@@ -33,6 +34,7 @@
 #include "block_store.h"
 #include "chroma_downsample.h"
 #include "coefficients.h"
+#include "progressive_reader.h"
 #include "scan_writer.h"
 
 
@@ -66,6 +68,7 @@ struct jpeg_c_coef_controller {
 
 /* flags */
 #define IMGPIPE_RQ_LIBJPEG_WRITER 1 /* libjpeg gathers the Huffman statistics and writes the scan (tests) */
+#define IMGPIPE_RQ_LIBJPEG_READER 2 /* libjpeg reads a progressive input (jpeg_read_coefficients; tests) */
 
 struct imgpipe_err {
   struct jpeg_error_mgr pub;
@@ -98,6 +101,7 @@ struct imgpipe_ctx {
   struct imgpipe_dest dest;
   struct huff_stats stats;
   struct component_plan *plans; /* one per component */
+  struct progressive_image progressive; /* a progressive input, read whole */
   struct block_store stores[MAX_COMPONENTS];
   size_t store_budget;
   struct scan_writer scan;
@@ -555,15 +559,14 @@ static int build_row(struct imgpipe_ctx *ctx, const struct component_plan *p, JB
   return 1;
 }
 
-/* Every row of every component, from the whole-image arrays jpeg_read_coefficients filled. */
-static int build_from_arrays(struct imgpipe_ctx *ctx, const struct layout *l, jvirt_barray_ptr *coefs) {
+/* Every row of every component, from whole-image arrays (`rows`: each component's rows). */
+static int build_from_arrays(struct imgpipe_ctx *ctx, const struct layout *l, JBLOCKROW **rows) {
   int ci;
   for (ci = 0; ci < l->components; ci++) {
     const struct component_plan *p = &ctx->plans[ci];
-    JBLOCKROW *in_rows = all_rows(&ctx->src, coefs[ci], ctx->src.comp_info[ci].height_in_blocks);
     JDIMENSION sy;
     for (sy = 0; sy < p->unturned_height; sy++)
-      if (!build_row(ctx, p, in_rows, sy))
+      if (!build_row(ctx, p, rows[ci], sy))
         return 0;
   }
   return 1;
@@ -706,7 +709,9 @@ static int requantize(struct imgpipe_ctx *ctx, const unsigned char *in, unsigned
                       int orientation, unsigned long max_memory, int flags, uint64_t *decode_ns) {
   j_decompress_ptr src = &ctx->src;
   j_compress_ptr dst = &ctx->dst;
-  jvirt_barray_ptr *coefs = NULL, out_coefs[MAX_COMPONENTS];
+  jvirt_barray_ptr *coefs, out_coefs[MAX_COMPONENTS];
+  JBLOCKROW *whole_rows[MAX_COMPONENTS]; /* a multi-scan input's, read whole */
+  size_t input_bytes = 0;
   struct layout l;
   int ci, k, in_bands;
 
@@ -742,17 +747,32 @@ static int requantize(struct imgpipe_ctx *ctx, const unsigned char *in, unsigned
 
   /* A single scan is read in bands, the output built as it comes (read_in_bands); progressive
    * and other multi-scan inputs need every coefficient before any is final. Either way the
-   * quantisers are latched by here. */
+   * quantisers are latched by here. Damaged data: the decoder path judges it. */
   in_bands = !jpeg_has_multiple_scans(src);
   *decode_ns = monotonic_ns();
   if (in_bands) {
     src->raw_data_out = TRUE;
     jpeg_start_decompress(src);
+  } else if (src->progressive_mode && !(flags & IMGPIPE_RQ_LIBJPEG_READER)) {
+    int read;
+    input_bytes = progressive_image_bytes(src);
+    if (max_memory > 0 && input_bytes > max_memory)
+      ERREXIT1(src, JERR_OUT_OF_MEMORY, 14);
+    read = progressive_read(src, &ctx->progressive);
+    if (read < 0)
+      ERREXIT1(src, JERR_OUT_OF_MEMORY, 15);
+    if (read == 0)
+      return IMGPIPE_RQ_NOT_APPLICABLE;
+    for (ci = 0; ci < l.components; ci++)
+      whole_rows[ci] = ctx->progressive.rows[ci];
   } else {
     coefs = jpeg_read_coefficients(src);
-    /* Damaged data: the decoder path judges it. */
     if (coefs == NULL || ctx->src_err.pub.num_warnings > 0)
       return IMGPIPE_RQ_NOT_APPLICABLE;
+    for (ci = 0; ci < l.components; ci++) {
+      input_bytes += (size_t)src->comp_info[ci].width_in_blocks * src->comp_info[ci].height_in_blocks * sizeof(JBLOCK);
+      whole_rows[ci] = all_rows(src, coefs[ci], src->comp_info[ci].height_in_blocks);
+    }
   }
   *decode_ns = monotonic_ns() - *decode_ns;
 
@@ -787,12 +807,8 @@ static int requantize(struct imgpipe_ctx *ctx, const unsigned char *in, unsigned
 
   /* The output's blocks, kept sparse, within what max_memory leaves beside the input's arrays. */
   ctx->store_budget = (size_t)-1;
-  if (max_memory > 0) {
-    size_t input = 0;
-    for (ci = 0; ci < l.components && !in_bands; ci++)
-      input += (size_t)src->comp_info[ci].width_in_blocks * src->comp_info[ci].height_in_blocks * sizeof(JBLOCK);
-    ctx->store_budget = max_memory > input ? max_memory - input : 0;
-  }
+  if (max_memory > 0)
+    ctx->store_budget = max_memory > input_bytes ? max_memory - input_bytes : 0;
   ctx->plans = (struct component_plan *)(*src->mem->alloc_small)((j_common_ptr)src, JPOOL_IMAGE,
                                                                   (size_t)l.components * sizeof(struct component_plan));
   stats_init(&ctx->stats);
@@ -809,8 +825,9 @@ static int requantize(struct imgpipe_ctx *ctx, const unsigned char *in, unsigned
 
   /* Rescale (and turn, and halve chroma), counting the AC symbols and keeping the DC values:
    * their differences follow the MCU order, counted after. */
-  if (!(in_bands ? read_in_bands(ctx, &l, decode_ns) : build_from_arrays(ctx, &l, coefs)))
+  if (!(in_bands ? read_in_bands(ctx, &l, decode_ns) : build_from_arrays(ctx, &l, whole_rows)))
     return IMGPIPE_RQ_NOT_APPLICABLE;
+  progressive_image_free(&ctx->progressive); /* built: not needed while the output is written */
   if (ctx->src_err.pub.num_warnings > 0)
     return IMGPIPE_RQ_NOT_APPLICABLE; /* damaged data, found while reading in bands */
   if (!count_dc_in_scan_order(&ctx->stats, &l, ctx->stores))
@@ -899,6 +916,7 @@ int imgpipe_requantize(const unsigned char *in, unsigned long in_len, int qualit
     jpeg_destroy_decompress(&ctx->src);
   for (ci = 0; ci < MAX_COMPONENTS; ci++)
     block_store_free(&ctx->stores[ci]);
+  progressive_image_free(&ctx->progressive);
   free(ctx->dest.buffer);
   free(ctx);
   return result;

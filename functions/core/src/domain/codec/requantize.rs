@@ -22,10 +22,16 @@ use super::JPEG_QUALITY;
 
 const OK: c_int = 0;
 const NOT_APPLICABLE: c_int = 1;
-/// Huffman statistics gathered by libjpeg's optimize_coding pass and the scan written by its
-/// encoder, instead of ours.
+/// A part libjpeg does instead of our own code, for the tests to compare with (csrc's flags).
 #[cfg(test)]
-const LIBJPEG_WRITER: c_int = 1;
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Libjpeg {
+    /// Huffman statistics gathered by libjpeg's optimize_coding pass and the scan written by its
+    /// encoder, instead of ours (csrc/scan_writer.c).
+    Writer = 1,
+    /// A progressive input read by jpeg_read_coefficients, instead of csrc/progressive_reader.c.
+    Reader = 2,
+}
 
 unsafe extern "C" {
     fn imgpipe_requantize(
@@ -78,15 +84,15 @@ pub(super) fn requantize(
     requantize_with(input, quality, orientation, max_memory, 0)
 }
 
-/// The same with libjpeg gathering the Huffman statistics and writing the scan: the output must
-/// be byte-identical.
+/// The same with libjpeg doing `part`: the output must be byte-identical.
 #[cfg(test)]
-pub(super) fn requantize_with_libjpeg_writer(
+pub(super) fn requantize_with_libjpeg(
     input: &[u8],
     quality: i32,
     orientation: u8,
+    part: Libjpeg,
 ) -> Result<Option<Requantized>, String> {
-    requantize_with(input, quality, orientation, 0, LIBJPEG_WRITER)
+    requantize_with(input, quality, orientation, 0, part as c_int)
 }
 
 /// The rounding rule: each coefficient of quantiser `q_in` expressed on `q_out`, as the DC

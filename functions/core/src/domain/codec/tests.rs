@@ -925,6 +925,43 @@ fn turbo_jpeg_with(img: &RgbImage, quality: i32, subsamp: Subsamp, progressive: 
     compressor.compress_to_vec(image).expect("fixture encodes")
 }
 
+/// A progressive JPEG with a restart marker every `restart_blocks` MCUs (0: none), through
+/// TurboJPEG's own API: the crate's Compressor has no setting for restarts.
+fn turbo_progressive_with_restarts(img: &RgbImage, quality: i32, sampling: i32, restart_blocks: i32) -> Vec<u8> {
+    use turbojpeg_sys::*;
+    let (width, height) = (img.width() as i32, img.height() as i32);
+    // SAFETY: the handle is used and destroyed here; the pixels outlive the call; TurboJPEG
+    // allocates the output, copied out and freed with tj3Free.
+    unsafe {
+        let handle = tj3Init(TJINIT_TJINIT_COMPRESS as i32);
+        assert!(!handle.is_null());
+        for (param, value) in [
+            (TJPARAM_TJPARAM_QUALITY, quality),
+            (TJPARAM_TJPARAM_SUBSAMP, sampling),
+            (TJPARAM_TJPARAM_PROGRESSIVE, 1),
+            (TJPARAM_TJPARAM_RESTARTBLOCKS, restart_blocks),
+        ] {
+            assert_eq!(tj3Set(handle, param as i32, value), 0, "parameter {param}");
+        }
+        let (mut out, mut size) = (std::ptr::null_mut(), 0);
+        let compressed = tj3Compress8(
+            handle,
+            img.as_raw().as_ptr(),
+            width,
+            width * 3,
+            height,
+            TJPF_TJPF_RGB as i32,
+            &mut out,
+            &mut size,
+        );
+        assert_eq!(compressed, 0, "fixture encodes");
+        let jpeg = std::slice::from_raw_parts(out, size as usize).to_vec();
+        tj3Free(out.cast());
+        tj3Destroy(handle);
+        jpeg
+    }
+}
+
 fn turbo_gray_jpeg(gray: &GrayImage, quality: i32) -> Vec<u8> {
     let (width, height) = (gray.width() as usize, gray.height() as usize);
     let image =
@@ -1144,6 +1181,56 @@ fn requantisation_keeps_to_its_memory_bound() {
     }
 }
 
+/// Our progressive reader (csrc/progressive_reader.c) reads what jpeg_read_coefficients reads:
+/// the same output bytes for progressive inputs of every subsampling, with restart markers every
+/// block, every few blocks or none, turned or not; and on damaged copies it requantises only
+/// what libjpeg's reading also takes, to the same bytes.
+#[test]
+fn progressive_reader_reads_what_libjpeg_reads() {
+    let samplings = [
+        turbojpeg_sys::TJSAMP_TJSAMP_420,
+        turbojpeg_sys::TJSAMP_TJSAMP_422,
+        turbojpeg_sys::TJSAMP_TJSAMP_444,
+        turbojpeg_sys::TJSAMP_TJSAMP_440,
+    ];
+    for (width, height) in [(65, 33), (200, 123), (17, 9), (96, 32)] {
+        let photo = photo_like(width, height);
+        for sampling in samplings {
+            for restart_blocks in [0, 1, 7] {
+                let input = turbo_progressive_with_restarts(&photo, 97, sampling, restart_blocks);
+                for orientation in [1, 6] {
+                    let ours = requantize::requantize(&input, JPEG_QUALITY, orientation, 1 << 30).expect("no error");
+                    let theirs = requantize::requantize_with_libjpeg(
+                        &input,
+                        JPEG_QUALITY,
+                        orientation,
+                        requantize::Libjpeg::Reader,
+                    )
+                    .expect("no error");
+                    let what = format!(
+                        "{width}x{height} sampling {sampling}, restarts every {restart_blocks} blocks, orientation {orientation}"
+                    );
+                    assert_eq!(ours.is_some(), theirs.is_some(), "{what}");
+                    if let (Some(ours), Some(theirs)) = (ours, theirs) {
+                        assert!(ours.jpeg == theirs.jpeg, "{what}: {} vs {} bytes", ours.jpeg.len(), theirs.jpeg.len());
+                    }
+                }
+            }
+        }
+    }
+    let input = turbo_progressive_with_restarts(&photo_like(64, 48), 95, turbojpeg_sys::TJSAMP_TJSAMP_422, 3);
+    for at in (300..input.len()).step_by(7) {
+        let mut damaged = input.clone();
+        damaged[at] ^= 0x21;
+        let ours = requantize::requantize(&damaged, JPEG_QUALITY, 1, 1 << 30);
+        if let Ok(Some(ours)) = ours {
+            let theirs = requantize::requantize_with_libjpeg(&damaged, JPEG_QUALITY, 1, requantize::Libjpeg::Reader);
+            let theirs = theirs.ok().flatten().unwrap_or_else(|| panic!("byte {at} damaged: only ours took it"));
+            assert!(ours.jpeg == theirs.jpeg, "byte {at} damaged");
+        }
+    }
+}
+
 /// Our Huffman statistics and scan writer (csrc/scan_writer.c) give libjpeg's optimised tables
 /// and its encoder's bytes, from the same blocks: byte-identical output, including the dummy
 /// blocks of MCUs cut by the right and bottom edges (odd luma block counts), for chroma halved
@@ -1180,9 +1267,10 @@ fn requantize_statistics_and_scan_match_libjpegs_optimize_coding() {
                 let ours = requantize::requantize(input, JPEG_QUALITY, orientation, 1 << 30)
                     .expect("no error")
                     .expect("applies");
-                let theirs = requantize::requantize_with_libjpeg_writer(input, JPEG_QUALITY, orientation)
-                    .expect("no error")
-                    .expect("applies");
+                let theirs =
+                    requantize::requantize_with_libjpeg(input, JPEG_QUALITY, orientation, requantize::Libjpeg::Writer)
+                        .expect("no error")
+                        .expect("applies");
                 assert!(
                     ours.jpeg == theirs.jpeg,
                     "{width}x{height} input {i}, orientation {orientation}: {} vs {} bytes",

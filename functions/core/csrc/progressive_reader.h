@@ -1,0 +1,42 @@
+/*
+ * Reads a progressive Huffman JPEG's coefficients, every scan, into whole-image arrays: what
+ * jpeg_read_coefficients does, about twice as fast on the photos cameras and editors write
+ * progressive (docs/performance.md). libjpeg spends most of its time there in the refinement
+ * scans, where each block is walked coefficient by coefficient, reading a correction bit for each
+ * non-zero one; we keep a mask of each block's non-zero coefficients, so a run of zeros is
+ * skipped at once and the correction bits of a block are read together.
+ *
+ * libjpeg reads the header, up to the first scan's data (jpeg_read_header); this reader goes on
+ * from there, parsing the markers between scans itself. A file that is damaged, or that uses
+ * what only libjpeg handles here (a quantisation table defined between scans, DNL), returns 0:
+ * the caller decodes and re-encodes it.
+ */
+#ifndef IMGPIPE_PROGRESSIVE_READER_H
+#define IMGPIPE_PROGRESSIVE_READER_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "jpeglib.h"
+
+struct progressive_image {
+  int components;
+  /* Each component's blocks, in natural order, by row: padded like libjpeg's arrays, to whole
+   * MCUs of an interleaved scan. */
+  JBLOCKROW *rows[MAX_COMPONENTS];
+  JBLOCK *blocks[MAX_COMPONENTS];
+  uint64_t *nonzero[MAX_COMPONENTS]; /* per block: bit k, the AC coefficient at zigzag index k is not 0 */
+};
+
+/* The bytes progressive_read allocates for `src`'s image. */
+size_t progressive_image_bytes(j_decompress_ptr src);
+
+/* 1 with every scan read into `image` (and each component's quantisation table latched, as
+ * libjpeg does), 0 when the file is damaged or not for this reader (see above), -1 out of
+ * memory. Free `image` with progressive_image_free either way. */
+int progressive_read(j_decompress_ptr src, struct progressive_image *image);
+
+void progressive_image_free(struct progressive_image *image);
+
+#endif
