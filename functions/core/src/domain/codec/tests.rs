@@ -944,16 +944,8 @@ fn turbo_progressive_with_restarts(img: &RgbImage, quality: i32, sampling: i32, 
             assert_eq!(tj3Set(handle, param as i32, value), 0, "parameter {param}");
         }
         let (mut out, mut size) = (std::ptr::null_mut(), 0);
-        let compressed = tj3Compress8(
-            handle,
-            img.as_raw().as_ptr(),
-            width,
-            width * 3,
-            height,
-            TJPF_TJPF_RGB as i32,
-            &mut out,
-            &mut size,
-        );
+        let compressed =
+            tj3Compress8(handle, img.as_raw().as_ptr(), width, width * 3, height, TJPF_TJPF_RGB, &mut out, &mut size);
         assert_eq!(compressed, 0, "fixture encodes");
         let jpeg = std::slice::from_raw_parts(out, size as usize).to_vec();
         tj3Free(out.cast());
