@@ -23,10 +23,16 @@
 struct progressive_image {
   int components;
   /* Each component's blocks, in natural order, by row: padded like libjpeg's arrays, to whole
-   * MCUs of an interleaved scan. */
+   * MCUs of an interleaved scan. Their DC coefficients are kept apart (`dc`, one per block, by
+   * row) until progressive_image_fill_dc puts them in: a DC scan then touches 2 bytes per
+   * block, not a cache line of each. */
+  JDIMENSION width[MAX_COMPONENTS], height[MAX_COMPONENTS];
   JBLOCKROW *rows[MAX_COMPONENTS];
-  JBLOCK *blocks[MAX_COMPONENTS];
+  JCOEF *dc[MAX_COMPONENTS];
   uint64_t *nonzero[MAX_COMPONENTS]; /* per block: bit k, the AC coefficient at zigzag index k is not 0 */
+  int bands[MAX_COMPONENTS];         /* the blocks are allocated in bands of rows (allocate) */
+  JBLOCKROW band[MAX_COMPONENTS][64];
+  JDIMENSION dc_filled[MAX_COMPONENTS]; /* rows whose blocks have their DC */
 };
 
 /* The bytes progressive_read allocates for `src`'s image. */
@@ -36,6 +42,9 @@ size_t progressive_image_bytes(j_decompress_ptr src);
  * libjpeg does), 0 when the file is damaged or not for this reader (see above), -1 out of
  * memory. Free `image` with progressive_image_free either way. */
 int progressive_read(j_decompress_ptr src, struct progressive_image *image);
+
+/* Puts the DC coefficients of component ci's rows up to `last_row` into their blocks. */
+void progressive_image_fill_dc(struct progressive_image *image, int ci, JDIMENSION last_row);
 
 void progressive_image_free(struct progressive_image *image);
 

@@ -559,15 +559,19 @@ static int build_row(struct imgpipe_ctx *ctx, const struct component_plan *p, JB
   return 1;
 }
 
-/* Every row of every component, from whole-image arrays (`rows`: each component's rows). */
+/* Every row of every component, from whole-image arrays (`rows`: each component's rows; a
+ * progressive input's, our reader's, get their DC coefficients just before they are read). */
 static int build_from_arrays(struct imgpipe_ctx *ctx, const struct layout *l, JBLOCKROW **rows) {
   int ci;
   for (ci = 0; ci < l->components; ci++) {
     const struct component_plan *p = &ctx->plans[ci];
     JDIMENSION sy;
-    for (sy = 0; sy < p->unturned_height; sy++)
+    for (sy = 0; sy < p->unturned_height; sy++) {
+      if (ctx->progressive.rows[ci] != NULL)
+        progressive_image_fill_dc(&ctx->progressive, ci, last_row_read(p, sy));
       if (!build_row(ctx, p, rows[ci], sy))
         return 0;
+    }
   }
   return 1;
 }
