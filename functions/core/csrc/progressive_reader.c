@@ -385,7 +385,7 @@ static inline __attribute__((always_inline)) int ac_refine(struct reader *r, JCO
       zeros = ~mask & band & (~0ULL << k);
       if (popcount(zeros) <= run)
         return 0; /* runs past the band */
-      target = select_bit(r, zeros, run);
+      target = run == 0 ? __builtin_ctzll(zeros) : select_bit(r, zeros, run); /* a run of 0 is the most common */
       passed = target - k - run; /* the places before the target that are not the run's zeros */
       if (passed <= 32) { /* no branch on passed == 0 */
         ensure(&r->in);
