@@ -48,7 +48,7 @@ struct reader {
   UINT8 select_in_byte[256][8]; /* [byte][n]: the place of its set bit n (from 0, lowest first) */
 };
 
-/* Width and height of component ci's arrays in blocks. */
+/* A component's width or height in blocks, padded to whole MCUs of an interleaved scan. */
 static JDIMENSION padded(JDIMENSION blocks, int samp_factor) {
   return (blocks + (JDIMENSION)samp_factor - 1) / (JDIMENSION)samp_factor * (JDIMENSION)samp_factor;
 }
@@ -252,7 +252,7 @@ static inline int extend(unsigned bits, int size) {
 
 static inline int popcount(uint64_t x) {
 #if defined(__POPCNT__) || defined(__aarch64__)
-  return popcount(x);
+  return __builtin_popcountll(x);
 #else /* x86-64 without -mpopcnt: GCC would call a function */
   x -= (x >> 1) & 0x5555555555555555ULL;
   x = (x & 0x3333333333333333ULL) + ((x >> 2) & 0x3333333333333333ULL);
@@ -352,8 +352,8 @@ static inline uint64_t take_many(struct bit_reader *in, int n) {
  * A refinement scan sends one correction bit for every coefficient that was non-zero before it,
  * in zigzag order, interleaved with the coefficients that become non-zero. The bits are gathered
  * here as they come and applied once at the end of the block: per newly non-zero coefficient, the
- * corrections it passes are counted (a popcount of the mask) and read at once, instead of a loop
- * over them whose length the branch predictor cannot know.
+ * corrections it passes are counted (the places it moves past, less the zeros of its run) and
+ * read at once, instead of a loop over them whose length the branch predictor cannot know.
  */
 static inline __attribute__((always_inline)) int ac_refine(struct reader *r, JCOEF *block, uint64_t *nonzero,
                                                            int scan_ci) {

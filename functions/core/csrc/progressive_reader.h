@@ -1,10 +1,10 @@
 /*
  * Reads a progressive Huffman JPEG's coefficients, every scan, into whole-image arrays: what
- * jpeg_read_coefficients does, about twice as fast on the photos cameras and editors write
- * progressive (docs/performance.md). libjpeg spends most of its time there in the refinement
- * scans, where each block is walked coefficient by coefficient, reading a correction bit for each
- * non-zero one; we keep a mask of each block's non-zero coefficients, so a run of zeros is
- * skipped at once and the correction bits of a block are read together.
+ * jpeg_read_coefficients does, 1.2-1.8x as fast on the progressive photos of our corpus
+ * (docs/performance.md). libjpeg spends most of its time there in the refinement scans, where
+ * each block is walked coefficient by coefficient, reading a correction bit for each non-zero
+ * one with a branch on it; we keep a mask of each block's non-zero coefficients, so a run of
+ * zeros is found at once and the correction bits a symbol passes are counted and read together.
  *
  * libjpeg reads the header, up to the first scan's data (jpeg_read_header); this reader goes on
  * from there, parsing the markers between scans itself. A file that is damaged, or that uses
