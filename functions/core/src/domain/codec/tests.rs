@@ -867,6 +867,32 @@ fn strip_copies_progressive_scans_and_fill_bytes() {
     assert_eq!(strip_jpeg_metadata(&padded).as_deref(), Some(progressive.as_slice()));
 }
 
+/// The rule `entropy_coded_len` keeps, stated byte pair by byte pair: the data ends at the first
+/// FF followed by anything but 00 (a stuffed FF) or a restart marker; an FF as the last byte is
+/// not yet a marker. Checked on every sequence of up to seven bytes over the bytes that matter.
+#[test]
+fn entropy_coded_data_ends_at_its_first_marker() {
+    fn by_pairs(data: &[u8]) -> Option<usize> {
+        data.windows(2).position(|pair| pair[0] == 0xFF && !matches!(pair[1], 0x00 | 0xD0..=0xD7))
+    }
+    const BYTES: [u8; 6] = [0x00, 0x12, 0xD0, 0xD7, 0xD9, 0xFF];
+    let mut checked = 0;
+    for len in 0..=7u32 {
+        for mut index in 0..BYTES.len().pow(len) {
+            let data: Vec<u8> = (0..len)
+                .map(|_| {
+                    let byte = BYTES[index % BYTES.len()];
+                    index /= BYTES.len();
+                    byte
+                })
+                .collect();
+            assert_eq!(entropy_coded_len(&data), by_pairs(&data), "{data:02X?}");
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, (0..=7).map(|len| 6usize.pow(len)).sum::<usize>());
+}
+
 #[test]
 fn strip_refuses_what_it_should_not_hand_on() {
     let plain = jpeg_q(&gradient(32, 32), 80);
