@@ -2,11 +2,13 @@
 request (`make bench-pipeline`, issue 14), single thread, its CPU time measured as the
 worker's is (utime + stime of /proc/<pid>/stat, every thread of the process).
 
-    python bench/pillow_loop.py --images N [--json FILE | --merge-into FILE] PHOTO_DIR|FILE...
+    python bench/pillow_loop.py --images N [--json FILE | --merge-into FILE [--before FILE]] PHOTO_DIR|FILE...
 
 With --merge-into, the result goes under "pillow_loop" into FILE, load.rs's result of the
 request it is compared with (bench/results/pipeline-originals.json), so that the two figures
-of one run stay together.
+of one run stay together. --before names the --json result of the same loop run right before
+the request, merged in as "pillow_loop_before": the two loops bracket the request, so that the
+machine's drift between minutes shows (bench/pipeline_report.py compares the worker with both).
 
 The images are the request's: tests/src/bin/load.rs serves the files sorted by name and its
 URL i is file i mod (number of files), so image i here is the same file. Per image, from its
@@ -64,7 +66,7 @@ def manifest_of(files: list[Path]) -> dict:
 
 
 def main(args: list[str]) -> None:
-    images, json_path, merge_into, rest = 500, None, None, []
+    images, json_path, merge_into, before, rest = 500, None, None, None, []
     it = iter(args)
     for arg in it:
         if arg == "--images":
@@ -73,6 +75,8 @@ def main(args: list[str]) -> None:
             json_path = Path(next(it))
         elif arg == "--merge-into":
             merge_into = Path(next(it))
+        elif arg == "--before":
+            before = json.loads(Path(next(it)).read_text())
         else:
             rest.append(arg)
     files = photo_files(rest)
@@ -116,7 +120,10 @@ def main(args: list[str]) -> None:
         if request["images"] != images or request["distinct_files"] != names:
             sys.exit(f"pillow_loop: {merge_into} is a request of other images ({request['images']} over "
                      f"{request['distinct_files']})")
-        merge_into.write_text(json.dumps({**request, "pillow_loop": result}, indent=2))
+        if before and (before["images"] != images or before["distinct_files"] != names):
+            sys.exit("pillow_loop: --before is a loop over other images")
+        merged = {**request, "pillow_loop": result} | ({"pillow_loop_before": before} if before else {})
+        merge_into.write_text(json.dumps(merged, indent=2))
     elif json_path:
         json_path.write_text(json.dumps(result, indent=1))
     else:

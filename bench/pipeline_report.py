@@ -113,13 +113,25 @@ def originals_section(run, rss_444, by_class=None):
         if not pillow or "worker_cpu_seconds" not in run:
             return out + ["No Pillow loop or no worker CPU figure in this result: run `make bench-pipeline`."]
         ours, theirs = run["worker_cpu_ms_per_image"], pillow["cpu_ms_per_image"]
-        ratio = ours / theirs
-        verdict = "met" if ratio <= ORIGINALS_CPU_TARGET else "not met"
+        before = run.get("pillow_loop_before")
+        # With a loop before the request too, the target is judged against the mean of the two
+        # loops: drift that is steady over the minutes of the run cancels out.
+        reference = (theirs + before["cpu_ms_per_image"]) / 2 if before else theirs
+        verdict = "met" if ours / reference <= ORIGINALS_CPU_TARGET else "not met"
+        judged = f" (target <= {ORIGINALS_CPU_TARGET}x: **{verdict}**)"
         out += [
             "| What | ours: every worker process | Pillow q50 loop, one thread | ours / Pillow |",
             "|---|---|---|---|",
-            f"| **CPU per image** (user + sys, /proc/<pid>/stat) | **{ours:.1f} ms** | **{theirs:.1f} ms** | "
-            f"**{ratio:.2f}x** (target <= {ORIGINALS_CPU_TARGET}x: **{verdict}**) |",
+            f"| **CPU per image** (user + sys, /proc/<pid>/stat){', the loop right after' if before else ''} | "
+            f"**{ours:.1f} ms** | **{theirs:.1f} ms** | **{ours / theirs:.2f}x**{'' if before else judged} |",
+        ]
+        if before:
+            out += [
+                f"| the loop right before the request | | {before['cpu_ms_per_image']:.1f} ms | "
+                f"{ours / before['cpu_ms_per_image']:.2f}x |",
+                f"| **against the mean of the two loops** | | **{reference:.1f} ms** | **{ours / reference:.2f}x**{judged} |",
+            ]
+        out += [
             f"| CPU, all {run['images']} images | {run['worker_cpu_seconds']:.1f} s in {run['worker_processes']} "
             f"processes (fetch, codec, upload, record, SDK) | {pillow['cpu_seconds']:.1f} s (decode, orientation, "
             f"encode) | |",

@@ -57,11 +57,15 @@ codec() {
     if [[ -n "$smoke" ]]; then
         echo "bench-smoke: dev build, one run: the speed figures below mean nothing, only that it works" >&2
         $py "${report[@]}"
-        # The pipeline benchmark's path, on 10 small images with the debug functions.
+        # The pipeline benchmark's path, on 10 small images with the debug functions, between two
+        # Pillow loops as the originals' request is.
         mkdir -p target/bench-smoke
+        $py bench/pillow_loop.py --images 10 --json target/bench-smoke/pillow-before.json "$corpus"
         cargo run -q -p imgpipe-tests --bin load -- --images 10 --urls-per-row 5 --photos "$corpus" \
             --out target/bench-smoke/pipeline.json
-        $py bench/pipeline_report.py --pipeline target/bench-smoke/pipeline.json
+        $py bench/pillow_loop.py --images 10 --merge-into target/bench-smoke/pipeline.json \
+            --before target/bench-smoke/pillow-before.json "$corpus"
+        $py bench/pipeline_report.py --pipeline target/bench-smoke/pipeline.json --originals target/bench-smoke/pipeline.json
     else
         $py "${report[@]}" --json "bench/results/codec-$(date -u +%F).json" --chart bench/results/codec.png \
             --doc docs/performance.md
@@ -74,8 +78,8 @@ codec() {
 # then one 24 MP JPEG on fresh worker processes, then the worst
 # batch (a 50 MP 16-bit RGBA PNG to turn, with nine 25 MiB downloads held) on a fresh one.
 # Then (issue 14) 500 URLs over the unmodified originals, the workers' CPU time against a plain
-# Pillow q50 loop over the same images right after it, and one 24 MP 4:4:4 original on fresh
-# worker processes.
+# Pillow q50 loop over the same images right before and right after it, and one 24 MP 4:4:4
+# original on fresh worker processes.
 pipeline() {
     local images=${PIPELINE_IMAGES:-500}
     $py bench/corpus.py --pipeline bench/.corpus-pipeline
@@ -90,10 +94,14 @@ pipeline() {
     IMGPIPE_FUNCTIONS=release $target/release/load --images 1 --photos bench/.corpus/kleiber-24mp.jpg \
         --fresh-workers --out bench/results/worker-24mp.json
     $target/release/worst_batch --out bench/results/worker-worst-batch.json
+    # The Pillow loop right before the request and right after it: the machine's speed drifts by
+    # tens of percent between minutes, and the two loops show how much it did around the request.
+    $py bench/pillow_loop.py --images "$images" --json bench/.corpus-originals-pillow-before.json \
+        bench/.corpus-originals
     IMGPIPE_FUNCTIONS=release $target/release/load --images "$images" --urls-per-row 5 \
         --photos bench/.corpus-originals --out bench/results/pipeline-originals.json
     $py bench/pillow_loop.py --images "$images" --merge-into bench/results/pipeline-originals.json \
-        bench/.corpus-originals
+        --before bench/.corpus-originals-pillow-before.json bench/.corpus-originals
     # Each subsampling class alone, the same way, in a request of its share of the images on a
     # stack of its own: CPU per image of that class only (PIPELINE_CLASSES=0 skips them).
     if [[ "${PIPELINE_CLASSES:-1}" != 0 ]]; then
