@@ -5,7 +5,7 @@ SHELL := bash
 PYTHON := .venv/bin/python
 PORT ?= 4599
 
-.PHONY: setup build build-release up run stop key test lint check-template openapi postman check-postman bench-load bench-large bench bench-codec bench-pipeline bench-functions bench-smoke bench-valgrind bench-valgrind-smoke package sam-build aarch64-std clean
+.PHONY: setup build build-release up run stop key test lint check-template openapi postman check-postman bench-load bench-large bench bench-codec bench-pipeline bench-functions bench-smoke bench-valgrind bench-valgrind-smoke bench-codec-ab package sam-build aarch64-std clean
 
 setup:
 	@infra/setup.sh
@@ -97,6 +97,12 @@ bench: bench-codec bench-pipeline bench-functions
 # writes bench/results/codec-<date>.json and codec.png. RUNS=7 timed runs per file (median).
 bench-codec: setup
 	@bench/run.sh --codec
+
+# Two versions of the codec's C side by side in one process, by turns (bench/codec_ab.sh): for
+# a codec change smaller than the drift between benchmark runs. BASE=<commit> [NEW=<commit>,
+# else the working tree] [FILES=...] [RUNS=9]; needs a build of imgpipe-core.
+bench-codec-ab: setup
+	@bench/codec_ab.sh $(BASE) $(NEW) $(FILES)
 
 # 500 catalogue photos of 1-3 MP (PIPELINE_IMAGES) through the local stack with release builds
 # of the functions: images/s, per-stage times, worker RSS; then one 24 MP JPEG for the worker's

@@ -8,6 +8,7 @@
 #   bench/run.sh --functions   init time and arm64 zip size per function, and the arm64 codec's
 #                              outputs under qemu-user against the host's  (make bench-functions)
 #   bench/run.sh --smoke       three small files, one run, dev build, stdout only  (make bench-smoke)
+#   bench/codec_ab.sh BASE     two versions of the codec's C in one process  (make bench-codec-ab)
 #   bench/run.sh --valgrind    the codec under valgrind memcheck on valid, truncated and corrupt
 #                              originals and small files, release build  (make bench-valgrind)
 #   bench/run.sh --valgrind-smoke  the small files only, dev build        (make bench-valgrind-smoke)
@@ -57,6 +58,8 @@ codec() {
     if [[ -n "$smoke" ]]; then
         echo "bench-smoke: dev build, one run: the speed figures below mean nothing, only that it works" >&2
         $py "${report[@]}"
+        # The side-by-side harness for codec changes, HEAD against the working tree.
+        RUNS=1 bench/codec_ab.sh HEAD "$corpus"/*.jpg
         # The pipeline benchmark's path, on 10 small images with the debug functions, between two
         # Pillow loops as the originals' request is.
         mkdir -p target/bench-smoke
