@@ -312,39 +312,36 @@ static inline __attribute__((always_inline)) int ac_first(struct reader *r, stru
     return 1;
   }
   for (k = r->Ss; k <= r->Se; k++) {
-    int symbol, run, size;
+    int run;
+    JCOEF value;
     int32_t coded;
     ensure(in);
     coded = t->fast_ac[in->bits >> (64 - LOOKAHEAD)];
     if (coded != 0) { /* most coefficients: one lookup */
-      JCOEF value = (JCOEF)(coded >> 16);
-      k += (coded >> 4) & 15;
-      if (k > r->Se)
-        return 0;
+      run = (coded >> 4) & 15;
+      value = (JCOEF)(coded >> 16);
       take(in, coded & 15);
-      block[jpeg_natural_order[k]] = value;
-      mask |= (uint64_t)(value != 0) << k;
-      continue;
-    }
-    symbol = decode(in, t);
-    if (symbol < 0)
-      return 0;
-    run = symbol >> 4;
-    size = symbol & 15;
-    if (size) {
-      JCOEF value;
-      k += run;
-      if (k > r->Se)
-        return 0;
-      value = (JCOEF)((unsigned)extend(take(in, size), size) << r->Al);
-      block[jpeg_natural_order[k]] = value;
-      mask |= (uint64_t)(value != 0) << k;
-    } else if (run == 15) {
-      k += 15;
     } else {
-      r->eobrun = (1u << run) - 1 + take(in, run);
-      break;
+      int symbol = decode(in, t), size;
+      if (symbol < 0)
+        return 0;
+      run = symbol >> 4;
+      size = symbol & 15;
+      if (size == 0) {
+        if (run == 15) { /* sixteen zeros */
+          k += 15;
+          continue;
+        }
+        r->eobrun = (1u << run) - 1 + take(in, run);
+        break;
+      }
+      value = (JCOEF)((unsigned)extend(take(in, size), size) << r->Al);
     }
+    k += run;
+    if (k > r->Se)
+      return 0;
+    block[jpeg_natural_order[k]] = value;
+    mask |= (uint64_t)(value != 0) << k;
   }
   *nonzero = mask;
   return 1;
