@@ -25,8 +25,15 @@ fi
 files=("$@")
 [[ ${#files[@]} -gt 0 ]] || files=(bench/.corpus-originals/*.jpg)
 target=${CARGO_TARGET_DIR:-target}
-turbo=$(ls -d "$target"/{release,debug}/build/turbojpeg-sys-*/out 2>/dev/null | while read -r dir; do
-    [[ -f "$dir/lib/libturbojpeg.a" ]] && echo "$dir"; done | head -1)
+# The first build of libjpeg-turbo found; a loop, not `| head -1`, which under pipefail fails
+# with SIGPIPE (141) whenever there are several of them.
+turbo=
+for dir in "$target"/{release,debug}/build/turbojpeg-sys-*/out; do
+    if [[ -f "$dir/lib/libturbojpeg.a" ]]; then
+        turbo=$dir
+        break
+    fi
+done
 [[ -n "$turbo" ]] || { echo "codec_ab: no libturbojpeg.a under $target: build imgpipe-core first" >&2; exit 1; }
 
 work=$(mktemp -d)
