@@ -137,6 +137,14 @@ def originals_section(run, rss_444, by_class=None):
             f"encode) | |",
             f"| Peak RSS | {run['worker_peak_rss_mb']:.0f} MB (largest worker process) | | |",
         ]
+        if "worker_sys_seconds" in run and "sys_seconds" in pillow:
+            per_image = lambda value: value * 1000 / run["images"]
+            out += [
+                f"| of the CPU per image, in the kernel (sys) | {per_image(run['worker_sys_seconds']):.1f} ms | "
+                f"{per_image(pillow['sys_seconds']):.1f} ms | |",
+                f"| minor page faults per image | {run['worker_minor_faults'] / run['images']:.0f} | "
+                f"{pillow['minor_faults'] / run['images']:.0f} | |",
+            ]
         classes = {c: r for c, r in (by_class or {}).items() if r and "pillow_loop" in r and "worker_cpu_seconds" in r}
         if classes:
             out += ["", "Each subsampling class alone (its originals, EXIF-rotated ones included, in a request of its share of "
