@@ -100,7 +100,7 @@ CLASSES = [("4:2:0", lambda f: f["subsampling"] == "4:2:0"), ("4:2:2", lambda f:
            ("EXIF-rotated", lambda f: (f["orientation"] or 1) != 1), ("all", lambda f: True)]
 
 
-def originals_section(run, rss_444, by_class=None):
+def originals_section(run, rss_444, by_class=None, codec_loop=None):
     out = []
     if run:
         pillow = run.get("pillow_loop")
@@ -137,6 +137,12 @@ def originals_section(run, rss_444, by_class=None):
             f"encode) | |",
             f"| Peak RSS | {run['worker_peak_rss_mb']:.0f} MB (largest worker process) | | |",
         ]
+        if codec_loop and codec_loop["images"] == run["images"]:
+            alone = codec_loop["cpu_ms_per_image"]
+            out += [
+                f"| our codec alone, the same images in one thread after the loops (`codec_bench --loop`: no fetch, "
+                f"upload or record; the worker's `GLIBC_TUNABLES`) | {alone:.1f} ms | | {alone / reference:.2f}x |",
+            ]
         if "worker_sys_seconds" in run and "sys_seconds" in pillow:
             per_image = lambda value: value * 1000 / run["images"]
             out += [
@@ -411,6 +417,7 @@ def main(args):
     worst = load(opts.get("--worst-batch", RESULTS / "worker-worst-batch.json"))
     originals = load(opts.get("--originals", RESULTS / "pipeline-originals.json"))
     rss_444 = load(opts.get("--rss-444", RESULTS / "worker-24mp-444.json"))
+    codec_loop = load(opts.get("--codec-loop", RESULTS / "codec-loop-originals.json"))
     by_class = {f"{c[0]}:{c[1]}:{c[2]}": load(opts.get(f"--originals-{c}", RESULTS / f"pipeline-originals-{c}.json"))
                 for c in ("420", "422", "444")}
     chosen_mb = int(opts.get("--memory", 1024))
@@ -419,7 +426,7 @@ def main(args):
     stamp = f"Generated {datetime.now(timezone.utc):%Y-%m-%d} by bench/pipeline_report.py from bench/results/."
     sections = {
         "pipeline-bench": pipeline_section(run, rss),
-        "pipeline-originals": originals_section(originals, rss_444, by_class),
+        "pipeline-originals": originals_section(originals, rss_444, by_class, codec_loop),
         "worst-batch": worst_batch_section(worst),
         "functions-bench": functions_section(functions, arm64_codec),
         "cost-model": cost_section(run, chosen_mb, worst, counts, repeats),

@@ -29,6 +29,14 @@ release_build() {
         -p imgpipe-admin -p imgpipe-tests --bins
 }
 
+# codec_loop CODEC_BENCH IMAGES OUT FILE...: our codec over the pipeline benchmark's images in
+# its order (codec_bench --loop), one thread, with the worker's GLIBC_TUNABLES from template.yaml.
+codec_loop() {
+    local bin=$1 images=$2 out=$3
+    shift 3
+    GLIBC_TUNABLES=$(sed -n 's/^ *GLIBC_TUNABLES: "\(.*\)"$/\1/p' template.yaml) "$bin" --loop "$images" "$@" > "$out"
+}
+
 codec() {
     local smoke=$1 corpus runs work bin
     if [[ -n "$smoke" ]]; then
@@ -68,7 +76,9 @@ codec() {
             --out target/bench-smoke/pipeline.json
         $py bench/pillow_loop.py --images 10 --merge-into target/bench-smoke/pipeline.json \
             --before target/bench-smoke/pillow-before.json "$corpus"
-        $py bench/pipeline_report.py --pipeline target/bench-smoke/pipeline.json --originals target/bench-smoke/pipeline.json
+        codec_loop "$bin" 10 target/bench-smoke/codec-loop.json "$corpus"/*.jpg "$corpus"/*.png
+        $py bench/pipeline_report.py --pipeline target/bench-smoke/pipeline.json --originals target/bench-smoke/pipeline.json \
+            --codec-loop target/bench-smoke/codec-loop.json
     else
         $py "${report[@]}" --json "bench/results/codec-$(date -u +%F).json" --chart bench/results/codec.png \
             --doc docs/performance.md
@@ -105,6 +115,9 @@ pipeline() {
         --photos bench/.corpus-originals --out bench/results/pipeline-originals.json
     $py bench/pillow_loop.py --images "$images" --merge-into bench/results/pipeline-originals.json \
         --before bench/.corpus-originals-pillow-before.json bench/.corpus-originals
+    # Our codec alone over the same images in one thread, as the worker runs it: what the worker
+    # adds to it (fetch, upload, record, runtime) is the difference.
+    codec_loop "$target/release/codec_bench" "$images" bench/results/codec-loop-originals.json bench/.corpus-originals/*.jpg
     # Each subsampling class alone, the same way, in a request of its share of the images on a
     # stack of its own: CPU per image of that class only (PIPELINE_CLASSES=0 skips them).
     if [[ "${PIPELINE_CLASSES:-1}" != 0 ]]; then

@@ -2,6 +2,7 @@
 //!
 //!   codec_bench [--runs N] [--out DIR] [--no-rss] FILE...   one JSON object per file on stdout
 //!   codec_bench --one FILE                       child: one compress, prints peak RSS (KiB)
+//!   codec_bench --loop IMAGES FILE...            the pipeline benchmark's images, CPU per image
 //!
 //! Per file: one warm-up, then the median of N timed runs (input already in memory), MP/s as
 //! input megapixels / median seconds, output bytes; the output JPEG goes to DIR for the quality
@@ -16,7 +17,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use imgpipe_core::domain::codec::{CodecLimits, compress};
-use imgpipe_tests::processes::vm_hwm_kib;
+use imgpipe_tests::processes::{CLOCK_TICKS_PER_SECOND, process_cpu, vm_hwm_kib};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -27,6 +28,13 @@ fn main() {
         let out = compress(&input, &CodecLimits::default()).expect("compress");
         std::hint::black_box(&out.jpeg);
         println!("{}", vm_hwm_kib("self").expect("VmHWM in /proc/self/status"));
+        return;
+    }
+
+    if let [flag, images, files @ ..] = args.as_slice()
+        && flag == "--loop"
+    {
+        println!("{}", codec_loop(images.parse().expect("--loop IMAGES"), files));
         return;
     }
 
@@ -97,4 +105,28 @@ fn child_peak_rss_kib(file: &Path) -> u64 {
     let out = Command::new(exe).arg("--one").arg(file).output().expect("run child");
     assert!(out.status.success(), "child failed on {}: {}", file.display(), String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).trim().parse().expect("child prints KiB")
+}
+
+/// `--loop IMAGES`: the pipeline benchmark's images in its order (image i is file i mod the
+/// number of files, sorted by name, as load.rs serves them and bench/pillow_loop.py loops over
+/// them), each compressed once in one thread, from memory: the codec's CPU per image measured as
+/// the Pillow loop measures its own, without the worker's fetch, upload and record around it.
+fn codec_loop(images: usize, files: &[String]) -> serde_json::Value {
+    let mut files: Vec<PathBuf> = files.iter().map(PathBuf::from).collect();
+    files.sort_by_key(|file| file.file_name().map(ToOwned::to_owned));
+    let inputs: Vec<Vec<u8>> = files.iter().map(|file| std::fs::read(file).expect("read input")).collect();
+    let limits = CodecLimits::default();
+    let before = process_cpu("self").expect("/proc/self/stat");
+    for image in 0..images {
+        let out = compress(&inputs[image % inputs.len()], &limits).expect("compress");
+        std::hint::black_box(&out.jpeg);
+    }
+    let after = process_cpu("self").expect("/proc/self/stat");
+    let per_image = |ticks: u64| ticks as f64 * 1000.0 / CLOCK_TICKS_PER_SECOND / images as f64;
+    serde_json::json!({
+        "images": images,
+        "cpu_ms_per_image": per_image(after.user_ticks + after.sys_ticks - before.user_ticks - before.sys_ticks),
+        "sys_ms_per_image": per_image(after.sys_ticks - before.sys_ticks),
+        "minor_faults_per_image": (after.minor_faults - before.minor_faults) as f64 / images as f64,
+    })
 }

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use imgpipe_tests::api_client::ApiClient;
 use imgpipe_tests::fixtures::photo_jpeg;
-use imgpipe_tests::processes::{function_pids, vm_hwm_kib};
+use imgpipe_tests::processes::{CLOCK_TICKS_PER_SECOND, ProcessCpu, function_pids, process_cpu, vm_hwm_kib};
 use imgpipe_tests::servers::ImageServer;
 use imgpipe_tests::stack::{FAN_OUT_CHUNK_VARIABLE, LocalStack, workspace_root};
 
@@ -424,27 +424,4 @@ impl WorkerPeaks {
     fn max_kib(&self) -> u64 {
         self.peaks.values().copied().max().unwrap_or(0)
     }
-}
-
-/// /proc's clock ticks (USER_HZ): 100 on Linux for x86_64 and arm64 (bench/pillow_loop.py reads
-/// the same fields with os.sysconf("SC_CLK_TCK")).
-const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
-
-/// What `/proc/<pid>/stat` counts for a process, every thread of it, ended ones included.
-#[derive(Clone, Copy)]
-struct ProcessCpu {
-    user_ticks: u64,
-    sys_ticks: u64,
-    /// Page faults served without I/O: first touches of new memory, each one zeroed page.
-    minor_faults: u64,
-}
-
-/// Fields 10 (minflt), 14 (utime) and 15 (stime) of `/proc/<pid>/stat`; `None` if the process
-/// is gone.
-fn process_cpu(pid: &str) -> Option<ProcessCpu> {
-    let stat = std::fs::read_to_string(Path::new("/proc").join(pid).join("stat")).ok()?;
-    // The command name (field 2) is in parentheses and may hold spaces: count after it.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let field = |at: usize| fields.get(at)?.parse::<u64>().ok();
-    Some(ProcessCpu { minor_faults: field(7)?, user_ticks: field(11)?, sys_ticks: field(12)? })
 }
