@@ -166,7 +166,7 @@ static void transpose(const struct row8 in[DCTSIZE], struct row8 out[DCTSIZE]) {
 
 /* The block's coefficients times their quantisers, row by row; bit v of the result is set
  * where row v is not zero, bit 8 + c where column c is not. */
-static unsigned dequantize(const JCOEF *block, const float *q, struct row8 rows[DCTSIZE]) {
+static unsigned dequantize(const JCOEF *block, const float *q, const float *unread_half_step, struct row8 rows[DCTSIZE]) {
   uint64_t nonzero = nonzero_mask(block);
   unsigned used = 0, columns = 0;
   int v;
@@ -175,11 +175,15 @@ static unsigned dequantize(const JCOEF *block, const float *q, struct row8 rows[
     unsigned row = (unsigned)(nonzero >> (DCTSIZE * v)) & 0xFF;
     if (row) {
       int4 lo = {c[0], c[1], c[2], c[3]}, hi = {c[4], c[5], c[6], c[7]};
-      float4 q_lo, q_hi;
+      float4 q_lo, q_hi, half_lo, half_hi;
       memcpy(&q_lo, q + DCTSIZE * v, sizeof(q_lo));
       memcpy(&q_hi, q + DCTSIZE * v + 4, sizeof(q_hi));
-      rows[v].lo = __builtin_convertvector(lo, float4) * q_lo;
-      rows[v].hi = __builtin_convertvector(hi, float4) * q_hi;
+      memcpy(&half_lo, unread_half_step + DCTSIZE * v, sizeof(half_lo));
+      memcpy(&half_hi, unread_half_step + DCTSIZE * v + 4, sizeof(half_hi));
+      /* value * q, moved away from zero by the half step where the last bit is unread: the
+       * signs as -1, 0, 1 (a vector comparison gives -1 for true) */
+      rows[v].lo = __builtin_convertvector(lo, float4) * q_lo + __builtin_convertvector((lo < 0) - (lo > 0), float4) * half_lo;
+      rows[v].hi = __builtin_convertvector(hi, float4) * q_hi + __builtin_convertvector((hi < 0) - (hi > 0), float4) * half_hi;
       used |= 1u << v;
       columns |= row;
     } else
@@ -189,14 +193,14 @@ static unsigned dequantize(const JCOEF *block, const float *q, struct row8 rows[
 }
 
 void chroma_downsample_block(const struct chroma_downsampler *ds, JCOEF *const in[4], const float *q_in,
-                             const float *inverse_q_out, JCOEF *out) {
+                             const float *unread_half_step, const float *inverse_q_out, JCOEF *out) {
   struct row8 blocks[4][DCTSIZE], down[2][DCTSIZE], across[2][DCTSIZE], paired[DCTSIZE], result[DCTSIZE];
   const struct row8 *columns[2];
   unsigned used[4], used_columns = 0;
   float acc[DCTSIZE2], magnitude[DCTSIZE2];
   int nx = ds->across.blocks, ny = ds->down.blocks, b, i, k;
   for (b = 0; b < nx * ny; b++) {
-    used[b] = dequantize(in[b], q_in, blocks[b]);
+    used[b] = dequantize(in[b], q_in, unread_half_step, blocks[b]);
     used_columns |= used[b] >> DCTSIZE;
   }
   /* Down: the top and bottom block of each column of blocks. A column stays zero down the way. */

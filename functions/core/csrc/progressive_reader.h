@@ -6,6 +6,12 @@
  * one with a branch on it; we keep a mask of each block's non-zero coefficients, so a run of
  * zeros is found at once and the correction bits a symbol passes are counted and read together.
  *
+ * Given the output's quantisers, it does not decode a last refinement scan (Al 0) of AC
+ * coefficients whose bit is at most an eighth of the output step each lands on: it moves the
+ * requantised value by at most a sixteenth of a step once the coefficient is taken at the middle
+ * of where it can be (unread_lsb; the rescaling in requantize.c), and it is half or more of a
+ * fine progressive file's bytes (docs/performance.md).
+ *
  * libjpeg reads the header, up to the first scan's data (jpeg_read_header); this reader goes on
  * from there, parsing the markers between scans itself. A file that is damaged, or that uses
  * what only libjpeg handles here (a quantisation table defined between scans, DNL), returns 0:
@@ -33,6 +39,9 @@ struct progressive_image {
   int bands[MAX_COMPONENTS];         /* the blocks are allocated in bands of rows (allocate) */
   JBLOCKROW band[MAX_COMPONENTS][64];
   JDIMENSION dc_filled[MAX_COMPONENTS]; /* rows whose blocks have their DC */
+  /* Per component, bit n (natural order): the AC coefficient's last bit was not read, its scan
+   * skipped (progressive_read) */
+  uint64_t unread_lsb[MAX_COMPONENTS];
 };
 
 /* The bytes progressive_read allocates for `src`'s image. */
@@ -40,8 +49,11 @@ size_t progressive_image_bytes(j_decompress_ptr src);
 
 /* 1 with every scan read into `image` (and each component's quantisation table latched, as
  * libjpeg does), 0 when the file is damaged or not for this reader (see above), -1 out of
- * memory. Free `image` with progressive_image_free either way. */
-int progressive_read(j_decompress_ptr src, struct progressive_image *image);
+ * memory. Free `image` with progressive_image_free either way. output_steps[ci][n]: the smallest
+ * output quantiser coefficient n (natural order) of component ci can land on, for skipping the
+ * scans above; NULL: every scan is read. A skipped scan is not checked for damage beyond
+ * having an end. */
+int progressive_read(j_decompress_ptr src, struct progressive_image *image, const UINT16 (*output_steps)[DCTSIZE2]);
 
 /* Puts the DC coefficients of component ci's rows up to `last_row` into their blocks. */
 void progressive_image_fill_dc(struct progressive_image *image, int ci, JDIMENSION last_row);

@@ -69,6 +69,7 @@ struct jpeg_c_coef_controller {
 /* flags */
 #define IMGPIPE_RQ_LIBJPEG_WRITER 1 /* libjpeg gathers the Huffman statistics and writes the scan (tests) */
 #define IMGPIPE_RQ_LIBJPEG_READER 2 /* libjpeg reads a progressive input (jpeg_read_coefficients; tests) */
+#define IMGPIPE_RQ_EVERY_SCAN 4     /* every scan of a progressive input is read, none skipped (tests) */
 
 struct imgpipe_err {
   struct jpeg_error_mgr pub;
@@ -207,6 +208,7 @@ static void dest_term(j_compress_ptr cinfo) {
  * that stay are rescaled one at a time (keep_survivors). */
 struct rescale_table {
   float scale[DCTSIZE2];
+  float half[DCTSIZE2]; /* AC: ROUND_HALF_DOWN, plus half a step of the input's where its last bit was not read */
   JCOEF max_zeroed[DCTSIZE2];
 };
 
@@ -220,13 +222,17 @@ static inline int rescale(int v, float scale, float half) {
   return (out ^ sign) - sign;
 }
 
-static void rescale_init(struct rescale_table *t, const UINT16 *q_in, const UINT16 *q_out) {
+/* unread_lsb: bit k (natural order) set where the input coefficient's last bit was not read
+ * (progressive_read): its magnitude is known to within one step of the input's, so it is taken
+ * half a step up, the middle of where it can be. */
+static void rescale_init(struct rescale_table *t, const UINT16 *q_in, const UINT16 *q_out, uint64_t unread_lsb) {
   int k;
   for (k = 0; k < DCTSIZE2; k++) {
     JCOEF zeroed = 0;
     t->scale[k] = scale_of(q_in[k], q_out[k]);
+    t->half[k] = ROUND_HALF_DOWN + (float)(unread_lsb >> k & 1) * 0.5f * t->scale[k];
     /* rescale is monotonic in the magnitude; this ends by q_out / (2 q_in), under 128. */
-    while (rescale(zeroed + 1, t->scale[k], ROUND_HALF_DOWN) == 0)
+    while (rescale(zeroed + 1, t->scale[k], t->half[k]) == 0)
       zeroed++;
     t->max_zeroed[k] = k == 0 ? -1 : zeroed;
   }
@@ -278,7 +284,7 @@ static int rescale_and_count(const struct huff_stats *st, long *ac, JCOEF *block
     int k = __builtin_ctzll(zz), n = jpeg_natural_order[k], v = block[n], run, nbits;
     zz &= zz - 1;
     if (t != NULL) {
-      v = rescale(v, t->scale[n], ROUND_HALF_DOWN); /* not 0: above max_zeroed */
+      v = rescale(v, t->scale[n], t->half[n]); /* not 0: above max_zeroed */
       block[n] = (JCOEF)v;
     }
     kept->ac[kept->count++] = (JCOEF)v;
@@ -360,7 +366,7 @@ static void turn_block(const struct block_transform *bt, JCOEF *in, JCOEF *out, 
     int n = __builtin_ctzll(kept), v = in[n];
     kept &= kept - 1;
     if (t != NULL)
-      v = rescale(v, t->scale[n], ROUND_HALF_DOWN);
+      v = rescale(v, t->scale[n], t->half[n]);
     out[bt->to[n]] = (JCOEF)(bt->sign[n] * v);
   }
 }
@@ -452,14 +458,15 @@ struct component_plan {
   JDIMENSION last_x, last_y;                  /* the input's last block */
   struct rescale_table table;
   struct block_transform bt;
-  float q_in_float[DCTSIZE2], inverse_q_out_unturned[DCTSIZE2];
+  float q_in_float[DCTSIZE2], unread_half_step[DCTSIZE2], inverse_q_out_unturned[DCTSIZE2];
   struct chroma_downsampler downsampler;
   long *ac;
   struct block_store *store;
 };
 
 static void plan_component(struct component_plan *p, const struct layout *l, int ci, const jpeg_component_info *comp,
-                           const UINT16 *q_in, const UINT16 *q_out, long *ac, struct block_store *store) {
+                           const UINT16 *q_in, const UINT16 *q_out, uint64_t unread_lsb, long *ac,
+                           struct block_store *store) {
   const struct orientation *o = &l->orientation;
   int across, down, k;
   /* The tables are not symmetric: a transposed coefficient keeps its input quantiser and takes
@@ -490,10 +497,11 @@ static void plan_component(struct component_plan *p, const struct layout *l, int
   for (k = 0; k < DCTSIZE2; k++) {
     q_out_unturned[k] = q_out[p->bt.to[k]];
     p->q_in_float[k] = (float)q_in[k];
+    p->unread_half_step[k] = (float)(unread_lsb >> k & 1) * 0.5f * (float)q_in[k];
     p->inverse_q_out_unturned[k] = 1.0f / (float)q_out_unturned[k];
-    p->same &= q_in[k] == q_out_unturned[k];
+    p->same &= q_in[k] == q_out_unturned[k] && !(unread_lsb >> k & 1);
   }
-  rescale_init(&p->table, q_in, q_out_unturned);
+  rescale_init(&p->table, q_in, q_out_unturned, unread_lsb);
   if (p->mapped)
     chroma_downsampler_init(&p->downsampler, across, down);
 }
@@ -539,7 +547,7 @@ static int build_row(struct imgpipe_ctx *ctx, const struct component_plan *p, JB
             group[j * nx + i] = before_edge[j * nx + i];
           }
         }
-      chroma_downsample_block(&p->downsampler, group, p->q_in_float, p->inverse_q_out_unturned,
+      chroma_downsample_block(&p->downsampler, group, p->q_in_float, p->unread_half_step, p->inverse_q_out_unturned,
                               p->turned ? unturned : built);
       if (p->turned)
         turn_block(&p->bt, unturned, built, NULL);
@@ -709,6 +717,28 @@ static boolean write_scan_row(j_compress_ptr dst, JSAMPIMAGE unused) {
   return TRUE;
 }
 
+/*
+ * For each input component and coefficient (natural order), the smallest output quantiser it
+ * can land on (progressive_read skips a last refinement scan whose bit is far below it): the
+ * quantiser at its place once turned; for chroma halved or shifted, where each input
+ * coefficient feeds several output frequencies, the smallest AC quantiser of the table.
+ */
+static void output_steps_of(j_decompress_ptr src, j_compress_ptr dst, const struct layout *l,
+                            UINT16 steps[MAX_COMPONENTS][DCTSIZE2]) {
+  int ci, n;
+  for (ci = 0; ci < src->num_components; ci++) {
+    const UINT16 *q_out = dst->quant_tbl_ptrs[ci == 0 ? 0 : 1]->quantval;
+    int mixed = ci > 0 && (l->dx == 2 || l->dy == 2 || l->shift_x || l->shift_y);
+    UINT16 smallest_ac = 0xFFFF;
+    for (n = 1; n < DCTSIZE2; n++)
+      smallest_ac = q_out[n] < smallest_ac ? q_out[n] : smallest_ac;
+    for (n = 0; n < DCTSIZE2; n++) {
+      int turned = l->orientation.transpose ? (n % DCTSIZE) * DCTSIZE + n / DCTSIZE : n;
+      steps[ci][n] = mixed ? smallest_ac : q_out[turned];
+    }
+  }
+}
+
 static int requantize(struct imgpipe_ctx *ctx, const unsigned char *in, unsigned long in_len, int quality,
                       int orientation, unsigned long max_memory, int flags, uint64_t *decode_ns) {
   j_decompress_ptr src = &ctx->src;
@@ -718,6 +748,7 @@ static int requantize(struct imgpipe_ctx *ctx, const unsigned char *in, unsigned
   size_t input_bytes = 0;
   struct layout l;
   int ci, k, in_bands;
+  UINT16 output_steps[MAX_COMPONENTS][DCTSIZE2];
 
   jpeg_create_decompress(src);
   ctx->src_created = 1;
@@ -762,7 +793,8 @@ static int requantize(struct imgpipe_ctx *ctx, const unsigned char *in, unsigned
     input_bytes = progressive_image_bytes(src);
     if (max_memory > 0 && input_bytes > max_memory)
       ERREXIT1(src, JERR_OUT_OF_MEMORY, 14);
-    read = progressive_read(src, &ctx->progressive);
+    output_steps_of(src, dst, &l, output_steps);
+    read = progressive_read(src, &ctx->progressive, (flags & IMGPIPE_RQ_EVERY_SCAN) ? NULL : output_steps);
     if (read < 0)
       ERREXIT1(src, JERR_OUT_OF_MEMORY, 15);
     if (read == 0)
@@ -822,7 +854,7 @@ static int requantize(struct imgpipe_ctx *ctx, const unsigned char *in, unsigned
     if (!block_store_init(&ctx->stores[ci], l.width_in_blocks[ci], l.height_in_blocks[ci],
                           dst->optimize_coding ? dst->comp_info[ci].v_samp_factor : 0, &ctx->store_budget))
       ERREXIT1(src, JERR_OUT_OF_MEMORY, 13);
-    plan_component(&ctx->plans[ci], &l, ci, &src->comp_info[ci], q_in, q_out,
+    plan_component(&ctx->plans[ci], &l, ci, &src->comp_info[ci], q_in, q_out, ctx->progressive.unread_lsb[ci],
                    ctx->stats.ac[dst->comp_info[ci].ac_tbl_no ? 1 : 0], &ctx->stores[ci]);
     out_coefs[ci] = (jvirt_barray_ptr)&ctx->stores[ci];
   }
@@ -930,8 +962,10 @@ void imgpipe_requantize_free(unsigned char *buffer) { free(buffer); }
 
 /* The rounding rule, for the tests: each of the `count` values, as the DC coefficient
  * (`dc` != 0) or an AC one of quantiser q_in, expressed on q_out through the path a block
- * takes (rescale_init's thresholds, keep_survivors, rescale_and_count). */
-int imgpipe_requantize_coefficients(const int *values, int *out, int count, int q_in, int q_out, int dc) {
+ * takes (rescale_init's thresholds, keep_survivors, rescale_and_count); `unread_lsb`: an AC
+ * value whose last bit was not read (progressive_read). */
+int imgpipe_requantize_coefficients(const int *values, int *out, int count, int q_in, int q_out, int dc,
+                                    int unread_lsb) {
   struct huff_stats *st = (struct huff_stats *)malloc(sizeof(*st));
   struct rescale_table t;
   UINT16 q_in_table[DCTSIZE2], q_out_table[DCTSIZE2];
@@ -943,7 +977,7 @@ int imgpipe_requantize_coefficients(const int *values, int *out, int count, int 
     q_in_table[k] = (UINT16)q_in;
     q_out_table[k] = (UINT16)q_out;
   }
-  rescale_init(&t, q_in_table, q_out_table);
+  rescale_init(&t, q_in_table, q_out_table, unread_lsb ? ~(uint64_t)1 : 0);
   for (i = 0; i < count; i++) {
     JCOEF block[DCTSIZE2];
     memset(block, 0, sizeof(block));

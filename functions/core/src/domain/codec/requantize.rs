@@ -32,6 +32,9 @@ pub(super) enum Libjpeg {
     /// A progressive input read by jpeg_read_coefficients, instead of csrc/progressive_reader.c.
     Reader = 2,
 }
+/// csrc's IMGPIPE_RQ_EVERY_SCAN.
+#[cfg(test)]
+const EVERY_SCAN: c_int = 4;
 
 unsafe extern "C" {
     fn imgpipe_requantize(
@@ -58,6 +61,7 @@ unsafe extern "C" {
         q_in: c_int,
         q_out: c_int,
         dc: c_int,
+        unread_lsb: c_int,
     ) -> c_int;
 }
 
@@ -95,15 +99,45 @@ pub(super) fn requantize_with_libjpeg(
     requantize_with(input, quality, orientation, 0, part as c_int)
 }
 
-/// The rounding rule: each coefficient of quantiser `q_in` expressed on `q_out`, as the DC
-/// coefficient or an AC one, through the path a block takes.
+/// Ours reading every scan of a progressive input, none skipped for the output's tables: what
+/// libjpeg's reading gives, byte for byte.
 #[cfg(test)]
-pub(super) fn requantize_coefficients(values: &[i32], q_in: i32, q_out: i32, dc: bool) -> Vec<i32> {
+pub(super) fn requantize_every_scan(
+    input: &[u8],
+    quality: i32,
+    orientation: u8,
+) -> Result<Option<Requantized>, String> {
+    requantize_with(input, quality, orientation, 0, EVERY_SCAN)
+}
+
+/// A coefficient, for [`requantize_coefficients`].
+#[cfg(test)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) enum Coefficient {
+    Dc,
+    Ac,
+    /// An AC coefficient whose last bit was not read (a progressive input's skipped scan).
+    AcLastBitUnread,
+}
+
+/// The rounding rule: each coefficient of quantiser `q_in` expressed on `q_out` through the path
+/// a block takes.
+#[cfg(test)]
+pub(super) fn requantize_coefficients(values: &[i32], q_in: i32, q_out: i32, kind: Coefficient) -> Vec<i32> {
     let mut out = vec![0; values.len()];
     let count = c_int::try_from(values.len()).expect("a test's handful");
+    let (dc, unread_lsb) = (kind == Coefficient::Dc, kind == Coefficient::AcLastBitUnread);
     // SAFETY: both slices hold `count` values; the callee reads one and writes the other.
     let done = unsafe {
-        imgpipe_requantize_coefficients(values.as_ptr(), out.as_mut_ptr(), count, q_in, q_out, c_int::from(dc))
+        imgpipe_requantize_coefficients(
+            values.as_ptr(),
+            out.as_mut_ptr(),
+            count,
+            q_in,
+            q_out,
+            c_int::from(dc),
+            c_int::from(unread_lsb),
+        )
     };
     assert_eq!(done, 1, "out of memory");
     out

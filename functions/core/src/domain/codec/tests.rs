@@ -1145,36 +1145,42 @@ fn requantize_survives_damaged_input() {
 }
 
 /// Requantisation rounds to nearest; an exact tie goes to the smaller magnitude for AC
-/// coefficients (same error, fewer bits) and away from zero for DC (libjpeg's rule). The C
-/// side does it in floats, after clearing the AC coefficients under a threshold per quantiser
-/// pair; checked here through that path against exact integer arithmetic over every quantiser
-/// pair of a few target quantisers and every 8-bit coefficient value.
+/// coefficients (same error, fewer bits) and away from zero for DC (libjpeg's rule). An AC
+/// coefficient whose last bit was not read (a skipped refinement scan) is taken half an input
+/// step further from zero, the middle of where it can be; a zero stays zero. The C side does it
+/// in floats, after clearing the AC coefficients under a threshold per quantiser pair; checked
+/// here through that path against exact integer arithmetic over every quantiser pair of a few
+/// target quantisers and every 8-bit coefficient value.
 #[test]
 fn requantized_coefficients_round_to_nearest_and_ac_ties_down() {
-    fn exact(v: i32, q_in: i32, q_out: i32, dc: bool) -> i32 {
-        // |v| q_in / q_out + 1/2, rounded down; at a tie (numerator a multiple of 2 q_out)
-        // one less for AC.
-        let numerator = 2 * v.abs() * q_in + q_out;
+    use requantize::Coefficient::{Ac, AcLastBitUnread, Dc};
+    fn exact(v: i32, q_in: i32, q_out: i32, kind: requantize::Coefficient) -> i32 {
+        // (|v| + u/2) q_in / q_out + 1/2, u = 1 for an unread last bit, rounded down; at a tie
+        // (numerator a multiple of 2 q_out) one less for AC.
+        let unread = i32::from(kind == AcLastBitUnread && v != 0);
+        let numerator = (2 * v.abs() + unread) * q_in + q_out;
         let mut magnitude = numerator / (2 * q_out);
-        if !dc && numerator % (2 * q_out) == 0 && magnitude > 0 {
+        if kind != Dc && numerator % (2 * q_out) == 0 && magnitude > 0 {
             magnitude -= 1;
         }
         magnitude * v.signum()
     }
-    let one = |v, q_in, q_out, dc| requantize::requantize_coefficients(&[v], q_in, q_out, dc)[0];
-    assert_eq!(one(5, 1, 10, false), 0, "0.5, AC");
-    assert_eq!(one(-15, 1, 10, false), -1, "-1.5, AC");
-    assert_eq!(one(5, 1, 10, true), 1, "0.5, DC");
-    assert_eq!(one(-15, 1, 10, true), -2, "-1.5, DC");
-    assert_eq!(one(128, 1, 255, false), 1, "1/510 above a tie");
-    assert_eq!(one(127, 1, 255, false), 0, "1/510 below a tie");
+    let one = |v, q_in, q_out, kind| requantize::requantize_coefficients(&[v], q_in, q_out, kind)[0];
+    assert_eq!(one(5, 1, 10, Ac), 0, "0.5, AC");
+    assert_eq!(one(-15, 1, 10, Ac), -1, "-1.5, AC");
+    assert_eq!(one(5, 1, 10, Dc), 1, "0.5, DC");
+    assert_eq!(one(-15, 1, 10, Dc), -2, "-1.5, DC");
+    assert_eq!(one(128, 1, 255, Ac), 1, "1/510 above a tie");
+    assert_eq!(one(127, 1, 255, Ac), 0, "1/510 below a tie");
+    assert_eq!(one(8, 1, 16, AcLastBitUnread), 1, "8 or 9: 0.53");
+    assert_eq!(one(-4, 1, 9, AcLastBitUnread), 0, "-4 or -5: -0.5, a tie");
     let values: Vec<i32> = (-2047..=2047).collect();
     for q_out in [2, 10, 16, 17, 99, 254, 255] {
         for q_in in 1..=q_out {
-            for dc in [false, true] {
-                let ours = requantize::requantize_coefficients(&values, q_in, q_out, dc);
+            for kind in [Ac, Dc, AcLastBitUnread] {
+                let ours = requantize::requantize_coefficients(&values, q_in, q_out, kind);
                 for (&v, &got) in values.iter().zip(&ours) {
-                    assert_eq!(got, exact(v, q_in, q_out, dc), "v {v}, q_in {q_in}, q_out {q_out}, dc {dc}");
+                    assert_eq!(got, exact(v, q_in, q_out, kind), "v {v}, q_in {q_in}, q_out {q_out}, {kind:?}");
                 }
             }
         }
@@ -1217,7 +1223,7 @@ fn progressive_reader_reads_what_libjpeg_reads() {
             for restart_blocks in [0, 1, 7] {
                 let input = turbo_progressive_with_restarts(&photo, 97, sampling, restart_blocks);
                 for orientation in [1, 6] {
-                    let ours = requantize::requantize(&input, JPEG_QUALITY, orientation, 1 << 30).expect("no error");
+                    let ours = requantize::requantize_every_scan(&input, JPEG_QUALITY, orientation).expect("no error");
                     let theirs = requantize::requantize_with_libjpeg(
                         &input,
                         JPEG_QUALITY,
@@ -1240,12 +1246,56 @@ fn progressive_reader_reads_what_libjpeg_reads() {
     for at in (300..input.len()).step_by(7) {
         let mut damaged = input.clone();
         damaged[at] ^= 0x21;
-        let ours = requantize::requantize(&damaged, JPEG_QUALITY, 1, 1 << 30);
+        let ours = requantize::requantize_every_scan(&damaged, JPEG_QUALITY, 1);
         if let Ok(Some(ours)) = ours {
             let theirs = requantize::requantize_with_libjpeg(&damaged, JPEG_QUALITY, 1, requantize::Libjpeg::Reader);
             let theirs = theirs.ok().flatten().unwrap_or_else(|| panic!("byte {at} damaged: only ours took it"));
             assert!(ours.jpeg == theirs.jpeg, "byte {at} damaged");
         }
+    }
+}
+
+/// A progressive input's last refinement scans of AC coefficients (Al 0) are skipped where their
+/// bit is at most an eighth of the output's quantiser (progressive_reader.c, not_needed): a q99
+/// input's, on q50's tables. Skipping moves the output far less than requantising does, and
+/// leaves its distance to the input where it was; where the bit matters (a q75 input: half of
+/// q50's steps) every scan is read; and a skipped scan cut short is damage, as a read one is.
+#[test]
+fn progressive_last_refinements_are_skipped_only_below_the_output_step() {
+    let photo = photo_like(200, 123);
+    for sampling in
+        [turbojpeg_sys::TJSAMP_TJSAMP_420, turbojpeg_sys::TJSAMP_TJSAMP_422, turbojpeg_sys::TJSAMP_TJSAMP_444]
+    {
+        let fine = turbo_progressive_with_restarts(&photo, 99, sampling, 0);
+        let skipped = requantize::requantize(&fine, JPEG_QUALITY, 1, 1 << 30).expect("no error").expect("applies");
+        let every = requantize::requantize_every_scan(&fine, JPEG_QUALITY, 1).expect("no error").expect("applies");
+        assert!(skipped.jpeg != every.jpeg, "sampling {sampling}: no scan skipped");
+        let input = turbo_decode_rgb(&fine);
+        let (skipped, every) = (turbo_decode_rgb(&skipped.jpeg), turbo_decode_rgb(&every.jpeg));
+        let (to_input, to_input_skipped) = (psnr(&input, &every), psnr(&input, &skipped));
+        let between = psnr(&skipped, &every);
+        println!(
+            "sampling {sampling}: every scan {to_input:.2} dB, skipped {to_input_skipped:.2} dB, between {between:.2} dB"
+        );
+        assert!(
+            between > to_input + 10.0,
+            "sampling {sampling}: {between:.2} dB between, {to_input:.2} dB to the input"
+        );
+        assert!(
+            to_input_skipped > to_input - 0.05,
+            "sampling {sampling}: {to_input_skipped:.2} against {to_input:.2} dB"
+        );
+
+        let cut = &fine[..fine.len() - 50]; // inside the last scan, a luma refinement
+        assert!(
+            !matches!(requantize::requantize(cut, JPEG_QUALITY, 1, 1 << 30), Ok(Some(_))),
+            "sampling {sampling}: cut"
+        );
+
+        let coarse = turbo_progressive_with_restarts(&photo, 75, sampling, 0);
+        let read = requantize::requantize(&coarse, JPEG_QUALITY, 1, 1 << 30).expect("no error").expect("applies");
+        let every = requantize::requantize_every_scan(&coarse, JPEG_QUALITY, 1).expect("no error").expect("applies");
+        assert!(read.jpeg == every.jpeg, "sampling {sampling}: a q75 input's scan skipped");
     }
 }
 
@@ -1298,7 +1348,7 @@ fn requantize_statistics_and_scan_match_libjpegs_optimize_coding() {
                 let upright = if orientation >= 5 { (height, width) } else { (width, height) };
                 assert_eq!((ours.width, ours.height), upright);
                 if let Some(progressive) = &read_whole {
-                    let whole = requantize::requantize(progressive, JPEG_QUALITY, orientation, 1 << 30)
+                    let whole = requantize::requantize_every_scan(progressive, JPEG_QUALITY, orientation)
                         .expect("no error")
                         .expect("applies");
                     assert!(
