@@ -9,8 +9,8 @@
  * Given the output's quantisers, it does not decode a last refinement scan (Al 0) of AC
  * coefficients whose bit is at most an eighth of the output step each lands on: it moves the
  * requantised value by at most a sixteenth of a step once the coefficient is taken at the middle
- * of where it can be (unread_lsb; the rescaling in requantize.c), and it is half or more of a
- * fine progressive file's bytes (docs/performance.md).
+ * of where it can be (unread_lsb; the rescaling in requantize.c), and such scans are a third to
+ * three fifths of a fine progressive file's bytes (docs/performance.md).
  *
  * libjpeg reads the header, up to the first scan's data (jpeg_read_header); this reader goes on
  * from there, parsing the markers between scans itself. A file that is damaged, or that uses
