@@ -9,7 +9,8 @@
 extern const int jpeg_natural_order[]; /* zigzag index -> natural index (libjpeg) */
 
 #define LOOKAHEAD 9 /* bits of a Huffman code decoded by one table lookup */
-#define SKIP_RATIO 8 /* see not_needed */
+#define SKIP_RATIO 8       /* see not_needed */
+#define SKIP_QUANTISER 2   /* see not_needed */
 #define DATA_END 0x100 /* in place of a marker: the data ended without one */
 
 /* A Huffman table, as DHT defines it and as decoding wants it. */
@@ -631,9 +632,12 @@ done:
 
 /* Whether the scan is a last refinement of AC coefficients (Al 0: no scan can follow it for
  * them) whose bit hardly matters on the output's tables: each of its coefficients' input
- * quantiser is at most 1/SKIP_RATIO of the smallest output quantiser it can land on. At 8, the
- * three progressive originals it applies to kept their DSSIM against Pillow's within 0.2%
- * (docs/performance.md); at 4, one lost 0.8%. */
+ * quantiser is at most 1/SKIP_RATIO of the smallest output quantiser it can land on, and at
+ * most SKIP_QUANTISER, so that the bit is about the size of the encoder's own DCT rounding and
+ * the middle of the two values it can give is a fair guess. At 8 and 2, the three progressive
+ * originals it applies to kept their DSSIM against Pillow's within 0.2%; without the second
+ * bound, q95 inputs (quantisers up to 12) lost up to 1.7%; at a ratio of 4, one original lost
+ * 0.8% (docs/performance.md). */
 static int not_needed(const struct reader *r) {
   int ci = r->scan_comp[0], k;
   const UINT16 *q_in = r->src->comp_info[ci].quant_table->quantval;
@@ -641,7 +645,7 @@ static int not_needed(const struct reader *r) {
     return 0;
   for (k = r->Ss; k <= r->Se; k++) {
     int n = jpeg_natural_order[k];
-    if ((unsigned)q_in[n] * SKIP_RATIO > r->output_steps[ci][n])
+    if (q_in[n] > SKIP_QUANTISER || (unsigned)q_in[n] * SKIP_RATIO > r->output_steps[ci][n])
       return 0;
   }
   return 1;

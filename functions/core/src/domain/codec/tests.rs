@@ -1256,10 +1256,11 @@ fn progressive_reader_reads_what_libjpeg_reads() {
 }
 
 /// A progressive input's last refinement scans of AC coefficients (Al 0) are skipped where their
-/// bit is at most an eighth of the output's quantiser (progressive_reader.c, not_needed): a q99
-/// input's, on q50's tables. Skipping moves the output far less than requantising does, and
-/// leaves its distance to the input where it was; where the bit matters (a q75 input: half of
-/// q50's steps) every scan is read; and a skipped scan cut short is damage, as a read one is.
+/// bit is at most an eighth of the output's quantiser and at most 2 (progressive_reader.c,
+/// not_needed): a q99 input's, on q50's tables. Skipping moves the output far less than
+/// requantising does, and leaves its distance to the input where it was; where the bit matters
+/// (a q75 input: half of q50's steps; a q95 one: quantisers up to 12) every scan is read; and a
+/// skipped scan cut short is damage, as a read one is.
 #[test]
 fn progressive_last_refinements_are_skipped_only_below_the_output_step() {
     let photo = photo_like(200, 123);
@@ -1292,10 +1293,13 @@ fn progressive_last_refinements_are_skipped_only_below_the_output_step() {
             "sampling {sampling}: cut"
         );
 
-        let coarse = turbo_progressive_with_restarts(&photo, 75, sampling, 0);
-        let read = requantize::requantize(&coarse, JPEG_QUALITY, 1, 1 << 30).expect("no error").expect("applies");
-        let every = requantize::requantize_every_scan(&coarse, JPEG_QUALITY, 1).expect("no error").expect("applies");
-        assert!(read.jpeg == every.jpeg, "sampling {sampling}: a q75 input's scan skipped");
+        for quality in [75, 95] {
+            let coarse = turbo_progressive_with_restarts(&photo, quality, sampling, 0);
+            let read = requantize::requantize(&coarse, JPEG_QUALITY, 1, 1 << 30).expect("no error").expect("applies");
+            let every =
+                requantize::requantize_every_scan(&coarse, JPEG_QUALITY, 1).expect("no error").expect("applies");
+            assert!(read.jpeg == every.jpeg, "sampling {sampling}: a q{quality} input's scan skipped");
+        }
     }
 }
 
