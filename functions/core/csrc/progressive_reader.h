@@ -7,7 +7,8 @@
  * zeros is found at once and the correction bits a symbol passes are counted and read together.
  *
  * Given the output's quantisers, it does not decode a last refinement scan (Al 0) of AC
- * coefficients whose bit is at most an eighth of the output step each lands on: it moves the
+ * coefficients whose bit is at most an eighth of the output step each lands on, and at most 2
+ * (a q~100 input's; not_needed in progressive_reader.c has the measured reasons): it moves the
  * requantised value by at most a sixteenth of a step once the coefficient is taken at the middle
  * of where it can be (unread_lsb; the rescaling in requantize.c), and such scans are a third to
  * three fifths of a fine progressive file's bytes (docs/performance.md).

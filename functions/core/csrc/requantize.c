@@ -224,7 +224,8 @@ static inline int rescale(int v, float scale, float half) {
 
 /* unread_lsb: bit k (natural order) set where the input coefficient's last bit was not read
  * (progressive_read): its magnitude is known to within one step of the input's, so it is taken
- * half a step up, the middle of where it can be. */
+ * half a step up, the middle of where it can be. (|v| + 1/2) q_in / q_out is still a multiple
+ * of 1 / (2 q_out), so the ties stay exact (the rounding test checks it). */
 static void rescale_init(struct rescale_table *t, const UINT16 *q_in, const UINT16 *q_out, uint64_t unread_lsb) {
   int k;
   for (k = 0; k < DCTSIZE2; k++) {
