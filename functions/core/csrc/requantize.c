@@ -465,6 +465,18 @@ struct component_plan {
   struct block_store *store;
 };
 
+/* Component ci's chroma_axis_kind on each axis of the input (CHROMA_KEEP for luma), and on each
+ * whether its output blocks start one input block earlier (back_x, back_y: shifted). Whether
+ * either axis is halved or shifted, so that each output block is mapped from several input ones. */
+static int chroma_axes(const struct layout *l, int ci, int *across, int *down, int *back_x, int *back_y) {
+  const struct orientation *o = &l->orientation;
+  *back_x = ci > 0 && (o->transpose ? l->shift_y : l->shift_x);
+  *back_y = ci > 0 && (o->transpose ? l->shift_x : l->shift_y);
+  *across = ci == 0 ? CHROMA_KEEP : l->dx == 2 ? CHROMA_HALVE : *back_x ? CHROMA_SHIFT : CHROMA_KEEP;
+  *down = ci == 0 ? CHROMA_KEEP : l->dy == 2 ? CHROMA_HALVE : *back_y ? CHROMA_SHIFT : CHROMA_KEEP;
+  return *across != CHROMA_KEEP || *down != CHROMA_KEEP;
+}
+
 static void plan_component(struct component_plan *p, const struct layout *l, int ci, const jpeg_component_info *comp,
                            const UINT16 *q_in, const UINT16 *q_out, uint64_t unread_lsb, long *ac,
                            struct block_store *store) {
@@ -478,11 +490,7 @@ static void plan_component(struct component_plan *p, const struct layout *l, int
   memset(p, 0, sizeof(*p));
   p->o = o;
   p->turned = o->transpose || o->flip_x || o->flip_y;
-  p->back_x = ci > 0 && (o->transpose ? l->shift_y : l->shift_x);
-  p->back_y = ci > 0 && (o->transpose ? l->shift_x : l->shift_y);
-  across = ci == 0 ? CHROMA_KEEP : l->dx == 2 ? CHROMA_HALVE : p->back_x ? CHROMA_SHIFT : CHROMA_KEEP;
-  down = ci == 0 ? CHROMA_KEEP : l->dy == 2 ? CHROMA_HALVE : p->back_y ? CHROMA_SHIFT : CHROMA_KEEP;
-  p->mapped = across != CHROMA_KEEP || down != CHROMA_KEEP;
+  p->mapped = chroma_axes(l, ci, &across, &down, &p->back_x, &p->back_y);
   p->dx = p->mapped ? l->dx : 1;
   p->dy = p->mapped ? l->dy : 1;
   p->width = l->width_in_blocks[ci];
@@ -726,17 +734,17 @@ static boolean write_scan_row(j_compress_ptr dst, JSAMPIMAGE unused) {
  */
 static void output_steps_of(j_decompress_ptr src, j_compress_ptr dst, const struct layout *l,
                             UINT16 steps[MAX_COMPONENTS][DCTSIZE2]) {
-  int ci, n;
+  struct block_transform bt;
+  int ci, n, across, down, back_x, back_y;
+  block_transform_init(&bt, &l->orientation);
   for (ci = 0; ci < src->num_components; ci++) {
     const UINT16 *q_out = dst->quant_tbl_ptrs[ci == 0 ? 0 : 1]->quantval;
-    int mixed = ci > 0 && (l->dx == 2 || l->dy == 2 || l->shift_x || l->shift_y);
+    int mapped = chroma_axes(l, ci, &across, &down, &back_x, &back_y);
     UINT16 smallest_ac = 0xFFFF;
     for (n = 1; n < DCTSIZE2; n++)
       smallest_ac = q_out[n] < smallest_ac ? q_out[n] : smallest_ac;
-    for (n = 0; n < DCTSIZE2; n++) {
-      int turned = l->orientation.transpose ? (n % DCTSIZE) * DCTSIZE + n / DCTSIZE : n;
-      steps[ci][n] = mixed ? smallest_ac : q_out[turned];
-    }
+    for (n = 0; n < DCTSIZE2; n++)
+      steps[ci][n] = mapped ? smallest_ac : q_out[bt.to[n]];
   }
 }
 
