@@ -21,17 +21,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from skimage.color import rgb2lab
-from skimage.metrics import structural_similarity
 
-from pillow_bench import pillow_q50
-
-
-def dssim(source_lab: np.ndarray, rgb: np.ndarray) -> float:
-    """rgb: uint8, or floats in [0, 1]."""
-    lab = rgb2lab(rgb)
-    ranges = (100.0, 255.0, 255.0)
-    ssim = sum(structural_similarity(source_lab[..., c], lab[..., c], data_range=ranges[c]) for c in range(3)) / 3
-    return (1 - ssim) / 2
+from pillow_bench import lab_dssim, pillow_q50
 
 
 def libjpeg_rgb(data: bytes) -> np.ndarray:
@@ -65,7 +56,7 @@ def main(ours_dir: Path, sources: list[Path]) -> None:
         ways = [("libjpeg RGB", source_8bit, libjpeg_rgb), ("Pillow's RGB", source_8bit, pillow_rgb),
                 ("float", rgb2lab(float_rgb(data)), float_rgb)]
         for way, source_lab, decode in ways:
-            ours, pillow = (dssim(source_lab, decode(outputs[side])) for side in ("ours", "pillow"))
+            ours, pillow = (lab_dssim(source_lab, rgb2lab(decode(outputs[side]))) for side in ("ours", "pillow"))
             print(f"{source.name:42s} {way:13s} ours {ours:.5f} Pillow {pillow:.5f} ratio {ours / pillow:.4f}", flush=True)
 
 

@@ -75,12 +75,18 @@ def dssim(source: Path, output: Path, turn: int = 1) -> float:
     the luma SSIM it sees what happens to colour. Lower is better."""
     import numpy as np
     from skimage.color import rgb2lab
-    from skimage.metrics import structural_similarity
 
     with Image.open(source) as src, Image.open(output) as out:
         a, b = (rgb2lab(np.asarray(upright(img, t).convert("RGB"))) for img, t in ((src, 1), (out, turn)))
+    return lab_dssim(a, b)
+
+
+def lab_dssim(source_lab, output_lab) -> float:
+    """`dssim` of two images already in CIELAB (arrays of the same shape)."""
+    from skimage.metrics import structural_similarity
+
     ranges = (100.0, 255.0, 255.0)
-    ssim = sum(structural_similarity(a[..., c], b[..., c], data_range=ranges[c]) for c in range(3)) / 3
+    ssim = sum(structural_similarity(source_lab[..., c], output_lab[..., c], data_range=ranges[c]) for c in range(3)) / 3
     return (1 - ssim) / 2
 
 
