@@ -191,7 +191,8 @@ static void dest_term(j_compress_ptr cinfo) {
  * ones (2 * 4 / 16, 1 * 5 / 10). On the benchmark corpus this cut 1-8% of the bytes per file,
  * and DSSIM moved by -1.4% to +0.3% (docs/performance.md). The DC coefficient keeps libjpeg's
  * half away from zero: its bits (a difference from the previous block's) do not follow its
- * size, and turning its ties down measured slightly worse.
+ * size, and turning its ties down measured slightly worse. A flat block's DC is taken from its
+ * decoded level instead (rescale_dc).
  *
  * Single-precision floats, cheaper than a division, and exact: |v| * q_in / q_out is a
  * multiple of 1 / (2 q_out), so a value that is not a tie is at least 1/510 from one, while
@@ -210,6 +211,8 @@ struct rescale_table {
   float scale[DCTSIZE2];
   float half[DCTSIZE2]; /* AC: ROUND_HALF_DOWN, plus half a step of the input's where its last bit was not read */
   JCOEF max_zeroed[DCTSIZE2];
+  int dc_in, dc_out;  /* the DC coefficient's quantisers */
+  int flat_is_known;  /* every AC coefficient's last bit was read: all 0 means a flat block */
 };
 
 static float scale_of(unsigned q_in, unsigned q_out) { return (float)q_in / (float)q_out; }
@@ -237,6 +240,33 @@ static void rescale_init(struct rescale_table *t, const UINT16 *q_in, const UINT
       zeroed++;
     t->max_zeroed[k] = k == 0 ? -1 : zeroed;
   }
+  t->dc_in = q_in[0];
+  t->dc_out = q_out[0];
+  t->flat_is_known = (unread_lsb & ~(uint64_t)1) == 0;
+}
+
+/*
+ * The DC coefficient on the new table: rounded half away from zero (above), except in a block
+ * whose AC coefficients are all 0. A decoder shows such a block flat at a whole 8-bit level,
+ * (DC q_in + 4) / 8 rounded down and clamped as libjpeg's IDCT does, and decode + encode
+ * quantises that level, so that every flat block of a level takes the same output step. From
+ * the coefficient instead, a level's DC is off by up to half of q_in / 8, and where the level
+ * sits on a tie of the output's steps (an odd level on q50's 2-level steps) that decides the
+ * side: on a q90 input (q_in 3) one odd level in three went the other way from its neighbours,
+ * and a smooth gradient of flat areas became steps of uneven widths (the 24 MP painting of the
+ * corpus: 2% worse DSSIM than decode + encode, 0.3% after this; docs/performance.md).
+ */
+static int rescale_dc(const JCOEF *block, const struct rescale_table *t) {
+  int away = rescale(block[0], t->scale[0], ROUND_HALF_AWAY), level, flat;
+  if (!t->flat_is_known)
+    return away;
+  level = (block[0] * t->dc_in + 4) >> 3; /* arithmetic shift: rounded down, as libjpeg's DESCALE */
+  level = level < -128 ? -128 : level > 127 ? 127 : level;
+  /* 8 level / dc_out, half away from zero (libjpeg's quantiser) */
+  flat = (16 * (level < 0 ? -level : level) + t->dc_out) / (2 * t->dc_out);
+  flat = level < 0 ? -flat : flat;
+  /* Most blocks round the same either way; only those that do not pay for the flatness test. */
+  return flat != away && !(nonzero_mask(block) & ~(uint64_t)1) ? flat : away;
 }
 
 /*
@@ -272,12 +302,12 @@ static void stats_init(struct huff_stats *st) {
  */
 static int rescale_and_count(const struct huff_stats *st, long *ac, JCOEF *block,
                              const struct rescale_table *t, struct kept_coefficients *kept) {
+  int dc = t != NULL ? rescale_dc(block, t) : block[0]; /* before keep_survivors clears the small AC */
   uint64_t natural = t != NULL ? keep_survivors(block, t->max_zeroed) : nonzero_mask(block), zz = 0;
   int byte, last = 0;
   for (byte = 0; byte < 8; byte++)
     zz |= st->zigzag_bits[byte][(natural >> (8 * byte)) & 0xFF];
-  if (t != NULL)
-    block[0] = (JCOEF)rescale(block[0], t->scale[0], ROUND_HALF_AWAY);
+  block[0] = (JCOEF)dc;
   zz &= ~(uint64_t)1; /* DC */
   kept->zigzag = zz;
   kept->count = 0;
@@ -357,10 +387,11 @@ static void block_transform_init(struct block_transform *bt, const struct orient
  * so the turn costs little more than the upright walk. `in` may be cleared.
  */
 static void turn_block(const struct block_transform *bt, JCOEF *in, JCOEF *out, const struct rescale_table *t) {
+  int dc = t != NULL ? rescale_dc(in, t) : in[0]; /* before keep_survivors clears the small AC */
   uint64_t kept = t != NULL ? keep_survivors(in, t->max_zeroed) : nonzero_mask(in);
   memset(out, 0, DCTSIZE2 * sizeof(JCOEF));
-  if (t != NULL && (kept & 1)) {
-    out[0] = (JCOEF)rescale(in[0], t->scale[0], ROUND_HALF_AWAY); /* DC: in place, never negated */
+  if (t != NULL) {
+    out[0] = (JCOEF)dc; /* in place, never negated */
     kept &= ~(uint64_t)1;
   }
   while (kept) {
@@ -969,16 +1000,17 @@ int imgpipe_requantize(const unsigned char *in, unsigned long in_len, int qualit
 
 void imgpipe_requantize_free(unsigned char *buffer) { free(buffer); }
 
-/* The rounding rule, for the tests: each of the `count` values, as the DC coefficient
- * (`dc` != 0) or an AC one of quantiser q_in, expressed on q_out through the path a block
- * takes (rescale_init's thresholds, keep_survivors, rescale_and_count); `unread_lsb`: an AC
- * value whose last bit was not read (progressive_read). */
-int imgpipe_requantize_coefficients(const int *values, int *out, int count, int q_in, int q_out, int dc,
+/* The rounding rule, for the tests: each of the `count` values, as an AC coefficient (`kind` 0),
+ * the DC coefficient of a block with an AC one (1) or of a block whose AC are all 0 (2), of
+ * quantiser q_in, expressed on q_out through the path a block takes (rescale_init's thresholds,
+ * keep_survivors, rescale_and_count); `unread_lsb`: the AC coefficients' last bits were not read
+ * (progressive_read). */
+int imgpipe_requantize_coefficients(const int *values, int *out, int count, int q_in, int q_out, int kind,
                                     int unread_lsb) {
   struct huff_stats *st = (struct huff_stats *)malloc(sizeof(*st));
   struct rescale_table t;
   UINT16 q_in_table[DCTSIZE2], q_out_table[DCTSIZE2];
-  int i, k, place = dc ? 0 : 9;
+  int i, k, place = kind ? 0 : 9;
   if (st == NULL)
     return 0;
   stats_init(st);
@@ -991,6 +1023,7 @@ int imgpipe_requantize_coefficients(const int *values, int *out, int count, int 
     JCOEF block[DCTSIZE2];
     memset(block, 0, sizeof(block));
     block[place] = (JCOEF)values[i];
+    block[DCTSIZE2 - 1] = (JCOEF)(kind == 1);
     struct kept_coefficients kept;
     (void)rescale_and_count(st, st->ac[0], block, &t, &kept); /* 0 when out of range; the value is written */
     out[i] = block[place];

@@ -60,7 +60,7 @@ unsafe extern "C" {
         count: c_int,
         q_in: c_int,
         q_out: c_int,
-        dc: c_int,
+        kind: c_int,
         unread_lsb: c_int,
     ) -> c_int;
 }
@@ -114,10 +114,16 @@ pub(super) fn requantize_every_scan(
 #[cfg(test)]
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(super) enum Coefficient {
-    Dc,
     Ac,
     /// An AC coefficient whose last bit was not read (a progressive input's skipped scan).
     AcLastBitUnread,
+    /// The DC coefficient of a block with an AC coefficient.
+    Dc,
+    /// The DC coefficient of a block whose AC coefficients are all 0: a flat block.
+    DcOfFlatBlock,
+    /// The DC coefficient of a block whose AC coefficients were read as 0, but not their last
+    /// bits: not known to be flat.
+    DcAcLastBitsUnread,
 }
 
 /// The rounding rule: each coefficient of quantiser `q_in` expressed on `q_out` through the path
@@ -126,7 +132,14 @@ pub(super) enum Coefficient {
 pub(super) fn requantize_coefficients(values: &[i32], q_in: i32, q_out: i32, kind: Coefficient) -> Vec<i32> {
     let mut out = vec![0; values.len()];
     let count = c_int::try_from(values.len()).expect("a test's handful");
-    let (dc, unread_lsb) = (kind == Coefficient::Dc, kind == Coefficient::AcLastBitUnread);
+    use Coefficient::{Ac, AcLastBitUnread, Dc, DcAcLastBitsUnread, DcOfFlatBlock};
+    let (c_kind, unread_lsb) = match kind {
+        Ac => (0, false),
+        AcLastBitUnread => (0, true),
+        Dc => (1, false),
+        DcOfFlatBlock => (2, false),
+        DcAcLastBitsUnread => (2, true),
+    };
     // SAFETY: both slices hold `count` values; the callee reads one and writes the other.
     let done = unsafe {
         imgpipe_requantize_coefficients(
@@ -135,7 +148,7 @@ pub(super) fn requantize_coefficients(values: &[i32], q_in: i32, q_out: i32, kin
             count,
             q_in,
             q_out,
-            c_int::from(dc),
+            c_kind,
             c_int::from(unread_lsb),
         )
     };

@@ -1147,20 +1147,28 @@ fn requantize_survives_damaged_input() {
 /// Requantisation rounds to nearest; an exact tie goes to the smaller magnitude for AC
 /// coefficients (same error, fewer bits) and away from zero for DC (libjpeg's rule). An AC
 /// coefficient whose last bit was not read (a skipped refinement scan) is taken half an input
-/// step further from zero, the middle of where it can be; a zero stays zero. The C side does it
-/// in floats, after clearing the AC coefficients under a threshold per quantiser pair; checked
-/// here through that path against exact integer arithmetic over every quantiser pair of a few
-/// target quantisers and every 8-bit coefficient value.
+/// step further from zero, the middle of where it can be; a zero stays zero. A flat block (no
+/// AC coefficient, every last bit read) is quantised from the whole level a decoder shows it at,
+/// as decode + encode does. The C side does it in floats, after clearing the AC coefficients
+/// under a threshold per quantiser pair; checked here through that path against exact integer
+/// arithmetic over every quantiser pair of a few target quantisers and every 8-bit coefficient
+/// value.
 #[test]
 fn requantized_coefficients_round_to_nearest_and_ac_ties_down() {
-    use requantize::Coefficient::{Ac, AcLastBitUnread, Dc};
+    use requantize::Coefficient::{Ac, AcLastBitUnread, Dc, DcAcLastBitsUnread, DcOfFlatBlock};
     fn exact(v: i32, q_in: i32, q_out: i32, kind: requantize::Coefficient) -> i32 {
+        if kind == DcOfFlatBlock {
+            // libjpeg's IDCT: the level (v q_in + 4) / 8 rounded down, clamped to 8 bits; its
+            // encoder: 8 level / q_out, half away from zero.
+            let level = (v * q_in + 4).div_euclid(8).clamp(-128, 127);
+            return (16 * level.abs() + q_out) / (2 * q_out) * level.signum();
+        }
         // (|v| + u/2) q_in / q_out + 1/2, u = 1 for an unread last bit, rounded down; at a tie
         // (numerator a multiple of 2 q_out) one less for AC.
         let unread = i32::from(kind == AcLastBitUnread && v != 0);
         let numerator = (2 * v.abs() + unread) * q_in + q_out;
         let mut magnitude = numerator / (2 * q_out);
-        if kind != Dc && numerator % (2 * q_out) == 0 && magnitude > 0 {
+        if matches!(kind, Ac | AcLastBitUnread) && numerator % (2 * q_out) == 0 && magnitude > 0 {
             magnitude -= 1;
         }
         magnitude * v.signum()
@@ -1174,10 +1182,16 @@ fn requantized_coefficients_round_to_nearest_and_ac_ties_down() {
     assert_eq!(one(127, 1, 255, Ac), 0, "1/510 below a tie");
     assert_eq!(one(8, 1, 16, AcLastBitUnread), 1, "8 or 9: 0.53");
     assert_eq!(one(-4, 1, 9, AcLastBitUnread), 0, "-4 or -5: -0.5, a tie");
+    // q90's DC step 3 against q50's 16 (the corpus' painting): DC 13 is level 4.875, shown as 5
+    // and quantised as 2.5 -> 3 by decode + encode, where 39 / 16 = 2.44 rounds to 2.
+    assert_eq!(one(13, 3, 16, Dc), 2, "2.44, beside an AC coefficient");
+    assert_eq!(one(13, 3, 16, DcOfFlatBlock), 3, "level 5 of a flat block: 2.5");
+    assert_eq!(one(13, 3, 16, DcAcLastBitsUnread), 2, "not known to be flat");
+    assert_eq!(one(-13, 3, 16, DcOfFlatBlock), -3, "level -5 (-4.875, rounded): -2.5");
     let values: Vec<i32> = (-2047..=2047).collect();
     for q_out in [2, 10, 16, 17, 99, 254, 255] {
         for q_in in 1..=q_out {
-            for kind in [Ac, Dc, AcLastBitUnread] {
+            for kind in [Ac, Dc, AcLastBitUnread, DcOfFlatBlock, DcAcLastBitsUnread] {
                 let ours = requantize::requantize_coefficients(&values, q_in, q_out, kind);
                 for (&v, &got) in values.iter().zip(&ours) {
                     assert_eq!(got, exact(v, q_in, q_out, kind), "v {v}, q_in {q_in}, q_out {q_out}, {kind:?}");
