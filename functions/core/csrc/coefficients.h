@@ -35,11 +35,12 @@ static inline uint64_t nonzero_mask(const JCOEF *block) {
 
 
 /* Clears every coefficient whose magnitude is at most max_zeroed[k]; bit n of the result is set
- * when coefficient n is kept. Saturating: -32768 counts as 32767, so it is kept. */
-static inline uint64_t keep_survivors(JCOEF *block, const JCOEF *max_zeroed) {
+ * when coefficient n is kept. Saturating: -32768 counts as 32767, so it is kept. `ac_all_zero`:
+ * whether every AC coefficient was 0 before (a flat block). */
+static inline uint64_t keep_survivors(JCOEF *block, const JCOEF *max_zeroed, int *ac_all_zero) {
   uint64_t kept = 0;
 #if defined(__SSE2__)
-  __m128i z = _mm_setzero_si128();
+  __m128i z = _mm_setzero_si128(), any = z;
   int i, half;
   for (i = 0; i < 4; i++) {
     __m128i keep[2];
@@ -47,15 +48,19 @@ static inline uint64_t keep_survivors(JCOEF *block, const JCOEF *max_zeroed) {
       JCOEF *at = block + 16 * i + 8 * half;
       __m128i v = _mm_loadu_si128((const __m128i *)at);
       __m128i magnitude = _mm_max_epi16(v, _mm_subs_epi16(z, v));
+      any = _mm_or_si128(any, i == 0 && half == 0 ? _mm_and_si128(v, _mm_set_epi16(-1, -1, -1, -1, -1, -1, -1, 0)) : v);
       keep[half] = _mm_cmpgt_epi16(magnitude, _mm_loadu_si128((const __m128i *)(max_zeroed + 16 * i + 8 * half)));
       _mm_storeu_si128((__m128i *)at, _mm_and_si128(v, keep[half]));
     }
     kept |= (uint64_t)(unsigned)_mm_movemask_epi8(_mm_packs_epi16(keep[0], keep[1])) << (16 * i);
   }
+  *ac_all_zero = _mm_movemask_epi8(_mm_cmpeq_epi16(any, z)) == 0xFFFF;
 #else
   int k;
+  *ac_all_zero = 1;
   for (k = 0; k < DCTSIZE2; k++) {
     int v = block[k];
+    *ac_all_zero &= k == 0 || v == 0;
     if ((v < 0 ? -v : v) > max_zeroed[k])
       kept |= (uint64_t)1 << k;
     else

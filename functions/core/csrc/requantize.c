@@ -211,8 +211,9 @@ struct rescale_table {
   float scale[DCTSIZE2];
   float half[DCTSIZE2]; /* AC: ROUND_HALF_DOWN, plus half a step of the input's where its last bit was not read */
   JCOEF max_zeroed[DCTSIZE2];
-  int dc_in, dc_out;  /* the DC coefficient's quantisers */
-  int flat_is_known;  /* every AC coefficient's last bit was read: all 0 means a flat block */
+  int dc_in;         /* the DC coefficient's quantiser */
+  int flat_is_known; /* every AC coefficient's last bit was read: all 0 means a flat block */
+  JCOEF flat_dc[256]; /* a flat block's DC by its level, 0-255 (rescale_dc) */
 };
 
 static float scale_of(unsigned q_in, unsigned q_out) { return (float)q_in / (float)q_out; }
@@ -241,8 +242,11 @@ static void rescale_init(struct rescale_table *t, const UINT16 *q_in, const UINT
     t->max_zeroed[k] = k == 0 ? -1 : zeroed;
   }
   t->dc_in = q_in[0];
-  t->dc_out = q_out[0];
   t->flat_is_known = (unread_lsb & ~(uint64_t)1) == 0;
+  for (k = 0; k < 256; k++) {
+    int level = k - 128, dc = (16 * (level < 0 ? -level : level) + q_out[0]) / (2 * q_out[0]);
+    t->flat_dc[k] = (JCOEF)(level < 0 ? -dc : dc); /* 8 level / q_out, half away from zero: libjpeg's */
+  }
 }
 
 /*
@@ -254,19 +258,12 @@ static void rescale_init(struct rescale_table *t, const UINT16 *q_in, const UINT
  * sits on a tie of the output's steps (an odd level on q50's 2-level steps) that decides the
  * side: on a q90 input (q_in 3) one odd level in three went the other way from its neighbours,
  * and a smooth gradient of flat areas became steps of uneven widths (the 24 MP painting of the
- * corpus: 2% worse DSSIM than decode + encode, 0.3% after this; docs/performance.md).
+ * corpus: DSSIM 2.1% worse than decode + encode's, level with it after this; docs/performance.md).
  */
-static int rescale_dc(const JCOEF *block, const struct rescale_table *t) {
-  int away = rescale(block[0], t->scale[0], ROUND_HALF_AWAY), level, flat;
-  if (!t->flat_is_known)
-    return away;
-  level = (block[0] * t->dc_in + 4) >> 3; /* arithmetic shift: rounded down, as libjpeg's DESCALE */
-  level = level < -128 ? -128 : level > 127 ? 127 : level;
-  /* 8 level / dc_out, half away from zero (libjpeg's quantiser) */
-  flat = (16 * (level < 0 ? -level : level) + t->dc_out) / (2 * t->dc_out);
-  flat = level < 0 ? -flat : flat;
-  /* Most blocks round the same either way; only those that do not pay for the flatness test. */
-  return flat != away && !(nonzero_mask(block) & ~(uint64_t)1) ? flat : away;
+static int rescale_dc(int dc, int ac_all_zero, const struct rescale_table *t) {
+  int level = ((dc * t->dc_in + 4) >> 3) + 128; /* arithmetic shift: rounded down, as libjpeg's DESCALE */
+  int flat = t->flat_dc[level < 0 ? 0 : level > 255 ? 255 : level];
+  return ac_all_zero && t->flat_is_known ? flat : rescale(dc, t->scale[0], ROUND_HALF_AWAY);
 }
 
 /*
@@ -302,12 +299,12 @@ static void stats_init(struct huff_stats *st) {
  */
 static int rescale_and_count(const struct huff_stats *st, long *ac, JCOEF *block,
                              const struct rescale_table *t, struct kept_coefficients *kept) {
-  int dc = t != NULL ? rescale_dc(block, t) : block[0]; /* before keep_survivors clears the small AC */
-  uint64_t natural = t != NULL ? keep_survivors(block, t->max_zeroed) : nonzero_mask(block), zz = 0;
-  int byte, last = 0;
+  int ac_all_zero, byte, last = 0;
+  uint64_t natural = t != NULL ? keep_survivors(block, t->max_zeroed, &ac_all_zero) : nonzero_mask(block), zz = 0;
   for (byte = 0; byte < 8; byte++)
     zz |= st->zigzag_bits[byte][(natural >> (8 * byte)) & 0xFF];
-  block[0] = (JCOEF)dc;
+  if (t != NULL)
+    block[0] = (JCOEF)rescale_dc(block[0], ac_all_zero, t);
   zz &= ~(uint64_t)1; /* DC */
   kept->zigzag = zz;
   kept->count = 0;
@@ -387,11 +384,11 @@ static void block_transform_init(struct block_transform *bt, const struct orient
  * so the turn costs little more than the upright walk. `in` may be cleared.
  */
 static void turn_block(const struct block_transform *bt, JCOEF *in, JCOEF *out, const struct rescale_table *t) {
-  int dc = t != NULL ? rescale_dc(in, t) : in[0]; /* before keep_survivors clears the small AC */
-  uint64_t kept = t != NULL ? keep_survivors(in, t->max_zeroed) : nonzero_mask(in);
+  int ac_all_zero;
+  uint64_t kept = t != NULL ? keep_survivors(in, t->max_zeroed, &ac_all_zero) : nonzero_mask(in);
   memset(out, 0, DCTSIZE2 * sizeof(JCOEF));
   if (t != NULL) {
-    out[0] = (JCOEF)dc; /* in place, never negated */
+    out[0] = (JCOEF)rescale_dc(in[0], ac_all_zero, t); /* in place, never negated */
     kept &= ~(uint64_t)1;
   }
   while (kept) {
