@@ -164,9 +164,11 @@ static void transpose(const struct row8 in[DCTSIZE], struct row8 out[DCTSIZE]) {
   }
 }
 
-/* The block's coefficients times their quantisers, row by row; bit v of the result is set
- * where row v is not zero, bit 8 + c where column c is not. */
-static unsigned dequantize(const JCOEF *block, const float *q, const float *unread_half_step, struct row8 rows[DCTSIZE]) {
+/* The block's coefficients times their quantisers, row by row (a flat block's DC at its level
+ * when flat_is_known); bit v of the result is set where row v is not zero, bit 8 + c where
+ * column c is not. */
+static unsigned dequantize(const JCOEF *block, const float *q, const float *unread_half_step, int flat_is_known,
+                           struct row8 rows[DCTSIZE]) {
   uint64_t nonzero = nonzero_mask(block);
   unsigned used = 0, columns = 0;
   int v;
@@ -189,18 +191,21 @@ static unsigned dequantize(const JCOEF *block, const float *q, const float *unre
     } else
       rows[v].lo = rows[v].hi = (float4){0, 0, 0, 0};
   }
+  if (flat_is_known && nonzero == 1)
+    rows[0].lo[0] = 8.0f * (float)flat_level(block[0], (int)q[0]);
   return used | columns << DCTSIZE;
 }
 
 void chroma_downsample_block(const struct chroma_downsampler *ds, JCOEF *const in[4], const float *q_in,
-                             const float *unread_half_step, const float *inverse_q_out, JCOEF *out) {
+                             const float *unread_half_step, int flat_is_known, const float *inverse_q_out,
+                             JCOEF *out) {
   struct row8 blocks[4][DCTSIZE], down[2][DCTSIZE], across[2][DCTSIZE], paired[DCTSIZE], result[DCTSIZE];
   const struct row8 *columns[2];
   unsigned used[4], used_columns = 0;
   float acc[DCTSIZE2], magnitude[DCTSIZE2];
   int nx = ds->across.blocks, ny = ds->down.blocks, b, i, k;
   for (b = 0; b < nx * ny; b++) {
-    used[b] = dequantize(in[b], q_in, unread_half_step, blocks[b]);
+    used[b] = dequantize(in[b], q_in, unread_half_step, flat_is_known, blocks[b]);
     used_columns |= used[b] >> DCTSIZE;
   }
   /* Down: the top and bottom block of each column of blocks. A column stays zero down the way. */

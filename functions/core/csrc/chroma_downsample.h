@@ -39,10 +39,12 @@ void chroma_downsampler_init(struct chroma_downsampler *ds, int across, int down
  * Writes into `out` the output block from the across.blocks * down.blocks input blocks in `in`
  * (row-major: in[row * across.blocks + column]): each input coefficient times q_in (its
  * quantiser), a non-zero one moved away from zero by unread_half_step (half its quantiser where
- * its last bit was not read, see progressive_read; else 0), each output one times inverse_q_out
+ * its last bit was not read, see progressive_read; else 0), a flat block's DC at its level
+ * (flat_level) when `flat_is_known` (every last bit read), each output one times inverse_q_out
  * (one over its quantiser), rounded half away from zero as libjpeg's quantiser rounds.
  */
 void chroma_downsample_block(const struct chroma_downsampler *ds, JCOEF *const in[4], const float *q_in,
-                             const float *unread_half_step, const float *inverse_q_out, JCOEF *out);
+                             const float *unread_half_step, int flat_is_known, const float *inverse_q_out,
+                             JCOEF *out);
 
 #endif

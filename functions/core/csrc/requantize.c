@@ -213,7 +213,7 @@ struct rescale_table {
   JCOEF max_zeroed[DCTSIZE2];
   int dc_in;         /* the DC coefficient's quantiser */
   int flat_is_known; /* every AC coefficient's last bit was read: all 0 means a flat block */
-  JCOEF flat_dc[256]; /* a flat block's DC by its level, 0-255 (rescale_dc) */
+  JCOEF flat_dc[256]; /* a flat block's DC by its level + 128 (rescale_dc) */
 };
 
 static float scale_of(unsigned q_in, unsigned q_out) { return (float)q_in / (float)q_out; }
@@ -249,20 +249,10 @@ static void rescale_init(struct rescale_table *t, const UINT16 *q_in, const UINT
   }
 }
 
-/*
- * The DC coefficient on the new table: rounded half away from zero (above), except in a block
- * whose AC coefficients are all 0. A decoder shows such a block flat at a whole 8-bit level,
- * (DC q_in + 4) / 8 rounded down and clamped as libjpeg's IDCT does, and decode + encode
- * quantises that level, so that every flat block of a level takes the same output step. From
- * the coefficient instead, a level's DC is off by up to half of q_in / 8, and where the level
- * sits on a tie of the output's steps (an odd level on q50's 2-level steps) that decides the
- * side: on a q90 input (q_in 3) one odd level in three went the other way from its neighbours,
- * and a smooth gradient of flat areas became steps of uneven widths (the 24 MP painting of the
- * corpus: DSSIM 2.1% worse than decode + encode's, level with it after this; docs/performance.md).
- */
+/* The DC coefficient on the new table: rounded half away from zero (above), except in a flat
+ * block, quantised from its level (flat_level). */
 static int rescale_dc(int dc, int ac_all_zero, const struct rescale_table *t) {
-  int level = ((dc * t->dc_in + 4) >> 3) + 128; /* arithmetic shift: rounded down, as libjpeg's DESCALE */
-  int flat = t->flat_dc[level < 0 ? 0 : level > 255 ? 255 : level];
+  int flat = t->flat_dc[flat_level(dc, t->dc_in) + 128];
   return ac_all_zero && t->flat_is_known ? flat : rescale(dc, t->scale[0], ROUND_HALF_AWAY);
 }
 
@@ -584,7 +574,8 @@ static int build_row(struct imgpipe_ctx *ctx, const struct component_plan *p, JB
             group[j * nx + i] = before_edge[j * nx + i];
           }
         }
-      chroma_downsample_block(&p->downsampler, group, p->q_in_float, p->unread_half_step, p->inverse_q_out_unturned,
+      chroma_downsample_block(&p->downsampler, group, p->q_in_float, p->unread_half_step, p->table.flat_is_known,
+                              p->inverse_q_out_unturned,
                               p->turned ? unturned : built);
       if (p->turned)
         turn_block(&p->bt, unturned, built, NULL);

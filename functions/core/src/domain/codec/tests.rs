@@ -1378,3 +1378,47 @@ fn requantize_statistics_and_scan_match_libjpegs_optimize_coding() {
         }
     }
 }
+
+/// Flat areas come out at the levels decode + encode gives them (flat_level in coefficients.h):
+/// 32 x 32 squares of one colour each, their luma and chroma levels stepping through every
+/// residue of q90's DC steps, requantised from 4:2:0 (chroma requantised) and 4:4:4 (chroma
+/// halved). Each square's middle is an MCU of flat blocks, so its output level must be what a
+/// q50 encoder makes of the level the input decodes to there: its DC, 8 level / q, rounded half
+/// away from zero, decoded. With the levels taken from the coefficients instead, a third of the
+/// odd luma levels went the other way.
+#[test]
+fn flat_areas_keep_decode_and_encodes_levels() {
+    let squares = RgbImage::from_fn(512, 512, |x, y| {
+        let square = (y / 32) * 16 + x / 32;
+        Rgb([(40 + square / 2) as u8, (60 + square / 3) as u8, (200 - square / 2) as u8])
+    });
+    // Each plane's sample at the middle of each square (planes of 512 x 512, halved or not).
+    let middles = |jpeg: &[u8]| -> Vec<[i32; 3]> {
+        let yuv = turbojpeg::decompress_to_yuv(jpeg).expect("decodes");
+        let halved = yuv.subsamp == Subsamp::Sub2x2;
+        let chroma_width = if halved { 256 } else { 512 };
+        let (cb, cr) = (512 * 512, 512 * 512 + chroma_width * chroma_width);
+        (0..256)
+            .map(|square| {
+                let (x, y) = (square % 16 * 32 + 16, square / 16 * 32 + 16);
+                let (cx, cy) = if halved { (x / 2, y / 2) } else { (x, y) };
+                let at = |plane: usize, width: usize, x: usize, y: usize| i32::from(yuv.pixels[plane + y * width + x]);
+                [at(0, 512, x, y), at(cb, chroma_width, cx, cy), at(cr, chroma_width, cx, cy)]
+            })
+            .collect()
+    };
+    // q50's DC quantisers, luma and chroma; libjpeg's IDCT of a flat block: (DC q + 4) / 8, floored.
+    let q50_level = |level: i32, q: i32| {
+        let dc = (16 * (level - 128).abs() + q) / (2 * q) * (level - 128).signum();
+        (dc * q + 4).div_euclid(8) + 128
+    };
+    for subsamp in [Subsamp::Sub2x2, Subsamp::None] {
+        let input = turbo_jpeg_with(&squares, 90, subsamp, false);
+        let out = run(&input).expect("compresses");
+        assert_eq!(out.path, CodecPath::Requantized, "{subsamp:?}");
+        for (square, (source, ours)) in middles(&input).into_iter().zip(middles(&out.jpeg)).enumerate() {
+            let expected = [q50_level(source[0], 16), q50_level(source[1], 17), q50_level(source[2], 17)];
+            assert_eq!(ours, expected, "{subsamp:?}, square {square}: input levels {source:?}");
+        }
+    }
+}
