@@ -185,14 +185,20 @@ static void dest_term(j_compress_ptr cinfo) {
  * chroma, rounding it down more, saved 1-3% of bytes but cost 1-7% DSSIM: decode + encode's
  * chroma is blurred by resampling, not coarser; the colour it keeps is what users see.)
  *
- * Exact ties go to the smaller magnitude for AC coefficients: j + 0.5 is as far from j as from
- * j + 1, so the error is the same either way and the smaller value costs fewer bits (a shorter
- * or no symbol). Ties are common here: q50's even quantisers against a q90-q95 input's small
- * ones (2 * 4 / 16, 1 * 5 / 10). On the benchmark corpus this cut 1-8% of the bytes per file,
- * and DSSIM moved by -1.4% to +0.3% (docs/performance.md). The DC coefficient keeps libjpeg's
- * half away from zero: its bits (a difference from the previous block's) do not follow its
- * size, and turning its ties down measured slightly worse. A flat block's DC is taken from its
- * decoded level instead (rescale_dc).
+ * Exact AC ties (j + 0.5, as far from j as from j + 1) go up one time in four, down the others,
+ * chosen by a hash of the block's DC, the coefficient's place and its value (tie_goes_up). Ties
+ * are common here: q50's even quantisers against a q90-q95 input's small ones (2 * 4 / 16,
+ * 1 * 5 / 10), and on a q75 input, whose quantisers are about half of q50's, every odd
+ * coefficient is one. Down costs fewer bits (a shorter or no symbol) for the same error, and on
+ * q90-q95 inputs it cut 1-8% of the bytes per file at -1.4% to +0.3% DSSIM; but always down
+ * shrinks every tied coefficient, and on the q75 one (freshflower) the texture lost its contrast:
+ * DSSIM 1.9% worse than decode + encode's, which splits ties by its pixels' rounding, in effect
+ * at random. Half of them up measured 2.4% better than decode + encode at 21% more bytes (up to
+ * 1% more and 0.5% worse DSSIM on the others), a quarter 0.8% better at 11% more (0-2% more
+ * bytes on the others; docs/performance.md). The DC coefficient keeps libjpeg's half away from
+ * zero: its bits (a difference from the previous block's) do not follow its size, and turning
+ * its ties down measured slightly worse. A flat block's DC is taken from its decoded level
+ * instead (rescale_dc).
  *
  * Single-precision floats, cheaper than a division, and exact: |v| * q_in / q_out is a
  * multiple of 1 / (2 q_out), so a value that is not a tie is at least 1/510 from one, while
@@ -203,13 +209,20 @@ static void dest_term(j_compress_ptr cinfo) {
 #define ROUND_HALF_AWAY (0.5f + 1.0f / 1024)
 #define ROUND_HALF_DOWN (0.5f - 1.0f / 1024)
 
-/* max_zeroed[k]: the largest magnitude that the AC coefficient k rescales to 0 (-1 for the DC
- * coefficient: it is always rescaled). A q90-q95 input's coefficients mostly fall at or under
- * it on q50's tables, so one vector comparison per 8 coefficients clears them, and only the few
- * that stay are rescaled one at a time (keep_survivors). */
+/* Whether an AC tie goes up (above): one time in four, by the top two bits of a multiplicative
+ * hash of the block's input DC, the coefficient's place n and its input value v. */
+static inline int tie_goes_up(int dc, int n, int v) {
+  return ((unsigned)(dc * 31 + n * 131 + v * 7) * 2654435761u) >> 30 == 0;
+}
+
+/* max_zeroed[k]: the largest magnitude that the AC coefficient k rescales to 0 even as a tie that
+ * goes up (-1 for the DC coefficient: it is always rescaled). A q90-q95 input's coefficients
+ * mostly fall at or under it on q50's tables, so one vector comparison per 8 coefficients clears
+ * them, and only the few that stay are rescaled one at a time (keep_survivors). */
 struct rescale_table {
   float scale[DCTSIZE2];
   float half[DCTSIZE2]; /* AC: ROUND_HALF_DOWN, plus half a step of the input's where its last bit was not read */
+  float half_up[DCTSIZE2]; /* the same with ROUND_HALF_AWAY, for a tie that goes up */
   JCOEF max_zeroed[DCTSIZE2];
   int dc_in;         /* the DC coefficient's quantiser */
   int flat_is_known; /* every AC coefficient's last bit was read: all 0 means a flat block */
@@ -236,8 +249,10 @@ static void rescale_init(struct rescale_table *t, const UINT16 *q_in, const UINT
     JCOEF zeroed = 0;
     t->scale[k] = scale_of(q_in[k], q_out[k]);
     t->half[k] = ROUND_HALF_DOWN + (float)(unread_lsb >> k & 1) * 0.5f * t->scale[k];
-    /* rescale is monotonic in the magnitude; this ends by q_out / (2 q_in), under 128. */
-    while (rescale(zeroed + 1, t->scale[k], t->half[k]) == 0)
+    t->half_up[k] = t->half[k] + (ROUND_HALF_AWAY - ROUND_HALF_DOWN);
+    /* rescale is monotonic in the magnitude; this ends by q_out / (2 q_in), under 128. A tie
+     * at 0.5 is kept, for its turn to go up. */
+    while (rescale(zeroed + 1, t->scale[k], t->half_up[k]) == 0)
       zeroed++;
     t->max_zeroed[k] = k == 0 ? -1 : zeroed;
   }
@@ -289,12 +304,12 @@ static void stats_init(struct huff_stats *st) {
  */
 static int rescale_and_count(const struct huff_stats *st, long *ac, JCOEF *block,
                              const struct rescale_table *t, struct kept_coefficients *kept) {
-  int ac_all_zero, byte, last = 0;
+  int ac_all_zero, byte, last = 0, dc_in = block[0];
   uint64_t natural = t != NULL ? keep_survivors(block, t->max_zeroed, &ac_all_zero) : nonzero_mask(block), zz = 0;
   for (byte = 0; byte < 8; byte++)
     zz |= st->zigzag_bits[byte][(natural >> (8 * byte)) & 0xFF];
   if (t != NULL)
-    block[0] = (JCOEF)rescale_dc(block[0], ac_all_zero, t);
+    block[0] = (JCOEF)rescale_dc(dc_in, ac_all_zero, t);
   zz &= ~(uint64_t)1; /* DC */
   kept->zigzag = zz;
   kept->count = 0;
@@ -302,8 +317,12 @@ static int rescale_and_count(const struct huff_stats *st, long *ac, JCOEF *block
     int k = __builtin_ctzll(zz), n = jpeg_natural_order[k], v = block[n], run, nbits;
     zz &= zz - 1;
     if (t != NULL) {
-      v = rescale(v, t->scale[n], t->half[n]); /* not 0: above max_zeroed */
+      v = rescale(v, t->scale[n], tie_goes_up(dc_in, n, v) ? t->half_up[n] : t->half[n]);
       block[n] = (JCOEF)v;
+      if (v == 0) { /* a tie at 0.5 that went down */
+        kept->zigzag &= ~((uint64_t)1 << k);
+        continue;
+      }
     }
     kept->ac[kept->count++] = (JCOEF)v;
     run = k - last - 1;
@@ -385,7 +404,7 @@ static void turn_block(const struct block_transform *bt, JCOEF *in, JCOEF *out, 
     int n = __builtin_ctzll(kept), v = in[n];
     kept &= kept - 1;
     if (t != NULL)
-      v = rescale(v, t->scale[n], t->half[n]);
+      v = rescale(v, t->scale[n], tie_goes_up(in[0], n, v) ? t->half_up[n] : t->half[n]);
     out[bt->to[n]] = (JCOEF)(bt->sign[n] * v);
   }
 }
