@@ -594,8 +594,7 @@ static int build_row(struct imgpipe_ctx *ctx, const struct component_plan *p, JB
           }
         }
       chroma_downsample_block(&p->downsampler, group, p->q_in_float, p->unread_half_step, p->table.flat_is_known,
-                              p->inverse_q_out_unturned,
-                              p->turned ? unturned : built);
+                              p->inverse_q_out_unturned, p->turned ? unturned : built);
       if (p->turned)
         turn_block(&p->bt, unturned, built, NULL);
       in_range = rescale_and_count(&ctx->stats, p->ac, built, NULL, &kept);

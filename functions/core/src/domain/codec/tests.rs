@@ -1184,6 +1184,7 @@ fn requantized_coefficients_round_to_nearest_and_a_quarter_of_ac_ties_up() {
     assert_eq!(one(128, 1, 255, Ac), 1, "1/510 above a tie");
     assert_eq!(one(127, 1, 255, Ac), 0, "1/510 below a tie");
     assert_eq!(one(8, 1, 16, AcLastBitUnread), 1, "8 or 9: 0.53");
+    assert!(matches!(one(-4, 1, 9, AcLastBitUnread), 0 | -1), "-4 or -5: -0.5, a tie");
     // q90's DC step 3 against q50's 16 (the corpus' painting): DC 13 is level 4.875, shown as 5
     // and quantised as 2.5 -> 3 by decode + encode, where 39 / 16 = 2.44 rounds to 2.
     assert_eq!(one(13, 3, 16, Dc), 2, "2.44, beside an AC coefficient");
