@@ -32,7 +32,8 @@ where
 impl LocalStack {
     /// How many times the functions have logged `stage` for `request_id` so far. The emulator
     /// writes their JSON lines to its emulator.log; they are matched as text, since now and then
-    /// two processes' lines interleave.
+    /// two processes' lines interleave. A line can reach the log after the request it is about
+    /// is final: count after [`Self::wait_for_logged`] has seen the lines expected.
     pub fn logged(&self, request_id: &str, stage: &str) -> usize {
         let log = std::fs::read(self.state.join("emulator.log")).unwrap_or_default();
         let line = format!("\"request_id\":\"{request_id}\",\"stage\":\"{stage}\"");
