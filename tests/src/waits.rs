@@ -30,14 +30,24 @@ where
 }
 
 impl LocalStack {
-    /// How many times the functions have logged `stage` for `request_id` so far. The emulator
-    /// writes their JSON lines to its emulator.log; they are matched as text, since now and then
+    /// How many times the functions have logged `stage` for `request_id` so far, an image's lines
+    /// (`image_index` between the two) included. The emulator writes their JSON lines to its
+    /// emulator.log; they are matched as text, the two fields side by side, since now and then
     /// two processes' lines interleave. A line can reach the log after the request it is about
     /// is final: count after [`Self::wait_for_logged`] has seen the lines expected.
     pub fn logged(&self, request_id: &str, stage: &str) -> usize {
         let log = std::fs::read(self.state.join("emulator.log")).unwrap_or_default();
-        let line = format!("\"request_id\":\"{request_id}\",\"stage\":\"{stage}\"");
-        String::from_utf8_lossy(&log).matches(&line).count()
+        let log = String::from_utf8_lossy(&log);
+        let (request, stage) = (format!("\"request_id\":\"{request_id}\","), format!("\"stage\":\"{stage}\""));
+        log.match_indices(&request)
+            .filter(|(at, _)| {
+                let after = &log[at + request.len()..];
+                let after_image = after
+                    .strip_prefix("\"image_index\":")
+                    .and_then(|index| index.trim_start_matches(|c: char| c.is_ascii_digit()).strip_prefix(','));
+                after_image.unwrap_or(after).starts_with(&stage)
+            })
+            .count()
     }
 
     /// Waits until the functions have logged `stage` for `request_id` at least `count` times.

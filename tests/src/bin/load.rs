@@ -181,6 +181,11 @@ async fn main() {
     assert_eq!((status["total"].as_u64(), status["succeeded"].as_u64()), (Some(images as u64), Some(images as u64)));
     let slots = check_output_csv(&api, &status, per_row).await;
     assert_eq!(slots, images, "one output slot per input URL");
+    // The figures below are read from the worker's log lines, which can reach the emulator's log
+    // after the request is final: each distinct URL's image is decoded, encoded and uploaded once.
+    for stage in ["decode", "encode", "upload"] {
+        stack.wait_for_logged(&id, stage, distinct).await;
+    }
 
     let images_per_s = images as f64 / wall.as_secs_f64();
     println!(

@@ -97,6 +97,9 @@ async fn main() {
         "worst batch after {WARM_UP_PHOTOS} large JPEGs on the same process: peak RSS {warm_peak_mib:.1} MiB (the JPEGs alone {:.1} MiB)",
         warm_up.peak_kib as f64 / 1024.0
     );
+    // The worker's log lines can reach the emulator's log after the batch's request is final.
+    stack.wait_for_logged(&batch.request_id, "fetch", urls.len()).await;
+    stack.wait_for_logged(&batch.request_id, "decode", 1).await;
     let stages = stage_times(&stack.state.join("emulator.log"), &batch.request_id);
     let (decode_ended, decode_ms) = stages[&(0, "decode")];
     let decode_started = decode_ended - chrono::Duration::microseconds((decode_ms * 1000.0) as i64);
