@@ -37,17 +37,7 @@ impl LocalStack {
     /// is final: count after [`Self::wait_for_logged`] has seen the lines expected.
     pub fn logged(&self, request_id: &str, stage: &str) -> usize {
         let log = std::fs::read(self.state.join("emulator.log")).unwrap_or_default();
-        let log = String::from_utf8_lossy(&log);
-        let (request, stage) = (format!("\"request_id\":\"{request_id}\","), format!("\"stage\":\"{stage}\""));
-        log.match_indices(&request)
-            .filter(|(at, _)| {
-                let after = &log[at + request.len()..];
-                let after_image = after
-                    .strip_prefix("\"image_index\":")
-                    .and_then(|index| index.trim_start_matches(|c: char| c.is_ascii_digit()).strip_prefix(','));
-                after_image.unwrap_or(after).starts_with(&stage)
-            })
-            .count()
+        lines_logged(&String::from_utf8_lossy(&log), request_id, stage)
     }
 
     /// Waits until the functions have logged `stage` for `request_id` at least `count` times.
@@ -108,5 +98,43 @@ impl LocalStack {
             Err(error) if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => false,
             Err(error) => panic!("making the webhook of {request_id} due: {error:?}"),
         }
+    }
+}
+
+/// LocalStack::logged's count in the text of a log.
+fn lines_logged(log: &str, request_id: &str, stage: &str) -> usize {
+    let (request, stage) = (format!("\"request_id\":\"{request_id}\","), format!("\"stage\":\"{stage}\""));
+    log.match_indices(&request)
+        .filter(|(at, _)| {
+            let after = &log[at + request.len()..];
+            let after_image = after
+                .strip_prefix("\"image_index\":")
+                .and_then(|index| index.trim_start_matches(|c: char| c.is_ascii_digit()).strip_prefix(','));
+            after_image.unwrap_or(after).starts_with(&stage)
+        })
+        .count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lines_logged;
+
+    #[test]
+    fn a_stage_is_counted_on_request_and_image_lines_of_its_request_only() {
+        let log = [
+            r#"{"level":"INFO","request_id":"r1","stage":"fan_out_chunk","duration_ms":43}"#,
+            r#"{"level":"INFO","request_id":"r1","image_index":17,"stage":"decode","duration_ms":0.3}"#,
+            r#"{"level":"INFO","request_id":"r1","image_index":3,"stage":"decode","duration_ms":0.8}"#,
+            r#"{"level":"INFO","request_id":"r1","stage":"result_dropped","image_index":4}"#,
+            r#"{"level":"INFO","request_id":"r1","stage":"fan_out_chunk_requeued","first":20}"#,
+            r#"{"level":"INFO","request_id":"r2","image_index":1,"stage":"decode","duration_ms":0.5}"#,
+            // Two processes' lines run together: the request's id and another line's stage
+            r#"{"level":"INFO","request_id":"r1","image_index":5,{"level":"INFO","stage":"decode"}"#,
+        ]
+        .join("\n");
+        assert_eq!(lines_logged(&log, "r1", "fan_out_chunk"), 1, "not fan_out_chunk_requeued");
+        assert_eq!(lines_logged(&log, "r1", "decode"), 2, "an image's lines, not r2's nor a run-together line");
+        assert_eq!(lines_logged(&log, "r1", "result_dropped"), 1);
+        assert_eq!(lines_logged(&log, "r2", "decode"), 1);
     }
 }
