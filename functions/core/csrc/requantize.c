@@ -239,6 +239,12 @@ static inline int rescale(int v, float scale, float half) {
   return (out ^ sign) - sign;
 }
 
+/* AC coefficient n of a block whose input DC is `dc`, on the new table: an exact tie goes up or
+ * down by tie_goes_up. */
+static inline int rescale_ac(const struct rescale_table *t, int dc, int n, int v) {
+  return rescale(v, t->scale[n], tie_goes_up(dc, n, v) ? t->half_up[n] : t->half[n]);
+}
+
 /* unread_lsb: bit k (natural order) set where the input coefficient's last bit was not read
  * (progressive_read): its magnitude is known to within one step of the input's, so it is taken
  * half a step up, the middle of where it can be. (|v| + 1/2) q_in / q_out is still a multiple
@@ -317,7 +323,7 @@ static int rescale_and_count(const struct huff_stats *st, long *ac, JCOEF *block
     int k = __builtin_ctzll(zz), n = jpeg_natural_order[k], v = block[n], run, nbits;
     zz &= zz - 1;
     if (t != NULL) {
-      v = rescale(v, t->scale[n], tie_goes_up(dc_in, n, v) ? t->half_up[n] : t->half[n]);
+      v = rescale_ac(t, dc_in, n, v);
       block[n] = (JCOEF)v;
       if (v == 0) { /* a tie at 0.5 that went down */
         kept->zigzag &= ~((uint64_t)1 << k);
@@ -404,7 +410,7 @@ static void turn_block(const struct block_transform *bt, JCOEF *in, JCOEF *out, 
     int n = __builtin_ctzll(kept), v = in[n];
     kept &= kept - 1;
     if (t != NULL)
-      v = rescale(v, t->scale[n], tie_goes_up(in[0], n, v) ? t->half_up[n] : t->half[n]);
+      v = rescale_ac(t, in[0], n, v);
     out[bt->to[n]] = (JCOEF)(bt->sign[n] * v);
   }
 }
