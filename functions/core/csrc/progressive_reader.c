@@ -584,7 +584,6 @@ static inline __attribute__((always_inline)) int decode_block(struct reader *r, 
   case DC_REFINE:
     return dc_refine(r, in, &image->dc[ci][at]);
   case AC_FIRST:
-    prefetch_ahead(image, ci, x, y);
     return ac_first(r, in, image->rows[ci][y][x], &image->nonzero[ci][at], scan_ci);
   default:
     prefetch_ahead(image, ci, x, y);

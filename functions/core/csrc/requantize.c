@@ -221,8 +221,11 @@ static inline int tie_goes_up(int dc, int n, int v) {
  * them, and only the few that stay are rescaled one at a time (keep_survivors). */
 struct rescale_table {
   float scale[DCTSIZE2];
-  float half[DCTSIZE2]; /* AC: ROUND_HALF_DOWN, plus half a step of the input's where its last bit was not read */
-  float half_up[DCTSIZE2]; /* the same with ROUND_HALF_AWAY, for a tie that goes up */
+  /* [0]: AC: ROUND_HALF_DOWN, plus half a step of the input's where its last bit was not read;
+   * [1]: the same with ROUND_HALF_AWAY, for a tie that goes up. Indexed by tie_goes_up, not
+   * chosen by a branch: the hash is random by design, and a branch on it was mispredicted a
+   * quarter of the time (docs/performance.md). */
+  float half[2][DCTSIZE2];
   JCOEF max_zeroed[DCTSIZE2];
   int dc_in;         /* the DC coefficient's quantiser */
   int flat_is_known; /* every AC coefficient's last bit was read: all 0 means a flat block */
@@ -242,7 +245,7 @@ static inline int rescale(int v, float scale, float half) {
 /* AC coefficient n of a block whose input DC is `dc`, on the new table: an exact tie goes up or
  * down by tie_goes_up. */
 static inline int rescale_ac(const struct rescale_table *t, int dc, int n, int v) {
-  return rescale(v, t->scale[n], tie_goes_up(dc, n, v) ? t->half_up[n] : t->half[n]);
+  return rescale(v, t->scale[n], t->half[tie_goes_up(dc, n, v)][n]);
 }
 
 /* unread_lsb: bit k (natural order) set where the input coefficient's last bit was not read
@@ -254,11 +257,11 @@ static void rescale_init(struct rescale_table *t, const UINT16 *q_in, const UINT
   for (k = 0; k < DCTSIZE2; k++) {
     JCOEF zeroed = 0;
     t->scale[k] = scale_of(q_in[k], q_out[k]);
-    t->half[k] = ROUND_HALF_DOWN + (float)(unread_lsb >> k & 1) * 0.5f * t->scale[k];
-    t->half_up[k] = t->half[k] + (ROUND_HALF_AWAY - ROUND_HALF_DOWN);
+    t->half[0][k] = ROUND_HALF_DOWN + (float)(unread_lsb >> k & 1) * 0.5f * t->scale[k];
+    t->half[1][k] = t->half[0][k] + (ROUND_HALF_AWAY - ROUND_HALF_DOWN);
     /* rescale is monotonic in the magnitude; this ends by q_out / (2 q_in), under 128. A tie
      * at 0.5 is kept, for its turn to go up. */
-    while (rescale(zeroed + 1, t->scale[k], t->half_up[k]) == 0)
+    while (rescale(zeroed + 1, t->scale[k], t->half[1][k]) == 0)
       zeroed++;
     t->max_zeroed[k] = k == 0 ? -1 : zeroed;
   }
