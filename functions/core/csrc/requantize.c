@@ -313,15 +313,17 @@ static void stats_init(struct huff_stats *st) {
  */
 static int rescale_and_count(const struct huff_stats *st, long *ac, JCOEF *block,
                              const struct rescale_table *t, struct kept_coefficients *kept) {
-  int ac_all_zero, byte, last = 0, dc_in = block[0];
+  int ac_all_zero, byte, last = 0, dc_in = block[0], count = 0;
   uint64_t natural = t != NULL ? keep_survivors(block, t->max_zeroed, &ac_all_zero) : nonzero_mask(block), zz = 0;
+  uint64_t kept_zigzag;
   for (byte = 0; byte < 8; byte++)
     zz |= st->zigzag_bits[byte][(natural >> (8 * byte)) & 0xFF];
   if (t != NULL)
     block[0] = (JCOEF)rescale_dc(dc_in, ac_all_zero, t);
   zz &= ~(uint64_t)1; /* DC */
-  kept->zigzag = zz;
-  kept->count = 0;
+  /* kept's mask and count in locals, written once at the end: GCC kept them in memory, a store
+   * and a reload on every coefficient's path */
+  kept_zigzag = zz;
   while (zz) {
     int k = __builtin_ctzll(zz), n = jpeg_natural_order[k], v = block[n], run, nbits;
     zz &= zz - 1;
@@ -329,20 +331,22 @@ static int rescale_and_count(const struct huff_stats *st, long *ac, JCOEF *block
       v = rescale_ac(t, dc_in, n, v);
       block[n] = (JCOEF)v;
       if (v == 0) { /* a tie at 0.5 that went down */
-        kept->zigzag &= ~((uint64_t)1 << k);
+        kept_zigzag &= ~((uint64_t)1 << k);
         continue;
       }
     }
-    kept->ac[kept->count++] = (JCOEF)v;
+    kept->ac[count++] = (JCOEF)v;
     run = k - last - 1;
     last = k;
     nbits = bit_length((unsigned)(v < 0 ? -v : v));
     if (nbits > MAX_AC_BITS)
-      return 0;
+      return 0; /* `kept` is not read then: the image goes to decode + encode */
     for (; run > 15; run -= 16)
       ac[0xF0]++;
     ac[(run << 4) + nbits]++;
   }
+  kept->zigzag = kept_zigzag;
+  kept->count = count;
   if (last < DCTSIZE2 - 1)
     ac[0]++; /* end of block */
   return 1;
