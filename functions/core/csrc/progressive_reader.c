@@ -562,8 +562,8 @@ enum scan_kind { DC_FIRST, DC_REFINE, AC_FIRST, AC_REFINE };
 
 /* The block PREFETCH_AHEAD places further along the row, both its cache lines, asked for before
  * it is written: an AC scan writes a few coefficients of every block of a whole-image array too
- * large for the cache, and waiting for each block's lines made reading 8-16% slower on three of
- * the four largest progressive originals (sea, seeding, bridge; docs/performance.md). */
+ * large for the cache. Reading sea, seeding and bridge took 8-16% less time with it when this
+ * machine's memory was slow to answer, 0-5% when it was not (docs/performance.md). */
 #define PREFETCH_AHEAD 4
 static inline void prefetch_ahead(const struct progressive_image *image, int ci, JDIMENSION x, JDIMENSION y) {
   if (x + PREFETCH_AHEAD < image->width[ci]) {
@@ -584,6 +584,7 @@ static inline __attribute__((always_inline)) int decode_block(struct reader *r, 
   case DC_REFINE:
     return dc_refine(r, in, &image->dc[ci][at]);
   case AC_FIRST:
+    prefetch_ahead(image, ci, x, y);
     return ac_first(r, in, image->rows[ci][y][x], &image->nonzero[ci][at], scan_ci);
   default:
     prefetch_ahead(image, ci, x, y);
