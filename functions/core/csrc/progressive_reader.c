@@ -578,16 +578,16 @@ static inline __attribute__((always_inline)) int decode_block(struct reader *r, 
                                                               JDIMENSION x, JDIMENSION y, int scan_ci) {
   struct progressive_image *image = r->image;
   size_t at = (size_t)y * image->width[ci] + x;
+  if (kind == AC_FIRST || kind == AC_REFINE) /* a DC scan writes the separate DC array */
+    prefetch_ahead(image, ci, x, y);
   switch (kind) {
   case DC_FIRST:
     return dc_first(r, in, &image->dc[ci][at], scan_ci);
   case DC_REFINE:
     return dc_refine(r, in, &image->dc[ci][at]);
   case AC_FIRST:
-    prefetch_ahead(image, ci, x, y);
     return ac_first(r, in, image->rows[ci][y][x], &image->nonzero[ci][at], scan_ci);
   default:
-    prefetch_ahead(image, ci, x, y);
     return ac_refine(r, in, image->rows[ci][y][x], &image->nonzero[ci][at], scan_ci);
   }
 }
