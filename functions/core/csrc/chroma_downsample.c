@@ -15,8 +15,10 @@
  *
  * one product per pair of input coefficients (and a halving's T_0 has 35 entries of 64 that
  * are not zero). In two dimensions the axes are mapped one after the other, rows of 8
- * coefficients at a time: down the columns (each row a vector), then across (the blocks
- * transposed, and back). A kept axis is left as it is. No IDCT, no FDCT, no colour conversion.
+ * coefficients at a time: first across, each non-zero input coefficient times its column of the
+ * map added into its row (a chroma block has a few of them: no transpose, no pass over zeros),
+ * then down, each row a vector. A kept axis is left as it is. No IDCT, no FDCT, no colour
+ * conversion.
  *
  * The same mean as libjpeg's encoder takes (h2v2_downsample, h2v1_downsample), without its
  * rounding of each sample to an integer: the output is what decode + encode gives, less the
@@ -87,6 +89,8 @@ static void axis_init(struct chroma_axis *axis, int kind) {
       axis->t0[k][n] = fabs(T[k][n]) < 1e-12 ? 0.0f : (float)T[k][n];
       if (axis->t0[k][n] != 0.0f)
         axis->from[k] |= (unsigned char)(1 << n);
+      axis->columns[0][n][k] = axis->t0[k][n];
+      axis->columns[1][n][k] = (k + n) & 1 ? -axis->t0[k][n] : axis->t0[k][n];
     }
   }
 }
@@ -139,38 +143,26 @@ static void pair(const struct chroma_axis *axis, const struct row8 first[DCTSIZE
   }
 }
 
-/* A 4x4 transpose of the rows a, b, c, d. */
-static void transpose_quarter(float4 a, float4 b, float4 c, float4 d, float4 out[4]) {
-  float4 ab_low = __builtin_shufflevector(a, b, 0, 4, 1, 5), ab_high = __builtin_shufflevector(a, b, 2, 6, 3, 7);
-  float4 cd_low = __builtin_shufflevector(c, d, 0, 4, 1, 5), cd_high = __builtin_shufflevector(c, d, 2, 6, 3, 7);
-  out[0] = __builtin_shufflevector(ab_low, cd_low, 0, 1, 4, 5);
-  out[1] = __builtin_shufflevector(ab_low, cd_low, 2, 3, 6, 7);
-  out[2] = __builtin_shufflevector(ab_high, cd_high, 0, 1, 4, 5);
-  out[3] = __builtin_shufflevector(ab_high, cd_high, 2, 3, 6, 7);
+/* A coefficient times its quantiser, moved away from zero by half_step (see
+ * chroma_downsample_block): as dequantize's vectors compute it, lane by lane. */
+static inline float dequantized(int value, float q, float half_step) {
+  return (float)value * q + (float)((value > 0) - (value < 0)) * half_step;
 }
 
-/* 8x8: each quarter transposed, the off-diagonal ones swapped. */
-static void transpose(const struct row8 in[DCTSIZE], struct row8 out[DCTSIZE]) {
-  float4 quarter[4];
-  int half, i;
-  for (half = 0; half < 2; half++) {
-    const struct row8 *rows = in + 4 * half;
-    transpose_quarter(rows[0].lo, rows[1].lo, rows[2].lo, rows[3].lo, quarter);
-    for (i = 0; i < 4; i++)
-      half ? (out[i].hi = quarter[i]) : (out[i].lo = quarter[i]);
-    transpose_quarter(rows[0].hi, rows[1].hi, rows[2].hi, rows[3].hi, quarter);
-    for (i = 0; i < 4; i++)
-      half ? (out[4 + i].hi = quarter[i]) : (out[4 + i].lo = quarter[i]);
-  }
+/* A flat block's DC at its level when flat_is_known (flat_level), else the coefficient dequantized. */
+static float dc_of(const JCOEF *block, uint64_t nonzero, const float *q, const float *unread_half_step,
+                   int flat_is_known) {
+  if (flat_is_known && nonzero == 1)
+    return 8.0f * (float)flat_level(block[0], (int)q[0]);
+  return dequantized(block[0], q[0], unread_half_step[0]);
 }
 
 /* The block's coefficients times their quantisers, row by row (a flat block's DC at its level
- * when flat_is_known); bit v of the result is set where row v is not zero, bit 8 + c where
- * column c is not. */
+ * when flat_is_known); bit v of the result is set where row v is not zero. */
 static unsigned dequantize(const JCOEF *block, const float *q, const float *unread_half_step, int flat_is_known,
                            struct row8 rows[DCTSIZE]) {
   uint64_t nonzero = nonzero_mask(block);
-  unsigned used = 0, columns = 0;
+  unsigned used = 0;
   int v;
   for (v = 0; v < DCTSIZE; v++) {
     const JCOEF *c = block + DCTSIZE * v;
@@ -187,41 +179,67 @@ static unsigned dequantize(const JCOEF *block, const float *q, const float *unre
       rows[v].lo = __builtin_convertvector(lo, float4) * q_lo + __builtin_convertvector((lo < 0) - (lo > 0), float4) * half_lo;
       rows[v].hi = __builtin_convertvector(hi, float4) * q_hi + __builtin_convertvector((hi < 0) - (hi > 0), float4) * half_hi;
       used |= 1u << v;
-      columns |= row;
     } else
       rows[v].lo = rows[v].hi = (float4){0, 0, 0, 0};
   }
-  if (flat_is_known && nonzero == 1)
-    rows[0].lo[0] = 8.0f * (float)flat_level(block[0], (int)q[0]);
-  return used | columns << DCTSIZE;
+  rows[0].lo[0] = dc_of(block, nonzero, q, unread_half_step, flat_is_known);
+  return used;
+}
+
+/* The two blocks of a row of blocks across (`in`: left, right) mapped across into `rows`: each
+ * non-zero input coefficient, dequantized as dequantize does, times its block's column of the
+ * map, added into its row (the left block's coefficients in order, then the right's). A chroma
+ * block has a few of them (1-28 in the corpus, most often 1-5), so this costs one product per
+ * coefficient; the map applied row by row to the whole blocks, transposed and back, cost
+ * 10-20% more on the 4:4:4 originals (docs/performance.md). Bit v of the result is set where
+ * row v may be other than zero (row 0, with the DC, always). */
+static unsigned across_pair(const struct chroma_axis *axis, JCOEF *const in[2], const float *q,
+                            const float *unread_half_step, int flat_is_known, struct row8 rows[DCTSIZE]) {
+  unsigned used = 0;
+  int v, b;
+  for (v = 0; v < DCTSIZE; v++)
+    rows[v].lo = rows[v].hi = (float4){0, 0, 0, 0};
+  for (b = 0; b < 2; b++) {
+    uint64_t nonzero = nonzero_mask(in[b]), left = nonzero & ~(uint64_t)1;
+    float dc = dc_of(in[b], nonzero, q, unread_half_step, flat_is_known);
+    float4 lo, hi;
+    memcpy(&lo, axis->columns[b][0], sizeof(lo));
+    memcpy(&hi, axis->columns[b][0] + 4, sizeof(hi));
+    rows[0].lo += dc * lo;
+    rows[0].hi += dc * hi;
+    while (left) {
+      int n = __builtin_ctzll(left), u = n & 7;
+      float c = dequantized(in[b][n], q[n], unread_half_step[n]);
+      left &= left - 1;
+      memcpy(&lo, axis->columns[b][u], sizeof(lo));
+      memcpy(&hi, axis->columns[b][u] + 4, sizeof(hi));
+      rows[n >> 3].lo += c * lo;
+      rows[n >> 3].hi += c * hi;
+    }
+    used |= 1;
+    for (v = 1; v < DCTSIZE; v++)
+      used |= (unsigned)((nonzero >> (DCTSIZE * v) & 0xFF) != 0) << v;
+  }
+  return used;
 }
 
 void chroma_downsample_block(const struct chroma_downsampler *ds, JCOEF *const in[4], const float *q_in,
                              const float *unread_half_step, int flat_is_known, const float *inverse_q_out,
                              JCOEF *out) {
-  struct row8 blocks[4][DCTSIZE], down[2][DCTSIZE], across[2][DCTSIZE], paired[DCTSIZE], result[DCTSIZE];
-  const struct row8 *columns[2];
-  unsigned used[4], used_columns = 0;
+  struct row8 rows[2][DCTSIZE], result[DCTSIZE];
+  unsigned used = 0;
   float acc[DCTSIZE2], magnitude[DCTSIZE2];
-  int nx = ds->across.blocks, ny = ds->down.blocks, b, i, k;
-  for (b = 0; b < nx * ny; b++) {
-    used[b] = dequantize(in[b], q_in, unread_half_step, flat_is_known, blocks[b]);
-    used_columns |= used[b] >> DCTSIZE;
-  }
-  /* Down: the top and bottom block of each column of blocks. A column stays zero down the way. */
-  for (i = 0; i < nx; i++) {
-    if (ny == 2)
-      pair(&ds->down, blocks[i], blocks[nx + i], (used[i] | used[nx + i]) & 0xFF, down[i]);
-    columns[i] = ny == 2 ? down[i] : blocks[i];
-  }
-  /* Across: the left and right result, transposed so that their columns are rows. */
-  if (nx == 2) {
-    transpose(columns[0], across[0]);
-    transpose(columns[1], across[1]);
-    pair(&ds->across, across[0], across[1], used_columns, paired);
-    transpose(paired, result);
-  } else
-    memcpy(result, columns[0], sizeof(result));
+  int ny = ds->down.blocks, j, k;
+  /* Across: each row of blocks to one block's rows (a kept axis: its one block's). */
+  for (j = 0; j < ny; j++)
+    used |= ds->across.blocks == 2
+                ? across_pair(&ds->across, in + 2 * j, q_in, unread_half_step, flat_is_known, rows[j])
+                : dequantize(in[j], q_in, unread_half_step, flat_is_known, rows[j]);
+  /* Down: the top and bottom rows of blocks, each row a vector. */
+  if (ny == 2)
+    pair(&ds->down, rows[0], rows[1], used, result);
+  else
+    memcpy(result, rows[0], sizeof(result));
   for (k = 0; k < DCTSIZE; k++) {
     memcpy(acc + DCTSIZE * k, &result[k].lo, sizeof(result[k].lo));
     memcpy(acc + DCTSIZE * k + 4, &result[k].hi, sizeof(result[k].hi));

@@ -26,6 +26,9 @@ struct chroma_axis {
   int blocks;
   float t0[DCTSIZE][DCTSIZE];
   unsigned char from[DCTSIZE];
+  /* columns[b][n][k]: the map's column n for block b (T_b[k][n]), to add one input coefficient
+   * at a time into a row of 8 outputs */
+  float columns[2][DCTSIZE][DCTSIZE];
 };
 
 struct chroma_downsampler {
