@@ -19,10 +19,11 @@ struct huffman_table {
   UINT8 bits[17]; /* codes of each length */
   UINT8 symbols[256];
   uint16_t fast[1 << LOOKAHEAD]; /* the next LOOKAHEAD bits -> length << 8 | symbol; 0: longer */
-  /* For an AC scan, the codes of a new coefficient whose bits (a refinement scan's: its sign) fit
-   * in LOOKAHEAD with the code's: the next LOOKAHEAD bits -> the coefficient (as the scan's Al
-   * shifts it) << 16 | run << 4 | the bits of both; 0: another symbol, or longer */
-  int32_t fast_ac[1 << LOOKAHEAD];
+  /* The codes of a value whose bits (a refinement scan's: its sign) fit in LOOKAHEAD with the
+   * code's: the next LOOKAHEAD bits -> the value << 16 | run << 4 | the bits of both; 0: another
+   * symbol, or longer. In an AC scan the value is a new coefficient (as the scan's Al shifts it),
+   * in a DC first scan the difference from the previous DC. */
+  int32_t fast_value[1 << LOOKAHEAD];
   int32_t max_code[18];          /* the largest code of each length, -1 if none */
   int offset[17];                /* a code of that length, plus this, indexes symbols */
 };
@@ -141,8 +142,9 @@ static inline int extend(unsigned bits, int size) {
   return (int)bits + (negative & (int)(1u - (1u << size)));
 }
 
-/* al: an AC scan's point transform, for fast_ac; -1 for DC scans. max_size: the largest
- * coefficient fast_ac gives (1 in a refinement scan, whose other sizes are damage). */
+/* al: an AC scan's point transform, for fast_value; 0 for a DC table, whose fast_value gives the
+ * difference (size 0 included: a difference of 0). max_size: the largest coefficient fast_value
+ * gives (1 in a refinement scan, whose other sizes are damage). */
 static int build_table(struct huffman_table *t, int is_dc, int al, int max_size) {
   int length, i, n = 0, code = 0;
   memset(t->fast, 0, sizeof(t->fast));
@@ -166,15 +168,13 @@ static int build_table(struct huffman_table *t, int is_dc, int al, int max_size)
     code <<= 1;
   }
   t->max_code[17] = 0x7FFFFFFF; /* ends the slow search */
-  if (al >= 0) {
-    for (i = 0; i < 1 << LOOKAHEAD; i++) {
-      int entry = t->fast[i], length = entry >> 8, run = (entry >> 4) & 15, size = entry & 15;
-      t->fast_ac[i] = 0;
-      if (entry != 0 && size != 0 && size <= max_size && length + size <= LOOKAHEAD) {
-        unsigned bits = (unsigned)(i >> (LOOKAHEAD - length - size)) & ((1u << size) - 1);
-        JCOEF value = (JCOEF)((unsigned)extend(bits, size) << al);
-        t->fast_ac[i] = (int32_t)((uint32_t)(uint16_t)value << 16 | (uint32_t)(run << 4 | (length + size)));
-      }
+  for (i = 0; i < 1 << LOOKAHEAD; i++) {
+    int entry = t->fast[i], length = entry >> 8, run = (entry >> 4) & 15, size = entry & 15;
+    t->fast_value[i] = 0;
+    if (entry != 0 && (size != 0 || is_dc) && size <= max_size && length + size <= LOOKAHEAD) {
+      unsigned bits = (unsigned)(i >> (LOOKAHEAD - length - size)) & ((1u << size) - 1);
+      JCOEF value = (JCOEF)((unsigned)extend(bits, size) << al);
+      t->fast_value[i] = (int32_t)((uint32_t)(uint16_t)value << 16 | (uint32_t)(run << 4 | (length + size)));
     }
   }
   return 1;
@@ -285,13 +285,21 @@ static inline int popcount(uint64_t x) {
 /* --- Blocks --- */
 
 static inline __attribute__((always_inline)) int dc_first(struct reader *r, struct bit_reader *in, JCOEF *out, int scan_ci) {
+  const struct huffman_table *t = &r->dc[r->dc_table[scan_ci]];
   int size, diff;
+  int32_t coded;
   long dc;
   ensure(in);
-  size = decode(in, &r->dc[r->dc_table[scan_ci]]);
-  if (size < 0)
-    return 0;
-  diff = extend(take(in, size), size);
+  coded = t->fast_value[in->bits >> (64 - LOOKAHEAD)];
+  if (coded != 0) { /* most differences: code and bits in one lookup */
+    diff = coded >> 16;
+    take(in, coded & 15);
+  } else {
+    size = decode(in, t);
+    if (size < 0)
+      return 0;
+    diff = extend(take(in, size), size);
+  }
   dc = (long)r->last_dc[scan_ci] + diff;
   if (dc > 0x7FFFFFFFL / 2 || dc < -0x7FFFFFFFL / 2)
     return 0; /* libjpeg: JERR_BAD_DCT_COEF */
@@ -306,8 +314,8 @@ static inline __attribute__((always_inline)) int dc_refine(struct reader *r, str
   return 1;
 }
 
-static inline __attribute__((always_inline)) int ac_first(struct reader *r, struct bit_reader *in, JCOEF *block, uint64_t *nonzero, int scan_ci) {
-  const struct huffman_table *t = &r->ac[r->ac_table[scan_ci]];
+static inline __attribute__((always_inline)) int ac_first(struct reader *r, struct bit_reader *in, JCOEF *block, uint64_t *nonzero) {
+  const struct huffman_table *t = &r->ac[r->ac_table[0]]; /* an AC scan has one component */
   uint64_t mask = *nonzero;
   int k;
   if (r->eobrun > 0) {
@@ -319,7 +327,7 @@ static inline __attribute__((always_inline)) int ac_first(struct reader *r, stru
     JCOEF value;
     int32_t coded;
     ensure(in);
-    coded = t->fast_ac[in->bits >> (64 - LOOKAHEAD)];
+    coded = t->fast_value[in->bits >> (64 - LOOKAHEAD)];
     if (coded != 0) { /* most coefficients: one lookup */
       run = (coded >> 4) & 15;
       value = (JCOEF)(coded >> 16);
@@ -388,8 +396,8 @@ static inline uint64_t take_many(struct bit_reader *in, int n) {
  * read at once, instead of a loop over them whose length the branch predictor cannot know.
  */
 static inline __attribute__((always_inline)) int ac_refine(struct reader *r, struct bit_reader *in, JCOEF *block,
-                                                           uint64_t *nonzero, int scan_ci) {
-  const struct huffman_table *t = &r->ac[r->ac_table[scan_ci]];
+                                                           uint64_t *nonzero) {
+  const struct huffman_table *t = &r->ac[r->ac_table[0]]; /* an AC scan has one component */
   uint64_t band = (~0ULL >> (63 - r->Se)) & (~0ULL << r->Ss), mask = *nonzero, before = mask & band;
   uint64_t corrections = 0;
   int k = r->Ss, n = 0, p1 = 1 << r->Al;
@@ -400,7 +408,7 @@ static inline __attribute__((always_inline)) int ac_refine(struct reader *r, str
       uint64_t zeros;
       int32_t coded;
       ensure(in); /* at least 32 bits: the code (up to 16), its sign and up to 15 corrections */
-      coded = t->fast_ac[in->bits >> (64 - LOOKAHEAD)];
+      coded = t->fast_value[in->bits >> (64 - LOOKAHEAD)];
       if (coded != 0) { /* most new coefficients: code and sign in one lookup */
         run = (coded >> 4) & 15;
         size = 1;
@@ -524,7 +532,7 @@ static int start_scan(struct reader *r) {
     /* The tables the scan decodes with: a DC first scan's DC table, an AC scan's AC table */
     if (dc && r->Ah == 0) {
       struct huffman_table *t = r->dc_table[i] < NUM_HUFF_TBLS ? &r->dc[r->dc_table[i]] : NULL;
-      if (t == NULL || !t->defined || !build_table(t, 1, -1, 0))
+      if (t == NULL || !t->defined || !build_table(t, 1, 0, 15))
         return 0;
     } else if (!dc) {
       struct huffman_table *t = r->ac_table[i] < NUM_HUFF_TBLS ? &r->ac[r->ac_table[i]] : NULL;
@@ -573,72 +581,106 @@ static inline void prefetch_ahead(const struct progressive_image *image, int ci,
   }
 }
 
-/* Block (x, y) of component ci, the scan's component scan_ci. */
-static inline __attribute__((always_inline)) int decode_block(struct reader *r, struct bit_reader *in, enum scan_kind kind, int ci,
-                                                              JDIMENSION x, JDIMENSION y, int scan_ci) {
-  struct progressive_image *image = r->image;
-  size_t at = (size_t)y * image->width[ci] + x;
-  if (kind == AC_FIRST || kind == AC_REFINE) /* a DC scan writes the separate DC array */
-    prefetch_ahead(image, ci, x, y);
-  switch (kind) {
-  case DC_FIRST:
-    return dc_first(r, in, &image->dc[ci][at], scan_ci);
-  case DC_REFINE:
-    return dc_refine(r, in, &image->dc[ci][at]);
-  case AC_FIRST:
-    return ac_first(r, in, image->rows[ci][y][x], &image->nonzero[ci][at], scan_ci);
-  default:
-    return ac_refine(r, in, image->rows[ci][y][x], &image->nonzero[ci][at], scan_ci);
+/* Before the next MCU: at a restart interval's end, its marker (the next in turn) passed and the
+ * predictions reset; 0 if the marker is not there. */
+static inline int restart(struct reader *r, struct bit_reader *in, unsigned *to_restart, unsigned *next_restart) {
+  int i;
+  if (r->restart_interval == 0)
+    return 1;
+  if (*to_restart == 0) {
+    if (!at_marker(in) || in->marker != 0xD0 + (int)*next_restart)
+      return 0;
+    in->marker = 0;
+    *next_restart = (*next_restart + 1) & 7;
+    *to_restart = r->restart_interval;
+    for (i = 0; i < r->comps_in_scan; i++)
+      r->last_dc[i] = 0;
+    r->eobrun = 0;
   }
+  (*to_restart)--;
+  return 1;
 }
 
-/* One scan; `kind` is a constant in each of read_scan's calls, so that each gets its own loop. */
-static inline __attribute__((always_inline)) int read_scan_of(struct reader *r, enum scan_kind kind) {
+/* An AC scan (one component, start_scan: its blocks in rows); `kind` is a constant in each of
+ * read_scan's calls, so that each gets its own loop. */
+static inline __attribute__((always_inline)) int read_ac_scan_of(struct reader *r, enum scan_kind kind) {
+  struct progressive_image *image = r->image;
+  int ci = r->scan_comp[0];
+  jpeg_component_info *c = &r->src->comp_info[ci];
+  unsigned to_restart = r->restart_interval, next_restart = 0;
+  struct bit_reader in = r->in; /* a local copy, kept in registers: no store of a block can touch it */
+  JDIMENSION x, y;
+  int ok = 0;
+  for (y = 0; y < c->height_in_blocks; y++)
+    for (x = 0; x < c->width_in_blocks; x++) {
+      JCOEF *block = image->rows[ci][y][x];
+      uint64_t *nonzero = &image->nonzero[ci][(size_t)y * image->width[ci] + x];
+      if (!restart(r, &in, &to_restart, &next_restart))
+        goto done;
+      prefetch_ahead(image, ci, x, y);
+      if (!(kind == AC_FIRST ? ac_first(r, &in, block, nonzero) : ac_refine(r, &in, block, nonzero)))
+        goto done;
+    }
+  ok = at_marker(&in);
+done:
+  r->in = in;
+  return ok;
+}
+
+/* A DC scan: each block's DC to its component's DC array, MCU by MCU (an interleaved scan's MCU
+ * has each component's h x v blocks). The MCU's blocks are listed once, each with its component
+ * and its place from the MCU's first, so that the loop per block is one step: a loop over the
+ * components and their sampling factors within each MCU took a third of a DC refinement's time,
+ * whose blocks are a bit each (docs/performance.md). */
+static inline __attribute__((always_inline)) int read_dc_scan_of(struct reader *r, enum scan_kind kind) {
   j_decompress_ptr src = r->src;
+  struct progressive_image *image = r->image;
   JDIMENSION mcus_across, mcus_down, mx, my;
   unsigned to_restart = r->restart_interval, next_restart = 0;
   struct bit_reader in = r->in; /* a local copy, kept in registers: no store of a block can touch it */
-  int ok = 0;
-  /* An AC scan has one component (start_scan): a constant, so that its loop has no inner ones */
-  const int comps = kind == AC_FIRST || kind == AC_REFINE ? 1 : r->comps_in_scan;
+  int comps = r->comps_in_scan, blocks = 0, ok = 0, i, b;
+  int component_of[D_MAX_BLOCKS_IN_MCU];
+  size_t place[D_MAX_BLOCKS_IN_MCU], step[MAX_COMPS_IN_SCAN], row_step[MAX_COMPS_IN_SCAN];
+  JCOEF *row[MAX_COMPS_IN_SCAN];
+  for (i = 0; i < comps; i++) {
+    int ci = r->scan_comp[i], h = 1, v = 1, bx, by;
+    if (comps > 1) { /* a single component's MCU is one block */
+      h = src->comp_info[ci].h_samp_factor;
+      v = src->comp_info[ci].v_samp_factor;
+    }
+    for (by = 0; by < v; by++)
+      for (bx = 0; bx < h; bx++) {
+        if (blocks == D_MAX_BLOCKS_IN_MCU)
+          return 0; /* libjpeg: JERR_BAD_MCU_SIZE */
+        component_of[blocks] = i;
+        place[blocks++] = (size_t)by * image->width[ci] + (size_t)bx;
+      }
+    step[i] = (size_t)h;
+    row_step[i] = (size_t)v * image->width[ci];
+    row[i] = image->dc[ci];
+  }
   if (comps == 1) {
-    jpeg_component_info *c = &src->comp_info[r->scan_comp[0]];
-    mcus_across = c->width_in_blocks;
-    mcus_down = c->height_in_blocks;
+    mcus_across = src->comp_info[r->scan_comp[0]].width_in_blocks;
+    mcus_down = src->comp_info[r->scan_comp[0]].height_in_blocks;
   } else {
     mcus_across = (src->image_width + (JDIMENSION)(src->max_h_samp_factor * DCTSIZE) - 1) /
                   (JDIMENSION)(src->max_h_samp_factor * DCTSIZE);
     mcus_down = (src->image_height + (JDIMENSION)(src->max_v_samp_factor * DCTSIZE) - 1) /
                 (JDIMENSION)(src->max_v_samp_factor * DCTSIZE);
   }
-  for (my = 0; my < mcus_down; my++)
+  for (my = 0; my < mcus_down; my++) {
     for (mx = 0; mx < mcus_across; mx++) {
-      int i;
-      if (r->restart_interval) {
-        if (to_restart == 0) {
-          int s;
-          if (!at_marker(&in) || in.marker != 0xD0 + (int)next_restart)
-            goto done;
-          in.marker = 0;
-          next_restart = (next_restart + 1) & 7;
-          to_restart = r->restart_interval;
-          for (s = 0; s < comps; s++)
-            r->last_dc[s] = 0;
-          r->eobrun = 0;
-        }
-        to_restart--;
-      }
-      for (i = 0; i < comps; i++) {
-        int ci = r->scan_comp[i];
-        jpeg_component_info *c = &src->comp_info[ci];
-        int h = comps == 1 ? 1 : c->h_samp_factor, v = comps == 1 ? 1 : c->v_samp_factor;
-        int bx, by;
-        for (by = 0; by < v; by++)
-          for (bx = 0; bx < h; bx++)
-            if (!decode_block(r, &in, kind, ci, mx * (JDIMENSION)h + (JDIMENSION)bx, my * (JDIMENSION)v + (JDIMENSION)by, i))
-              goto done;
+      if (!restart(r, &in, &to_restart, &next_restart))
+        goto done;
+      for (b = 0; b < blocks; b++) {
+        JCOEF *dc = row[component_of[b]] + mx * step[component_of[b]] + place[b];
+        if (!(kind == DC_FIRST ? dc_first(r, &in, dc, component_of[b]) : dc_refine(r, &in, dc)))
+          goto done;
       }
     }
+    for (i = 0; i < comps; i++)
+      row[i] += row_step[i];
+  }
   ok = at_marker(&in);
 done:
   r->in = in;
@@ -693,8 +735,8 @@ static int read_scan(struct reader *r) {
   if (not_needed(r))
     return skip_scan(r);
   if (r->Ss == 0)
-    return r->Ah == 0 ? read_scan_of(r, DC_FIRST) : read_scan_of(r, DC_REFINE);
-  return r->Ah == 0 ? read_scan_of(r, AC_FIRST) : read_scan_of(r, AC_REFINE);
+    return r->Ah == 0 ? read_dc_scan_of(r, DC_FIRST) : read_dc_scan_of(r, DC_REFINE);
+  return r->Ah == 0 ? read_ac_scan_of(r, AC_FIRST) : read_ac_scan_of(r, AC_REFINE);
 }
 
 /* Markers after a scan, up to the next scan's header or the end of the image: 1 at a scan,
