@@ -191,7 +191,7 @@ static unsigned dequantize(const JCOEF *block, uint64_t nonzero, const float *q,
  * map, added into its row (the left block's coefficients in order, then the right's). A chroma
  * block has a few of them (1-28 in the corpus, most often 1-5), so this costs one product per
  * coefficient; the map applied row by row to the whole blocks, transposed and back, cost
- * 10-20% more on the 4:4:4 originals (docs/performance.md). Bit v of the result is set where
+ * 5-18% more time on the 4:4:4 originals (docs/performance.md). Bit v of the result is set where
  * row v may be other than zero (row 0, with the DC, always). */
 static unsigned across_pair(const struct chroma_axis *axis, JCOEF *const in[2], const uint64_t nonzero_of[2],
                             const float *q, const float *unread_half_step, int flat_is_known,
