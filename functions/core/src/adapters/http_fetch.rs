@@ -229,8 +229,8 @@ impl HttpFetcher {
         }
         // Content-Length can lie or be absent: count while streaming. Where it is given (and
         // within the cap), the body is read into room for all of it at once: grown by doubling
-        // instead, a 16 MB photo was copied again at every step, and each copy touched fresh
-        // pages (a fifth of the worker's page faults, docs/performance.md).
+        // instead, a 16 MB photo was copied again at every step, into fresh pages (memmove, here
+        // and in the upload, had 30% of the worker's page faults, docs/performance.md).
         let expected = response.content_length().unwrap_or(0).min(limit);
         let mut body = Vec::with_capacity(usize::try_from(expected).unwrap_or(0));
         while let Some(chunk) = response.chunk().await.map_err(|error| self.classify(error))? {
