@@ -157,17 +157,25 @@ static float dc_of(const JCOEF *block, uint64_t nonzero, const float *q, const f
   return dequantized(block[0], q[0], unread_half_step[0]);
 }
 
+/* Bit v set where row v of a block is not zero, from its nonzero_mask. */
+static unsigned rows_of(uint64_t nonzero) {
+  unsigned rows = 0;
+  int v;
+  for (v = 0; v < DCTSIZE; v++)
+    rows |= (unsigned)((nonzero >> (DCTSIZE * v) & 0xFF) != 0) << v;
+  return rows;
+}
+
 /* The block's coefficients (`nonzero`: its nonzero_mask) times their quantisers, row by row (a
  * flat block's DC at its level when flat_is_known); bit v of the result is set where row v is
  * not zero. */
 static unsigned dequantize(const JCOEF *block, uint64_t nonzero, const float *q, const float *unread_half_step,
                            int flat_is_known, struct row8 rows[DCTSIZE]) {
-  unsigned used = 0;
+  unsigned used = rows_of(nonzero);
   int v;
   for (v = 0; v < DCTSIZE; v++) {
     const JCOEF *c = block + DCTSIZE * v;
-    unsigned row = (unsigned)(nonzero >> (DCTSIZE * v)) & 0xFF;
-    if (row) {
+    if (used >> v & 1) {
       int4 lo = {c[0], c[1], c[2], c[3]}, hi = {c[4], c[5], c[6], c[7]};
       float4 q_lo, q_hi, half_lo, half_hi;
       memcpy(&q_lo, q + DCTSIZE * v, sizeof(q_lo));
@@ -178,7 +186,6 @@ static unsigned dequantize(const JCOEF *block, uint64_t nonzero, const float *q,
        * signs as -1, 0, 1 (a vector comparison gives -1 for true) */
       rows[v].lo = __builtin_convertvector(lo, float4) * q_lo + __builtin_convertvector((lo < 0) - (lo > 0), float4) * half_lo;
       rows[v].hi = __builtin_convertvector(hi, float4) * q_hi + __builtin_convertvector((hi < 0) - (hi > 0), float4) * half_hi;
-      used |= 1u << v;
     } else
       rows[v].lo = rows[v].hi = (float4){0, 0, 0, 0};
   }
@@ -217,9 +224,7 @@ static unsigned across_pair(const struct chroma_axis *axis, JCOEF *const in[2], 
       rows[n >> 3].lo += c * lo;
       rows[n >> 3].hi += c * hi;
     }
-    used |= 1;
-    for (v = 1; v < DCTSIZE; v++)
-      used |= (unsigned)((nonzero >> (DCTSIZE * v) & 0xFF) != 0) << v;
+    used |= 1 | rows_of(nonzero);
   }
   return used;
 }
