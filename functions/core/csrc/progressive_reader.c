@@ -225,6 +225,15 @@ static void fill(struct bit_reader *in) {
   }
 }
 
+/* fill on a copy, passed and returned by value: a scan loop's reader is a local whose address
+ * no out-of-line call takes, so that GCC keeps its fields in registers. With its address passed
+ * to fill, it kept them on the stack: a store and a reload of the bits on every symbol's path,
+ * and reading the progressive originals took 18% more time (docs/performance.md). */
+static __attribute__((noinline)) struct bit_reader filled(struct bit_reader in) {
+  fill(&in);
+  return in;
+}
+
 /* At least 32 bits in the reader: a Huffman code and the bits after it. Eight bytes without an
  * FF among them are taken here, inline; the rest (stuffing, markers, the end) in fill. */
 static inline __attribute__((always_inline)) void ensure(struct bit_reader *in) {
@@ -242,7 +251,7 @@ static inline __attribute__((always_inline)) void ensure(struct bit_reader *in) 
         return;
       }
     }
-    fill(in);
+    *in = filled(*in);
   }
 }
 
@@ -547,7 +556,7 @@ static int start_scan(struct reader *r) {
 
 /* Sets the reader at the next marker, for a restart or the end of a scan: 0 if whole bytes of
  * data come before it (libjpeg warns: extraneous data) or the scan took padding. */
-static int at_marker(struct bit_reader *in) {
+static __attribute__((noinline)) int find_marker(struct bit_reader *in) {
   if (in->padding > in->count)
     return 0;
   if (in->marker == 0) {
@@ -564,6 +573,14 @@ static int at_marker(struct bit_reader *in) {
   in->bits = 0;
   in->count = in->padding = 0;
   return 1;
+}
+
+/* find_marker for a scan loop's reader, on a copy (see filled). */
+static inline __attribute__((always_inline)) int at_marker(struct bit_reader *in) {
+  struct bit_reader copy = *in;
+  int ok = find_marker(&copy);
+  *in = copy;
+  return ok;
 }
 
 enum scan_kind { DC_FIRST, DC_REFINE, AC_FIRST, AC_REFINE };
