@@ -197,7 +197,7 @@ static int has_ff_byte(uint64_t w) {
 
 /* Tops up to at least 57 bits a byte at a time (ensure takes eight bytes without an FF at once),
  * or pads after a marker or the end of data. */
-static void fill(struct bit_reader *in) {
+static __attribute__((noinline)) void fill(struct bit_reader *in) {
   while (in->count <= 56) {
     unsigned byte;
     if (in->marker != 0 || in->next >= in->end) {
@@ -225,15 +225,6 @@ static void fill(struct bit_reader *in) {
   }
 }
 
-/* fill on a copy, passed and returned by value: a scan loop's reader is a local whose address
- * no out-of-line call takes, so that GCC keeps its fields in registers. With its address passed
- * to fill, it kept them on the stack: a store and a reload of the bits on every symbol's path,
- * and reading the progressive originals took 18% more time (docs/performance.md). */
-static __attribute__((noinline)) struct bit_reader filled(struct bit_reader in) {
-  fill(&in);
-  return in;
-}
-
 /* At least 32 bits in the reader: a Huffman code and the bits after it. Eight bytes without an
  * FF among them are taken here, inline; the rest (stuffing, markers, the end) in fill. */
 static inline __attribute__((always_inline)) void ensure(struct bit_reader *in) {
@@ -251,7 +242,15 @@ static inline __attribute__((always_inline)) void ensure(struct bit_reader *in) 
         return;
       }
     }
-    *in = filled(*in);
+    {
+      /* fill on a copy: a scan loop's reader is a local whose address no out-of-line call
+       * takes, so that GCC keeps its fields in registers. With its address passed to fill, it
+       * kept them on the stack: a store and a reload of the bits on every symbol's path, and
+       * reading the progressive originals took 18% more time (docs/performance.md). */
+      struct bit_reader copy = *in;
+      fill(&copy);
+      *in = copy;
+    }
   }
 }
 
@@ -575,7 +574,7 @@ static __attribute__((noinline)) int find_marker(struct bit_reader *in) {
   return 1;
 }
 
-/* find_marker for a scan loop's reader, on a copy (see filled). */
+/* find_marker for a scan loop's reader, on a copy (see ensure). */
 static inline __attribute__((always_inline)) int at_marker(struct bit_reader *in) {
   struct bit_reader copy = *in;
   int ok = find_marker(&copy);
